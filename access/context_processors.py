@@ -1,0 +1,13 @@
+from typing import Any
+
+from django.http import HttpRequest
+
+from access import permissions
+
+
+def roles(request: HttpRequest) -> dict[str, Any]:
+    user = getattr(request, "user", None)
+    return {
+        "is_portcullis_admin": permissions.is_admin(user),
+        "can_view_audit_log": permissions.can_view_audit_log(user),
+    }

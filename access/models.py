@@ -1,0 +1,329 @@
+"""Inventory (apps, resources, access levels, owners, request rules), users, groups and grants."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from access.choices import (
+    ExtensionPolicy,
+    GrantSource,
+    GrantStatus,
+    GroupSource,
+    PropagationStatus,
+    Provider,
+    ResourceType,
+    ReviewerKind,
+    RiskSensitivity,
+    StageMode,
+)
+from access.querysets import GrantQuerySet, ResourceQuerySet
+
+
+class User(AbstractUser):
+    """A portal user. ``manager`` approves and reviews their reports' access."""
+
+    email = models.EmailField("email address", unique=True)
+    manager = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reports"
+    )
+    title = models.CharField(max_length=150, blank=True)
+    department = models.CharField(max_length=150, blank=True)
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
+
+    def __str__(self) -> str:
+        full = self.get_full_name()
+        return f"{full} <{self.email}>" if full else self.email or self.username
+
+    def clean(self) -> None:
+        super().clean()
+        self.email = self.email.strip().lower()
+        if self.manager_id and self.manager_id == self.pk:
+            raise ValidationError({"manager": "A user cannot be their own manager."})
+
+
+class UserGroup(models.Model):
+    """A group of people (a team), which can own resources; its admins review its members."""
+
+    name = models.CharField(max_length=150, unique=True)
+    description = models.TextField(blank=True)
+    members = models.ManyToManyField(User, blank=True, related_name="member_of")
+    admins = models.ManyToManyField(User, blank=True, related_name="admin_of")
+    source = models.CharField(max_length=16, choices=GroupSource.choices, default=GroupSource.LOCAL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "group"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class App(models.Model):
+    """A connected provider tenant: for AWS, one organization (its settings live in aws_integration)."""
+
+    name = models.CharField(max_length=150, unique=True)
+    provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.AWS)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Resource(models.Model):
+    """Something in AWS that access can be requested to, as last seen by sync."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="resources")
+    type = models.CharField(max_length=32, choices=ResourceType.choices)
+    remote_id = models.CharField(max_length=512, help_text="The id in AWS (account id, group id, ...).")
+    arn = models.CharField("ARN", max_length=2048, blank=True)
+    name = models.CharField(max_length=255)
+    account_id = models.CharField(max_length=12, blank=True, db_index=True)
+    region = models.CharField(max_length=32, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    tags = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    risk_sensitivity = models.CharField(
+        max_length=16, choices=RiskSensitivity.choices, default=RiskSensitivity.MEDIUM
+    )
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ResourceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["app", "type", "remote_id"], name="resource_unique_remote_id")
+        ]
+        indexes = [
+            models.Index(fields=["type", "name"], name="resource_type_name_idx"),
+            models.Index(fields=["name"], name="resource_name_idx"),
+            models.Index(fields=["deleted_at"], name="resource_deleted_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_type_display()})"
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class AccessLevel(models.Model):
+    """One kind of access to a resource: a permission set, "member", a database user, an EKS policy."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="access_levels")
+    remote_id = models.CharField(max_length=512)
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["resource", "remote_id"], name="access_level_unique_remote_id")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Owner(models.Model):
+    """A user or a group owning a resource: they approve its requests and review its access."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="owners")
+    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.CASCADE, related_name="ownerships")
+    group = models.ForeignKey(
+        UserGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="ownerships"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(user__isnull=False) & Q(group__isnull=True))
+                | (Q(user__isnull=True) & Q(group__isnull=False)),
+                name="owner_is_user_or_group",
+                violation_error_message="An owner is either a user or a group, not both and not neither.",
+            ),
+            models.UniqueConstraint(fields=["resource", "user"], name="owner_unique_user"),
+            models.UniqueConstraint(fields=["resource", "group"], name="owner_unique_group"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.user or self.group)
+
+
+class RequestRule(models.Model):
+    """How requests for a resource are judged. The highest-priority rule that matches the
+    requester (by group, or any requester when no group is set) applies."""
+
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="request_rules")
+    name = models.CharField(max_length=150, blank=True)
+    priority = models.PositiveIntegerField(default=100, help_text="Higher wins when several rules match.")
+    requester_group = models.ForeignKey(
+        UserGroup,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="request_rules",
+        help_text="Applies only to members of this group; empty means every requester.",
+    )
+    allow_requests = models.BooleanField(default=True)
+    auto_approve = models.BooleanField(default=False)
+    max_duration = models.DurationField(
+        null=True, blank=True, default=timedelta(days=7), help_text="Empty means no maximum."
+    )
+    recommended_duration = models.DurationField(null=True, blank=True, default=timedelta(hours=8))
+    allow_until_revoked = models.BooleanField(default=False, help_text="Allow access with no expiry.")
+    require_reason = models.BooleanField(default=True)
+    require_ticket = models.BooleanField(default=False)
+    extension_policy = models.CharField(
+        max_length=20, choices=ExtensionPolicy.choices, default=ExtensionPolicy.SAME_AS_REQUEST
+    )
+    allow_self_approval = models.BooleanField(
+        default=False, help_text="Let a requester who is also a reviewer approve their own request."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["resource", "-priority", "id"]
+
+    def __str__(self) -> str:
+        return self.name or f"Rule {self.pk} for {self.resource.name}"
+
+    def clean(self) -> None:
+        errors = {}
+        if self.max_duration is not None and self.max_duration <= timedelta(0):
+            errors["max_duration"] = "The maximum duration must be positive."
+        if self.recommended_duration is not None and self.recommended_duration <= timedelta(0):
+            errors["recommended_duration"] = "The recommended duration must be positive."
+        if (
+            self.max_duration is not None
+            and self.recommended_duration is not None
+            and self.recommended_duration > self.max_duration
+        ):
+            errors["recommended_duration"] = "The recommended duration cannot exceed the maximum."
+        if errors:
+            raise ValidationError(errors)
+
+
+class RequestRuleStage(models.Model):
+    """One approval stage of a rule: who reviews, and whether any one or all must approve."""
+
+    rule = models.ForeignKey(RequestRule, on_delete=models.CASCADE, related_name="stages")
+    order = models.PositiveSmallIntegerField(default=1)
+    reviewers = models.CharField(max_length=16, choices=ReviewerKind.choices, default=ReviewerKind.OWNERS)
+    mode = models.CharField(max_length=8, choices=StageMode.choices, default=StageMode.ANY)
+
+    class Meta:
+        ordering = ["rule", "order"]
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "order"], name="stage_unique_order"),
+            models.CheckConstraint(condition=Q(order__gte=1) & Q(order__lte=3), name="stage_order_1_to_3"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Stage {self.order}: {self.get_reviewers_display()} ({self.get_mode_display()})"
+
+
+class Grant(models.Model):
+    """A user's access to a resource at an access level, whatever its source."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="grants")
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="grants")
+    access_level = models.ForeignKey(AccessLevel, on_delete=models.CASCADE, related_name="grants")
+    source = models.CharField(max_length=16, choices=GrantSource.choices)
+    status = models.CharField(max_length=16, choices=GrantStatus.choices, default=GrantStatus.PENDING)
+    starts_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty means until revoked.")
+    propagation_status = models.CharField(
+        max_length=24, choices=PropagationStatus.choices, default=PropagationStatus.NOT_STARTED
+    )
+    last_error = models.TextField(blank=True)
+    granted_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="grants_given"
+    )
+    revoked_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="grants_revoked"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoke_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = GrantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "expires_at"], name="grant_status_expiry_idx"),
+            models.Index(fields=["user", "status"], name="grant_user_status_idx"),
+            models.Index(fields=["resource", "status"], name="grant_resource_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.resource.name} ({self.access_level.name})"
+
+    def clean(self) -> None:
+        if self.access_level_id and self.resource_id and self.access_level.resource_id != self.resource_id:
+            raise ValidationError({"access_level": "This access level belongs to another resource."})
+        if self.expires_at and self.starts_at and self.expires_at <= self.starts_at:
+            raise ValidationError({"expires_at": "The expiry must be after the start."})
+
+
+API_TOKEN_PREFIX = "pcl_"
+
+
+class ApiToken(models.Model):
+    """A personal API token. Only its SHA-256 is stored; the token is shown once at creation."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The first characters, to recognise the token.")
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash_token(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @staticmethod
+    def generate() -> str:
+        return API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+    @property
+    def is_usable(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())

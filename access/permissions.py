@@ -1,0 +1,84 @@
+"""Every authorization rule, in one place: pages, API and admin all ask here.
+
+Roles are Django groups (Admin, Auditor). Approvers are a resource's owners;
+managers come from ``User.manager``; group admins from ``UserGroup.admins``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from access.models import Grant, Resource, User, UserGroup
+
+ADMIN_ROLE = "Admin"
+AUDITOR_ROLE = "Auditor"
+ROLES = (ADMIN_ROLE, AUDITOR_ROLE)
+
+
+def _active(user: Any) -> bool:
+    return bool(user is not None and getattr(user, "is_authenticated", False) and user.is_active)
+
+
+def roles_of(user: Any) -> frozenset[str]:
+    """The user's role names, cached on the user object for the request."""
+    if not _active(user):
+        return frozenset()
+    cached = getattr(user, "_portcullis_roles", None)
+    if cached is None:
+        cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        user._portcullis_roles = cached
+    return cached
+
+
+def is_admin(user: Any) -> bool:
+    return _active(user) and (user.is_superuser or ADMIN_ROLE in roles_of(user))
+
+
+def is_auditor(user: Any) -> bool:
+    return _active(user) and AUDITOR_ROLE in roles_of(user)
+
+
+def can_use_admin_site(user: Any) -> bool:
+    return is_admin(user)
+
+
+def can_view_audit_log(user: Any) -> bool:
+    return is_admin(user) or is_auditor(user)
+
+
+def can_use_api(user: Any) -> bool:
+    return _active(user)
+
+
+def is_owner(user: Any, resource: Resource) -> bool:
+    if not _active(user):
+        return False
+    return resource.owners.filter(user=user).exists() or resource.owners.filter(group__members=user).exists()
+
+
+def is_manager_of(user: Any, other: User) -> bool:
+    return _active(user) and other.manager_id == user.pk
+
+
+def is_group_admin(user: Any, group: UserGroup) -> bool:
+    return _active(user) and group.admins.filter(pk=user.pk).exists()
+
+
+def can_view_resource(user: Any, resource: Resource) -> bool:
+    if is_admin(user) or is_auditor(user):
+        return True
+    return _active(user) and resource.deleted_at is None
+
+
+def can_view_resource_holders(user: Any, resource: Resource) -> bool:
+    """Who holds access to a resource is shown to its owners, admins and auditors."""
+    return is_admin(user) or is_auditor(user) or is_owner(user, resource)
+
+
+def can_view_grant(user: Any, grant: Grant) -> bool:
+    if is_admin(user) or is_auditor(user):
+        return True
+    if not _active(user):
+        return False
+    return grant.user_id == user.pk or is_owner(user, grant.resource) or is_manager_of(user, grant.user)

@@ -1,0 +1,7 @@
+from django.db import models
+
+
+class ActorType(models.TextChoices):
+    USER = "user", "User"
+    SYSTEM = "system", "System"
+    API = "api", "API token"

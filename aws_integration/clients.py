@@ -1,0 +1,75 @@
+"""The one place boto3 clients are made.
+
+The endpoint (real AWS or the stand-in) is configuration: settings.AWS_ENDPOINT_URL.
+Retries use botocore's adaptive mode (throttling and 5xx, with backoff).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from django.conf import settings
+
+
+def retry_config(max_attempts: int | None = None, max_pool_connections: int = 20) -> Config:
+    return Config(
+        retries={"mode": "adaptive", "max_attempts": max_attempts or settings.AWS_MAX_ATTEMPTS},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+
+
+def make_session(credentials: dict[str, str] | None = None, region: str | None = None) -> boto3.Session:
+    """A boto3 session from Portcullis's own credentials, or from assumed-role credentials."""
+    kwargs: dict[str, Any] = {"region_name": region or settings.AWS_DEFAULT_REGION}
+    if credentials:
+        kwargs.update(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials.get("SessionToken"),
+        )
+    return boto3.Session(**kwargs)
+
+
+def client(
+    service: str,
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> Any:
+    session = session or make_session(region=region)
+    kwargs: dict[str, Any] = {"config": retry_config(max_attempts)}
+    if region:
+        kwargs["region_name"] = region
+    if settings.AWS_ENDPOINT_URL:
+        kwargs["endpoint_url"] = settings.AWS_ENDPOINT_URL
+    return session.client(service, **kwargs)
+
+
+def assume_role(
+    role_arn: str,
+    *,
+    session_name: str = "portcullis",
+    external_id: str | None = None,
+    duration_seconds: int = 3600,
+    session: boto3.Session | None = None,
+) -> dict[str, str]:
+    """Credentials for a role, through sts:AssumeRole (with the External ID when given)."""
+    kwargs: dict[str, Any] = {
+        "RoleArn": role_arn,
+        "RoleSessionName": session_name,
+        "DurationSeconds": duration_seconds,
+    }
+    if external_id:
+        kwargs["ExternalId"] = external_id
+    return client("sts", session=session).assume_role(**kwargs)["Credentials"]
+
+
+def session_for_account(account_id: str, role_name: str, *, external_id: str | None = None,
+                        region: str | None = None) -> boto3.Session:
+    creds = assume_role(f"arn:aws:iam::{account_id}:role/{role_name}", external_id=external_id)
+    return make_session(creds, region=region)

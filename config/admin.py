@@ -1,0 +1,26 @@
+"""The admin site: reachable by the Admin role only, logging in through the portal login."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import resolve_url
+from django.conf import settings
+
+
+class PortcullisAdminSite(admin.AdminSite):
+    site_header = "Portcullis administration"
+    site_title = "Portcullis admin"
+    index_title = "Administration"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        from access.permissions import can_use_admin_site
+
+        return can_use_admin_site(request.user)
+
+    def login(self, request: HttpRequest, extra_context=None):
+        # One login for the whole portal: allauth's, with its rate limits and SSO.
+        next_url = request.GET.get("next") or resolve_url("admin:index")
+        return HttpResponseRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': next_url})}")

@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from access import views as access_views
+
+urlpatterns = [
+    path("", access_views.home, name="home"),
+    path("healthz", access_views.healthz, name="healthz"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    path("audit/", include("audit.urls")),
+    path("", include("access.urls")),
+    path("api/v1/", include("access.api.urls")),
+    path("api/v1/", include("audit.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

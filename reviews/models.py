@@ -1,0 +1,1 @@
+"""Access reviews (campaigns and their items) arrive with the access-review issue."""

@@ -1,0 +1,163 @@
+"""Shared fixtures: personas, the stand-in AWS (moto server over HTTP), the test
+identity provider (oidc-provider-mock over HTTP) and the browser (Debian's Chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+from django.contrib.auth.models import Group
+from django.db import connection
+
+from access.models import App, Resource, User
+from access.permissions import ADMIN_ROLE, AUDITOR_ROLE
+from audit import triggers
+
+PASSWORD = "correct-horse-battery-staple"
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+# Audit triggers and Django's flush ------------------------------------------
+@pytest.fixture(autouse=True)
+def _audit_triggers_around_flush(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On SQLite, Django empties tables between transactional tests with DELETE, which
+    the append-only triggers refuse; lift them just for that flush and put them back."""
+    transactional = any(
+        name in request.fixturenames for name in ("transactional_db", "live_server")
+    ) or any(m.kwargs.get("transaction") for m in request.node.iter_markers("django_db"))
+    if not transactional or connection.vendor != "sqlite":
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    triggers.install(connection)
+    yield
+    triggers.drop(connection)
+
+
+# Personas ---------------------------------------------------------------------
+@dataclass
+class Personas:
+    admin: User
+    requester: User
+    approver: User
+    manager: User
+    auditor: User
+    outsider: User
+    app: App
+    resource: Resource
+
+
+def make_user(email: str, *, roles: tuple[str, ...] = (), manager: User | None = None, **extra) -> User:
+    user = User.objects.create_user(
+        username=email.split("@")[0], email=email, password=PASSWORD, manager=manager, **extra
+    )
+    for role in roles:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def personas(db) -> Personas:
+    manager = make_user("mia.manager@example.com", first_name="Mia", last_name="Manager")
+    app = App.objects.create(name="Example organization")
+    resource = Resource.objects.create(
+        app=app, type="aws_account", remote_id="111111111111", name="prod", account_id="111111111111"
+    )
+    approver = make_user("olga.owner@example.com", first_name="Olga", last_name="Owner")
+    resource.owners.create(user=approver)
+    return Personas(
+        admin=make_user("ada.admin@example.com", roles=(ADMIN_ROLE,), first_name="Ada"),
+        requester=make_user("rob.requester@example.com", manager=manager, first_name="Rob"),
+        approver=approver,
+        manager=manager,
+        auditor=make_user("aud.auditor@example.com", roles=(AUDITOR_ROLE,), first_name="Aud"),
+        outsider=make_user("otto.outsider@example.com", first_name="Otto"),
+        app=app,
+        resource=resource,
+    )
+
+
+# Stand-in AWS -----------------------------------------------------------------
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: str, settings) -> Iterator[str]:
+    """The stand-in AWS, emptied before each test; boto3 clients made by
+    aws_integration.clients reach it over HTTP."""
+    requests.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
+    settings.AWS_ENDPOINT_URL = moto_server
+    settings.AWS_MAX_ATTEMPTS = 2
+    yield moto_server
+
+
+# Test identity provider ---------------------------------------------------------
+@pytest.fixture(scope="session")
+def idp_server() -> Iterator[str]:
+    from oidc_provider_mock import run_server_in_thread
+
+    with run_server_in_thread(port=0) as server:
+        yield f"http://localhost:{server.server_port}"
+
+
+@pytest.fixture
+def idp(idp_server: str) -> str:
+    return idp_server
+
+
+def set_idp_user(idp_url: str, sub: str, claims: dict) -> None:
+    requests.put(f"{idp_url}/users/{sub}", json=claims, timeout=10).raise_for_status()
+
+
+# Browser ----------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not shutil.which(CHROMIUM):
+        message = f"{CHROMIUM} is missing: `make test` installs Debian's chromium."
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server, monkeypatch) -> Iterator[object]:
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    context = browser.new_context(base_url=live_server.url)
+    page = context.new_page()
+    yield page
+    context.close()
