@@ -19,7 +19,10 @@ from audit.services import record_event
 def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     method = "password"
     if request is not None and getattr(request, "resolver_match", None):
-        if "socialaccount" in (request.resolver_match.view_name or "") or "openid_connect" in request.path:
+        if (
+            "socialaccount" in (request.resolver_match.view_name or "")
+            or "openid_connect" in request.path
+        ):
             method = "sso"
     if request is not None and "/oidc/" in getattr(request, "path", ""):
         method = "sso"
@@ -33,9 +36,13 @@ def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 
 
 @receiver(user_login_failed)
-def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
+def _login_failed(
+    sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any
+) -> None:
     identifier = str(credentials.get("email") or credentials.get("username") or "")[:254]
-    known = get_user_model().objects.filter(email__iexact=identifier).first() if identifier else None
+    known = (
+        get_user_model().objects.filter(email__iexact=identifier).first() if identifier else None
+    )
     record_event(
         "auth.login_failed",
         actor=None,

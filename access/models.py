@@ -91,7 +91,9 @@ class Resource(models.Model):
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="resources")
     type = models.CharField(max_length=32, choices=ResourceType.choices)
-    remote_id = models.CharField(max_length=512, help_text="The id in AWS (account id, group id, ...).")
+    remote_id = models.CharField(
+        max_length=512, help_text="The id in AWS (account id, group id, ...)."
+    )
     arn = models.CharField("ARN", max_length=2048, blank=True)
     name = models.CharField(max_length=255)
     account_id = models.CharField(max_length=12, blank=True, db_index=True)
@@ -113,7 +115,9 @@ class Resource(models.Model):
     class Meta:
         ordering = ["name", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["app", "type", "remote_id"], name="resource_unique_remote_id")
+            models.UniqueConstraint(
+                fields=["app", "type", "remote_id"], name="resource_unique_remote_id"
+            )
         ]
         indexes = [
             models.Index(fields=["type", "name"], name="resource_type_name_idx"),
@@ -142,7 +146,9 @@ class AccessLevel(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["resource", "remote_id"], name="access_level_unique_remote_id")
+            models.UniqueConstraint(
+                fields=["resource", "remote_id"], name="access_level_unique_remote_id"
+            )
         ]
 
     def __str__(self) -> str:
@@ -153,7 +159,9 @@ class Owner(models.Model):
     """A user or a group owning a resource: they approve its requests and review its access."""
 
     resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="owners")
-    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.CASCADE, related_name="ownerships")
+    user = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.CASCADE, related_name="ownerships"
+    )
     group = models.ForeignKey(
         UserGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="ownerships"
     )
@@ -181,7 +189,9 @@ class RequestRule(models.Model):
 
     resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="request_rules")
     name = models.CharField(max_length=150, blank=True)
-    priority = models.PositiveIntegerField(default=100, help_text="Higher wins when several rules match.")
+    priority = models.PositiveIntegerField(
+        default=100, help_text="Higher wins when several rules match."
+    )
     requester_group = models.ForeignKey(
         UserGroup,
         null=True,
@@ -196,7 +206,9 @@ class RequestRule(models.Model):
         null=True, blank=True, default=timedelta(days=7), help_text="Empty means no maximum."
     )
     recommended_duration = models.DurationField(null=True, blank=True, default=timedelta(hours=8))
-    allow_until_revoked = models.BooleanField(default=False, help_text="Allow access with no expiry.")
+    allow_until_revoked = models.BooleanField(
+        default=False, help_text="Allow access with no expiry."
+    )
     require_reason = models.BooleanField(default=True)
     require_ticket = models.BooleanField(default=False)
     extension_policy = models.CharField(
@@ -235,14 +247,18 @@ class RequestRuleStage(models.Model):
 
     rule = models.ForeignKey(RequestRule, on_delete=models.CASCADE, related_name="stages")
     order = models.PositiveSmallIntegerField(default=1)
-    reviewers = models.CharField(max_length=16, choices=ReviewerKind.choices, default=ReviewerKind.OWNERS)
+    reviewers = models.CharField(
+        max_length=16, choices=ReviewerKind.choices, default=ReviewerKind.OWNERS
+    )
     mode = models.CharField(max_length=8, choices=StageMode.choices, default=StageMode.ANY)
 
     class Meta:
         ordering = ["rule", "order"]
         constraints = [
             models.UniqueConstraint(fields=["rule", "order"], name="stage_unique_order"),
-            models.CheckConstraint(condition=Q(order__gte=1) & Q(order__lte=3), name="stage_order_1_to_3"),
+            models.CheckConstraint(
+                condition=Q(order__gte=1) & Q(order__lte=3), name="stage_order_1_to_3"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -256,7 +272,9 @@ class Grant(models.Model):
     resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="grants")
     access_level = models.ForeignKey(AccessLevel, on_delete=models.CASCADE, related_name="grants")
     source = models.CharField(max_length=16, choices=GrantSource.choices)
-    status = models.CharField(max_length=16, choices=GrantStatus.choices, default=GrantStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=GrantStatus.choices, default=GrantStatus.PENDING
+    )
     starts_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty means until revoked.")
     propagation_status = models.CharField(
@@ -288,8 +306,14 @@ class Grant(models.Model):
         return f"{self.user} → {self.resource.name} ({self.access_level.name})"
 
     def clean(self) -> None:
-        if self.access_level_id and self.resource_id and self.access_level.resource_id != self.resource_id:
-            raise ValidationError({"access_level": "This access level belongs to another resource."})
+        if (
+            self.access_level_id
+            and self.resource_id
+            and self.access_level.resource_id != self.resource_id
+        ):
+            raise ValidationError(
+                {"access_level": "This access level belongs to another resource."}
+            )
         if self.expires_at and self.starts_at and self.expires_at <= self.starts_at:
             raise ValidationError({"expires_at": "The expiry must be after the start."})
 
@@ -302,7 +326,9 @@ class ApiToken(models.Model):
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, help_text="The first characters, to recognise the token.")
+    prefix = models.CharField(
+        max_length=16, help_text="The first characters, to recognise the token."
+    )
     digest = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -326,4 +352,6 @@ class ApiToken(models.Model):
 
     @property
     def is_usable(self) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+        return self.revoked_at is None and (
+            self.expires_at is None or self.expires_at > timezone.now()
+        )

@@ -54,7 +54,10 @@ def can_use_api(user: Any) -> bool:
 def is_owner(user: Any, resource: Resource) -> bool:
     if not _active(user):
         return False
-    return resource.owners.filter(user=user).exists() or resource.owners.filter(group__members=user).exists()
+    return (
+        resource.owners.filter(user=user).exists()
+        or resource.owners.filter(group__members=user).exists()
+    )
 
 
 def is_manager_of(user: Any, other: User) -> bool:
@@ -81,4 +84,8 @@ def can_view_grant(user: Any, grant: Grant) -> bool:
         return True
     if not _active(user):
         return False
-    return grant.user_id == user.pk or is_owner(user, grant.resource) or is_manager_of(user, grant.user)
+    return (
+        grant.user_id == user.pk
+        or is_owner(user, grant.resource)
+        or is_manager_of(user, grant.user)
+    )

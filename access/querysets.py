@@ -19,9 +19,7 @@ class ResourceQuerySet(models.QuerySet):
         return self.filter(deleted_at__isnull=True)
 
     def owned_by(self, user: User) -> ResourceQuerySet:
-        return self.filter(
-            Q(owners__user=user) | Q(owners__group__members=user)
-        ).distinct()
+        return self.filter(Q(owners__user=user) | Q(owners__group__members=user)).distinct()
 
     def visible_to(self, user: Any) -> ResourceQuerySet:
         """What a user may see in the catalogue and the API: every live resource, or all for
@@ -37,13 +35,17 @@ class ResourceQuerySet(models.QuerySet):
 
 class GrantQuerySet(models.QuerySet):
     def current(self) -> GrantQuerySet:
-        return self.filter(status__in=[GrantStatus.PENDING, GrantStatus.ACTIVE, GrantStatus.REVOKING])
+        return self.filter(
+            status__in=[GrantStatus.PENDING, GrantStatus.ACTIVE, GrantStatus.REVOKING]
+        )
 
     def for_user(self, user: User) -> GrantQuerySet:
         return self.filter(user=user)
 
     def expiring(self, before: datetime) -> GrantQuerySet:
-        return self.filter(status=GrantStatus.ACTIVE, expires_at__isnull=False, expires_at__lte=before)
+        return self.filter(
+            status=GrantStatus.ACTIVE, expires_at__isnull=False, expires_at__lte=before
+        )
 
     def visible_to(self, user: Any) -> GrantQuerySet:
         from access import permissions

@@ -35,7 +35,9 @@ class RequestContextMiddleware:
         incoming = request.META.get("HTTP_X_REQUEST_ID", "")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
-        token = context.activate(context.RequestContext(request_id=request_id, ip_address=client_ip(request)))
+        token = context.activate(
+            context.RequestContext(request_id=request_id, ip_address=client_ip(request))
+        )
         try:
             response = self.get_response(request)
         finally:

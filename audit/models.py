@@ -27,7 +27,9 @@ class AuditEventQuerySet(models.QuerySet):
 
     # bulk_update goes through update(); bulk_create would skip the chain.
     def bulk_create(self, *args: Any, **kwargs: Any) -> list:
-        raise AppendOnlyError("Audit events are recorded one by one with audit.services.record_event.")
+        raise AppendOnlyError(
+            "Audit events are recorded one by one with audit.services.record_event."
+        )
 
 
 class AuditEvent(models.Model):

@@ -37,7 +37,11 @@ def redact(value: Any) -> Any:
     """Replaces the values of secret-looking keys, at any depth, by a marker."""
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else redact(v))
+            k: (
+                REDACTED
+                if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
+                else redact(v)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -123,8 +127,11 @@ def verify_chain(chunk_size: int = 5000) -> Iterator[int | ChainProblem]:
     expected_prev = GENESIS_HASH
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=chunk_size):
         if event.prev_hash != expected_prev:
-            yield ChainProblem(event.id, "its prev_hash does not match the hash of the event before it "
-                               "(an event was removed or inserted)")
+            yield ChainProblem(
+                event.id,
+                "its prev_hash does not match the hash of the event before it "
+                "(an event was removed or inserted)",
+            )
             return
         if event.compute_hash() != event.hash:
             yield ChainProblem(event.id, "its contents do not match its hash (the row was changed)")

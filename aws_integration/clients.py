@@ -22,7 +22,9 @@ def retry_config(max_attempts: int | None = None, max_pool_connections: int = 20
     )
 
 
-def make_session(credentials: dict[str, str] | None = None, region: str | None = None) -> boto3.Session:
+def make_session(
+    credentials: dict[str, str] | None = None, region: str | None = None
+) -> boto3.Session:
     """A boto3 session from Portcullis's own credentials, or from assumed-role credentials."""
     kwargs: dict[str, Any] = {"region_name": region or settings.AWS_DEFAULT_REGION}
     if credentials:
@@ -69,7 +71,8 @@ def assume_role(
     return client("sts", session=session).assume_role(**kwargs)["Credentials"]
 
 
-def session_for_account(account_id: str, role_name: str, *, external_id: str | None = None,
-                        region: str | None = None) -> boto3.Session:
+def session_for_account(
+    account_id: str, role_name: str, *, external_id: str | None = None, region: str | None = None
+) -> boto3.Session:
     creds = assume_role(f"arn:aws:iam::{account_id}:role/{role_name}", external_id=external_id)
     return make_session(creds, region=region)

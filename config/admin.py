@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import resolve_url
-from django.conf import settings
 
 
 class PortcullisAdminSite(admin.AdminSite):
@@ -23,4 +23,6 @@ class PortcullisAdminSite(admin.AdminSite):
     def login(self, request: HttpRequest, extra_context=None):
         # One login for the whole portal: allauth's, with its rate limits and SSO.
         next_url = request.GET.get("next") or resolve_url("admin:index")
-        return HttpResponseRedirect(f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': next_url})}")
+        return HttpResponseRedirect(
+            f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': next_url})}"
+        )

@@ -16,10 +16,14 @@ def create_roles(apps, schema_editor):
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     admin, _ = Group.objects.get_or_create(name="Admin")
-    admin.permissions.set(Permission.objects.filter(content_type__app_label__in=ADMIN_APPS + ("auth",)))
+    admin.permissions.set(
+        Permission.objects.filter(content_type__app_label__in=ADMIN_APPS + ("auth",))
+    )
     auditor, _ = Group.objects.get_or_create(name="Auditor")
     auditor.permissions.set(
-        Permission.objects.filter(content_type__app_label__in=ADMIN_APPS, codename__startswith="view_")
+        Permission.objects.filter(
+            content_type__app_label__in=ADMIN_APPS, codename__startswith="view_"
+        )
     )
 
 

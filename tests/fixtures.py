@@ -7,15 +7,17 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
-from django.contrib.auth.models import Group
-from django.db import connection
 
-from access.models import App, Resource, User
-from access.permissions import ADMIN_ROLE, AUDITOR_ROLE
-from audit import triggers
+if TYPE_CHECKING:
+    from access.models import App, Resource, User
+
+# Loaded as a pytest plugin (-p tests.fixtures in pyproject.toml) so that the
+# fixtures reach every app's tests; Django is not set up yet at import time,
+# hence the imports inside the functions.
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -30,6 +32,10 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 def _audit_triggers_around_flush(request: pytest.FixtureRequest) -> Iterator[None]:
     """On SQLite, Django empties tables between transactional tests with DELETE, which
     the append-only triggers refuse; lift them just for that flush and put them back."""
+    from django.db import connection
+
+    from audit import triggers
+
     transactional = any(
         name in request.fixturenames for name in ("transactional_db", "live_server")
     ) or any(m.kwargs.get("transaction") for m in request.node.iter_markers("django_db"))
@@ -55,7 +61,13 @@ class Personas:
     resource: Resource
 
 
-def make_user(email: str, *, roles: tuple[str, ...] = (), manager: User | None = None, **extra) -> User:
+def make_user(
+    email: str, *, roles: tuple[str, ...] = (), manager: User | None = None, **extra: Any
+) -> User:
+    from django.contrib.auth.models import Group
+
+    from access.models import User
+
     user = User.objects.create_user(
         username=email.split("@")[0], email=email, password=PASSWORD, manager=manager, **extra
     )
@@ -65,11 +77,18 @@ def make_user(email: str, *, roles: tuple[str, ...] = (), manager: User | None =
 
 
 @pytest.fixture
-def personas(db) -> Personas:
+def personas(db: Any) -> Personas:
+    from access.models import App, Resource
+    from access.permissions import ADMIN_ROLE, AUDITOR_ROLE
+
     manager = make_user("mia.manager@example.com", first_name="Mia", last_name="Manager")
     app = App.objects.create(name="Example organization")
     resource = Resource.objects.create(
-        app=app, type="aws_account", remote_id="111111111111", name="prod", account_id="111111111111"
+        app=app,
+        type="aws_account",
+        remote_id="111111111111",
+        name="prod",
+        account_id="111111111111",
     )
     approver = make_user("olga.owner@example.com", first_name="Olga", last_name="Owner")
     resource.owners.create(user=approver)
