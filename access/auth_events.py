@@ -18,12 +18,11 @@ from audit.services import record_event
 @receiver(user_logged_in)
 def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     method = "password"
-    if request is not None and getattr(request, "resolver_match", None):
-        if (
-            "socialaccount" in (request.resolver_match.view_name or "")
-            or "openid_connect" in request.path
-        ):
-            method = "sso"
+    if request is not None and getattr(request, "resolver_match", None) and (
+        "socialaccount" in (request.resolver_match.view_name or "")
+        or "openid_connect" in request.path
+    ):
+        method = "sso"
     if request is not None and "/oidc/" in getattr(request, "path", ""):
         method = "sso"
     record_event("auth.login", actor=user, target=user, details={"method": method})

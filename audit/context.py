@@ -18,13 +18,14 @@ class RequestContext:
     via_api_token: str = ""
 
 
-_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
-    "portcullis_request_context", default=RequestContext()
+_EMPTY = RequestContext()
+_current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "portcullis_request_context", default=None
 )
 
 
 def current() -> RequestContext:
-    return _current.get()
+    return _current.get() or _EMPTY
 
 
 def activate(ctx: RequestContext) -> contextvars.Token:
