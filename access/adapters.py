@@ -1,26 +1,157 @@
-"""allauth adapters: sign-up is closed unless configured open; SSO creates users just in time."""
+"""allauth adapters: sign-up is closed unless configured open; SSO creates users just in time.
+
+Settings are read when each method runs, not at import, so a changed setting
+(and a test's override) takes effect without a restart.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.utils import user_email
+from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from allauth.socialaccount.models import SocialLogin
+from allauth.socialaccount.providers.base import AuthProcess
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import HttpRequest
+from django.shortcuts import render
+
+from access.auth_events import normalise_identifier, record_login_failed
+from audit.services import record_event
 
 
 class AccountAdapter(DefaultAccountAdapter):
     def is_open_for_signup(self, request: HttpRequest) -> bool:
-        return settings.OPEN_SIGNUP
+        return bool(settings.OPEN_SIGNUP)
+
+    def save_user(self, request: HttpRequest, user: Any, form: Any, commit: bool = True) -> Any:
+        """Saves a user who signed up (only possible with OPEN_SIGNUP) and records it."""
+        if not commit:
+            return super().save_user(request, user, form, commit=False)
+        with transaction.atomic():
+            user = super().save_user(request, user, form, commit=True)
+            record_event(
+                "user.created",
+                actor=user,
+                target=user,
+                details={"source": "signup", "email": user.email},
+            )
+        return user
+
+    def pre_authenticate(self, request: HttpRequest, **credentials: Any) -> None:
+        # allauth refuses an attempt over the failed-login limit before trying the
+        # password, so Django's user_login_failed signal never fires for it: it
+        # is recorded here, so that a brute-force attempt shows in the audit log.
+        # These events are bounded by allauth's per-IP "login" rate limit.
+        try:
+            super().pre_authenticate(request, **credentials)
+        except ValidationError:
+            record_login_failed(
+                credentials.get("email") or credentials.get("username") or "",
+                method="password",
+                reason="rate_limited",
+            )
+            raise
 
 
 class SocialAccountAdapter(DefaultSocialAccountAdapter):
-    def is_open_for_signup(self, request: HttpRequest, sociallogin: Any) -> bool:
-        return settings.SSO_CREATE_USERS
+    def is_open_for_signup(self, request: HttpRequest, sociallogin: SocialLogin) -> bool:
+        # SSO users are created on first login (just in time) when SSO_CREATE_USERS
+        # is on, whatever OPEN_SIGNUP says: the identity provider vouches for them.
+        return bool(settings.SSO_CREATE_USERS)
 
-    def populate_user(self, request: HttpRequest, sociallogin: Any, data: dict[str, Any]) -> Any:
+    def populate_user(self, request: HttpRequest, sociallogin: SocialLogin, data: dict) -> Any:
         user = super().populate_user(request, sociallogin, data)
         if user.email:
-            user.email = user.email.strip().lower()
+            user.email = normalise_identifier(user.email)
         return user
+
+    def pre_social_login(self, request: HttpRequest, sociallogin: SocialLogin) -> None:
+        """Refuses, with a page saying why, an SSO login that would not lead to exactly
+        one legitimate account. Runs after allauth has looked the identity up by its
+        subject and, when the provider vouches for the address, by email."""
+        super().pre_social_login(request, sociallogin)
+        if sociallogin.is_existing or sociallogin.state.get("process") == AuthProcess.CONNECT:
+            return
+        email = normalise_identifier(user_email(sociallogin.user))
+        if not email:
+            # Without an address allauth would ask the person to type one, and an
+            # address typed here would be one nobody has verified.
+            self._refuse(
+                request,
+                sociallogin,
+                email,
+                reason="no_email",
+                message=(
+                    "Your identity provider did not send an email address, and Portcullis "
+                    "needs one to find or create your account. Ask the administrator of "
+                    "your identity provider to release the email claim to Portcullis."
+                ),
+            )
+        if get_user_model().objects.filter(email__iexact=email).exists():
+            # The account exists, but the lookup by email did not match it, because
+            # the provider did not mark the address as verified.
+            self._refuse(
+                request,
+                sociallogin,
+                email,
+                reason="unverified_email",
+                message=(
+                    f"A Portcullis account for {email} exists, but your identity provider "
+                    "did not confirm that this email address is verified, so single sign-on "
+                    "cannot be linked to it. Sign in with your password, or ask a Portcullis "
+                    "administrator."
+                ),
+            )
+        if not self.is_open_for_signup(request, sociallogin):
+            self._refuse(
+                request,
+                sociallogin,
+                email,
+                reason="no_account",
+                message=(
+                    f"There is no Portcullis account for {email}, and accounts are not "
+                    "created at single sign-on here. Ask a Portcullis administrator to "
+                    "create your account."
+                ),
+            )
+
+    def save_user(self, request: HttpRequest, sociallogin: SocialLogin, form: Any = None) -> Any:
+        """Creates the user of a first SSO login (just in time) and records it."""
+        with transaction.atomic():
+            user = super().save_user(request, sociallogin, form)
+            record_event(
+                "user.created",
+                actor=user,
+                target=user,
+                details={
+                    "source": "sso",
+                    "email": user.email,
+                    "provider": sociallogin.account.provider,
+                    "uid": sociallogin.account.uid,
+                },
+            )
+        return user
+
+    def _refuse(
+        self,
+        request: HttpRequest,
+        sociallogin: SocialLogin,
+        email: str,
+        *,
+        reason: str,
+        message: str,
+    ) -> None:
+        record_login_failed(
+            email,
+            method="sso",
+            reason=reason,
+            extra={"provider": sociallogin.account.provider, "uid": sociallogin.account.uid},
+        )
+        response = render(request, "account/sso_refused.html", {"message": message}, status=403)
+        raise ImmediateHttpResponse(response)

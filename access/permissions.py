@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from access.models import Grant, Resource, User, UserGroup
+    from access.models import ApiToken, Grant, Resource, User, UserGroup
 
 ADMIN_ROLE = "Admin"
 AUDITOR_ROLE = "Auditor"
@@ -89,3 +89,16 @@ def can_view_grant(user: Any, grant: Grant) -> bool:
         or is_owner(user, grant.resource)
         or is_manager_of(user, grant.user)
     )
+
+
+def can_view_grants_of(user: Any, other: User) -> bool:
+    """Whose list of grants a user may read: their own, their reports', or anyone's for
+    admins and auditors (the same people ``can_view_grant`` lets read a single grant)."""
+    if is_admin(user) or is_auditor(user):
+        return True
+    return _active(user) and (other.pk == user.pk or is_manager_of(user, other))
+
+
+def can_revoke_api_token(user: Any, token: ApiToken) -> bool:
+    """A token is revoked by its holder, or by an admin (for example when a laptop is lost)."""
+    return is_admin(user) or (_active(user) and token.user_id == user.pk)

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection, models, transaction
@@ -27,10 +28,18 @@ _CHAIN_LOCK_KEY = 0x6175646974
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(
     r"(^|_)(secret|password|passwd|passphrase|token|credentials?|private_key|api_key|"
-    r"access_key|secret_access_key|session_token|client_secret|encryption_key|signing_key)(_|$)",
+    r"access_key|secret_access_key|session_token|client_secret|encryption_key|signing_key|"
+    r"authorization|cookie)(_|\d|$)",
     re.IGNORECASE,
 )
+# AWS and most JSON APIs spell keys in CamelCase (SecretAccessKey, SessionToken) or
+# with hyphens (X-Api-Key); matching is done on the snake_case form of the key.
+_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|-")
 _MAX_LABEL = 500
+
+
+def _is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(_WORD_BOUNDARY.sub("_", key)))
 
 
 def redact(value: Any) -> Any:
@@ -39,7 +48,7 @@ def redact(value: Any) -> Any:
         return {
             k: (
                 REDACTED
-                if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
+                if isinstance(k, str) and _is_secret_key(k) and v not in (None, "")
                 else redact(v)
             )
             for k, v in value.items()
@@ -49,9 +58,27 @@ def redact(value: Any) -> Any:
     return value
 
 
+def _parse_float(text: str) -> float | int:
+    # PostgreSQL's jsonb keeps numbers as numeric and prints 1e+20 back as
+    # 100000000000000000000, which json reads as an int: store such floats (json
+    # writes an exponent only from 1e16 on, where every float is integral) as the
+    # int of their decimal text, as numeric does, so the hash survives the round trip.
+    if "e+" in text.lower():
+        return int(Decimal(text))
+    return float(text)
+
+
 def _json_normalise(value: Any) -> Any:
     # Round-trip so the hashed form equals what the database gives back.
-    return json.loads(json.dumps(value, default=str, sort_keys=True))
+    return json.loads(json.dumps(value, default=str, sort_keys=True), parse_float=_parse_float)
+
+
+def _normalise_ip(ip_address: str | None) -> str | None:
+    # Stored the way the column stores it (IPv4-mapped IPv6 as ::ffff:a.b.c.d),
+    # so the hash computed here matches the row read back.
+    if not ip_address:
+        return None
+    return AuditEvent._meta.get_field("ip_address").to_python(ip_address)
 
 
 def _lock_chain() -> None:
@@ -108,7 +135,7 @@ def record_event(
             target_label=str(target_label)[:_MAX_LABEL],
             details=payload,
             request_id=ctx.request_id,
-            ip_address=ctx.ip_address,
+            ip_address=_normalise_ip(ctx.ip_address),
             prev_hash=prev or GENESIS_HASH,
         )
         event.hash = event.compute_hash()

@@ -9,8 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.loaders import Loader
 from django.conf import settings
+
+# botocore parses a service's JSON model once per session; sessions made per assumed role
+# (one per member account) share this loader so the models are parsed once per process.
+_shared_loader: Loader = botocore.session.get_session().get_component("data_loader")
 
 
 def retry_config(max_attempts: int | None = None, max_pool_connections: int = 20) -> Config:
@@ -26,7 +32,12 @@ def make_session(
     credentials: dict[str, str] | None = None, region: str | None = None
 ) -> boto3.Session:
     """A boto3 session from Portcullis's own credentials, or from assumed-role credentials."""
-    kwargs: dict[str, Any] = {"region_name": region or settings.AWS_DEFAULT_REGION}
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _shared_loader)
+    kwargs: dict[str, Any] = {
+        "botocore_session": core,
+        "region_name": region or settings.AWS_DEFAULT_REGION,
+    }
     if credentials:
         kwargs.update(
             aws_access_key_id=credentials["AccessKeyId"],

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import resolve_url
 
@@ -22,6 +23,10 @@ class PortcullisAdminSite(admin.AdminSite):
 
     def login(self, request: HttpRequest, extra_context=None):
         # One login for the whole portal: allauth's, with its rate limits and SSO.
+        # Someone signed in without the Admin role would bounce between allauth (which
+        # sends signed-in people on to "next") and here for ever: refuse instead.
+        if request.user.is_authenticated and not self.has_permission(request):
+            raise PermissionDenied("The admin site is for the Admin role.")
         next_url = request.GET.get("next") or resolve_url("admin:index")
         return HttpResponseRedirect(
             f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': next_url})}"

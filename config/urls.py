@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from access import views as access_views
+from access.api.views import ApiDocsView, ApiSchemaView
 
 urlpatterns = [
     path("", access_views.home, name="home"),
@@ -13,6 +13,6 @@ urlpatterns = [
     path("", include("access.urls")),
     path("api/v1/", include("access.api.urls")),
     path("api/v1/", include("audit.api.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/schema/", ApiSchemaView.as_view(), name="api-schema"),
+    path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
 ]

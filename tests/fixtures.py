@@ -48,6 +48,13 @@ def _audit_triggers_around_flush(request: pytest.FixtureRequest) -> Iterator[Non
     triggers.drop(connection)
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # Full-strength hashing costs ~0.5 s a user; tests that need the real
+    # hasher (none so far) can set PASSWORD_HASHERS themselves.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 # Personas ---------------------------------------------------------------------
 @dataclass
 class Personas:
@@ -167,7 +174,11 @@ def browser() -> Iterator[object]:
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
+    # While the browser is open, Playwright's sync API keeps its event loop marked
+    # as running in this thread, and Django refuses database calls from such a
+    # thread; the database fixtures of every test meanwhile need this.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as pw:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()

@@ -1,0 +1,51 @@
+# Portcullis: `make demo` runs everything locally; `make test` runs every check CI runs.
+
+SHELL := /bin/bash
+VENV := .venv
+VPY := $(VENV)/bin/python
+# The first interpreter that is Python 3.12 or newer (pyenv users get 3.12 from .python-version).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
+	if $$p -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then \
+	command -v $$p; break; fi; done)
+TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/portcullis
+PYTEST_WORKERS ?= 2
+DEMO_PORT ?= 8000
+
+.PHONY: demo test lint venv check-python clean
+
+check-python:
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "Portcullis needs Python 3.12 or newer (python3.13, python3.12 or python3 on PATH)."; \
+		echo "Install it (e.g. 'pyenv install 3.12' or your system's python3.12 package) and retry."; \
+		exit 1; fi
+
+$(VENV)/.installed-%: pyproject.toml | check-python
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e '.[$*]'
+	@touch $@
+
+venv: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed-demo
+	DEBUG=true $(VPY) manage.py migrate --no-input
+	DEBUG=true $(VPY) manage.py demo --port $(DEMO_PORT)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(VENV)/.installed-test
+	tests/bin/ensure-chromium
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DEBUG=true $(VPY) manage.py check
+	DEBUG=true $(VPY) manage.py makemigrations --check --dry-run
+	@echo "== pytest on SQLite =="
+	DEBUG=true $(VENV)/bin/pytest -n $(PYTEST_WORKERS) -q
+	@echo "== pytest on PostgreSQL =="
+	DEBUG=true DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -n $(PYTEST_WORKERS) -q
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3*

@@ -1,0 +1,350 @@
+"""Admin for people: users (with CSV import and export), groups, roles and API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from import_export.admin import ImportExportMixin
+from import_export.formats.base_formats import CSV
+
+from access import services, tokens
+from access.admin.base import AdminRoleMixin, AuditedAdminMixin, PortcullisModelAdmin
+from access.models import ApiToken, User, UserGroup
+from access.permissions import ADMIN_ROLE, ROLES, is_admin
+from access.resources import UserResource
+from audit.services import record_event
+
+ROLES_HELP = (
+    "Admin: this admin site, request rules and owners. Auditor: the audit log and access "
+    "reviews. Everyone can request access; approvers are resource owners."
+)
+
+
+class RoleListFilter(admin.SimpleListFilter):
+    title = "role"
+    parameter_name = "role"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(role, role) for role in ROLES] + [("none", "No role")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value in ROLES:
+            return queryset.filter(groups__name=value)
+        if value == "none":
+            return queryset.exclude(groups__name__in=ROLES)
+        return queryset
+
+
+class RolesCheckRequesterMixin:
+    """Refuses, on the form, an admin unticking their own Admin role."""
+
+    editing_user: Any = None  # set per request by UserAdmin.get_form
+
+    def clean_groups(self) -> Any:
+        groups = self.cleaned_data.get("groups")
+        instance = self.instance
+        editor = self.editing_user
+        if (
+            instance.pk is not None
+            and editor is not None
+            and instance.pk == editor.pk
+            and ADMIN_ROLE in services.roles_of_user(instance)
+            and ADMIN_ROLE not in {g.name for g in groups or []}
+        ):
+            raise forms.ValidationError(
+                "You cannot remove your own Admin role; ask another admin to do it."
+            )
+        return groups
+
+
+class UserAddForm(RolesCheckRequesterMixin, AdminUserCreationForm):
+    """New user: the username may be left empty and is then made from the email."""
+
+    class Meta(AdminUserCreationForm.Meta):
+        model = User
+        fields = ("email", "username")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["email"].required = True
+        self.fields["username"].required = False
+        self.fields["username"].help_text = "Optional: made from the email address when left empty."
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        email = (cleaned.get("email") or "").strip().lower()
+        if email and not cleaned.get("username"):
+            cleaned["username"] = services.default_username(email)
+        return cleaned
+
+
+class UserEditForm(RolesCheckRequesterMixin, UserChangeForm):
+    class Meta(UserChangeForm.Meta):
+        model = User
+        fields = "__all__"
+
+
+@admin.register(User)
+class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUserAdmin):
+    form = UserEditForm
+    add_form = UserAddForm
+    resource_classes = (UserResource,)
+    import_formats = (CSV,)
+    export_formats = (CSV,)
+    show_full_result_count = False
+    list_per_page = 50
+    list_display = (
+        "email",
+        "username",
+        "first_name",
+        "last_name",
+        "title",
+        "department",
+        "manager",
+        "roles",
+        "is_active",
+    )
+    list_filter = ("is_active", RoleListFilter, "department")
+    search_fields = ("email", "username", "first_name", "last_name")
+    ordering = ("email",)
+    list_select_related = ("manager",)
+    autocomplete_fields = ("manager",)
+    filter_horizontal = ()
+    readonly_fields = ("is_superuser", "last_login", "date_joined")
+    fieldsets = (
+        (None, {"fields": ("email", "username", "password")}),
+        ("Person", {"fields": ("first_name", "last_name", "title", "department", "manager")}),
+        ("Roles and status", {"fields": ("groups", "is_active", "is_superuser")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": (
+                    "email",
+                    "username",
+                    "first_name",
+                    "last_name",
+                    "title",
+                    "department",
+                    "manager",
+                    "groups",
+                    "usable_password",
+                    "password1",
+                    "password2",
+                ),
+            },
+        ),
+    )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # People are deactivated, not deleted: deleting would drop their grants without
+        # revoking them in AWS, and the audit log and reviews refer to them.
+        return False
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return is_admin(request.user)
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return is_admin(request.user)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                Prefetch(
+                    "groups", queryset=Group.objects.filter(name__in=ROLES), to_attr="role_groups"
+                )
+            )
+        )
+
+    @admin.display(description="roles")
+    def roles(self, obj: User) -> str:
+        groups = getattr(obj, "role_groups", None)
+        if groups is None:
+            return ", ".join(sorted(services.roles_of_user(obj)))
+        return ", ".join(sorted(g.name for g in groups))
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> type:
+        form = super().get_form(request, obj, **kwargs)
+        form.editing_user = request.user
+        return form
+
+    def formfield_for_manytomany(
+        self, db_field: Any, request: HttpRequest | None = None, **kwargs: Any
+    ) -> Any:
+        if db_field.name == "groups":
+            kwargs["queryset"] = Group.objects.filter(name__in=ROLES).order_by("name")
+            kwargs["widget"] = forms.CheckboxSelectMultiple
+            field = super().formfield_for_manytomany(db_field, request, **kwargs)
+            field.label = "Roles"
+            field.help_text = ROLES_HELP
+            return field
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_related(
+        self, request: HttpRequest, form: forms.ModelForm, formsets: list, change: bool
+    ) -> None:
+        # Roles change through set_user_roles, which records role.granted/role.revoked;
+        # taken out of cleaned_data so the form's own m2m save leaves them alone.
+        roles = form.cleaned_data.pop("groups", None)
+        super().save_related(request, form, formsets, change)
+        if roles is not None:
+            services.set_user_roles(form.instance, roles, actor=request.user)
+
+    def user_change_password(
+        self, request: HttpRequest, id: str, form_url: str = ""
+    ) -> HttpResponse:
+        if request.method != "POST":
+            return super().user_change_password(request, id, form_url)
+        # Django's view is not atomic; the change and its event must be.
+        with transaction.atomic():
+            request._portcullis_password_change = True
+            return super().user_change_password(request, id, form_url)
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        if getattr(request, "_portcullis_password_change", False):
+            record_event(
+                "user.password_changed",
+                actor=request.user,
+                target=obj,
+                # "sign_in", not a key naming the password: the log redacts those.
+                details={"sign_in": "password" if obj.has_usable_password() else "sso only"},
+            )
+        return super().log_change(request, obj, message)
+
+
+# Groups of people --------------------------------------------------------------
+@admin.register(UserGroup)
+class UserGroupAdmin(PortcullisModelAdmin):
+    list_display = ("name", "source", "member_count", "admin_count", "created_at")
+    list_filter = ("source",)
+    search_fields = ("name",)
+    autocomplete_fields = ("members", "admins")
+    readonly_fields = ("created_at",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                member_count=Count("members", distinct=True),
+                admin_count=Count("admins", distinct=True),
+            )
+        )
+
+    @admin.display(description="members", ordering="member_count")
+    def member_count(self, obj: UserGroup) -> int:
+        return obj.member_count
+
+    @admin.display(description="admins", ordering="admin_count")
+    def admin_count(self, obj: UserGroup) -> int:
+        return obj.admin_count
+
+
+# Roles (Django groups), shown read-only ------------------------------------------
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class RoleAdmin(AdminRoleMixin, admin.ModelAdmin):
+    """The roles are fixed (Admin, Auditor) and given to people on the user page."""
+
+    list_display = ("name", "people")
+    search_fields = ("name",)
+    fields = ("name", "permissions")
+    readonly_fields = ("name", "permissions")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(people=Count("user", filter=Q(user__is_active=True)))
+        )
+
+    @admin.display(description="active people", ordering="people")
+    def people(self, obj: Group) -> int:
+        return obj.people
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# API tokens ---------------------------------------------------------------------
+@admin.register(ApiToken)
+class ApiTokenAdmin(AdminRoleMixin, admin.ModelAdmin):
+    """Tokens are created by their holders; here admins see them and revoke them."""
+
+    show_full_result_count = False
+    list_display = (
+        "name",
+        "user",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "status",
+    )
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "=prefix", "user__email")
+    list_select_related = ("user",)
+    fields = (
+        "name",
+        "user",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+        "status",
+    )
+    readonly_fields = fields
+    actions = ("revoke_tokens",)
+
+    @admin.display(description="status")
+    def status(self, obj: ApiToken) -> str:
+        return tokens.token_status(obj)
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Revoked, never deleted: the list shows which tokens existed and when they ended.
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return is_admin(request.user)
+
+    @admin.action(description="Revoke selected API tokens", permissions=("revoke",))
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        revoked = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            tokens.revoke_api_token(token, request.user)
+            revoked += 1
+        skipped = queryset.count() - revoked
+        message = f"Revoked {revoked} API token{'s' if revoked != 1 else ''}."
+        if skipped:
+            message += f" {skipped} {'was' if skipped == 1 else 'were'} already revoked."
+        self.message_user(request, message, messages.SUCCESS)

@@ -1,0 +1,34 @@
+"""DRF permission classes. Each one asks access.permissions, where every rule lives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from access import permissions
+
+
+class CanUseApi(BasePermission):
+    """Any active, authenticated user. Anonymous callers get 401 (the authenticators
+    give DRF a challenge to send), not 403."""
+
+    message = "Your account cannot use the API."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return permissions.can_use_api(request.user)
+
+
+class CanViewResource(CanUseApi):
+    message = "You cannot see this resource."
+
+    def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
+        return permissions.can_view_resource(request.user, obj)
+
+
+class CanRevokeApiToken(CanUseApi):
+    message = "You can revoke only your own API tokens."
+
+    def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
+        return permissions.can_revoke_api_token(request.user, obj)

@@ -1,0 +1,138 @@
+"""The demo's people: one portal user for each role, created or brought back in line
+idempotently, with every change recorded in the audit log (actor: the system)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.hashers import make_password
+from django.db import transaction
+
+from access import services
+from access.models import App, User
+from access.permissions import ADMIN_ROLE, AUDITOR_ROLE
+from audit.services import record_event
+
+DEMO_DOMAIN = "demo.portcullis.test"
+# One shared password, printed by `manage.py demo`; the demo runs on 127.0.0.1 only.
+DEMO_PASSWORD = "portcullis-demo"
+DEMO_APP_NAME = "Demo organization"
+
+
+@dataclass(frozen=True)
+class DemoPerson:
+    """A demo user: who they are, their roles, and (by key) their manager."""
+
+    key: str
+    first_name: str
+    last_name: str
+    role_label: str
+    roles: tuple[str, ...] = ()
+    manager: str = ""
+    title: str = ""
+    # Identity Center groups the same person belongs to in the seeded organization.
+    idc_groups: tuple[str, ...] = ()
+
+    @property
+    def email(self) -> str:
+        return f"{self.key}@{DEMO_DOMAIN}"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}"
+
+    @property
+    def sso_subject(self) -> str:
+        # The subject the demo identity provider signs them in as.
+        return f"demo-{self.key}"
+
+
+# Managers come first: the requester's manager must exist when the requester is made.
+DEMO_PEOPLE: tuple[DemoPerson, ...] = (
+    DemoPerson(
+        "admin", "Ada", "Admin", "Admin", roles=(ADMIN_ROLE,), title="Cloud platform lead",
+        idc_groups=("Engineering",),
+    ),
+    DemoPerson("manager", "Mia", "Manager", "Manager", title="Engineering manager"),
+    DemoPerson(
+        "requester", "Rob", "Requester", "Requester", manager="manager",
+        title="Software engineer", idc_groups=("Engineering",),
+    ),
+    DemoPerson(
+        "approver", "Olga", "Owner", "Approver (resource owner)", title="Database owner",
+        idc_groups=("Data",),
+    ),
+    DemoPerson("auditor", "Aud", "Auditor", "Auditor", roles=(AUDITOR_ROLE,), title="Auditor"),
+    DemoPerson("outsider", "Otto", "Outsider", "Outsider (no access)", title="Contractor"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """A demo person and their portal user."""
+
+    person: DemoPerson
+    user: User
+    created: bool
+
+
+def create_demo_users(password: str = DEMO_PASSWORD) -> list[DemoUser]:
+    """Creates the demo users, or brings existing ones back to their roles, manager and the
+    demo password. Running it again changes (and records) nothing."""
+    result: list[DemoUser] = []
+    by_key: dict[str, User] = {}
+    # Hashing is slow on purpose; new demo users share one hash of the shared password.
+    encoded = make_password(password)
+    with transaction.atomic():
+        for person in DEMO_PEOPLE:
+            user, created = _ensure_user(
+                person, password, encoded, manager=by_key.get(person.manager)
+            )
+            services.set_user_roles(user, person.roles, actor=None)
+            by_key[person.key] = user
+            result.append(DemoUser(person=person, user=user, created=created))
+    return result
+
+
+def _ensure_user(
+    person: DemoPerson, password: str, encoded: str, *, manager: User | None
+) -> tuple[User, bool]:
+    wanted = {
+        "first_name": person.first_name,
+        "last_name": person.last_name,
+        "title": person.title,
+        "manager_id": manager.pk if manager else None,
+        "is_active": True,
+    }
+    user = User.objects.filter(email__iexact=person.email).first()
+    if user is None:
+        user = User(username=services.default_username(person.email), email=person.email, **wanted)
+        user.password = encoded
+        user.full_clean()
+        user.save()
+        services.record_created(user, actor=None, after=services.snapshot(user))
+        return user, True
+
+    before = services.snapshot(user)
+    for field, value in wanted.items():
+        setattr(user, field, value)
+    password_reset = not user.check_password(password)
+    if password_reset:
+        user.password = encoded
+    user.save()
+    services.record_updated(user, actor=None, before=before, after=services.snapshot(user))
+    if password_reset:
+        # The password is never copied into the log; that it was set is.
+        record_event("user.password_set", target=user, details={"reason": "demo users reset"})
+    return user, False
+
+
+def ensure_demo_app(description: str = "") -> tuple[App, bool]:
+    """The App row for the demo's stand-in organization, created if missing."""
+    with transaction.atomic():
+        app = App.objects.filter(name=DEMO_APP_NAME).first()
+        if app is not None:
+            return app, False
+        app = App.objects.create(name=DEMO_APP_NAME, description=description)
+        services.record_created(app, actor=None, after=services.snapshot(app))
+    return app, True

@@ -1,0 +1,113 @@
+"""Personal API tokens: creating and revoking them, each recorded in the audit log.
+
+Only the SHA-256 digest of a token is stored. The raw token is returned once,
+by ``create_api_token``, for the caller to show; it never reaches the database,
+the audit log or the logs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from access import permissions
+from access.models import ApiToken
+from audit.services import record_event
+
+# "pcl_" and eight random characters: enough to tell tokens apart in a list and
+# in the audit log, while leaving over 200 bits of the secret unknown.
+PREFIX_LENGTH = 12
+NAME_MAX_LENGTH = ApiToken._meta.get_field("name").max_length or 100
+MAX_EXPIRY_DAYS = 365
+
+
+def token_status(token: ApiToken) -> str:
+    """``active``, ``expired`` or ``revoked``, as shown on the tokens page and in the API."""
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= timezone.now():
+        return "expired"
+    return "active"
+
+
+def expiry_in_days(days: int | None) -> datetime | None:
+    """The expiry for a token that lasts ``days`` days from now (None: never expires)."""
+    if days is None:
+        return None
+    if not 1 <= days <= MAX_EXPIRY_DAYS:
+        raise ValidationError(
+            f"A token lasts from 1 to {MAX_EXPIRY_DAYS} days; {days} is out of range."
+        )
+    return timezone.now() + timedelta(days=days)
+
+
+def create_api_token(
+    user: Any, name: str, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """Creates a token for ``user`` and returns it with the raw secret, which is not kept."""
+    if not permissions.can_use_api(user):
+        raise PermissionDenied("Only active users can have API tokens.")
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "Give the token a name, so you can recognise it later."})
+    if len(name) > NAME_MAX_LENGTH:
+        raise ValidationError(
+            {
+                "name": f"A token name has at most {NAME_MAX_LENGTH} characters; this has {len(name)}."
+            }
+        )
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "The expiry must be in the future."})
+
+    raw = ApiToken.generate()
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user,
+            name=name,
+            prefix=raw[:PREFIX_LENGTH],
+            digest=ApiToken.hash_token(raw),
+            expires_at=expires_at,
+        )
+        record_event(
+            "api_token.created",
+            actor=user,
+            target=token,
+            details={
+                "name": token.name,
+                "prefix": token.prefix,
+                "user_id": user.pk,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
+    return token, raw
+
+
+def revoke_api_token(token: ApiToken, actor: Any) -> ApiToken:
+    """Revokes ``token`` at once: the next request that uses it is refused.
+
+    Revoking a token that is already revoked changes nothing and records nothing.
+    ``actor`` None means the system (for example a task deactivating a user).
+    """
+    if actor is not None and not permissions.can_revoke_api_token(actor, token):
+        raise PermissionDenied("You can revoke only your own API tokens.")
+    now = timezone.now()
+    with transaction.atomic():
+        # Conditional update: two concurrent revokes record one event, not two.
+        changed = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=now
+        )
+        if changed:
+            token.revoked_at = now
+            record_event(
+                "api_token.revoked",
+                actor=actor,
+                target=token,
+                details={"name": token.name, "prefix": token.prefix, "user_id": token.user_id},
+            )
+        else:
+            token.refresh_from_db(fields=["revoked_at"])
+    return token

@@ -1,0 +1,30 @@
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_int, env_list, env_str
+
+
+def test_it_reads_booleans_and_names_a_bad_one(monkeypatch):
+    monkeypatch.setenv("PORTCULLIS_FLAG", "yes")
+    assert env_bool("PORTCULLIS_FLAG") is True
+    monkeypatch.setenv("PORTCULLIS_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="PORTCULLIS_FLAG='maybe' is not a boolean"):
+        env_bool("PORTCULLIS_FLAG")
+
+
+def test_it_names_a_bad_integer(monkeypatch):
+    monkeypatch.setenv("PORTCULLIS_N", "ten")
+    with pytest.raises(ImproperlyConfigured, match="PORTCULLIS_N='ten' is not an integer"):
+        env_int("PORTCULLIS_N", 1)
+
+
+def test_it_splits_lists_and_reads_secrets_from_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("PORTCULLIS_HOSTS", "a.example.com, b.example.com,")
+    assert env_list("PORTCULLIS_HOSTS") == ["a.example.com", "b.example.com"]
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    monkeypatch.setenv("PORTCULLIS_SECRET_FILE", str(secret))
+    assert env_str("PORTCULLIS_SECRET") == "from-a-file"
+    monkeypatch.setenv("PORTCULLIS_SECRET_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ImproperlyConfigured, match="PORTCULLIS_SECRET_FILE"):
+        env_str("PORTCULLIS_SECRET")
