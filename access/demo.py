@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from allauth.account.models import EmailAddress
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
@@ -87,6 +88,11 @@ def create_demo_users(password: str = DEMO_PASSWORD) -> list[DemoUser]:
         for person in DEMO_PEOPLE:
             user, created = _ensure_user(
                 person, password, encoded, manager=by_key.get(person.manager)
+            )
+            # A verified address lets the demo SSO login link to this account and keep
+            # its password (allauth disables the password when linking an unverified one).
+            EmailAddress.objects.update_or_create(
+                user=user, email=user.email, defaults={"verified": True, "primary": True}
             )
             services.set_user_roles(user, person.roles, actor=None)
             by_key[person.key] = user

@@ -116,6 +116,9 @@ def personas(db: Any) -> Personas:
 def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
+    from aws_integration.standin import use_base_amis_only
+
+    use_base_amis_only()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

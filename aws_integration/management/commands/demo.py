@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -193,7 +194,7 @@ class Command(BaseCommand):
             self._checkpoint()
             self._start_children(demo, env, port)
             self._wait_until_serving(demo, url, options["startup_timeout"])
-        self._print_banner(demo, result, url, web=not options["no_web"], users=demo_users)
+        self._print_banner(demo, result, url, web=not options["no_web"], users=demo_users, env=env)
         if options["check"] and not options["no_web"]:
             self._check_login_page(url)
 
@@ -274,7 +275,14 @@ class Command(BaseCommand):
             )
 
     def _print_banner(
-        self, demo: _Demo, result: seed.SeedResult, url: str, *, web: bool, users: list[Any]
+        self,
+        demo: _Demo,
+        result: seed.SeedResult,
+        url: str,
+        *,
+        web: bool,
+        users: list[Any],
+        env: dict[str, str],
     ) -> None:
         assert demo.moto is not None and demo.idp is not None
         w = self.stdout.write
@@ -285,9 +293,7 @@ class Command(BaseCommand):
         else:
             w(self.style.SUCCESS("Portcullis demo stand-ins are running (no web server)."))
             w("Run the web server and task cluster yourself with this environment:")
-            w(f"  AWS_ENDPOINT_URL={demo.moto.url} SSO_OIDC_ISSUER={demo.idp.url} "
-              f"SSO_OIDC_CLIENT_ID={SSO_CLIENT_ID} SSO_OIDC_CLIENT_SECRET={SSO_CLIENT_SECRET} "
-              "DEBUG=true")  # fmt: skip
+            w("  " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()))
         w(
             f"  Stand-in AWS       {demo.moto.url}  (organization {result.organization_id}, "
             f"{len(result.accounts)} accounts, {len(result.users)} Identity Center users)"
