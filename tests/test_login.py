@@ -20,12 +20,9 @@ WRONG_PASSWORD = "not-the-password-at-all"
 
 
 @pytest.fixture(autouse=True)
-def _empty_cache_and_fast_hashing(settings):
+def _empty_cache():
     # allauth keeps its rate-limit counters in the cache.
     cache.clear()
-    # Autouse fixtures run first, so the personas are hashed with this too; the
-    # hash algorithm plays no part in what these tests check.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     yield
     cache.clear()
 

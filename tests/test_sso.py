@@ -28,9 +28,8 @@ SSO_CALLBACK_URL = reverse("openid_connect_callback", kwargs={"provider_id": "ss
 
 
 @pytest.fixture(autouse=True)
-def _empty_cache_and_fast_hashing(settings):
+def _empty_cache():
     cache.clear()
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     yield
     cache.clear()
 

@@ -121,11 +121,6 @@ def add_url(model: Any) -> str:
     return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_add")
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # Objects for the pages ------------------------------------------------------------
 @pytest.fixture
 def inventory(personas: Any) -> dict[str, Any]:

@@ -36,11 +36,6 @@ def only_event(action: str) -> AuditEvent:
     return found[0]
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def admin_client(client, personas):
     client.force_login(personas.admin)

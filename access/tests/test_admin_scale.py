@@ -28,11 +28,6 @@ from access.tests.test_admin import changelist
 MAX_LIST_QUERIES = 14
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def admin_client(client, personas):
     client.force_login(personas.admin)

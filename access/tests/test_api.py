@@ -21,12 +21,6 @@ ME = "/api/v1/me/"
 _ids = count(1)
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The personas' passwords are hashed at full strength otherwise, seconds per test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def make_resource(app: App, name: str, **fields) -> Resource:
     n = next(_ids)
     fields.setdefault("type", ResourceType.IAM_ROLE)

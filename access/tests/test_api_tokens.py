@@ -17,12 +17,6 @@ from audit.models import AuditEvent
 URL = "/api/v1/tokens/"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The personas' passwords are hashed at full strength otherwise, seconds per test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def revoke_url(token: ApiToken) -> str:
     return f"{URL}{token.pk}/revoke/"
 

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from access.choices import GrantSource, GrantStatus, ResourceType
 from access.models import AccessLevel, Grant, Resource
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The personas' passwords are hashed at full strength otherwise, seconds per test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def make_grant(user, resource_name: str, personas, **fields) -> Grant:

@@ -18,11 +18,6 @@ from audit.models import AuditEvent
 HEADER = "email,first_name,last_name,username,title,department,manager_email,roles\n"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def run_import(text: str, actor: Any, *, dry_run: bool = False) -> Any:
     dataset = tablib.Dataset().load(text, format="csv")
     return UserResource().import_data(dataset, dry_run=dry_run, user=actor)

@@ -15,11 +15,6 @@ from audit.models import AuditEvent
 from tests.fixtures import make_user
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def codenames(group_name: str) -> set[str]:
     return {
         f"{app}.{code}"

@@ -24,12 +24,6 @@ CREATE_URL = "/settings/tokens/new/"
 ME_URL = "/api/v1/me/"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The personas' passwords are hashed at full strength otherwise, seconds per test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def revoke_url(token: ApiToken) -> str:
     return f"/settings/tokens/{token.pk}/revoke/"
 

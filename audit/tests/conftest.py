@@ -26,9 +26,3 @@ def record_at(db: Any) -> RecordAt:
             return record_event(action, **kwargs)
 
     return record
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    # The personas are created for most tests here; PBKDF2 would cost seconds per test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

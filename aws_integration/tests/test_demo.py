@@ -141,13 +141,8 @@ def test_the_demo_serves_working_logins_and_stops_everything_on_ctrl_c(demo_env,
     assert still_running == [], text
 
 
-@pytest.fixture
-def fast_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.mark.django_db
-def test_demo_users_get_their_roles_and_manager_and_each_creation_is_audited(fast_hashing):
+def test_demo_users_get_their_roles_and_manager_and_each_creation_is_audited():
     created = create_demo_users()
     users = {demo.person.key: demo.user for demo in created}
     assert set(users) == {"admin", "requester", "approver", "manager", "auditor", "outsider"}
@@ -168,7 +163,7 @@ def test_demo_users_get_their_roles_and_manager_and_each_creation_is_audited(fas
 
 
 @pytest.mark.django_db
-def test_demo_users_are_brought_back_in_line_and_a_second_run_changes_nothing(fast_hashing):
+def test_demo_users_are_brought_back_in_line_and_a_second_run_changes_nothing():
     create_demo_users()
     requester = User.objects.get(email="requester@demo.portcullis.test")
     requester.set_password("something-else-entirely")
