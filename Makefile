@@ -49,3 +49,12 @@ test: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3*
+
+# Sizes are options: make bench-sync BENCH_ARGS="--accounts 10 --ec2 10".
+.PHONY: bench-sync bench-sync-postgres
+bench-sync: $(VENV)/.installed-test
+	DEBUG=true DATABASE_URL= $(VPY) bench/sync_bench.py $(BENCH_ARGS)
+
+bench-sync-postgres: $(VENV)/.installed-test
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
+	DEBUG=true DATABASE_URL=$(TEST_DATABASE_URL) $(VPY) bench/sync_bench.py $(BENCH_ARGS)

@@ -134,7 +134,10 @@ def _ensure_user(
 
 
 def ensure_demo_app(description: str = "") -> tuple[App, bool]:
-    """The App row for the demo's stand-in organization, created if missing."""
+    """A plain App row for the demo's organization, created if missing. `manage.py demo`
+    uses ``aws_integration.demo.ensure_demo_aws_app`` instead, which fills the AWS app from
+    the seed (access does not import aws_integration) and turns a plain App of this name
+    into the AWS app."""
     with transaction.atomic():
         app = App.objects.filter(name=DEMO_APP_NAME).first()
         if app is not None:

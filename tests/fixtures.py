@@ -194,3 +194,7 @@ def page(browser, live_server, monkeypatch) -> Iterator[object]:
     page = context.new_page()
     yield page
     context.close()
+
+
+# Refusals, throttling and 5xx from the stand-in AWS: tests/aws_faults.py.
+from tests.aws_faults import aws_faults, aws_faults_kept, aws_faults_proxy  # noqa: E402, F401

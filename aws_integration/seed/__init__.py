@@ -18,6 +18,11 @@ What it builds, deterministically (same names for the same size):
   region EC2 instances (``Name`` tag), EKS clusters, RDS MySQL / PostgreSQL instances and
   Aurora MySQL / PostgreSQL clusters (IAM database authentication on, tagged
   ``portcullis:db-users``).
+- The ingester role (``PortcullisIngester``) in the management account and in every
+  member account, trusting Portcullis's principal on condition of the installation's
+  External ID, as an admin would create it from the app page. moto enforces neither
+  trust policies nor the External ID: the role is there so that what sync assumes and
+  lists looks like a real organization, not because the stand-in needs it.
 - In Identity Center (the management account's instance): users, groups, memberships,
   permission sets, group (and one user) account assignments, and the assigned permission
   sets provisioned.
@@ -47,6 +52,7 @@ from aws_integration.seed.base import (
     DB_USERS,
     DB_USERS_TAG,
     EKS_CLUSTER_ROLE,
+    INGESTER_ROLE,
     LARGE,
     MEMBER_ACCOUNT_ROLE,
     REGIONS,
@@ -54,6 +60,7 @@ from aws_integration.seed.base import (
     SIZES,
     SMALL,
     STANDIN_CREDENTIALS,
+    STANDIN_EXTERNAL_ID,
     Person,
     SeededAccount,
     SeededAssignment,
@@ -68,6 +75,7 @@ __all__ = [
     "DB_USERS",
     "DB_USERS_TAG",
     "EKS_CLUSTER_ROLE",
+    "INGESTER_ROLE",
     "LARGE",
     "MEMBER_ACCOUNT_ROLE",
     "REGIONS",
@@ -75,6 +83,7 @@ __all__ = [
     "SIZES",
     "SMALL",
     "STANDIN_CREDENTIALS",
+    "STANDIN_EXTERNAL_ID",
     "Person",
     "SeedError",
     "SeedResult",

@@ -11,6 +11,11 @@ REQUESTABLE_TAG = "portcullis:requestable"
 DB_USERS_TAG = "portcullis:db-users"
 DB_USERS = "app_ro,app_rw"
 MEMBER_ACCOUNT_ROLE = "OrganizationAccountAccessRole"
+# The role Portcullis assumes (AwsApp.ingester_role_name's default), created in the
+# management account and in every member account.
+INGESTER_ROLE = "PortcullisIngester"
+# The External ID its trust policy requires when the installation has none yet.
+STANDIN_EXTERNAL_ID = "portcullis-stand-in-external-id"
 EKS_CLUSTER_ROLE = "EksClusterRole"
 # Credentials the stand-in accepts; moto maps unknown keys to its default account,
 # which becomes the management account.
@@ -193,6 +198,8 @@ class SeedResult:
     assignments: list[SeededAssignment]
     provisioned_permission_sets: list[str]
     seconds: float = 0.0
+    ingester_role: str = INGESTER_ROLE
+    external_id: str = STANDIN_EXTERNAL_ID
 
     def account(self, name: str) -> SeededAccount:
         for account in self.accounts:

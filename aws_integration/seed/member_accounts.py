@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from access.choices import ResourceType
 from aws_integration import clients
 from aws_integration.seed.base import (
@@ -57,20 +59,42 @@ def seed_member_account(
     regions: list[str],
     ami_ids: dict[str, str],
     management_account_id: str,
+    ingester: tuple[str, str] | None = None,
 ) -> None:
     """Creates the account's resources as the account itself (through the role every
-    member account grants the management account) and lists them on ``account``."""
+    member account grants the management account) and lists them on ``account``.
+    ``ingester`` is (role name, trust policy) of the ingester role to create."""
     credentials = clients.assume_role(
         f"arn:aws:iam::{account.account_id}:role/{MEMBER_ACCOUNT_ROLE}",
         session_name="portcullis-seed",
         session=clients.make_session(STANDIN_CREDENTIALS, region=regions[0]),
     )
     session = clients.make_session(credentials, region=regions[0])
+    if ingester is not None:
+        ensure_ingester_role(session, *ingester)
     eks_role_arn = _create_roles(account, session, size, management_account_id)
     for region in regions:
         _create_instances(account, session, region, size.ec2_per_account, ami_ids.get(region))
         _create_clusters(account, session, region, size.eks_per_account, eks_role_arn)
         _create_databases(account, session, region, size)
+
+
+def ensure_ingester_role(session: Any, role_name: str, trust_policy: str) -> None:
+    """Creates the ingester role in the session's account, or sets its trust policy when
+    it exists. It is not a seeded resource: sync sees it as one more IAM role."""
+    iam = clients.client("iam", session=session)
+    try:
+        iam.create_role(
+            RoleName=role_name,
+            AssumeRolePolicyDocument=trust_policy,
+            Description="Lets Portcullis read this account and grant access in it.",
+            MaxSessionDuration=3600,
+            Tags=[{"Key": "managed-by", "Value": "portcullis"}],
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "EntityAlreadyExists":
+            raise
+        iam.update_assume_role_policy(RoleName=role_name, PolicyDocument=trust_policy)
 
 
 def _create_roles(

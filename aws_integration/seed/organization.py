@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -13,10 +14,12 @@ from django.conf import settings
 
 from aws_integration import clients
 from aws_integration.seed.base import (
+    INGESTER_ROLE,
     MEMBER_ACCOUNT_ROLE,
     REGIONS,
     SMALL,
     STANDIN_CREDENTIALS,
+    STANDIN_EXTERNAL_ID,
     Person,
     SeededAccount,
     SeedError,
@@ -24,7 +27,7 @@ from aws_integration.seed.base import (
     SeedSize,
 )
 from aws_integration.seed.identity_center import seed_identity_center
-from aws_integration.seed.member_accounts import seed_member_account
+from aws_integration.seed.member_accounts import ensure_ingester_role, seed_member_account
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +51,18 @@ def seed_organization(
     region: str | None = None,
     people: Sequence[Person] = (),
     progress: Callable[[str], None] | None = None,
+    ingester_role: str = INGESTER_ROLE,
+    external_id: str | None = None,
 ) -> SeedResult:
     """Creates an organization of ``size`` in the stand-in AWS and returns what it made.
 
     ``region`` is the home region (Organizations, Identity Center, the first resource
     region). Safe to call on a freshly reset stand-in; refuses (``SeedError``) when the
     stand-in already holds an organization, rather than adding a second set of accounts.
+
+    ``ingester_role`` is created in every account, its trust policy requiring
+    ``external_id`` (by default the installation's External ID when one exists, else
+    ``STANDIN_EXTERNAL_ID``).
     """
     endpoint = settings.AWS_ENDPOINT_URL
     if not endpoint:
@@ -74,6 +83,9 @@ def seed_organization(
     ous, ou_parents = _create_ous(org, root_id, size.ous)
     accounts = _create_accounts(org, root_id, ous, size.accounts)
     say(f"Created {len(ous)} OUs and {len(accounts)} member accounts")
+    external_id = external_id or installation_external_id()
+    trust_policy = ingester_trust_policy(organization["MasterAccountId"], external_id)
+    ensure_ingester_role(management, ingester_role, trust_policy)
 
     ami_ids = _find_amis(management, regions) if size.ec2_per_account else {}
 
@@ -87,6 +99,7 @@ def seed_organization(
                 regions,
                 ami_ids,
                 organization["MasterAccountId"],
+                (ingester_role, trust_policy),
             )
             for account in accounts
         ]
@@ -114,7 +127,43 @@ def seed_organization(
         ou_parents=ou_parents,
         accounts=accounts,
         seconds=time.monotonic() - started,
+        ingester_role=ingester_role,
+        external_id=external_id,
         **identity,
+    )
+
+
+def installation_external_id() -> str:
+    """The installation's External ID if it has one yet, without creating it (the seed
+    also runs where there is no database: the stand-in's own commands, some tests)."""
+    try:
+        from aws_integration.models import AwsSettings
+
+        existing = AwsSettings.objects.filter(pk=1).values_list("external_id", flat=True).first()
+    except Exception:  # no database, or not migrated yet
+        existing = None
+    return existing or STANDIN_EXTERNAL_ID
+
+
+def ingester_trust_policy(management_account_id: str, external_id: str) -> str:
+    """Trusts Portcullis's principal (settings.PORTCULLIS_AWS_PRINCIPAL_ARN; in the stand-in,
+    the credentials it runs with belong to the management account) on condition of the
+    External ID, as the trust policy shown on the app page does."""
+    principal = getattr(settings, "PORTCULLIS_AWS_PRINCIPAL_ARN", "") or (
+        f"arn:aws:iam::{management_account_id}:root"
+    )
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": principal},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"sts:ExternalId": external_id}},
+                }
+            ],
+        }
     )
 
 

@@ -1,7 +1,8 @@
 """`manage.py demo`: everything Portcullis needs, offline, in the foreground.
 
 Starts the stand-in AWS (moto server, seeded with a small organization) and the test
-identity provider on threads of this process, creates the demo users and the demo App,
+identity provider on threads of this process, creates the demo users and the demo AWS app
+(with the AWS settings' OIDC client pointed at the test identity provider),
 then runs the task cluster (`qcluster`) and the web server (`runserver`) as child
 processes pointed at the stand-ins. Ctrl-C or SIGTERM stops every process and thread it
 started: children get SIGTERM, then SIGKILL (their whole process group) after a timeout.
@@ -28,8 +29,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from access.demo import DEMO_PASSWORD, DEMO_PEOPLE, create_demo_users, ensure_demo_app
+from access.demo import DEMO_PASSWORD, DEMO_PEOPLE, create_demo_users
 from aws_integration import seed, standin
+from aws_integration.demo import configure_demo_oidc, ensure_demo_aws_app
 
 SSO_CLIENT_ID = "portcullis-demo"
 SSO_CLIENT_SECRET = "demo"
@@ -178,13 +180,15 @@ class Command(BaseCommand):
 
         self._checkpoint()
         demo_users = create_demo_users()
-        ensure_demo_app(
+        ensure_demo_aws_app(
+            result,
             description=(
                 f"The demo's stand-in organization {result.organization_id} (management "
                 f"account {result.management_account_id}, Identity Center "
                 f"{result.instance_arn}) at {demo.moto.url}."
-            )
+            ),
         )
+        configure_demo_oidc(demo.idp.url, SSO_CLIENT_ID, SSO_CLIENT_SECRET)
 
         port = options["port"] or _free_port()
         url = f"http://{HOST}:{port}"

@@ -1,0 +1,183 @@
+"""The background schedules, declared in code and installed idempotently.
+
+django-q2 keeps schedules as rows (``django_q.models.Schedule``); these declarations are
+the source of truth. :func:`install_schedules` makes the rows match them, by name: it
+creates what is missing, corrects what drifted, and removes Portcullis schedules that
+are no longer declared, leaving schedules an operator added under other names alone.
+It runs after every ``migrate`` (post_migrate, see apps.py) and as
+``manage.py install_schedules``.
+
+Every installed app may declare its own in ``<app>/schedules.py`` as ``SCHEDULES``, a
+list of :class:`ScheduleSpec`, each named with the :data:`NAME_PREFIX`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.apps import apps as global_apps
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+NAME_PREFIX = "Portcullis: "
+# django_q.models.Schedule.schedule_type values (spelt out so that the historical model
+# given to post_migrate, which has no class constants, can be used too).
+MINUTES = "I"
+HOURLY = "H"
+DAILY = "D"
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """One schedule: the task ``func`` (dotted path) run every ``minutes`` minutes
+    (``schedule_type`` MINUTES) or hourly or daily."""
+
+    name: str
+    func: str
+    schedule_type: str
+    minutes: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name.startswith(NAME_PREFIX):
+            raise ValueError(f"Schedule name {self.name!r} must start with {NAME_PREFIX!r}.")
+        if (self.schedule_type == MINUTES) != (self.minutes is not None):
+            raise ValueError(f"{self.name}: minutes goes with the MINUTES type, and only with it.")
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "func": self.func,
+            "schedule_type": self.schedule_type,
+            "minutes": self.minutes,
+            # django-q2 evaluates kwargs as "a=1, b='x'".
+            "kwargs": ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items()) or None,
+            "args": None,
+            "hook": None,
+            "repeats": -1,
+            "cron": None,
+            "cluster": None,
+        }
+
+
+SCHEDULES = [
+    # Cheap: it enqueues a sync only for apps whose full-sync interval has elapsed, so the
+    # check runs far more often than any interval (5 minutes at the least).
+    ScheduleSpec(
+        name=f"{NAME_PREFIX}AWS full syncs",
+        func="aws_integration.sync.tasks.schedule_full_syncs",
+        schedule_type=MINUTES,
+        minutes=2,
+    ),
+    # Each run long-polls every app's queue for up to ~55 s under a lease, so one run a
+    # minute keeps a poller listening continuously, and two never poll the same queue.
+    ScheduleSpec(
+        name=f"{NAME_PREFIX}AWS SQS polling",
+        func="aws_integration.events.tasks.poll_all_queues",
+        schedule_type=MINUTES,
+        minutes=1,
+    ),
+    ScheduleSpec(
+        name=f"{NAME_PREFIX}AWS validations",
+        func="aws_integration.validations.run_all_validations",
+        schedule_type=DAILY,
+    ),
+]
+
+
+def declared_schedules() -> list[ScheduleSpec]:
+    """Every installed app's ``SCHEDULES``, refusing two with one name."""
+    specs: list[ScheduleSpec] = []
+    for config in global_apps.get_app_configs():
+        try:
+            module = importlib.import_module(f"{config.name}.schedules")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{config.name}.schedules":
+                raise  # a schedules module that exists but fails to import
+            continue
+        specs.extend(getattr(module, "SCHEDULES", []))
+    names = [spec.name for spec in specs]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"Schedules declared twice: {', '.join(duplicates)}.")
+    return specs
+
+
+@dataclass
+class InstallResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.created)} created, {len(self.updated)} updated, "
+            f"{len(self.removed)} removed, {len(self.unchanged)} unchanged"
+        )
+
+
+def install_schedules(
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+    schedule_model: Any = None,
+    specs: list[ScheduleSpec] | None = None,
+    now: datetime | None = None,
+) -> InstallResult:
+    """Makes the Schedule rows match the declarations; running it twice changes nothing.
+
+    ``schedule_model`` is the model to write through (post_migrate passes the historical
+    one); a schedule that already exists keeps its next run, so re-installing does not
+    postpone or hurry anything."""
+    if schedule_model is None:
+        from django_q.models import Schedule
+
+        schedule_model = Schedule
+    specs = declared_schedules() if specs is None else specs
+    now = now or timezone.now()
+    result = InstallResult()
+    manager = schedule_model._default_manager.db_manager(using)
+    with transaction.atomic(using=using):
+        for spec in specs:
+            wanted = spec.fields()
+            rows = list(manager.filter(name=spec.name).order_by("pk"))
+            if not rows:
+                manager.create(name=spec.name, next_run=now, **wanted)
+                result.created.append(spec.name)
+                continue
+            row, extra = rows[0], rows[1:]
+            for duplicate in extra:  # a copy made by hand in the admin
+                duplicate.delete()
+            changed = [name for name, value in wanted.items() if getattr(row, name) != value]
+            if changed or extra:
+                for name in changed:
+                    setattr(row, name, wanted[name])
+                row.save(update_fields=changed or None)
+                result.updated.append(spec.name)
+            else:
+                result.unchanged.append(spec.name)
+        declared = {spec.name for spec in specs}
+        for row in manager.filter(name__startswith=NAME_PREFIX).exclude(name__in=declared):
+            result.removed.append(row.name)
+            row.delete()
+    if result.created or result.updated or result.removed:
+        logger.info("Schedules installed: %s.", result)
+    return result
+
+
+def install_after_migrate(
+    sender: Any, *, apps: Any = None, using: str = DEFAULT_DB_ALIAS, verbosity: int = 1, **_: Any
+) -> None:
+    """post_migrate receiver: installs the schedules once django-q2's table exists."""
+    try:
+        schedule_model = (apps or global_apps).get_model("django_q", "Schedule")
+    except LookupError:  # django_q not migrated (yet) on this database
+        return
+    result = install_schedules(using=using, schedule_model=schedule_model)
+    if verbosity >= 2:
+        print(f"Schedules: {result}.")

@@ -1,0 +1,189 @@
+"""Setting up the AWS connection: the External ID, the OIDC settings and their checks.
+
+Every change is audited in the transaction that makes it. The OIDC client secret never
+leaves this module in clear: audit details say only whether it is set and that it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import REDACTED, record_event
+from aws_integration.models import AwsSettings, generate_external_id
+
+logger = logging.getLogger(__name__)
+
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+DISCOVERY_TIMEOUT = 10  # seconds, for each request of the check
+REQUIRED_DISCOVERY_KEYS = ("jwks_uri", "authorization_endpoint", "token_endpoint")
+SETTINGS_FIELDS = ("oidc_issuer_url", "oidc_client_id", "oidc_client_secret")
+# Enough of the External ID to tell two apart in the log, too little to use it.
+EXTERNAL_ID_SHOWN = len("portcullis-") + 4
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def mask_external_id(value: str) -> str:
+    return f"{value[:EXTERNAL_ID_SHOWN]}…" if value else ""
+
+
+def _settings_state(obj: AwsSettings) -> dict[str, Any]:
+    return {
+        "oidc_issuer_url": obj.oidc_issuer_url,
+        "oidc_client_id": obj.oidc_client_id,
+        # Only whether a secret is set: never its value.
+        "oidc_client_secret": REDACTED if obj.oidc_client_secret else "",
+        "external_id": mask_external_id(obj.external_id),
+    }
+
+
+def get_aws_settings() -> AwsSettings:
+    """The installation's AWS settings, created (and audited) on first use."""
+    existing = AwsSettings.objects.filter(pk=1).first()
+    if existing is not None:
+        return existing
+    with transaction.atomic():
+        obj, created = AwsSettings.objects.get_or_create(pk=1)
+        if created:
+            record_event(
+                "aws.settings.created", target=obj, details={"after": _settings_state(obj)}
+            )
+    return obj
+
+
+def regenerate_external_id(actor: Any) -> AwsSettings:
+    """Replaces the External ID. Every ingester role's trust policy must then be updated,
+    or Portcullis can no longer assume it."""
+    get_aws_settings()
+    with transaction.atomic():
+        obj = AwsSettings.objects.select_for_update().get(pk=1)
+        before = mask_external_id(obj.external_id)
+        obj.external_id = generate_external_id()
+        obj.external_id_rotated_at = timezone.now()
+        obj.save(update_fields=["external_id", "external_id_rotated_at", "updated_at"])
+        record_event(
+            "aws.external_id.regenerated",
+            actor=actor,
+            target=obj,
+            details={
+                "before": {"external_id": before},
+                "after": {"external_id": mask_external_id(obj.external_id)},
+            },
+        )
+    return obj
+
+
+def update_aws_settings(
+    settings_obj: AwsSettings,
+    changes: dict[str, Any],
+    actor: Any,
+    *,
+    checked: bool = False,
+) -> AwsSettings:
+    """Applies ``changes`` (OIDC issuer URL, client ID, client secret) and records one
+    event with the values before and after; nothing is recorded when nothing changed.
+
+    ``checked`` says the issuer's discovery document was just checked and passed."""
+    unknown = set(changes) - set(SETTINGS_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"Not an AWS setting that can be changed here: {', '.join(sorted(unknown))}."
+        )
+    with transaction.atomic():
+        obj = AwsSettings.objects.select_for_update().get(pk=settings_obj.pk)
+        before = _settings_state(obj)
+        changed = [name for name, value in changes.items() if getattr(obj, name) != value]
+        for name in changed:
+            setattr(obj, name, changes[name])
+        if checked:
+            obj.oidc_checked_at = timezone.now()
+        if changed or checked:
+            obj.full_clean()
+            obj.save()
+        if changed:
+            record_event(
+                "aws.settings.updated",
+                actor=actor,
+                target=obj,
+                details={
+                    "before": before,
+                    "after": _settings_state(obj),
+                    # A list of names, so that a changed secret shows without its value.
+                    "changed": sorted(changed),
+                },
+            )
+    settings_obj.refresh_from_db()
+    return obj
+
+
+def check_oidc_discovery(issuer_url: str) -> tuple[bool, str]:
+    """Fetches the issuer's discovery document and checks what AWS and the Connect flow
+    rely on. Returns (ok, message); the message says exactly what is wrong."""
+    issuer = (issuer_url or "").strip()
+    parsed = urlparse(issuer)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return False, f"“{issuer}” is not a URL: the issuer looks like https://login.example.com."
+    if parsed.scheme != "https" and parsed.hostname not in LOCAL_HOSTS:
+        return False, f"AWS accepts only https issuers; “{issuer}” uses {parsed.scheme}."
+    if parsed.query or parsed.fragment:
+        return False, f"An issuer URL has no query or fragment: “{issuer}”."
+    url = issuer.rstrip("/") + DISCOVERY_PATH
+    document, problem = _get_json(url, "The discovery document")
+    if problem:
+        return False, problem
+    if not isinstance(document, dict):
+        return False, f"The discovery document at {url} is JSON but not an object."
+    named = document.get("issuer")
+    if not named:
+        return False, f"The discovery document at {url} names no issuer."
+    if str(named).rstrip("/") != issuer.rstrip("/"):
+        return False, (
+            f"The discovery document at {url} names the issuer “{named}”, not “{issuer}”: "
+            f"enter exactly “{named}” as the issuer URL."
+        )
+    missing = [key for key in REQUIRED_DISCOVERY_KEYS if not document.get(key)]
+    if missing:
+        return False, f"The discovery document at {url} lacks {', '.join(missing)}."
+    jwks, problem = _get_json(str(document["jwks_uri"]), "The signing keys (jwks_uri)")
+    if problem:
+        return False, problem
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        return False, f"The signing keys at {document['jwks_uri']} hold no keys."
+    return True, f"The discovery document at {url} is valid (issuer {named})."
+
+
+def _get_json(url: str, what: str) -> tuple[Any, str]:
+    try:
+        response = requests.get(
+            url, timeout=DISCOVERY_TIMEOUT, headers={"Accept": "application/json"}
+        )
+    except requests.Timeout:
+        return None, f"{what} at {url} did not answer within {DISCOVERY_TIMEOUT} s."
+    except requests.ConnectionError as exc:
+        return None, f"Cannot connect to {url}: {_reason(exc)}."
+    except requests.RequestException as exc:
+        return None, f"Cannot fetch {url}: {_reason(exc)}."
+    if response.status_code != 200:
+        return None, (
+            f"{what} at {url} answered HTTP {response.status_code}, not 200: is the issuer "
+            "URL right?"
+        )
+    try:
+        return response.json(), ""
+    except ValueError:
+        kind = response.headers.get("Content-Type", "no content type")
+        return None, f"{what} at {url} is not JSON ({kind})."
+
+
+def _reason(exc: Exception) -> str:
+    # requests nests the useful part (refused, name not known) deep in its message.
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "No address associated"):
+        if marker in text:
+            return marker.lower()
+    return text

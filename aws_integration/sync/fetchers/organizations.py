@@ -1,0 +1,120 @@
+"""The organization: its OU tree and accounts (with status and parent), in the
+management (or delegated-administrator) account."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from access.choices import ResourceType
+from aws_integration.sync.fetchers.base import error_code, iso, paginate
+from aws_integration.sync.records import ResourceRecord, Scope, ScopeResult, Sweep
+
+SERVICE = "organizations"
+OU = ResourceType.ORGANIZATIONAL_UNIT.value
+ACCOUNT = ResourceType.ACCOUNT.value
+ACTIVE = "ACTIVE"
+
+
+def organization_scope(management_account_id: str) -> Scope:
+    return Scope(management_account_id, "", SERVICE)
+
+
+def _parent_key(parent_id: str) -> tuple[str, str] | None:
+    # Roots are not resources: what sits at the root has no parent.
+    return (OU, parent_id) if parent_id.startswith("ou-") else None
+
+
+def ou_record(ou: dict[str, Any], parent_id: str, management_account_id: str) -> ResourceRecord:
+    return ResourceRecord(
+        type=OU,
+        remote_id=ou["Id"],
+        name=ou.get("Name") or ou["Id"],
+        arn=ou.get("Arn", ""),
+        account_id=management_account_id,
+        parent=_parent_key(parent_id),
+        metadata={"parent_id": parent_id},
+    )
+
+
+def account_record(account: dict[str, Any], parent_id: str) -> ResourceRecord:
+    # "State" replaces the deprecated "Status"; older answers carry only the latter.
+    status = account.get("State") or account.get("Status") or ""
+    return ResourceRecord(
+        type=ACCOUNT,
+        remote_id=account["Id"],
+        name=account.get("Name") or account["Id"],
+        arn=account.get("Arn", ""),
+        account_id=account["Id"],
+        parent=_parent_key(parent_id),
+        metadata={
+            "status": status,
+            "email": account.get("Email", ""),
+            "parent_id": parent_id,
+            "joined_at": iso(account.get("JoinedTimestamp")),
+        },
+    )
+
+
+def fetch_organization(org: Any, management_account_id: str) -> ScopeResult:
+    """Every OU (walking the tree from each root) and every account, with its parent."""
+    result = ScopeResult(scope=organization_scope(management_account_id))
+    parents = [root["Id"] for root in paginate(org.get_paginator("list_roots"), "Roots")]
+    account_ids: set[str] = set()
+    while parents:
+        parent_id = parents.pop(0)
+        for ou in paginate(
+            org.get_paginator("list_organizational_units_for_parent"),
+            "OrganizationalUnits",
+            ParentId=parent_id,
+        ):
+            result.resources.append(ou_record(ou, parent_id, management_account_id))
+            parents.append(ou["Id"])
+        for account in paginate(
+            org.get_paginator("list_accounts_for_parent"), "Accounts", ParentId=parent_id
+        ):
+            result.resources.append(account_record(account, parent_id))
+            account_ids.add(account["Id"])
+    result.sweeps = [Sweep(type=OU), Sweep(type=ACCOUNT)]
+    result.org_account_ids = account_ids
+    return result
+
+
+def fetch_ous(org: Any, management_account_id: str, ou_ids: Iterable[str]) -> ScopeResult:
+    """Just these OUs (name and parent); those AWS no longer knows are swept."""
+    ou_ids = frozenset(ou_ids)
+    result = ScopeResult(scope=organization_scope(management_account_id), complete_scope=False)
+    for ou_id in sorted(ou_ids):
+        try:
+            ou = org.describe_organizational_unit(OrganizationalUnitId=ou_id)["OrganizationalUnit"]
+            parent_id = org.list_parents(ChildId=ou_id)["Parents"][0]["Id"]
+        except ClientError as exc:
+            if error_code(exc) in ("OrganizationalUnitNotFoundException", "ChildNotFoundException"):
+                continue
+            raise
+        result.resources.append(ou_record(ou, parent_id, management_account_id))
+    result.sweeps = [Sweep(type=OU, remote_ids=ou_ids)]
+    return result
+
+
+def fetch_accounts(org: Any, management_account_id: str, account_ids: Iterable[str]) -> ScopeResult:
+    """Just these accounts (name, status, parent); those no longer in the organization are
+    swept, with everything synced in them."""
+    account_ids = frozenset(account_ids)
+    result = ScopeResult(scope=organization_scope(management_account_id), complete_scope=False)
+    gone: set[str] = set()
+    for account_id in sorted(account_ids):
+        try:
+            account = org.describe_account(AccountId=account_id)["Account"]
+            parent_id = org.list_parents(ChildId=account_id)["Parents"][0]["Id"]
+        except ClientError as exc:
+            if error_code(exc) in ("AccountNotFoundException", "ChildNotFoundException"):
+                gone.add(account_id)
+                continue
+            raise
+        result.resources.append(account_record(account, parent_id))
+    result.sweeps = [Sweep(type=ACCOUNT, remote_ids=account_ids)]
+    result.removed_account_ids = gone
+    return result

@@ -1,0 +1,101 @@
+"""Asking for a sync: the one entry point for the admin's "Sync now", the schedule and
+the shell command."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import record_event
+from aws_integration import validators
+from aws_integration.choices import SyncKind, SyncStatus
+from aws_integration.models import AwsApp, SyncRun
+
+RUN_SYNC_TASK = "aws_integration.sync.tasks.run_sync"
+
+
+def stale_after() -> timedelta:
+    """A run still "running" this long after it started lost its worker (twice the task
+    timeout, after which django-q2 has given up on it anyway)."""
+    timeout = int(getattr(settings, "Q_CLUSTER", {}).get("timeout", 600))
+    return timedelta(seconds=2 * timeout)
+
+
+def expire_stale_runs(app: AwsApp) -> int:
+    """Marks runs whose worker died as failed, so they neither block new runs nor show a
+    progress bar for ever."""
+    now = timezone.now()
+    stale = list(
+        SyncRun.objects.filter(
+            app=app, status=SyncStatus.RUNNING, started_at__lt=now - stale_after()
+        ).select_related("app")
+    )
+    for run in stale:
+        with transaction.atomic():
+            updated = SyncRun.objects.filter(pk=run.pk, status=SyncStatus.RUNNING).update(
+                status=SyncStatus.FAILED,
+                finished_at=now,
+                message="The worker running this sync stopped before it finished.",
+            )
+            if updated:
+                record_event(
+                    "sync.abandoned",
+                    target=run,
+                    details={"app": app.name, "started_at": run.started_at.isoformat()},
+                )
+    return len(stale)
+
+
+def active_run(app: AwsApp, account_id: str = "") -> SyncRun | None:
+    return (
+        SyncRun.objects.filter(
+            app=app,
+            account_id=account_id,
+            status__in=[SyncStatus.QUEUED, SyncStatus.RUNNING],
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def request_sync(
+    app: AwsApp, *, actor: Any = None, account_id: str = "", enqueue: bool = True
+) -> SyncRun:
+    """A queued sync of the app (or of one of its accounts), run by the task
+    ``aws_integration.sync.tasks.run_sync`` once this transaction commits.
+
+    When the same sync is already queued or running, that run is returned rather than a
+    second one queued behind it. ``enqueue=False`` leaves the run for the caller to run
+    inline (``manage.py sync_aws``)."""
+    if account_id:
+        validators.validate_account_id(account_id)
+    expire_stale_runs(app)
+    with transaction.atomic():
+        existing = active_run(app, account_id)
+        if existing is not None:
+            return existing
+        run = SyncRun.objects.create(
+            app=app,
+            kind=SyncKind.ACCOUNT if account_id else SyncKind.FULL,
+            account_id=account_id,
+            requested_by=actor if getattr(actor, "is_authenticated", False) else None,
+        )
+        record_event(
+            "sync.requested",
+            actor=actor,
+            target=run,
+            details={"app": app.name, "kind": run.kind, "account_id": account_id},
+        )
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue(run.pk))
+    return run
+
+
+def _enqueue(run_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task(RUN_SYNC_TASK, run_id, task_name=f"sync-run-{run_id}", group="aws-sync")

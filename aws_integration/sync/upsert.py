@@ -1,0 +1,713 @@
+"""Writing what fetchers found into the inventory: bulk upserts that leave unchanged rows
+alone, sweeps of complete scopes, observed grants, and the sync's bookkeeping.
+
+One ``InventoryWriter`` serves one sync run or one refresh, on one thread. It loads the
+existing rows it may touch once (a query per table), compares in memory, and writes
+only what differs: ``bulk_create`` for new rows, ``bulk_update`` of just the changed
+fields for changed rows, one ``UPDATE`` per batch for rows to mark deleted. A sync that
+finds nothing new writes no inventory row at all.
+
+``Resource.last_seen_at`` moves only when a row is created, changed or restored. Bumping
+it on every sync would rewrite every row each time; when a resource was last confirmed
+is instead ``SyncScope.last_success_at`` of its scope (account × region × service).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from access.choices import GrantSource, GrantStatus, PropagationStatus, ResourceType
+from access.models import AccessLevel, Grant, Resource, User
+from audit.services import record_event
+from aws_integration.models import AwsApp, IdentityCenterUser, SyncIssue, SyncRun, SyncScope
+from aws_integration.sync.records import (
+    IdcUserRecord,
+    LevelRecord,
+    ResourceKey,
+    ResourceRecord,
+    Scope,
+    ScopeResult,
+)
+
+logger = logging.getLogger("aws_integration.sync")
+
+BATCH_SIZE = 500
+REVOKE_REASON = "no longer present in AWS"
+ACCOUNT = ResourceType.ACCOUNT.value
+GROUP = ResourceType.IDC_GROUP.value
+# What is synced inside an account, swept with it when it leaves the organization.
+IN_ACCOUNT_TYPES = frozenset(
+    {
+        ResourceType.IDC_ROLE.value,
+        ResourceType.IAM_ROLE.value,
+        ResourceType.EC2_INSTANCE.value,
+        ResourceType.EKS_CLUSTER.value,
+        ResourceType.RDS_MYSQL.value,
+        ResourceType.RDS_POSTGRES.value,
+        ResourceType.AURORA_MYSQL.value,
+        ResourceType.AURORA_POSTGRES.value,
+    }
+)
+RESOURCE_FIELDS = ("name", "arn", "account_id", "region", "tags", "metadata")
+LEVEL_FIELDS = ("name", "description", "metadata")
+USER_FIELDS = ("user_name", "email", "display_name", "portal_user_id")
+# Counts keys besides resource types.
+LEVEL_COUNT = "access_level"
+USER_COUNT = "identity_center_user"
+GRANT_COUNT = "observed_grant"
+
+
+def _json(value: Any) -> Any:
+    # The value as a JSON column gives it back, so comparisons with loaded rows are exact.
+    return json.loads(json.dumps(value, default=str))
+
+
+def _chunks(items: list[Any], size: int = BATCH_SIZE) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _field_name(attribute: str) -> str:
+    return attribute[:-3] if attribute.endswith("_id") and attribute != "account_id" else attribute
+
+
+class InventoryWriter:
+    """Applies ScopeResults to one app's inventory. See the module docstring."""
+
+    def __init__(self, app: AwsApp, *, run: SyncRun | None = None, now: datetime | None = None):
+        self.app = app
+        self.run = run
+        self.now = now or timezone.now()
+        self.rows: dict[ResourceKey, Resource] = {}
+        self.by_type: dict[str, dict[str, Resource]] = defaultdict(dict)
+        self.by_type_account: dict[tuple[str, str], dict[str, Resource]] = defaultdict(dict)
+        self.by_pk: dict[int, Resource] = {}
+        self.levels: dict[int, dict[str, AccessLevel]] = defaultdict(dict)
+        self.level_by_pk: dict[int, AccessLevel] = {}
+        self._emails: dict[int, str] | None = None
+        self.fully_loaded = False
+        self.idc_users: dict[str, IdentityCenterUser] | None = None
+        self._portal_users: dict[str, tuple[int, str]] | None = None
+        self.counts: dict[str, dict[str, int]] = defaultdict(
+            lambda: {"created": 0, "updated": 0, "deleted": 0}
+        )
+        self.ok_scopes: dict[str, Scope] = {}
+        self.failed: dict[str, ScopeResult] = {}
+        self.memberships: dict[str, set[str]] = {}
+        self.assignments: dict[str, set[tuple[str, str]]] = {}
+        self.deleted_pks: set[int] = set()
+        self.gone_accounts: set[str] = set()
+
+    # Loading ----------------------------------------------------------------------------------
+    def load(self, where: Q | None = None) -> None:
+        """Loads existing resources (all of the app's when ``where`` is None) and their
+        access levels: one query each."""
+        resources = Resource.objects.filter(app_id=self.app.pk)
+        if where is not None:
+            resources = resources.filter(where)
+        fresh = [row for row in resources if (row.type, row.remote_id) not in self.rows]
+        for row in fresh:
+            self._index(row)
+        if where is None:
+            self.fully_loaded = True
+            levels = AccessLevel.objects.filter(resource__app_id=self.app.pk)
+        else:
+            if not fresh:
+                return
+            levels = AccessLevel.objects.filter(resource_id__in=[row.pk for row in fresh])
+        for level in levels:
+            self._index_level(level)
+
+    def _ensure_loaded(self, keys: Iterable[ResourceKey]) -> None:
+        if self.fully_loaded:
+            return
+        missing: dict[str, set[str]] = defaultdict(set)
+        for key in keys:
+            if key not in self.rows:
+                missing[key[0]].add(key[1])
+        if missing:
+            where = Q()
+            for type_, remote_ids in missing.items():
+                where |= Q(type=type_, remote_id__in=sorted(remote_ids))
+            self.load(where)
+
+    def _index(self, row: Resource) -> None:
+        self.rows[(row.type, row.remote_id)] = row
+        self.by_type[row.type][row.remote_id] = row
+        self.by_type_account[(row.type, row.account_id)][row.remote_id] = row
+        self.by_pk[row.pk] = row
+
+    def _index_level(self, level: AccessLevel) -> None:
+        self.levels[level.resource_id][level.remote_id] = level
+        self.level_by_pk[level.pk] = level
+
+    def _load_idc_users(self) -> dict[str, IdentityCenterUser]:
+        if self.idc_users is None:
+            self.idc_users = {
+                u.remote_id: u for u in IdentityCenterUser.objects.filter(app=self.app)
+            }
+        return self.idc_users
+
+    def _portal(self) -> dict[str, tuple[int, str]]:
+        """Portal users by lower-cased email: (id, email)."""
+        if self._portal_users is None:
+            self._portal_users = {
+                email: (pk, email)
+                for pk, email in User.objects.annotate(lower_email=Lower("email")).values_list(
+                    "pk", "lower_email"
+                )
+                if email
+            }
+        return self._portal_users
+
+    # Applying ---------------------------------------------------------------------------------
+    def apply(self, results: Iterable[ScopeResult]) -> None:
+        """Writes one batch of results in one transaction. Failed scopes change nothing."""
+        ok: list[ScopeResult] = []
+        for result in results:
+            name = str(result.scope)
+            if result.ok:
+                ok.append(result)
+                if result.complete_scope:
+                    self.ok_scopes[name] = result.scope
+            else:
+                self.failed[name] = result
+        if not ok:
+            return
+        with transaction.atomic():
+            self._upsert_resources(ok)
+            self._sweep(ok)
+            self._upsert_levels(ok)
+            self._upsert_idc_users(ok)
+        for result in ok:
+            if result.memberships is not None:
+                self.memberships.update(result.memberships)
+            if result.user_assignments is not None:
+                self.assignments.update(result.user_assignments)
+
+    def _resolve(self, key: ResourceKey | None) -> int | None:
+        if key is None:
+            return None
+        row = self.rows.get(key)
+        return row.pk if row is not None else None
+
+    def _upsert_resources(self, results: list[ScopeResult]) -> None:
+        records: dict[ResourceKey, ResourceRecord] = {}
+        for result in results:
+            for record in result.resources:
+                records[record.key] = record
+        wanted_keys: set[ResourceKey] = set(records)
+        wanted_keys.update(r.parent for r in records.values() if r.parent)
+        for result in results:
+            wanted_keys.update(result.level_sets)
+        self._ensure_loaded(wanted_keys)
+
+        to_create: list[Resource] = []
+        updates: dict[tuple[str, ...], list[Resource]] = defaultdict(list)
+        orphans: list[tuple[Resource, ResourceKey]] = []
+        for key, record in records.items():
+            desired = {
+                "name": record.name[:255],
+                "arn": record.arn[:2048],
+                "account_id": record.account_id,
+                "region": record.region,
+                "tags": _json(record.tags),
+                "metadata": _json(record.metadata),
+            }
+            parent_id = self._resolve(record.parent)
+            row = self.rows.get(key)
+            if row is None:
+                row = Resource(
+                    app_id=self.app.pk,
+                    type=record.type,
+                    remote_id=record.remote_id,
+                    parent_id=parent_id,
+                    first_seen_at=self.now,
+                    last_seen_at=self.now,
+                    deleted_at=None,
+                    **desired,
+                )
+                to_create.append(row)
+            else:
+                changed = [f for f in RESOURCE_FIELDS if getattr(row, f) != desired[f]]
+                for f in changed:
+                    setattr(row, f, desired[f])
+                if parent_id is not None and row.parent_id != parent_id:
+                    row.parent_id = parent_id
+                    changed.append("parent_id")
+                elif record.parent is None and row.parent_id is not None:
+                    row.parent_id = None
+                    changed.append("parent_id")
+                if row.deleted_at is not None:
+                    row.deleted_at = None
+                    changed.append("deleted_at")
+                if changed:
+                    row.last_seen_at = self.now
+                    changed.append("last_seen_at")
+                    updates[tuple(changed)].append(row)
+                    self.counts[record.type]["updated"] += 1
+            if record.parent is not None and parent_id is None:
+                orphans.append((row, record.parent))
+
+        if to_create:
+            Resource.objects.bulk_create(
+                to_create,
+                batch_size=BATCH_SIZE,
+                # A refresh may have created the same row meanwhile: take it over.
+                update_conflicts=True,
+                unique_fields=["app", "type", "remote_id"],
+                update_fields=[*RESOURCE_FIELDS, "parent", "deleted_at", "last_seen_at"],
+            )
+            for row in to_create:
+                self._index(row)
+                self.counts[row.type]["created"] += 1
+        for fields, rows in updates.items():
+            Resource.objects.bulk_update(
+                rows, [_field_name(f) for f in fields], batch_size=BATCH_SIZE
+            )
+        # Parents created in this batch (nested OUs, a new account's resources).
+        adopted = []
+        for row, parent_key in orphans:
+            parent_id = self._resolve(parent_key)
+            if parent_id is not None and row.parent_id != parent_id:
+                row.parent_id = parent_id
+                adopted.append(row)
+        if adopted:
+            Resource.objects.bulk_update(adopted, ["parent"], batch_size=BATCH_SIZE)
+
+    def _sweep(self, results: list[ScopeResult]) -> None:
+        doomed: dict[int, Resource] = {}
+        for result in results:
+            seen = {record.key for record in result.resources}
+            for sweep in result.sweeps:
+                if sweep.account_id is not None:
+                    candidates = self.by_type_account.get((sweep.type, sweep.account_id), {})
+                else:
+                    candidates = self.by_type.get(sweep.type, {})
+                for remote_id, row in candidates.items():
+                    if (
+                        row.deleted_at is None
+                        and (sweep.type, remote_id) not in seen
+                        and (sweep.region is None or row.region == sweep.region)
+                        and (sweep.remote_ids is None or remote_id in sweep.remote_ids)
+                        and (sweep.predicate is None or sweep.predicate(row))
+                    ):
+                        doomed[row.pk] = row
+            gone_accounts = set(result.removed_account_ids)
+            if result.org_account_ids is not None:
+                known = {a for t, a in self.by_type_account if t in IN_ACCOUNT_TYPES and a}
+                gone_accounts |= known - result.org_account_ids
+            self.gone_accounts |= gone_accounts
+            for account_id in gone_accounts:
+                for type_ in IN_ACCOUNT_TYPES:
+                    for row in self.by_type_account.get((type_, account_id), {}).values():
+                        if row.deleted_at is None:
+                            doomed[row.pk] = row
+        if not doomed:
+            return
+        for chunk in _chunks(sorted(doomed)):
+            Resource.objects.filter(pk__in=chunk, deleted_at__isnull=True).update(
+                deleted_at=self.now
+            )
+        for row in doomed.values():
+            row.deleted_at = self.now
+            self.counts[row.type]["deleted"] += 1
+        self.deleted_pks.update(doomed)
+
+    def _upsert_levels(self, results: list[ScopeResult]) -> None:
+        wanted: dict[int, list[LevelRecord]] = {}
+        merges: list[tuple[int, LevelRecord]] = []
+        removals: list[AccessLevel] = []
+        for result in results:
+            for record in result.resources:
+                if record.levels is not None and (pk := self._resolve(record.key)):
+                    wanted[pk] = record.levels
+            for key, levels in result.level_sets.items():
+                if pk := self._resolve(key):
+                    wanted[pk] = levels
+            for type_, levels in result.type_level_sets.items():
+                for row in self.by_type.get(type_, {}).values():
+                    if row.deleted_at is None:
+                        wanted[row.pk] = levels
+            for type_, level in result.level_updates:
+                for row in self.by_type.get(type_, {}).values():
+                    if level.remote_id in self.levels.get(row.pk, {}):
+                        merges.append((row.pk, level))
+            for level_sweep in result.level_sweeps:
+                for row in self.by_type.get(level_sweep.resource_type, {}).values():
+                    existing = self.levels.get(row.pk, {}).get(level_sweep.level_remote_id)
+                    if existing is not None and existing.deleted_at is None:
+                        removals.append(existing)
+
+        to_create: list[AccessLevel] = []
+        updates: dict[tuple[str, ...], list[AccessLevel]] = defaultdict(list)
+
+        def upsert(resource_pk: int, record: LevelRecord, *, create: bool) -> None:
+            desired = {
+                "name": record.name[:255],
+                "description": record.description,
+                "metadata": _json(record.metadata),
+            }
+            level = self.levels[resource_pk].get(record.remote_id)
+            if level is None:
+                if create:
+                    to_create.append(
+                        AccessLevel(resource_id=resource_pk, remote_id=record.remote_id, **desired)
+                    )
+                return
+            changed = [f for f in LEVEL_FIELDS if getattr(level, f) != desired[f]]
+            for f in changed:
+                setattr(level, f, desired[f])
+            if level.deleted_at is not None:
+                level.deleted_at = None
+                changed.append("deleted_at")
+            if changed:
+                updates[tuple(changed)].append(level)
+                self.counts[LEVEL_COUNT]["updated"] += 1
+
+        for resource_pk, records in wanted.items():
+            seen = set()
+            for record in records:
+                seen.add(record.remote_id)
+                upsert(resource_pk, record, create=True)
+            removals.extend(
+                level
+                for remote_id, level in self.levels[resource_pk].items()
+                if remote_id not in seen and level.deleted_at is None
+            )
+        for resource_pk, record in merges:
+            upsert(resource_pk, record, create=False)
+
+        if to_create:
+            AccessLevel.objects.bulk_create(
+                to_create,
+                batch_size=BATCH_SIZE,
+                update_conflicts=True,
+                unique_fields=["resource", "remote_id"],
+                update_fields=[*LEVEL_FIELDS, "deleted_at"],
+            )
+            for level in to_create:
+                self._index_level(level)
+            self.counts[LEVEL_COUNT]["created"] += len(to_create)
+        for fields, levels in updates.items():
+            AccessLevel.objects.bulk_update(levels, list(fields), batch_size=BATCH_SIZE)
+        removed = {level.pk: level for level in removals}
+        for chunk in _chunks(sorted(removed)):
+            AccessLevel.objects.filter(pk__in=chunk).update(deleted_at=self.now)
+        for level in removed.values():
+            level.deleted_at = self.now
+        self.counts[LEVEL_COUNT]["deleted"] += len(removed)
+
+    def _upsert_idc_users(self, results: list[ScopeResult]) -> None:
+        listed = [r for r in results if r.idc_users is not None]
+        if not listed:
+            return
+        existing = self._load_idc_users()
+        portal = self._portal()
+        to_create: list[IdentityCenterUser] = []
+        updates: dict[tuple[str, ...], list[IdentityCenterUser]] = defaultdict(list)
+        seen: set[str] = set()
+        complete = False
+        for result in listed:
+            complete = complete or result.idc_users_complete
+            for record in result.idc_users or []:
+                seen.add(record.remote_id)
+                desired = self._user_fields(record, portal)
+                user = existing.get(record.remote_id)
+                if user is None:
+                    user = IdentityCenterUser(
+                        app_id=self.app.pk, remote_id=record.remote_id, **desired
+                    )
+                    existing[record.remote_id] = user
+                    to_create.append(user)
+                    continue
+                changed = [f for f in USER_FIELDS if getattr(user, f) != desired[f]]
+                for f in changed:
+                    setattr(user, f, desired[f])
+                if user.deleted_at is not None:
+                    user.deleted_at = None
+                    changed.append("deleted_at")
+                if changed:
+                    updates[tuple(changed)].append(user)
+                    self.counts[USER_COUNT]["updated"] += 1
+        if to_create:
+            IdentityCenterUser.objects.bulk_create(
+                to_create,
+                batch_size=BATCH_SIZE,
+                update_conflicts=True,
+                unique_fields=["app", "remote_id"],
+                update_fields=[*[_field_name(f) for f in USER_FIELDS], "deleted_at"],
+            )
+            self.counts[USER_COUNT]["created"] += len(to_create)
+        for fields, users in updates.items():
+            IdentityCenterUser.objects.bulk_update(
+                users, [_field_name(f) for f in fields], batch_size=BATCH_SIZE
+            )
+        if complete:
+            gone = [u for rid, u in existing.items() if rid not in seen and u.deleted_at is None]
+            for chunk in _chunks([u.pk for u in gone]):
+                IdentityCenterUser.objects.filter(pk__in=chunk).update(deleted_at=self.now)
+            for user in gone:
+                user.deleted_at = self.now
+            self.counts[USER_COUNT]["deleted"] += len(gone)
+
+    @staticmethod
+    def _user_fields(record: IdcUserRecord, portal: dict[str, tuple[int, str]]) -> dict[str, Any]:
+        email = record.email[:254]
+        linked = portal.get(email.lower()) if email else None
+        return {
+            "user_name": record.user_name[:255],
+            "email": email,
+            "display_name": record.display_name[:255],
+            "portal_user_id": linked[0] if linked else None,
+        }
+
+    # Observed grants ----------------------------------------------------------------------------
+    def reconcile_observed(self) -> None:
+        """Access found in AWS that Portcullis did not grant becomes an observed grant (no
+        expiry); an observed grant whose access AWS no longer shows, in a scope listed
+        completely, is revoked. Grants from other sources are never touched. Each grant
+        created or revoked is audited in the same transaction."""
+        if not self.memberships and not self.assignments and not self.deleted_pks:
+            return
+        users = self._load_idc_users()
+        link = {
+            rid: u.portal_user_id
+            for rid, u in users.items()
+            if u.portal_user_id and u.deleted_at is None
+        }
+        scope_pks: set[int] = set()
+        desired: set[tuple[int, int, int]] = set()
+
+        def want(row: Resource | None, level_id: str, members: Iterable[str]) -> None:
+            if row is None:
+                return
+            scope_pks.add(row.pk)
+            level = self.levels.get(row.pk, {}).get(level_id)
+            if row.deleted_at is not None or level is None or level.deleted_at is not None:
+                return
+            for member in members:
+                if user_id := link.get(member):
+                    desired.add((user_id, row.pk, level.pk))
+
+        for group_id, members in self.memberships.items():
+            want(self.rows.get((GROUP, group_id)), "member", members)
+        for account_id, pairs in self.assignments.items():
+            row = self.rows.get((ACCOUNT, account_id))
+            by_permission_set: dict[str, set[str]] = defaultdict(set)
+            for permission_set_arn, member in pairs:
+                by_permission_set[permission_set_arn].add(member)
+            if row is not None:
+                scope_pks.add(row.pk)
+            for permission_set_arn, members in by_permission_set.items():
+                want(row, permission_set_arn, members)
+        scope_pks |= {pk for pk in self.deleted_pks if self.by_pk[pk].type in (GROUP, ACCOUNT)}
+        if not scope_pks:
+            return
+
+        existing: dict[tuple[int, int, int], int] = {}
+        covered: set[tuple[int, int, int]] = set()
+        for chunk in _chunks(sorted(scope_pks), 2000):
+            for pk, user_id, resource_id, level_id, source, status in Grant.objects.filter(
+                resource_id__in=chunk,
+                status__in=[GrantStatus.PENDING, GrantStatus.ACTIVE, GrantStatus.REVOKING],
+            ).values_list("pk", "user_id", "resource_id", "access_level_id", "source", "status"):
+                key = (user_id, resource_id, level_id)
+                if source == GrantSource.OBSERVED and status == GrantStatus.ACTIVE:
+                    existing[key] = pk
+                else:
+                    covered.add(key)
+        to_create = sorted(desired - set(existing) - covered)
+        to_revoke = sorted((pk, key) for key, pk in existing.items() if key not in desired)
+        if not to_create and not to_revoke:
+            return
+        with transaction.atomic():
+            grants = Grant.objects.bulk_create(
+                [
+                    Grant(
+                        user_id=user_id,
+                        resource_id=resource_id,
+                        access_level_id=level_id,
+                        source=GrantSource.OBSERVED,
+                        status=GrantStatus.ACTIVE,
+                        starts_at=self.now,
+                        expires_at=None,
+                        propagation_status=PropagationStatus.APPLIED,
+                    )
+                    for user_id, resource_id, level_id in to_create
+                ],
+                batch_size=BATCH_SIZE,
+            )
+            for grant in grants:
+                record_event(
+                    "grant.observed",
+                    target_type="access.grant",
+                    target_id=grant.pk,
+                    target_label=self._grant_label(
+                        grant.user_id, grant.resource_id, grant.access_level_id
+                    ),
+                    details=self._grant_details(
+                        grant.user_id, grant.resource_id, grant.access_level_id
+                    ),
+                )
+            revoke_pks = [pk for pk, _ in to_revoke]
+            for chunk in _chunks(revoke_pks):
+                Grant.objects.filter(pk__in=chunk, status=GrantStatus.ACTIVE).update(
+                    status=GrantStatus.REVOKED,
+                    revoked_at=self.now,
+                    revoke_reason=REVOKE_REASON,
+                    propagation_status=PropagationStatus.REMOVED,
+                    updated_at=self.now,
+                )
+            for pk, (user_id, resource_id, level_id) in to_revoke:
+                record_event(
+                    "grant.revoked",
+                    target_type="access.grant",
+                    target_id=pk,
+                    target_label=self._grant_label(user_id, resource_id, level_id),
+                    details={
+                        **self._grant_details(user_id, resource_id, level_id),
+                        "reason": REVOKE_REASON,
+                    },
+                )
+        self.counts[GRANT_COUNT]["created"] += len(grants)
+        self.counts[GRANT_COUNT]["deleted"] += len(to_revoke)
+
+    def _grant_parts(self, user_id: int, resource_id: int, level_id: int) -> tuple[str, str, str]:
+        if self._emails is None:
+            self._emails = dict(self._portal().values())
+        row = self.by_pk.get(resource_id)
+        level = self.level_by_pk.get(level_id)
+        return (
+            self._emails.get(user_id, str(user_id)),
+            row.name if row else str(resource_id),
+            level.name if level else str(level_id),
+        )
+
+    def _grant_label(self, user_id: int, resource_id: int, level_id: int) -> str:
+        user, resource, level = self._grant_parts(user_id, resource_id, level_id)
+        return f"{user} → {resource} ({level})"
+
+    def _grant_details(self, user_id: int, resource_id: int, level_id: int) -> dict[str, Any]:
+        user, resource, level = self._grant_parts(user_id, resource_id, level_id)
+        return {
+            "source": GrantSource.OBSERVED.value,
+            "user": user,
+            "resource_id": resource_id,
+            "resource": resource,
+            "access_level": level,
+            "app": self.app.name,
+        }
+
+    # Bookkeeping ----------------------------------------------------------------------------------
+    def record_bookkeeping(self) -> list[SyncIssue]:
+        """Marks complete scopes as listed now, resolves their issues, and records an issue
+        (or one more occurrence of it) for each failed scope. Returns the open issues of
+        this run."""
+        with transaction.atomic():
+            if self.ok_scopes:
+                SyncScope.objects.bulk_create(
+                    [
+                        SyncScope(
+                            app_id=self.app.pk,
+                            account_id=s.account_id,
+                            region=s.region,
+                            service=s.service,
+                            last_success_at=self.now,
+                        )
+                        for s in self.ok_scopes.values()
+                    ],
+                    batch_size=BATCH_SIZE,
+                    update_conflicts=True,
+                    unique_fields=["app", "account_id", "region", "service"],
+                    update_fields=["last_success_at"],
+                )
+                for chunk in _chunks(sorted(self.ok_scopes)):
+                    SyncIssue.objects.filter(
+                        app_id=self.app.pk, scope__in=chunk, resolved_at__isnull=True
+                    ).update(resolved_at=self.now)
+            # An account that left the organization will not be read again.
+            for account_id in sorted(self.gone_accounts):
+                SyncIssue.objects.filter(
+                    app_id=self.app.pk, scope__startswith=f"{account_id}/", resolved_at__isnull=True
+                ).update(resolved_at=self.now)
+            return self.record_issues(self.failed.values())
+
+    def record_issues(self, failed: Iterable[ScopeResult]) -> list[SyncIssue]:
+        failed = [r for r in failed if r.error is not None]
+        if not failed:
+            return []
+        existing = {
+            (issue.scope, issue.code): issue
+            for issue in SyncIssue.objects.filter(
+                app_id=self.app.pk, scope__in=sorted({str(r.scope) for r in failed})
+            )
+        }
+        issues: list[SyncIssue] = []
+        with transaction.atomic():
+            for result in failed:
+                assert result.error is not None
+                scope = str(result.scope)
+                issue = existing.get((scope, result.error.code))
+                if issue is None:
+                    issue = SyncIssue.objects.create(
+                        app_id=self.app.pk,
+                        scope=scope,
+                        code=result.error.code[:120],
+                        message=result.error.message,
+                        last_run=self.run,
+                        first_seen_at=self.now,
+                        last_seen_at=self.now,
+                    )
+                else:
+                    issue.occurrences += 1
+                    issue.message = result.error.message
+                    issue.last_run = self.run
+                    issue.last_seen_at = self.now
+                    issue.resolved_at = None
+                    issue.save(
+                        update_fields=[
+                            "occurrences",
+                            "message",
+                            "last_run",
+                            "last_seen_at",
+                            "resolved_at",
+                        ]
+                    )
+                issues.append(issue)
+        return issues
+
+    def plain_counts(self) -> dict[str, dict[str, int]]:
+        """created/updated/deleted per resource type (and for access levels, Identity
+        Center users and observed grants, whose "deleted" are revocations); types with
+        no change are left out."""
+        return {
+            key: dict(value) for key, value in sorted(self.counts.items()) if any(value.values())
+        }
+
+    def summary(self) -> dict[str, int]:
+        """Flat counts: resources (and Identity Center users) created, updated and deleted;
+        access levels changed; observed grants created and revoked."""
+        totals = {"created": 0, "updated": 0, "deleted": 0}
+        for key, value in self.counts.items():
+            if key not in (LEVEL_COUNT, GRANT_COUNT):
+                for field in totals:
+                    totals[field] += value[field]
+        levels = self.counts.get(LEVEL_COUNT, {})
+        grants = self.counts.get(GRANT_COUNT, {})
+        return {
+            **totals,
+            "access_levels_changed": sum(levels.values()),
+            "grants_observed": grants.get("created", 0),
+            "grants_revoked": grants.get("deleted", 0),
+        }
