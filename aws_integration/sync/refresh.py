@@ -56,10 +56,10 @@ Job = Callable[[], list[ScopeResult]]
 def _merge(wanted: Wanted, key: str, remote_id: str) -> None:
     if not remote_id:
         wanted[key] = WHOLE
-    elif key not in wanted:
-        wanted[key] = {remote_id}
-    elif wanted[key] is not WHOLE:
-        wanted[key].add(remote_id)  # type: ignore[union-attr]
+        return
+    ids = wanted.setdefault(key, set())
+    if ids is not WHOLE:
+        ids.add(remote_id)
 
 
 def _arn_location(value: str) -> tuple[str, str]:
