@@ -56,6 +56,30 @@ class SeedSize:
     assignments_per_account: int
     workers: int = 8
 
+    @classmethod
+    def minimal(cls, name: str, **counts: int) -> SeedSize:
+        """One member account with one IAM role, one permission set, one group and one
+        user, and none of the rest; ``counts`` overrides any field. For tests."""
+        values: dict[str, int] = {
+            "accounts": 1,
+            "ous": 1,
+            "regions": 1,
+            "iam_roles_per_account": 1,
+            "ec2_per_account": 0,
+            "eks_per_account": 0,
+            "rds_mysql_per_account": 0,
+            "rds_postgres_per_account": 0,
+            "aurora_mysql_per_account": 0,
+            "aurora_postgres_per_account": 0,
+            "permission_sets": 1,
+            "idc_groups": 1,
+            "idc_users": 1,
+            "memberships_per_user": 1,
+            "assignments_per_account": 0,
+            "workers": 2,
+        }
+        return cls(name=name, **{**values, **counts})
+
     def __post_init__(self) -> None:
         if self.accounts < 1 or self.ous < 1 or self.regions < 1:
             raise SeedError("A seed needs at least one account, one OU and one region.")

@@ -33,25 +33,7 @@ SAMPLES = Path("/work/shared/samples/cloudtrail")
 REGION = "us-east-1"
 # Small on purpose: one member account, two OUs (Workloads > Production), one permission
 # set, group and assignment. Each test makes its own objects on top.
-EVENTS_SEED = seed.SeedSize(
-    name="events",
-    accounts=1,
-    ous=2,
-    regions=1,
-    iam_roles_per_account=1,
-    ec2_per_account=0,
-    eks_per_account=0,
-    rds_mysql_per_account=0,
-    rds_postgres_per_account=0,
-    aurora_mysql_per_account=0,
-    aurora_postgres_per_account=0,
-    permission_sets=1,
-    idc_groups=1,
-    idc_users=2,
-    memberships_per_user=1,
-    assignments_per_account=1,
-    workers=2,
-)
+EVENTS_SEED = seed.SeedSize.minimal("events", ous=2, idc_users=2, assignments_per_account=1)
 
 
 # Fixtures -------------------------------------------------------------------------------

@@ -21,24 +21,8 @@ from tests.aws_faults import AwsFaults
 
 pytestmark = pytest.mark.django_db
 
-TINY = seed.SeedSize(
-    name="tiny",
-    accounts=3,
-    ous=1,
-    regions=1,
-    iam_roles_per_account=1,
-    ec2_per_account=1,
-    eks_per_account=0,
-    rds_mysql_per_account=0,
-    rds_postgres_per_account=0,
-    aurora_mysql_per_account=0,
-    aurora_postgres_per_account=0,
-    permission_sets=1,
-    idc_groups=1,
-    idc_users=1,
-    memberships_per_user=1,
-    assignments_per_account=1,
-    workers=3,
+TINY = seed.SeedSize.minimal(
+    "tiny", accounts=3, ec2_per_account=1, assignments_per_account=1, workers=3
 )
 
 
