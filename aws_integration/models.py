@@ -46,11 +46,6 @@ class AwsSettings(models.Model):
     def __str__(self) -> str:
         return "AWS settings"
 
-    @classmethod
-    def load(cls) -> AwsSettings:
-        obj, _ = cls.objects.get_or_create(pk=1)
-        return obj
-
     @property
     def callback_url(self) -> str:
         return f"{settings.SITE_URL}/callback/oidc"

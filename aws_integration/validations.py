@@ -44,6 +44,7 @@ from audit.services import record_event
 from aws_integration import clients, policies, services, validators
 from aws_integration.choices import Severity, ValidationStatus
 from aws_integration.models import AwsApp, AwsSettings, Validation
+from aws_integration.services import get_aws_settings
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def _probe(check: Check, action: str, call: Callable[[], Any], **context: Any) -
 # Entry points ------------------------------------------------------------------------
 def run_validations(app: AwsApp, *, actor: Any = None) -> list[Validation]:
     """Runs every check of ``app`` against AWS and stores the results (one audit event)."""
-    aws_settings = AwsSettings.load()
+    aws_settings = get_aws_settings()
     checks = list(_run_checks(app, aws_settings))
     failed = [check.key for check in checks if check.failed]
     now = timezone.now()

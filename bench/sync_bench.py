@@ -432,7 +432,8 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], vendor: str) -> in
 
     from access.models import Resource
     from aws_integration import clients
-    from aws_integration.models import AwsApp, AwsSettings
+    from aws_integration.models import AwsApp
+    from aws_integration.services import get_aws_settings
     from aws_integration.sync import engine
     from aws_integration.sync.target import SyncTarget
 
@@ -450,7 +451,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], vendor: str) -> in
     if args.workers:
         settings.AWS_SYNC_WORKERS = args.workers  # the engine's thread-pool width
     workers = engine.workers()
-    target = SyncTarget.for_app(app, external_id=AwsSettings.load().external_id)
+    target = SyncTarget.for_app(app, external_id=get_aws_settings().external_id)
     # Parse every service model once before timing anything: both sides share them.
     for service in (
         "sts",

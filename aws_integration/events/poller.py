@@ -33,7 +33,8 @@ from aws_integration import clients, validators
 from aws_integration.choices import SyncKind, SyncStatus
 from aws_integration.events.handlers import HANDLED, IGNORED, REFUSED_CALL, UNKNOWN, handle_event
 from aws_integration.events.parser import BadMessage, excerpt, parse_message
-from aws_integration.models import AwsApp, AwsSettings, SyncIssue, SyncRun
+from aws_integration.models import AwsApp, SyncIssue, SyncRun
+from aws_integration.services import get_aws_settings
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def queue_client(app: AwsApp) -> Any:
     session = clients.session_for_account(
         app.management_account_id,
         app.ingester_role_name,
-        external_id=AwsSettings.load().external_id,
+        external_id=get_aws_settings().external_id,
         region=region,
     )
     return clients.client("sqs", session=session, region=region)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aws_integration import clients
+from aws_integration.services import get_aws_settings
 
 if TYPE_CHECKING:
     import boto3
@@ -34,9 +35,7 @@ class SyncTarget:
     @classmethod
     def for_app(cls, app: AwsApp, external_id: str | None = None) -> SyncTarget:
         if external_id is None:
-            from aws_integration.models import AwsSettings
-
-            external_id = AwsSettings.load().external_id
+            external_id = get_aws_settings().external_id
         return cls(
             app_id=app.pk,
             management_account_id=app.management_account_id,

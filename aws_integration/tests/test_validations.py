@@ -16,7 +16,8 @@ from botocore.exceptions import ClientError
 from audit.models import AuditEvent
 from aws_integration import clients, seed, standin, validations
 from aws_integration.choices import Severity, ValidationStatus
-from aws_integration.models import AwsApp, AwsSettings, Validation
+from aws_integration.models import AwsApp, Validation
+from aws_integration.services import get_aws_settings
 from tests.aws_faults import AwsFaults
 
 pytestmark = pytest.mark.django_db
@@ -157,7 +158,7 @@ def test_the_external_id_is_presented_when_assuming_the_role(app, aws_faults):
 
     assumes = [c for c in aws_faults.calls if c.action == "AssumeRole"]
     assert assumes
-    assert {c.params.get("ExternalId") for c in assumes} == {AwsSettings.load().external_id}
+    assert {c.params.get("ExternalId") for c in assumes} == {get_aws_settings().external_id}
 
 
 def test_a_refused_management_role_blocks_the_checks_behind_it(app, aws_faults):
@@ -257,7 +258,7 @@ def test_a_queue_refusing_receive_fails_naming_the_action(app, aws_faults):
 
 
 def test_oidc_discovery_passes_against_the_test_identity_provider(app, idp):
-    aws_settings = AwsSettings.load()
+    aws_settings = get_aws_settings()
     aws_settings.oidc_issuer_url = idp
     aws_settings.save()
 
@@ -270,7 +271,7 @@ def test_oidc_discovery_passes_against_the_test_identity_provider(app, idp):
 
 
 def test_oidc_discovery_against_a_dead_url_fails_with_the_error(app):
-    aws_settings = AwsSettings.load()
+    aws_settings = get_aws_settings()
     aws_settings.oidc_issuer_url = "http://127.0.0.1:9"
     aws_settings.save()
 
@@ -311,7 +312,7 @@ def other_issuer() -> Iterator[str]:
 
 
 def test_oidc_discovery_naming_another_issuer_fails(app, other_issuer):
-    aws_settings = AwsSettings.load()
+    aws_settings = get_aws_settings()
     aws_settings.oidc_issuer_url = other_issuer
     aws_settings.save()
 
