@@ -10,12 +10,21 @@ from django.db import transaction
 from access import services as access_services
 from access.demo import DEMO_APP_NAME
 from access.models import App
-from aws_integration import services
-from aws_integration.models import AwsApp, AwsSettings
+from aws_integration import clients, services
+from aws_integration.models import AwsApp, AwsSettings, SyncRun, Validation
 from aws_integration.seed import SeedResult
+from aws_integration.sync import engine
+from aws_integration.sync import services as sync_services
+from aws_integration.validations import run_validations
+
+# The queue an EventBridge rule would feed with the organization's CloudTrail events; in
+# the demo, `manage.py standin_change` feeds it.
+DEMO_QUEUE_NAME = "portcullis-cloudtrail-events"
 
 
-def demo_app_values(result: SeedResult, description: str = "") -> dict[str, Any]:
+def demo_app_values(
+    result: SeedResult, description: str = "", sqs_queue_url: str = ""
+) -> dict[str, Any]:
     return {
         "description": description,
         "management_account_id": result.management_account_id,
@@ -26,16 +35,18 @@ def demo_app_values(result: SeedResult, description: str = "") -> dict[str, Any]
         "identity_store_id": result.identity_store_id,
         "access_portal_url": f"https://{result.identity_store_id}.awsapps.com/start",
         "regions": list(result.regions),
-        # Real-time sync comes with the demo's queue, once there is one.
-        "sqs_queue_url": "",
+        # Real-time sync: the demo's queue (create_demo_queue), when it has one.
+        "sqs_queue_url": sqs_queue_url,
     }
 
 
-def ensure_demo_aws_app(result: SeedResult, description: str = "") -> tuple[AwsApp, bool]:
+def ensure_demo_aws_app(
+    result: SeedResult, description: str = "", sqs_queue_url: str = ""
+) -> tuple[AwsApp, bool]:
     """The AWS app for the seeded organization. The stand-in's ids change with every
     start, so an existing demo app is updated to the new ones (and the change audited).
     A plain App of the same name (from an older demo database) becomes the AWS app."""
-    values = demo_app_values(result, description)
+    values = demo_app_values(result, description, sqs_queue_url)
     with transaction.atomic():
         app = AwsApp.objects.filter(name=DEMO_APP_NAME).first()
         if app is None:
@@ -78,3 +89,27 @@ def configure_demo_oidc(issuer_url: str, client_id: str, client_secret: str) -> 
         },
         actor=None,
     )
+
+
+def create_demo_queue(result: SeedResult) -> str:
+    """Creates (or finds: SQS answers the existing queue) the events queue in the
+    management account of the stand-in, as its ingester role, the identity the poller
+    reads it with; returns its URL."""
+    session = clients.session_for_account(
+        result.management_account_id,
+        result.ingester_role,
+        external_id=result.external_id,
+        region=result.region,
+    )
+    sqs = clients.client("sqs", session=session, region=result.region)
+    return str(sqs.create_queue(QueueName=DEMO_QUEUE_NAME)["QueueUrl"])
+
+
+def validate_and_sync(app: AwsApp) -> tuple[list[Validation], SyncRun]:
+    """What an admin does after connecting an organization: run the validations, then a
+    first full sync. The sync runs inline (a few seconds for the demo's small organization)
+    so the inventory is there when the web server answers; "Sync now" in the admin runs
+    the next ones in the task cluster."""
+    validations = run_validations(app)
+    run = sync_services.request_sync(app, enqueue=False)
+    return validations, engine.run_sync(run.pk)

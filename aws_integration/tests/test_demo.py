@@ -1,5 +1,6 @@
 """`manage.py demo` as a newcomer runs it: a real process serving the login page with
-working demo users, which stops every process it started on Ctrl-C (SIGINT)."""
+working demo users and a demo AWS app that is validated, synced and has its events queue,
+which stops every process it started on Ctrl-C (SIGINT)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -63,6 +65,39 @@ def wait_for_url(process: subprocess.Popen[bytes], log: Path) -> str:
             pytest.fail(f"The demo exited with {process.returncode}:\n{log.read_text()}")
         time.sleep(0.2)
     pytest.fail(f"The demo did not start in {STARTUP_TIMEOUT} s:\n{log.read_text()}")
+
+
+def demo_app_state(database: Path) -> tuple[dict, list[str], list[tuple[str, str]], int]:
+    """The demo app, its validations' statuses, its sync runs (kind, status) and its live
+    resources, read from the demo's own SQLite database."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        db.row_factory = sqlite3.Row
+        app = dict(
+            db.execute(
+                "SELECT a.* FROM aws_integration_awsapp a JOIN access_app p "
+                "ON p.id = a.app_ptr_id WHERE p.name = 'Demo organization'"
+            ).fetchone()
+        )
+        app_id = app["app_ptr_id"]
+        validations = [
+            r[0]
+            for r in db.execute(
+                "SELECT status FROM aws_integration_validation WHERE app_id = ?", (app_id,)
+            )
+        ]
+        runs = [
+            (r[0], r[1])
+            for r in db.execute(
+                "SELECT kind, status FROM aws_integration_syncrun WHERE app_id = ? "
+                "AND kind = 'full' ORDER BY id",
+                (app_id,),
+            )
+        ]
+        (resources,) = db.execute(
+            "SELECT count(*) FROM access_resource WHERE app_id = ? AND deleted_at IS NULL",
+            (app_id,),
+        ).fetchone()
+    return app, validations, runs, resources
 
 
 @pytest.fixture
@@ -122,6 +157,14 @@ def test_the_demo_serves_working_logins_and_stops_everything_on_ctrl_c(demo_env,
         assert signed_in.status_code == 200
         assert signed_in.url == f"{url}/"
         assert "Welcome, Rob Requester" in signed_in.text
+
+        # Connected as an admin would: a queue, validations passed, the first sync done.
+        app, validations, runs, resources = demo_app_state(tmp_path / "demo.sqlite3")
+        assert app["sqs_queue_url"].endswith("/portcullis-cloudtrail-events"), app
+        assert validations and set(validations) == {"passed"}, validations
+        assert runs == [("full", "succeeded")], runs
+        assert resources > 50, log.read_text()  # the small seed: ~100 objects
+        assert "standin_change run-instance" in log.read_text()
 
         children = descendants(process.pid)
         # The web server, the task cluster and the cluster's own processes.

@@ -4,12 +4,10 @@ an SQS queue, ``poll_queue``, and the inventory row that changed."""
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from aws_integration import clients, seed
 from aws_integration.choices import SyncKind, SyncStatus
 from aws_integration.events.poller import poll_queue
 from aws_integration.models import AwsApp, IdentityCenterUser, SyncIssue, SyncRun
+from aws_integration.standin_cloudtrail import envelope
 from aws_integration.sync import engine
 from aws_integration.sync import services as sync_services
 from tests.fixtures import make_user
@@ -117,40 +116,14 @@ def cloudtrail(
 ) -> dict[str, Any]:
     """An EventBridge envelope around the sample's record, made to describe this change:
     its account, region, time, ids and (when given) request and response."""
-    data = json.loads((SAMPLES / sample_name).read_text())
-    record = copy.deepcopy(data.get("detail", data))
-    record.update(
-        recipientAccountId=account_id,
-        awsRegion=region,
-        eventTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        eventID=str(uuid.uuid4()),
+    return envelope(
+        json.loads((SAMPLES / sample_name).read_text()),
+        account_id=account_id,
+        region=region,
+        request=request,
+        response=response,
         **fields,
     )
-    for key in ("errorCode", "errorMessage"):
-        record.pop(key, None)
-    if isinstance(record.get("userIdentity"), dict):
-        record["userIdentity"]["accountId"] = account_id
-    if request is not None:
-        record["requestParameters"] = request
-    if response is not ...:
-        record["responseElements"] = response
-    source = record["eventSource"].removesuffix(".amazonaws.com")
-    detail_type = (
-        "AWS Service Event via CloudTrail"
-        if record.get("eventType") == "AwsServiceEvent"
-        else "AWS API Call via CloudTrail"
-    )
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": detail_type,
-        "source": f"aws.{source}",
-        "account": account_id,
-        "time": record["eventTime"],
-        "region": region,
-        "resources": [],
-        "detail": record,
-    }
 
 
 def send(queue_url: str, *messages: dict | str) -> None:

@@ -8,11 +8,19 @@ import json
 
 import pytest
 
+from access.choices import ResourceType
 from access.demo import DEMO_APP_NAME
-from access.models import App
+from access.models import App, Resource
 from audit.models import AuditEvent
 from aws_integration import seed, services
-from aws_integration.demo import configure_demo_oidc, ensure_demo_aws_app
+from aws_integration.choices import SyncKind, SyncStatus, ValidationStatus
+from aws_integration.demo import (
+    DEMO_QUEUE_NAME,
+    configure_demo_oidc,
+    create_demo_queue,
+    ensure_demo_aws_app,
+    validate_and_sync,
+)
 from aws_integration.models import AwsApp, AwsSettings
 
 pytestmark = pytest.mark.django_db
@@ -89,3 +97,25 @@ def test_the_demo_points_the_oidc_settings_at_the_test_identity_provider(idp):
     (event,) = AuditEvent.objects.filter(action="aws.settings.updated")
     assert '"demo"' not in json.dumps(event.details)
     assert event.details["after"]["oidc_client_secret"] == "[redacted]"
+
+
+def test_the_demo_app_with_its_queue_passes_every_validation_and_its_first_sync_fills_it(
+    seeded, idp
+):
+    configure_demo_oidc(idp, "portcullis-demo", "demo")
+    app, _ = ensure_demo_aws_app(seeded, sqs_queue_url=create_demo_queue(seeded))
+    assert app.sqs_queue_url.endswith(f"/{seeded.management_account_id}/{DEMO_QUEUE_NAME}")
+    assert not Resource.objects.filter(app=app).exists()
+
+    validations, run = validate_and_sync(app)
+
+    statuses = {v.key: v.status for v in validations}
+    assert statuses["sqs.receive"] == statuses["oidc.discovery"] == ValidationStatus.PASSED
+    assert [k for k, status in statuses.items() if status != ValidationStatus.PASSED] == []
+    assert (run.kind, run.status) == (SyncKind.FULL, SyncStatus.SUCCEEDED)
+    accounts = Resource.objects.filter(app=app, type=ResourceType.ACCOUNT).values_list(
+        "remote_id", flat=True
+    )
+    assert {a.account_id for a in seeded.accounts} <= set(accounts)
+    assert AuditEvent.objects.filter(action="validations.checked", target_id=str(app.pk)).exists()
+    assert AuditEvent.objects.filter(action="sync.completed", target_id=str(run.pk)).exists()

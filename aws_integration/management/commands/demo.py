@@ -2,8 +2,9 @@
 
 Starts the stand-in AWS (moto server, seeded with a small organization) and the test
 identity provider on threads of this process, creates the demo users and the demo AWS app
-(with the AWS settings' OIDC client pointed at the test identity provider),
-then runs the task cluster (`qcluster`) and the web server (`runserver`) as child
+(with the AWS settings' OIDC client pointed at the test identity provider, and an SQS
+events queue in the stand-in's management account, which `manage.py standin_change`
+feeds), runs its validations and a first full sync (inline: a few seconds), then runs the task cluster (`qcluster`) and the web server (`runserver`) as child
 processes pointed at the stand-ins. Ctrl-C or SIGTERM stops every process and thread it
 started: children get SIGTERM, then SIGKILL (their whole process group) after a timeout.
 """
@@ -28,10 +29,19 @@ import requests
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.urls import reverse
 
 from access.demo import DEMO_PASSWORD, DEMO_PEOPLE, create_demo_users
+from access.models import Resource
 from aws_integration import seed, standin
-from aws_integration.demo import configure_demo_oidc, ensure_demo_aws_app
+from aws_integration.choices import ValidationStatus
+from aws_integration.demo import (
+    DEMO_QUEUE_NAME,
+    configure_demo_oidc,
+    create_demo_queue,
+    ensure_demo_aws_app,
+    validate_and_sync,
+)
 
 SSO_CLIENT_ID = "portcullis-demo"
 SSO_CLIENT_SECRET = "demo"
@@ -178,22 +188,46 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"Test identity provider listening at {demo.idp.url}")
 
+        port = options["port"] or _free_port()
+        url = f"http://{HOST}:{port}"
+        env = self._child_env(demo, result, url)
+        # Anything this process does or starts from now on (the first sync, the children)
+        # reaches the stand-ins, with the stand-in's credentials.
+        os.environ.update(env)
+
         self._checkpoint()
         demo_users = create_demo_users()
-        ensure_demo_aws_app(
+        queue_url = self._run_step(lambda: create_demo_queue(result))
+        app, _ = ensure_demo_aws_app(
             result,
             description=(
                 f"The demo's stand-in organization {result.organization_id} (management "
                 f"account {result.management_account_id}, Identity Center "
                 f"{result.instance_arn}) at {demo.moto.url}."
             ),
+            sqs_queue_url=queue_url,
         )
         configure_demo_oidc(demo.idp.url, SSO_CLIENT_ID, SSO_CLIENT_SECRET)
 
-        port = options["port"] or _free_port()
-        url = f"http://{HOST}:{port}"
-        env = self._child_env(demo, result, url)
-        os.environ.update(env)  # anything this process starts later sees the stand-ins too
+        self._checkpoint()
+        self.stdout.write("Validating the demo app and running its first full sync...")
+        # Not cut short by Ctrl-C: an interrupted sync would stay "running" in the database.
+        validations, run = validate_and_sync(app)
+        failed = [v.name for v in validations if v.status == ValidationStatus.FAILED]
+        passed = sum(v.status == ValidationStatus.PASSED for v in validations)
+        self._say(
+            f"Validations: {passed} passed"
+            + (f", {len(failed)} failed ({'; '.join(failed)})" if failed else "")
+        )
+        held = Resource.objects.filter(app=app, deleted_at__isnull=True).count()
+        self._say(
+            f"First sync: {run.status}; the inventory holds {held} resources. {run.message}".rstrip()
+        )
+        self._app_pages = (
+            reverse("admin:aws_integration_awsapp_change", args=[app.pk]),
+            reverse("admin:aws_integration_awsapp_sync_runs", args=[app.pk]),
+        )
+
         if not options["no_web"]:
             self._checkpoint()
             self._start_children(demo, env, port)
@@ -303,6 +337,27 @@ class Command(BaseCommand):
             f"{len(result.accounts)} accounts, {len(result.users)} Identity Center users)"
         )
         w(f"  Identity provider  {demo.idp.url}  (client id {SSO_CLIENT_ID})")
+        w(f"  Events queue       {DEMO_QUEUE_NAME}  (polled by the task cluster)")
+        w("")
+        w("  Try it:")
+        app_page, runs_page = self._app_pages
+        w(f"  - Sign in as the admin and open the demo app: {url}{app_page}")
+        w('    (its validations, "Refresh validations", and "Sync now" for another full sync);')
+        w(f"    its sync runs: {url}{runs_page}")
+        manage = (
+            f"AWS_ENDPOINT_URL={demo.moto.url} {sys.executable} {settings.BASE_DIR / 'manage.py'}"
+        )
+        w(
+            "  - Make a change in the stand-in AWS; its CloudTrail event arrives through the "
+            'queue within a minute\n    (a new "events" sync run, and the inventory row):'
+        )
+        w(f"      {manage} standin_change run-instance")
+        w(f"      {manage} standin_change create-role --name demo-analyst")
+        w(
+            f"      {manage} standin_change add-group-member --group Data "
+            "--user requester@demo.portcullis.test"
+        )
+        w(f"      {manage} standin_change --help   (terminate-instance, tag-instance, ...)")
         w("")
         w(f"  {'Email':<34} {'Role':<28} Password")
         for demo_user in users:
