@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -109,6 +110,16 @@ def personas(db: Any) -> Personas:
         app=app,
         resource=resource,
     )
+
+
+def shared_samples(kind: str) -> Path:
+    """The real-world samples kept beside the repository (shared/samples/<kind>): next to
+    this checkout first (as CI lays it out), else the workplace copy."""
+    here = Path(__file__).resolve().parents[1]
+    for base in (here.parent / "shared", Path("/work/shared")):
+        if (base / "samples" / kind).is_dir():
+            return base / "samples" / kind
+    return here.parent / "shared" / "samples" / kind
 
 
 # Stand-in AWS -----------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Parsing CloudTrail events as they really come (the public samples in
-/work/shared/samples/cloudtrail, raw and in an EventBridge envelope) and mapping them to
+shared/samples/cloudtrail, raw and in an EventBridge envelope) and mapping them to
 the inventory objects they touch."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +32,9 @@ from aws_integration.events.parser import (
 )
 from aws_integration.models import AwsApp
 from aws_integration.sync.refs import ObjectRef
+from tests.fixtures import shared_samples
 
-SAMPLES = Path("/work/shared/samples/cloudtrail")
+SAMPLES = shared_samples("cloudtrail")
 MANAGEMENT = "111111111111"
 PS_ARN = "arn:aws:sso:::permissionSet/ssoins-72233af8ea2d1f14/ps-ae5d1fa1f80b684e"
 GROUP_ID = "34887428-4081-7042-c3c6-928d413009e7"

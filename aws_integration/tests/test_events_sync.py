@@ -8,7 +8,6 @@ import functools
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +25,9 @@ from aws_integration.models import AwsApp, IdentityCenterUser, SyncIssue, SyncRu
 from aws_integration.standin_cloudtrail import envelope
 from aws_integration.sync import engine
 from aws_integration.sync import services as sync_services
-from tests.fixtures import make_user
+from tests.fixtures import make_user, shared_samples
 
-SAMPLES = Path("/work/shared/samples/cloudtrail")
+SAMPLES = shared_samples("cloudtrail")
 REGION = "us-east-1"
 # Small on purpose: one member account, two OUs (Workloads > Production), one permission
 # set, group and assignment. Each test makes its own objects on top.

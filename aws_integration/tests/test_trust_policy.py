@@ -1,0 +1,246 @@
+"""The managed trust statement is edited without touching anything the role's owner wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from aws_integration.trust_policy import (
+    TrustPolicyError,
+    TrustPolicyTooLarge,
+    add_subject,
+    check_size,
+    parse_policy,
+    remove_subject,
+    serialise,
+    subjects_in,
+)
+from tests.fixtures import shared_samples
+
+SAMPLES = shared_samples("trust-policies")
+SAMPLE_FILES = sorted(SAMPLES.glob("*.json")) if SAMPLES.is_dir() else []
+
+PROVIDER_ARN = "arn:aws:iam::111122223333:oidc-provider/idp.example.com"
+ISSUER = "idp.example.com"
+CLIENT_ID = "portcullis-client"
+ALICE = "alice-subject"
+BOB = "bob-subject"
+
+samples = pytest.mark.skipif(not SAMPLE_FILES, reason=f"no trust policy samples found in {SAMPLES}")
+
+
+def grant(policy: Any, subject: str = ALICE) -> dict[str, Any]:
+    return add_subject(
+        policy, provider_arn=PROVIDER_ARN, issuer_host=ISSUER, client_id=CLIENT_ID, subject=subject
+    )
+
+
+def revoke(policy: Any, subject: str = ALICE) -> dict[str, Any]:
+    return remove_subject(policy, subject=subject, issuer_host=ISSUER)
+
+
+def as_list(statement: Any) -> list[Any]:
+    return [statement] if isinstance(statement, dict) else statement
+
+
+def managed(policy: dict[str, Any]) -> dict[str, Any]:
+    found = [s for s in as_list(policy["Statement"]) if s.get("Sid") == "PortcullisManaged"]
+    assert len(found) == 1
+    return found[0]
+
+
+def load(path: Path) -> dict[str, Any]:
+    return parse_policy(path.read_text())
+
+
+@pytest.fixture(params=SAMPLE_FILES, ids=lambda path: path.stem)
+def sample(request: pytest.FixtureRequest) -> Path:
+    return request.param
+
+
+@samples
+def test_it_finds_the_samples_listed_in_sources() -> None:
+    listed = (SAMPLES / "SOURCES.md").read_text()
+    assert len(SAMPLE_FILES) == 25
+    assert all(f"`{path.name}`" in listed for path in SAMPLE_FILES)
+
+
+@samples
+def test_adding_then_removing_a_subject_gives_back_the_original(sample: Path) -> None:
+    original = load(sample)
+
+    assert revoke(grant(original)) == original
+    assert serialise(revoke(grant(original))) == serialise(original)
+
+
+@samples
+def test_adding_keeps_every_original_statement_unchanged_and_in_order(sample: Path) -> None:
+    original = load(sample)
+
+    granted = grant(original)
+
+    kept = [s for s in as_list(granted["Statement"]) if s.get("Sid") != "PortcullisManaged"]
+    assert [json.dumps(s) for s in kept] == [json.dumps(s) for s in as_list(original["Statement"])]
+    assert {k: v for k, v in granted.items() if k != "Statement"} == {
+        k: v for k, v in original.items() if k != "Statement"
+    }
+    assert managed(granted) == {
+        "Sid": "PortcullisManaged",
+        "Effect": "Allow",
+        "Principal": {"Federated": PROVIDER_ARN},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {
+            "StringEquals": {f"{ISSUER}:aud": CLIENT_ID, f"{ISSUER}:sub": [ALICE]},
+        },
+    }
+
+
+@samples
+def test_adding_twice_is_the_same_as_adding_once(sample: Path) -> None:
+    once = grant(load(sample))
+
+    assert grant(once) == once
+
+
+@samples
+def test_it_does_not_change_the_document_it_is_given(sample: Path) -> None:
+    original = load(sample)
+    before = json.dumps(original)
+
+    revoke(grant(original))
+    grant(original)
+
+    assert json.dumps(original) == before
+
+
+def test_removing_an_absent_subject_returns_an_equal_document() -> None:
+    policy = grant({"Version": "2012-10-17", "Statement": []})
+
+    assert revoke(policy, BOB) == policy
+    assert revoke({"Version": "2012-10-17", "Statement": []}) == {
+        "Version": "2012-10-17",
+        "Statement": [],
+    }
+
+
+def test_it_reads_the_url_encoded_document_iam_returns() -> None:
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sts:AssumeRole"}],
+    }
+    encoded = quote(json.dumps(document), safe="")
+    assert encoded.startswith("%7B")
+
+    assert parse_policy(encoded) == document
+    assert managed(grant(encoded))["Condition"]["StringEquals"][f"{ISSUER}:sub"] == [ALICE]
+
+
+def test_it_refuses_a_document_that_is_not_a_json_object() -> None:
+    with pytest.raises(TrustPolicyError, match="not valid JSON"):
+        parse_policy('{"Version": ')
+    with pytest.raises(TrustPolicyError, match="JSON object, not list"):
+        parse_policy("[]")
+
+
+def test_a_statement_object_becomes_a_list_only_when_a_second_statement_is_added() -> None:
+    owner = {"Effect": "Allow", "Principal": {"AWS": "123456789012"}, "Action": "sts:AssumeRole"}
+    policy = {"Version": "2012-10-17", "Statement": owner}
+
+    granted = grant(policy)
+
+    assert isinstance(granted["Statement"], list)
+    assert owner in granted["Statement"]
+    assert revoke(granted)["Statement"] == owner
+
+
+def test_a_statement_object_that_is_the_managed_one_stays_an_object() -> None:
+    policy = {"Version": "2012-10-17", "Statement": managed(grant({"Statement": []}))}
+
+    granted = grant(policy, BOB)
+
+    assert isinstance(granted["Statement"], dict)
+    assert subjects_in(granted, ISSUER) == {ALICE, BOB}
+
+
+def test_a_list_of_one_statement_stays_a_list_after_revoking() -> None:
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*"}]}
+
+    assert revoke(grant(policy)) == policy
+
+
+def test_removing_one_of_two_subjects_keeps_the_other() -> None:
+    policy = grant(grant({"Version": "2012-10-17", "Statement": []}, BOB), ALICE)
+    assert managed(policy)["Condition"]["StringEquals"][f"{ISSUER}:sub"] == [ALICE, BOB]
+
+    revoked = revoke(policy, ALICE)
+
+    assert subjects_in(revoked, ISSUER) == {BOB}
+    assert managed(revoked)["Condition"]["StringEquals"][f"{ISSUER}:aud"] == CLIENT_ID
+
+
+def test_removing_the_last_subject_removes_the_managed_statement() -> None:
+    policy = revoke(grant({"Version": "2012-10-17", "Statement": []}))
+
+    assert policy == {"Version": "2012-10-17", "Statement": []}
+
+
+def test_it_refuses_a_policy_with_two_managed_statements() -> None:
+    statement = managed(grant({"Statement": []}))
+
+    with pytest.raises(TrustPolicyError, match="2 statements with Sid 'PortcullisManaged'"):
+        grant({"Statement": [statement, statement]})
+
+
+def test_subjects_in_lists_who_the_managed_statement_admits() -> None:
+    policy = grant(grant({"Statement": [{"Effect": "Allow", "Principal": "*"}]}), BOB)
+
+    assert subjects_in(policy, ISSUER) == {ALICE, BOB}
+    assert subjects_in(policy, "other.example.com") == set()
+    assert subjects_in({"Statement": {"Effect": "Allow", "Principal": "*"}}, ISSUER) == set()
+
+
+def test_subjects_in_ignores_subjects_in_statements_portcullis_does_not_own() -> None:
+    owner = {
+        "Effect": "Allow",
+        "Principal": {"Federated": PROVIDER_ARN},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{ISSUER}:sub": "someone-else"}},
+    }
+
+    assert subjects_in({"Statement": [owner]}, ISSUER) == set()
+    assert subjects_in(grant({"Statement": [owner]}), ISSUER) == {ALICE}
+
+
+def test_serialise_writes_compact_json() -> None:
+    assert serialise({"Version": "2012-10-17", "Statement": []}) == (
+        '{"Version":"2012-10-17","Statement":[]}'
+    )
+
+
+def test_it_refuses_a_policy_over_the_size_limit_with_a_clear_message() -> None:
+    policy: dict[str, Any] = {"Version": "2012-10-17", "Statement": []}
+    # Subjects as long as the UUIDs many identity providers use.
+    for number in range(60):
+        policy = grant(policy, f"{number:08d}-0000-4000-8000-000000000000")
+    text = serialise(policy)
+    assert len(text) > 2048
+
+    with pytest.raises(TrustPolicyTooLarge) as raised:
+        check_size(text, limit=2048)
+
+    assert raised.value.size == len(text)
+    assert raised.value.limit == 2048
+    message = str(raised.value)
+    assert f"{len(text):,} characters" in message
+    assert "2,048" in message
+    assert "4,096" in message
+
+
+def test_it_accepts_a_policy_at_the_size_limit() -> None:
+    check_size("x" * 2048, limit=2048)
+    with pytest.raises(TrustPolicyTooLarge):
+        check_size("x" * 2049, limit=2048)
