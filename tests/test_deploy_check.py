@@ -106,3 +106,16 @@ def test_settings_refuse_to_load_without_an_encryption_key_when_debug_is_off(tmp
 
     assert result.returncode != 0
     assert "FIELD_ENCRYPTION_KEYS is required when DEBUG is off" in result.stderr
+
+
+def test_only_the_migrations_check_runs_without_secrets(tmp_path):
+    env = production_env(tmp_path)
+    del env["SECRET_KEY"], env["FIELD_ENCRYPTION_KEYS"]
+
+    migrations = manage(env, "makemigrations", "--check", "--dry-run")
+    check = manage(env, "check")
+
+    assert migrations.returncode == 0, migrations.stdout + migrations.stderr
+    assert "No changes detected" in migrations.stdout
+    assert check.returncode != 0
+    assert "SECRET_KEY is required" in check.stderr
