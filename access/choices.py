@@ -71,3 +71,28 @@ class PropagationStatus(models.TextChoices):
 class GroupSource(models.TextChoices):
     LOCAL = "local", "Portcullis"
     IDP = "idp", "Identity provider"
+
+
+class RequestStatus(models.TextChoices):
+    PENDING = "pending", "Pending approval"
+    APPROVED = "approved", "Approved"
+    DENIED = "denied", "Denied"
+    CANCELED = "canceled", "Canceled"
+    EXPIRED = "expired", "Expired without a decision"
+
+
+class RequestKind(models.TextChoices):
+    NEW = "new", "New access"
+    EXTENSION = "extension", "Extension"
+
+
+class Decision(models.TextChoices):
+    APPROVED = "approved", "Approved"
+    DENIED = "denied", "Denied"
+
+
+class AssignmentState(models.TextChoices):
+    ABSENT = "absent", "Not in AWS"
+    PRESENT = "present", "In AWS"
+    WAITING = "waiting", "Waiting for the user's first sign-in"
+    FAILED = "failed", "Failing"

@@ -13,12 +13,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from access.choices import (
+    AssignmentState,
+    Decision,
     ExtensionPolicy,
     GrantSource,
     GrantStatus,
     GroupSource,
     PropagationStatus,
     Provider,
+    RequestKind,
+    RequestStatus,
     ResourceType,
     ReviewerKind,
     RiskSensitivity,
@@ -36,6 +40,14 @@ class User(AbstractUser):
     )
     title = models.CharField(max_length=150, blank=True)
     department = models.CharField(max_length=150, blank=True)
+    oidc_subject = models.CharField(
+        "OIDC subject",
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text="The user's subject at the identity provider AWS trusts; learnt at their "
+        "first sign-in through it. Trust-policy grants name it.",
+    )
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
@@ -281,6 +293,19 @@ class Grant(models.Model):
         max_length=24, choices=PropagationStatus.choices, default=PropagationStatus.NOT_STARTED
     )
     last_error = models.TextField(blank=True)
+    request = models.ForeignKey(
+        "AccessRequest",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="granted",
+        help_text="The request this grant came from.",
+    )
+    assignment = models.ForeignKey(
+        "Assignment", null=True, blank=True, on_delete=models.PROTECT, related_name="grants"
+    )
+    warned_day_at = models.DateTimeField(null=True, blank=True, editable=False)
+    warned_hour_at = models.DateTimeField(null=True, blank=True, editable=False)
     granted_by = models.ForeignKey(
         User, null=True, blank=True, on_delete=models.SET_NULL, related_name="grants_given"
     )
@@ -316,6 +341,146 @@ class Grant(models.Model):
             )
         if self.expires_at and self.starts_at and self.expires_at <= self.starts_at:
             raise ValidationError({"expires_at": "The expiry must be after the start."})
+
+
+class Assignment(models.Model):
+    """The provider-side thing a grant materialises as: one (user, resource, access level),
+    shared by overlapping grants and removed only when the last of them ends. Its ``state``
+    is what Portcullis last made true in AWS; the grants pointing at it say what should be."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="assignments")
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="assignments")
+    access_level = models.ForeignKey(
+        AccessLevel, on_delete=models.CASCADE, related_name="assignments"
+    )
+    state = models.CharField(
+        max_length=16, choices=AssignmentState.choices, default=AssignmentState.ABSENT
+    )
+    driver_state = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Consecutive failed attempts; 0 once a call succeeds."
+    )
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    alerted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the failing alert was raised (cleared on success)."
+    )
+    applied_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "resource", "access_level"], name="assignment_unique_triple"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.resource.name} ({self.access_level.name})"
+
+
+class AccessRequest(models.Model):
+    """A request for access (or to extend a grant), judged by the rule that applied when it
+    was made: its stages are copied into ``rule_snapshot`` so later rule edits do not move
+    the goalposts of a request in flight."""
+
+    requested_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="requests_made")
+    user = models.ForeignKey(
+        User,
+        on_delete=models.CASCADE,
+        related_name="access_requests",
+        help_text="Who gets the access (the requester, or someone they ask for).",
+    )
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="requests")
+    access_level = models.ForeignKey(AccessLevel, on_delete=models.CASCADE, related_name="requests")
+    kind = models.CharField(max_length=16, choices=RequestKind.choices, default=RequestKind.NEW)
+    grant = models.ForeignKey(
+        Grant,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="extension_requests",
+        help_text="For an extension, the grant to extend.",
+    )
+    rule = models.ForeignKey(
+        RequestRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+    rule_snapshot = models.JSONField(default=dict)
+    duration = models.DurationField(null=True, blank=True, help_text="Empty means until revoked.")
+    reason = models.TextField(blank=True)
+    ticket = models.CharField("ticket reference", max_length=200, blank=True)
+    status = models.CharField(
+        max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING
+    )
+    current_stage = models.PositiveSmallIntegerField(default=1)
+    stage_reviewers = models.JSONField(
+        default=list, blank=True, help_text="Ids of the users who may decide the current stage."
+    )
+    auto_approved = models.BooleanField(default=False)
+    pending_until = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "pending_until"], name="request_status_pending_idx"),
+            models.Index(fields=["user", "status"], name="request_user_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Request {self.pk}: {self.user} → {self.resource.name} ({self.access_level.name})"
+
+    @property
+    def stages(self) -> list[dict]:
+        return list(self.rule_snapshot.get("stages", []))
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status == RequestStatus.PENDING
+
+
+class Approval(models.Model):
+    """One reviewer's decision on one stage of a request."""
+
+    request = models.ForeignKey(AccessRequest, on_delete=models.CASCADE, related_name="approvals")
+    stage = models.PositiveSmallIntegerField()
+    reviewer = models.ForeignKey(User, on_delete=models.PROTECT, related_name="approvals")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    is_override = models.BooleanField(
+        default=False, help_text="An admin decided outside the stage's reviewers."
+    )
+    is_self_approval = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["request", "stage", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "stage", "reviewer"], name="approval_one_per_reviewer_stage"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer} {self.decision} stage {self.stage} of request {self.request_id}"
+
+
+class Lease(models.Model):
+    """A named lease on a background loop (the grant timer), claimed by conditional update
+    so that only one worker runs it at a time."""
+
+    name = models.CharField(max_length=64, unique=True)
+    holder = models.CharField(max_length=64, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 API_TOKEN_PREFIX = "pcl_"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from access.models import ApiToken, Grant, Resource, User, UserGroup
+    from access.models import AccessRequest, ApiToken, Grant, Resource, User, UserGroup
 
 ADMIN_ROLE = "Admin"
 AUDITOR_ROLE = "Auditor"
@@ -102,3 +102,59 @@ def can_view_grants_of(user: Any, other: User) -> bool:
 def can_revoke_api_token(user: Any, token: ApiToken) -> bool:
     """A token is revoked by its holder, or by an admin (for example when a laptop is lost)."""
     return is_admin(user) or (_active(user) and token.user_id == user.pk)
+
+
+# Requests and grants --------------------------------------------------------------------------
+def can_request_for(user: Any, other: User, resource: Resource) -> bool:
+    """Asking for access on someone else's behalf: admins, the resource's owners, and the
+    person's manager."""
+    if not _active(user):
+        return False
+    if other.pk == user.pk:
+        return True
+    return is_admin(user) or is_owner(user, resource) or is_manager_of(user, other)
+
+
+def can_view_request(user: Any, request: AccessRequest) -> bool:
+    if is_admin(user) or is_auditor(user):
+        return True
+    if not _active(user):
+        return False
+    return (
+        user.pk in (request.user_id, request.requested_by_id)
+        or user.pk in (request.stage_reviewers or [])
+        or request.approvals.filter(reviewer=user).exists()
+        or is_owner(user, request.resource)
+        or is_manager_of(user, request.user)
+    )
+
+
+def can_cancel_request(user: Any, request: AccessRequest) -> bool:
+    """The person who asked (or the person it is for) cancels; admins too."""
+    return is_admin(user) or (
+        _active(user) and user.pk in (request.user_id, request.requested_by_id)
+    )
+
+
+def can_revoke_grant(user: Any, grant: Grant) -> bool:
+    """Owners and admins revoke any grant of their resources; holders give up their own."""
+    if is_admin(user):
+        return True
+    if not _active(user):
+        return False
+    return grant.user_id == user.pk or is_owner(user, grant.resource)
+
+
+def can_extend_grant(user: Any, grant: Grant) -> bool:
+    if not _active(user):
+        return False
+    return grant.user_id == user.pk or can_request_for(user, grant.user, grant.resource)
+
+
+def can_manage_rules(user: Any, resource: Resource) -> bool:
+    """Request rules of a resource are set by admins and by the resource's owners."""
+    return is_admin(user) or is_owner(user, resource)
+
+
+def can_grant_directly(user: Any) -> bool:
+    return is_admin(user)

@@ -100,7 +100,11 @@ def declared_schedules() -> list[ScheduleSpec]:
             if exc.name != f"{config.name}.schedules":
                 raise  # a schedules module that exists but fails to import
             continue
-        specs.extend(getattr(module, "SCHEDULES", []))
+        # Apps that may not import this module (access) declare plain dicts of the same fields.
+        specs.extend(
+            spec if isinstance(spec, ScheduleSpec) else ScheduleSpec(**spec)
+            for spec in getattr(module, "SCHEDULES", [])
+        )
     names = [spec.name for spec in specs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

@@ -210,6 +210,14 @@ AWS_MAX_ATTEMPTS = env_int("AWS_MAX_ATTEMPTS", 8)
 # The IAM principal Portcullis itself runs as; ingester roles trust it (with the External ID).
 PORTCULLIS_AWS_PRINCIPAL_ARN = env_str("PORTCULLIS_AWS_PRINCIPAL_ARN")
 
+# Access workflow ------------------------------------------------------------
+# A request with no decision after this many hours expires.
+ACCESS_REQUEST_PENDING_HOURS = env_int("ACCESS_REQUEST_PENDING_HOURS", 72)
+# Consecutive failed attempts at a grant or revoke in AWS before the admin alert.
+GRANT_ALERT_AFTER_ATTEMPTS = env_int("GRANT_ALERT_AFTER_ATTEMPTS", 3)
+# Run background tasks in the caller instead of queueing them (tests, one-off scripts).
+TASKS_INLINE = env_bool("TASKS_INLINE", False)
+
 # Background work (django-q2) ------------------------------------------------
 Q_CLUSTER = {
     "name": "portcullis",

@@ -1,0 +1,75 @@
+"""The small interface through which access reaches a provider.
+
+``access`` never imports boto3: a provider app (``aws_integration``) registers one driver
+per resource type at start-up (in its AppConfig.ready). A driver makes one Assignment true
+or false in the provider: the (user, resource, access level) triple that overlapping grants
+share. Drivers are idempotent: applying what exists or removing what is gone is success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from access.models import Assignment
+
+
+class DriverError(Exception):
+    """The provider refused or failed. ``message`` is shown to the user and the admin, so it
+    says what was wrong and, where it can, what to do. Every error is retried with backoff;
+    ``retryable=False`` only tells the admin that retrying alone will not fix it."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+class SubjectUnknown(DriverError):
+    """The grant needs the user's OIDC subject, known only after their first sign-in through
+    the identity provider. The grant waits; it is applied when the subject becomes known."""
+
+    def __init__(
+        self, message: str = "Waiting for the user's first sign-in through the identity provider."
+    ) -> None:
+        super().__init__(message, retryable=False)
+
+
+@dataclass
+class Outcome:
+    """What a driver did. ``state`` replaces Assignment.state (the driver's own notes, e.g.
+    the managed role it created or the accounts below an OU it assigned); ``note`` is a
+    one-line summary for the audit log."""
+
+    state: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+class Driver(Protocol):
+    def apply(self, assignment: Assignment) -> Outcome:
+        """Make the assignment hold in the provider. ``assignment.user``, ``.resource`` and
+        ``.access_level`` are loaded; ``assignment.state`` is what the last call returned."""
+
+    def remove(self, assignment: Assignment) -> Outcome:
+        """Make the assignment no longer hold in the provider."""
+
+
+_registry: dict[str, Driver] = {}
+
+
+def register(resource_type: str, driver: Driver) -> None:
+    _registry[resource_type] = driver
+
+
+def get_driver(resource_type: str) -> Driver:
+    try:
+        return _registry[resource_type]
+    except KeyError:
+        raise DriverError(
+            f"No driver is registered for resource type {resource_type!r}.", retryable=False
+        ) from None
+
+
+def registered_types() -> frozenset[str]:
+    return frozenset(_registry)

@@ -1,0 +1,22 @@
+"""The access workflow's schedules (installed by aws_integration.schedules.install_schedules,
+which reads every app's SCHEDULES; plain dicts here because access imports no provider app)."""
+
+SCHEDULES = [
+    # The grant timer: each run loops for about a minute under a lease, revoking grants the
+    # second they expire and retrying failed AWS changes when their backoff ends. One run a
+    # minute keeps it going continuously; django-q2's scheduler alone checks every 30 s.
+    {
+        "name": "Portcullis: grant timer",
+        "func": "access.tasks.run_grant_timer",
+        "schedule_type": "I",
+        "minutes": 1,
+    },
+    # The safety net under the timer: expired grants, due retries, pending requests past
+    # their deadline and expiry warnings, even if no timer ran.
+    {
+        "name": "Portcullis: grant sweep",
+        "func": "access.tasks.sweep",
+        "schedule_type": "I",
+        "minutes": 5,
+    },
+]

@@ -1,0 +1,521 @@
+"""Grants and the AWS-side assignments they share: create, revoke, extend, expire, and the
+reconciliation that makes each assignment in the provider match the grants pointing at it.
+
+A grant is what Portcullis promised (user, resource, level, until when). An Assignment is
+the one provider-side thing overlapping grants of the same triple share. Reconciling an
+assignment calls its driver outside any database transaction (an AWS call must not hold
+the database's write lock), then records the outcome and the grants' new statuses with
+their audit events in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from access import drivers
+from access.choices import AssignmentState, GrantSource, GrantStatus, PropagationStatus
+from access.models import AccessLevel, Assignment, Grant, Resource, User
+from audit.services import record_event
+
+logger = logging.getLogger("access.grants")
+
+ACTIVE_STATUSES = (GrantStatus.PENDING, GrantStatus.ACTIVE)
+CURRENT_STATUSES = (GrantStatus.PENDING, GrantStatus.ACTIVE, GrantStatus.REVOKING)
+# Waits between attempts after consecutive failures; the last one repeats for ever.
+RETRY_BACKOFF = (
+    timedelta(seconds=5),
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+)
+# A lease on an assignment outlives any driver call (an account assignment is polled up to
+# ~2 minutes); a crashed worker's lease simply runs out.
+LEASE = timedelta(minutes=5)
+REASON_EXPIRED = "Expired"
+
+
+class GrantError(Exception):
+    """A grant cannot be made or changed as asked; the message says why."""
+
+
+# Labels and audit details ---------------------------------------------------------------------
+def grant_details(grant: Grant, **extra: Any) -> dict[str, Any]:
+    return {
+        "user": grant.user.email,
+        "resource_id": grant.resource_id,
+        "resource": grant.resource.name,
+        "resource_type": grant.resource.type,
+        "access_level": grant.access_level.name,
+        "source": grant.source,
+        "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
+        **extra,
+    }
+
+
+def _load(grant_id: int) -> Grant:
+    return Grant.objects.select_related("user", "resource", "access_level", "assignment").get(
+        pk=grant_id
+    )
+
+
+# Create ---------------------------------------------------------------------------------------
+def create_grant(
+    *,
+    user: User,
+    resource: Resource,
+    access_level: AccessLevel,
+    expires_at: datetime | None,
+    source: str,
+    actor: Any,
+    request: Any = None,
+    reason: str = "",
+) -> Grant:
+    """A new grant, pending until its assignment is applied in the provider (queued once
+    the caller's transaction commits)."""
+    if access_level.resource_id != resource.pk:
+        raise GrantError(
+            f"The access level {access_level.name} belongs to another resource than "
+            f"{resource.name}."
+        )
+    if resource.deleted_at is not None:
+        raise GrantError(f"{resource.name} no longer exists in AWS.")
+    if access_level.deleted_at is not None:
+        raise GrantError(f"The access level {access_level.name} no longer exists.")
+    now = timezone.now()
+    if expires_at is not None and expires_at <= now:
+        raise GrantError("The expiry must be in the future.")
+    with transaction.atomic():
+        assignment = _assignment_for(user, resource, access_level)
+        grant = Grant.objects.create(
+            user=user,
+            resource=resource,
+            access_level=access_level,
+            source=source,
+            status=GrantStatus.PENDING,
+            starts_at=now,
+            expires_at=expires_at,
+            propagation_status=PropagationStatus.IN_PROGRESS,
+            granted_by=actor if getattr(actor, "is_authenticated", False) else None,
+            request=request,
+            assignment=assignment,
+        )
+        record_event(
+            "grant.created",
+            actor=actor,
+            target=grant,
+            details=grant_details(
+                grant, request_id=request.pk if request is not None else None, reason=reason
+            ),
+        )
+        enqueue_reconcile(assignment.pk)
+    return grant
+
+
+def _assignment_for(user: User, resource: Resource, access_level: AccessLevel) -> Assignment:
+    assignment = Assignment.objects.filter(
+        user=user, resource=resource, access_level=access_level
+    ).first()
+    if assignment is not None:
+        return assignment
+    try:
+        with transaction.atomic():
+            return Assignment.objects.create(
+                user=user, resource=resource, access_level=access_level
+            )
+    except IntegrityError:
+        return Assignment.objects.get(user=user, resource=resource, access_level=access_level)
+
+
+# Revoke ----------------------------------------------------------------------------------------
+def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False) -> bool:
+    """Ends a grant: it turns ``revoking`` at once and ``revoked`` when the provider no longer
+    holds the access (or when another current grant still needs the shared assignment).
+    Returns False when the grant had already ended. Observed grants (access found in AWS)
+    are removed from AWS too: that is what revoking them means."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise GrantError("Say why the access is revoked.")
+    now = timezone.now()
+    with transaction.atomic():
+        changed = Grant.objects.filter(pk=grant.pk, status__in=ACTIVE_STATUSES).update(
+            status=GrantStatus.REVOKING,
+            revoked_at=now,
+            revoked_by=actor if getattr(actor, "is_authenticated", False) else None,
+            revoke_reason=reason[:2000],
+            updated_at=now,
+        )
+        if not changed:
+            return False
+        grant = _load(grant.pk)
+        if grant.assignment_id is None:
+            assignment = _assignment_for(grant.user, grant.resource, grant.access_level)
+            if assignment.state == AssignmentState.ABSENT and grant.source == GrantSource.OBSERVED:
+                # Found in AWS, so it is there until removed.
+                Assignment.objects.filter(pk=assignment.pk).update(state=AssignmentState.PRESENT)
+            Grant.objects.filter(pk=grant.pk).update(assignment=assignment)
+            grant.assignment = assignment
+        record_event(
+            "grant.expired" if expired else "grant.revoked",
+            actor=actor,
+            target=grant,
+            details=grant_details(grant, reason=reason),
+        )
+        enqueue_reconcile(grant.assignment_id)
+    return True
+
+
+def extend_grant(grant: Grant, *, by: timedelta, actor: Any, request: Any = None) -> Grant:
+    """Moves a grant's expiry ``by`` later (from now if it is overdue). Audited."""
+    if grant.expires_at is None:
+        raise GrantError("This access does not expire; there is nothing to extend.")
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Grant.objects.select_for_update().get(pk=grant.pk)
+        if locked.status not in ACTIVE_STATUSES:
+            raise GrantError("This access has ended; request it again instead.")
+        before = locked.expires_at
+        after = max(before, now) + by
+        Grant.objects.filter(pk=grant.pk).update(
+            expires_at=after, warned_day_at=None, warned_hour_at=None, updated_at=now
+        )
+        locked.expires_at = after
+        record_event(
+            "grant.extended",
+            actor=actor,
+            target=locked,
+            details=grant_details(
+                locked,
+                before=before.isoformat(),
+                after=after.isoformat(),
+                request_id=request.pk if request is not None else None,
+            ),
+        )
+    return locked
+
+
+# Expiry ----------------------------------------------------------------------------------------
+def expire_due_grants(now: datetime | None = None, limit: int = 1000) -> int:
+    """Revokes every grant whose expiry has passed. Returns how many it ended."""
+    now = now or timezone.now()
+    due = list(
+        Grant.objects.filter(
+            status__in=ACTIVE_STATUSES, expires_at__isnull=False, expires_at__lte=now
+        )
+        .order_by("expires_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    ended = 0
+    for pk in due:
+        grant = _load(pk)
+        if revoke_grant(grant, actor=None, reason=REASON_EXPIRED, expired=True):
+            ended += 1
+    return ended
+
+
+def next_expiry(after: datetime | None = None) -> datetime | None:
+    qs = Grant.objects.filter(status__in=ACTIVE_STATUSES, expires_at__isnull=False)
+    if after is not None:
+        qs = qs.filter(expires_at__gt=after)
+    return qs.order_by("expires_at").values_list("expires_at", flat=True).first()
+
+
+# Reconciliation --------------------------------------------------------------------------------
+def enqueue_reconcile(assignment_id: int) -> None:
+    """Queue the assignment's reconciliation once the current transaction commits."""
+    from access import tasks
+
+    transaction.on_commit(lambda: tasks.enqueue("access.tasks.reconcile_assignment", assignment_id))
+
+
+def retry_due_assignments(now: datetime | None = None, limit: int = 500) -> int:
+    """Queue every assignment whose backoff has run out. Returns how many."""
+    from access import tasks
+
+    now = now or timezone.now()
+    due = list(
+        Assignment.objects.filter(next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for pk in due:
+        tasks.enqueue("access.tasks.reconcile_assignment", pk)
+    return len(due)
+
+
+def retry_waiting_for_subject(user: User) -> int:
+    """The user's OIDC subject became known: apply their grants that waited for it."""
+    from access import tasks
+
+    pks = list(
+        Assignment.objects.filter(user=user, state=AssignmentState.WAITING).values_list(
+            "pk", flat=True
+        )
+    )
+    for pk in pks:
+        transaction.on_commit(lambda pk=pk: tasks.enqueue("access.tasks.reconcile_assignment", pk))
+    return len(pks)
+
+
+@dataclass
+class ReconcileResult:
+    action: str  # "applied", "removed", "nothing", "busy", "failed", "waiting"
+    error: str = ""
+
+
+_holder = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+
+
+def _claim(assignment_id: int, now: datetime) -> bool:
+    return bool(
+        Assignment.objects.filter(pk=assignment_id)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_until=now + LEASE)
+    )
+
+
+def _release(assignment_id: int) -> None:
+    Assignment.objects.filter(pk=assignment_id).update(lease_until=None)
+
+
+def _work_left(assignment: Assignment) -> bool:
+    statuses = set(
+        assignment.grants.filter(status__in=CURRENT_STATUSES).values_list("status", flat=True)
+    )
+    if GrantStatus.REVOKING in statuses:
+        return True
+    if GrantStatus.PENDING in statuses:
+        return assignment.state != AssignmentState.WAITING
+    if GrantStatus.ACTIVE in statuses:
+        return assignment.state != AssignmentState.PRESENT
+    return assignment.state != AssignmentState.ABSENT
+
+
+def reconcile_assignment(assignment_id: int) -> ReconcileResult:
+    """Makes the provider hold the assignment while any grant of it is pending or active,
+    and not hold it otherwise; moves the grants on accordingly. Safe to call any number of
+    times from any number of workers: one holds the lease, the others return "busy", and
+    the holder checks again for work that arrived while it was busy."""
+    result = ReconcileResult("nothing")
+    while True:
+        if not _claim(assignment_id, timezone.now()):
+            return ReconcileResult("busy") if result.action == "nothing" else result
+        try:
+            result = _reconcile_once(assignment_id)
+        finally:
+            _release(assignment_id)
+        assignment = Assignment.objects.filter(pk=assignment_id).first()
+        if (
+            assignment is None
+            or result.action in ("failed", "waiting", "nothing")
+            or not _work_left(assignment)
+        ):
+            return result
+
+
+def _reconcile_once(assignment_id: int) -> ReconcileResult:
+    assignment = Assignment.objects.select_related("user", "resource", "access_level").get(
+        pk=assignment_id
+    )
+    grants = list(assignment.grants.filter(status__in=CURRENT_STATUSES))
+    wanted = any(g.status in ACTIVE_STATUSES for g in grants)
+    pending = [g for g in grants if g.status == GrantStatus.PENDING]
+    ending = [g for g in grants if g.status == GrantStatus.REVOKING]
+    if wanted:
+        if not pending and not ending and assignment.state == AssignmentState.PRESENT:
+            return ReconcileResult("nothing")
+        if not pending and assignment.state == AssignmentState.PRESENT:
+            # Only endings while another grant still needs the assignment: nothing to do
+            # in AWS; the ending grants are done.
+            _record_success(assignment, AssignmentState.PRESENT, None, [], ending, shared=True)
+            return ReconcileResult("applied")
+        operation = "apply"
+    else:
+        if assignment.state == AssignmentState.ABSENT and not ending:
+            return ReconcileResult("nothing")
+        if assignment.state == AssignmentState.WAITING and not assignment.driver_state:
+            # Never applied (it waited for the user's subject): nothing to remove in AWS.
+            _record_success(assignment, AssignmentState.ABSENT, None, [], ending)
+            return ReconcileResult("removed")
+        operation = "remove"
+
+    try:
+        driver = drivers.get_driver(assignment.resource.type)
+        outcome = driver.apply(assignment) if operation == "apply" else driver.remove(assignment)
+    except drivers.SubjectUnknown as exc:
+        _record_waiting(assignment, pending, exc.message)
+        return ReconcileResult("waiting", exc.message)
+    except drivers.DriverError as exc:
+        _record_failure(assignment, operation, pending + ending, exc.message)
+        return ReconcileResult("failed", exc.message)
+    except Exception as exc:  # a bug or an unexpected error must not leave grants silent
+        logger.exception("Reconciling assignment %s failed", assignment_id)
+        message = f"Unexpected error: {type(exc).__name__}: {exc}"
+        _record_failure(assignment, operation, pending + ending, message)
+        return ReconcileResult("failed", message)
+
+    if operation == "apply":
+        _record_success(assignment, AssignmentState.PRESENT, outcome, pending, ending)
+        return ReconcileResult("applied")
+    _record_success(assignment, AssignmentState.ABSENT, outcome, [], ending)
+    return ReconcileResult("removed")
+
+
+def _record_success(
+    assignment: Assignment,
+    state: str,
+    outcome: drivers.Outcome | None,
+    applied: list[Grant],
+    ended: list[Grant],
+    *,
+    shared: bool = False,
+) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        fields: dict[str, Any] = {
+            "state": state,
+            "attempts": 0,
+            "last_error": "",
+            "next_attempt_at": None,
+            "alerted_at": None,
+            "updated_at": now,
+        }
+        if outcome is not None:
+            fields["driver_state"] = outcome.state
+        if state == AssignmentState.PRESENT and not shared:
+            fields["applied_at"] = now
+        if state == AssignmentState.ABSENT:
+            fields["removed_at"] = now
+        Assignment.objects.filter(pk=assignment.pk).update(**fields)
+        note = outcome.note if outcome is not None else ""
+        for grant in applied:
+            if Grant.objects.filter(pk=grant.pk, status=GrantStatus.PENDING).update(
+                status=GrantStatus.ACTIVE,
+                propagation_status=PropagationStatus.APPLIED,
+                last_error="",
+                updated_at=now,
+            ):
+                record_event(
+                    "grant.applied",
+                    target=grant,
+                    details=grant_details(grant, note=note),
+                )
+        for grant in ended:
+            if Grant.objects.filter(pk=grant.pk, status=GrantStatus.REVOKING).update(
+                status=GrantStatus.REVOKED,
+                propagation_status=PropagationStatus.REMOVED,
+                last_error="",
+                updated_at=now,
+            ):
+                record_event(
+                    "grant.removed",
+                    target=grant,
+                    details=grant_details(
+                        grant,
+                        note=(
+                            "Another current grant still holds this access; nothing was "
+                            "removed from AWS."
+                            if shared
+                            else note
+                        ),
+                    ),
+                )
+
+
+def _record_waiting(assignment: Assignment, pending: list[Grant], message: str) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        Assignment.objects.filter(pk=assignment.pk).update(
+            state=AssignmentState.WAITING,
+            last_error=message,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+        for grant in pending:
+            if (
+                Grant.objects.filter(pk=grant.pk, status=GrantStatus.PENDING)
+                .exclude(propagation_status=PropagationStatus.WAITING_FOR_SUBJECT)
+                .update(
+                    propagation_status=PropagationStatus.WAITING_FOR_SUBJECT,
+                    last_error=message,
+                    updated_at=now,
+                )
+            ):
+                record_event(
+                    "grant.waiting",
+                    target=grant,
+                    details=grant_details(grant, note=message),
+                )
+
+
+def alert_after() -> int:
+    return int(getattr(settings, "GRANT_ALERT_AFTER_ATTEMPTS", 3))
+
+
+def _record_failure(
+    assignment: Assignment, operation: str, grants: list[Grant], message: str
+) -> None:
+    now = timezone.now()
+    attempts = assignment.attempts + 1
+    wait = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF)) - 1]
+    alert = attempts >= alert_after() and assignment.alerted_at is None
+    with transaction.atomic():
+        fields: dict[str, Any] = {
+            "attempts": attempts,
+            "last_error": message[:4000],
+            "next_attempt_at": now + wait,
+            "updated_at": now,
+        }
+        if assignment.state != AssignmentState.PRESENT or operation == "remove":
+            fields["state"] = AssignmentState.FAILED
+        if alert:
+            fields["alerted_at"] = now
+        Assignment.objects.filter(pk=assignment.pk).update(**fields)
+        Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
+            propagation_status=PropagationStatus.FAILED, last_error=message[:4000], updated_at=now
+        )
+        for grant in grants:
+            record_event(
+                "grant.apply_failed" if operation == "apply" else "grant.remove_failed",
+                target=grant,
+                details=grant_details(
+                    grant,
+                    error=message,
+                    attempt=attempts,
+                    next_attempt_at=(now + wait).isoformat(),
+                ),
+            )
+            if alert:
+                record_event(
+                    "grant.failing",
+                    target=grant,
+                    details=grant_details(
+                        grant,
+                        error=message,
+                        attempts=attempts,
+                        operation=operation,
+                        note="Still retried; see the grant's last error.",
+                    ),
+                )
+
+
+def failing_grants() -> Any:
+    """Grants whose assignment raised the failing alert (for the admin list filter)."""
+    return Grant.objects.filter(status__in=CURRENT_STATUSES, assignment__alerted_at__isnull=False)
+
+
+def validate_expiry(expires_at: datetime | None) -> None:
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "The expiry must be in the future."})

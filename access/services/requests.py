@@ -1,0 +1,739 @@
+"""Access requests: the rule that judges them, submission, approval stages, decisions,
+cancellation, extensions, pending deadlines and expiry warnings.
+
+Every function that changes state writes its audit events in the same transaction; the
+pages, the API and the admin all call these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from access import notifications, permissions
+from access.choices import (
+    Decision,
+    ExtensionPolicy,
+    GrantSource,
+    GrantStatus,
+    RequestKind,
+    RequestStatus,
+    ReviewerKind,
+    StageMode,
+)
+from access.models import AccessLevel, AccessRequest, Approval, Grant, RequestRule, Resource, User
+from access.services import grants as grant_service
+from audit.services import record_event
+
+# The durations a request form offers, cut at the rule's maximum.
+DURATION_CHOICES = (
+    timedelta(hours=1),
+    timedelta(hours=4),
+    timedelta(hours=8),
+    timedelta(days=1),
+    timedelta(days=3),
+    timedelta(days=7),
+    timedelta(days=14),
+    timedelta(days=30),
+    timedelta(days=90),
+)
+DEFAULT_MAX = timedelta(days=7)
+DEFAULT_RECOMMENDED = timedelta(hours=8)
+
+
+class RequestInvalid(Exception):
+    """A request (or a set of them) cannot be made; ``errors`` name each problem, keyed by
+    the item's index ("" for problems of the whole submission)."""
+
+    def __init__(self, errors: dict[Any, list[str]]) -> None:
+        super().__init__("; ".join(m for ms in errors.values() for m in ms))
+        self.errors = errors
+
+    @property
+    def messages(self) -> list[str]:
+        return [m for ms in self.errors.values() for m in ms]
+
+
+class DecisionError(Exception):
+    """A decision cannot be recorded (already decided, own request, not a reviewer)."""
+
+
+def humanize(value: timedelta | None) -> str:
+    if value is None:
+        return "until revoked"
+    seconds = int(value.total_seconds())
+    if seconds % 86400 == 0:
+        days = seconds // 86400
+        return f"{days} day{'s' if days != 1 else ''}"
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    minutes = max(1, seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+# Rules ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage:
+    order: int
+    reviewers: str
+    mode: str
+
+    def describe(self) -> str:
+        who = {
+            ReviewerKind.OWNERS: "the resource's owners",
+            ReviewerKind.MANAGER: "the requester's manager",
+            ReviewerKind.ADMINS: "an admin" if self.mode == StageMode.ANY else "the admins",
+        }[ReviewerKind(self.reviewers)]
+        if self.reviewers == ReviewerKind.MANAGER:
+            return f"Stage {self.order}: {who} approves."
+        if self.mode == StageMode.ALL:
+            return f"Stage {self.order}: every one of {who} approves."
+        return f"Stage {self.order}: any one of {who} approves."
+
+
+@dataclass(frozen=True)
+class EffectiveRule:
+    """The rule that judges one requester's requests for one resource (a saved RequestRule,
+    or the default when the resource has none)."""
+
+    rule: RequestRule | None
+    allow_requests: bool = True
+    auto_approve: bool = False
+    max_duration: timedelta | None = DEFAULT_MAX
+    recommended_duration: timedelta | None = DEFAULT_RECOMMENDED
+    allow_until_revoked: bool = False
+    require_reason: bool = True
+    require_ticket: bool = False
+    extension_policy: str = ExtensionPolicy.SAME_AS_REQUEST
+    allow_self_approval: bool = False
+    stages: tuple[Stage, ...] = (Stage(1, ReviewerKind.OWNERS, StageMode.ANY),)
+    name: str = "Default rule"
+
+    @classmethod
+    def of(cls, rule: RequestRule) -> EffectiveRule:
+        return cls(
+            rule=rule,
+            allow_requests=rule.allow_requests,
+            auto_approve=rule.auto_approve,
+            max_duration=rule.max_duration,
+            recommended_duration=rule.recommended_duration,
+            allow_until_revoked=rule.allow_until_revoked,
+            require_reason=rule.require_reason,
+            require_ticket=rule.require_ticket,
+            extension_policy=rule.extension_policy,
+            allow_self_approval=rule.allow_self_approval,
+            stages=tuple(Stage(s.order, s.reviewers, s.mode) for s in rule.stages.all()),
+            name=str(rule),
+        )
+
+    def duration_choices(self) -> list[timedelta | None]:
+        """What the form offers: the standard durations up to the maximum, the recommended
+        one, and "until revoked" where the rule allows it."""
+        choices = [
+            d for d in DURATION_CHOICES if self.max_duration is None or d <= self.max_duration
+        ]
+        for extra in (self.recommended_duration, self.max_duration):
+            if extra is not None and extra not in choices:
+                choices.append(extra)
+        choices.sort()
+        result: list[timedelta | None] = list(choices)
+        if self.allow_until_revoked:
+            result.append(None)
+        return result
+
+    @property
+    def default_duration(self) -> timedelta | None:
+        if self.recommended_duration is not None:
+            return self.recommended_duration
+        return self.max_duration
+
+    def describe(self) -> list[str]:
+        """The rule in plain words, for the resource page."""
+        if not self.allow_requests:
+            return ["Access to this resource cannot be requested."]
+        lines = []
+        if self.auto_approve:
+            lines.append("Requests are approved automatically.")
+        else:
+            lines.extend(stage.describe() for stage in self.stages)
+        if self.max_duration is not None:
+            lines.append(f"Access lasts at most {humanize(self.max_duration)}.")
+        if self.allow_until_revoked:
+            lines.append("Access until revoked may be requested.")
+        needs = [
+            n
+            for n, on in (
+                ("a reason", self.require_reason),
+                ("a ticket reference", self.require_ticket),
+            )
+            if on
+        ]
+        if needs:
+            lines.append("A request needs " + " and ".join(needs) + ".")
+        lines.append(
+            {
+                ExtensionPolicy.NOT_ALLOWED: "Access cannot be extended.",
+                ExtensionPolicy.SAME_AS_REQUEST: "Extensions are approved like a new request.",
+                ExtensionPolicy.AUTO_APPROVE: "Extensions up to the maximum are approved automatically.",
+            }[ExtensionPolicy(self.extension_policy)]
+        )
+        if self.allow_self_approval:
+            lines.append("A requester who is also a reviewer may approve their own request.")
+        return lines
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule.pk if self.rule else None,
+            "name": self.name,
+            "auto_approve": self.auto_approve,
+            "allow_self_approval": self.allow_self_approval,
+            "extension_policy": self.extension_policy,
+            "max_duration_seconds": int(self.max_duration.total_seconds())
+            if self.max_duration
+            else None,
+            "stages": [
+                {"order": s.order, "reviewers": s.reviewers, "mode": s.mode} for s in self.stages
+            ],
+        }
+
+
+def rule_for(resource: Resource, requester: User) -> EffectiveRule:
+    """The highest-priority rule of the resource that applies to this requester: rules for a
+    group they are in, or for everyone. With no rule at all, the default: owners approve,
+    at most 7 days, a reason required."""
+    group_ids = list(requester.member_of.values_list("pk", flat=True)) if requester.pk else []
+    rule = (
+        RequestRule.objects.filter(resource=resource)
+        .filter(Q(requester_group__isnull=True) | Q(requester_group_id__in=group_ids))
+        .order_by("-priority", "id")
+        .prefetch_related("stages")
+        .first()
+    )
+    return EffectiveRule.of(rule) if rule is not None else EffectiveRule(rule=None)
+
+
+# Reviewers ------------------------------------------------------------------------------------
+def admins() -> list[int]:
+    return list(
+        User.objects.filter(is_active=True)
+        .filter(Q(is_superuser=True) | Q(groups__name=permissions.ADMIN_ROLE))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+
+
+def reviewers_of(stage: dict[str, Any] | Stage, request: AccessRequest) -> list[int]:
+    """Who may decide a stage, fixed when the stage starts. A stage with nobody to ask
+    (no owners, no manager) goes to the admins, so no request is stuck."""
+    kind = stage.reviewers if isinstance(stage, Stage) else stage["reviewers"]
+    ids: set[int] = set()
+    if kind == ReviewerKind.OWNERS:
+        owners = request.resource.owners.all()
+        ids |= set(owners.filter(user__is_active=True).values_list("user_id", flat=True))
+        ids |= set(
+            User.objects.filter(
+                is_active=True, member_of__ownerships__resource=request.resource
+            ).values_list("pk", flat=True)
+        )
+    elif kind == ReviewerKind.MANAGER:
+        manager = request.user.manager
+        if manager is not None and manager.is_active:
+            ids.add(manager.pk)
+    else:
+        ids |= set(admins())
+    ids.discard(None)  # type: ignore[arg-type]
+    if not ids:
+        ids = set(admins())
+    return sorted(ids)
+
+
+def _self_ids(request: AccessRequest) -> set[int]:
+    return {request.user_id, request.requested_by_id}
+
+
+def _stage_complete(request: AccessRequest, stage: dict[str, Any]) -> bool:
+    approved = set(
+        request.approvals.filter(
+            stage=request.current_stage, decision=Decision.APPROVED
+        ).values_list("reviewer_id", flat=True)
+    )
+    if stage["mode"] == StageMode.ANY:
+        return bool(approved)
+    needed = set(request.stage_reviewers)
+    if not request.rule_snapshot.get("allow_self_approval"):
+        # The requester cannot approve, so "all" means all the others; when they were the
+        # only reviewer, any admin decides (stage_reviewers then holds the admins).
+        needed -= _self_ids(request)
+    return bool(approved) and needed <= approved
+
+
+def _start_stage(request: AccessRequest, order: int) -> None:
+    stage = request.stages[order - 1]
+    request.current_stage = order
+    reviewers = reviewers_of(stage, request)
+    if not request.rule_snapshot.get("allow_self_approval") and not (
+        set(reviewers) - _self_ids(request)
+    ):
+        # Only the requester could decide, and they may not: the admins decide.
+        reviewers = sorted(set(admins()) - _self_ids(request)) or reviewers
+    request.stage_reviewers = reviewers
+
+
+# Submitting -----------------------------------------------------------------------------------
+@dataclass
+class RequestItem:
+    """One line of a submission: a resource, an access level and how long."""
+
+    resource_id: Any
+    access_level_id: Any
+    duration: timedelta | None
+    resource: Resource | None = field(default=None, repr=False)
+    access_level: AccessLevel | None = field(default=None, repr=False)
+    rule: EffectiveRule | None = field(default=None, repr=False)
+
+
+def pending_timeout() -> timedelta:
+    return timedelta(hours=float(getattr(settings, "ACCESS_REQUEST_PENDING_HOURS", 72)))
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def validate_items(
+    *, requested_by: User, user: User, items: Sequence[RequestItem], reason: str, ticket: str
+) -> dict[Any, list[str]]:
+    """Every problem with a submission, per item; fills each item's resource, level and
+    rule. Nothing is written."""
+    errors: dict[Any, list[str]] = {}
+
+    def add(key: Any, message: str) -> None:
+        errors.setdefault(key, []).append(message)
+
+    if not items:
+        add("", "Choose at least one resource.")
+    if not user.is_active:
+        add("", f"{user.email} is deactivated and cannot receive access.")
+    on_behalf = user.pk != requested_by.pk
+    seen: set[tuple[int, int]] = set()
+    for index, item in enumerate(items):
+        resource_pk = _as_int(item.resource_id)
+        resource = (
+            Resource.objects.select_related("app").filter(pk=resource_pk).first()
+            if resource_pk is not None
+            else None
+        )
+        if resource is None or not permissions.can_view_resource(requested_by, resource):
+            add(index, f"Resource {item.resource_id!s} does not exist.")
+            continue
+        item.resource = resource
+        if resource.deleted_at is not None:
+            add(index, f"{resource.name} no longer exists in AWS and cannot be requested.")
+            continue
+        if on_behalf and not permissions.can_request_for(requested_by, user, resource):
+            add(
+                index,
+                f"You may ask for access to {resource.name} only for yourself: on behalf of "
+                "others is for admins, the resource's owners and the person's manager.",
+            )
+            continue
+        level_pk = _as_int(item.access_level_id)
+        level = AccessLevel.objects.filter(pk=level_pk).first() if level_pk is not None else None
+        if level is None or level.resource_id != resource.pk:
+            add(index, f"Choose one of {resource.name}'s access levels.")
+            continue
+        if level.deleted_at is not None:
+            add(index, f"The access level {level.name} of {resource.name} no longer exists.")
+            continue
+        item.access_level = level
+        if (resource.pk, level.pk) in seen:
+            add(index, f"{resource.name} ({level.name}) is asked for twice.")
+            continue
+        seen.add((resource.pk, level.pk))
+        rule = rule_for(resource, user)
+        item.rule = rule
+        if not rule.allow_requests:
+            add(index, f"Access to {resource.name} cannot be requested.")
+            continue
+        if item.duration is None:
+            if not rule.allow_until_revoked:
+                add(
+                    index,
+                    f"Access to {resource.name} must have an end: choose a duration of at most "
+                    f"{humanize(rule.max_duration)}.",
+                )
+        elif item.duration <= timedelta(0):
+            add(index, "The duration must be positive.")
+        elif rule.max_duration is not None and item.duration > rule.max_duration:
+            add(
+                index,
+                f"Access to {resource.name} lasts at most {humanize(rule.max_duration)}; "
+                f"you asked for {humanize(item.duration)}.",
+            )
+        if rule.require_reason and not reason.strip():
+            add(index, f"Give a reason: {resource.name}'s rule requires one.")
+        if rule.require_ticket and not ticket.strip():
+            add(index, f"Give a ticket reference: {resource.name}'s rule requires one.")
+        existing = AccessRequest.objects.filter(
+            user=user,
+            resource=resource,
+            access_level=level,
+            status=RequestStatus.PENDING,
+            kind=RequestKind.NEW,
+        ).first()
+        if existing is not None:
+            add(
+                index,
+                f"{user.email} already has a pending request (#{existing.pk}) for "
+                f"{resource.name} ({level.name}).",
+            )
+    return errors
+
+
+def submit_requests(
+    *,
+    requested_by: User,
+    items: Sequence[RequestItem],
+    reason: str = "",
+    ticket: str = "",
+    user: User | None = None,
+) -> list[AccessRequest]:
+    """Creates one request per item, each judged by its own rule, all or none: any problem
+    raises RequestInvalid and nothing is written. Auto-approved requests are granted."""
+    user = user or requested_by
+    reason, ticket = (reason or "").strip(), (ticket or "").strip()
+    errors = validate_items(
+        requested_by=requested_by, user=user, items=items, reason=reason, ticket=ticket
+    )
+    if errors:
+        raise RequestInvalid(errors)
+    created: list[AccessRequest] = []
+    with transaction.atomic():
+        for item in items:
+            assert item.resource and item.access_level and item.rule
+            created.append(
+                _open(
+                    requested_by=requested_by,
+                    user=user,
+                    resource=item.resource,
+                    level=item.access_level,
+                    rule=item.rule,
+                    duration=item.duration,
+                    reason=reason,
+                    ticket=ticket,
+                    kind=RequestKind.NEW,
+                    grant=None,
+                )
+            )
+    return created
+
+
+def _open(
+    *,
+    requested_by: User,
+    user: User,
+    resource: Resource,
+    level: AccessLevel,
+    rule: EffectiveRule,
+    duration: timedelta | None,
+    reason: str,
+    ticket: str,
+    kind: str,
+    grant: Grant | None,
+    auto: bool | None = None,
+) -> AccessRequest:
+    now = timezone.now()
+    request = AccessRequest(
+        requested_by=requested_by,
+        user=user,
+        resource=resource,
+        access_level=level,
+        kind=kind,
+        grant=grant,
+        rule=rule.rule,
+        rule_snapshot=rule.snapshot(),
+        duration=duration,
+        reason=reason,
+        ticket=ticket,
+        created_at=now,
+        pending_until=now + pending_timeout(),
+    )
+    auto = rule.auto_approve if auto is None else auto
+    if not auto:
+        _start_stage(request, 1)
+    request.save()
+    record_event(
+        "request.extension_requested" if kind == RequestKind.EXTENSION else "request.created",
+        actor=requested_by,
+        target=request,
+        details=_details(request),
+    )
+    if auto:
+        _approve(request, actor=requested_by, note="approved automatically by the rule")
+    else:
+        notifications.stage_started(request)
+    return request
+
+
+def _details(request: AccessRequest, **extra: Any) -> dict[str, Any]:
+    return {
+        "user": request.user.email,
+        "requested_by": request.requested_by.email,
+        "resource_id": request.resource_id,
+        "resource": request.resource.name,
+        "access_level": request.access_level.name,
+        "kind": request.kind,
+        "duration": humanize(request.duration),
+        "reason": request.reason,
+        "ticket": request.ticket,
+        "rule": request.rule_snapshot.get("name"),
+        "stage": request.current_stage,
+        **extra,
+    }
+
+
+# Deciding ------------------------------------------------------------------------------------
+def can_decide(user: Any, request: AccessRequest) -> bool:
+    """Whether ``user`` may approve or deny the request now (as a reviewer of its current
+    stage or as an admin overriding), leaving self-approval to ``decide``."""
+    if not request.is_pending or not permissions._active(user):
+        return False
+    return user.pk in (request.stage_reviewers or []) or permissions.is_admin(user)
+
+
+def decide(
+    request: AccessRequest, *, reviewer: User, approve: bool, comment: str = ""
+) -> AccessRequest:
+    """Records one reviewer's decision on the current stage. A denial ends the request; an
+    approval completes the stage when its mode is satisfied, then starts the next stage or
+    grants the access. Admins outside the stage's reviewers override: their decision ends
+    the request either way. Concurrent decisions are serialised on the request row, so
+    two approvers acting at once yield one decision and one grant."""
+    comment = (comment or "").strip()
+    with transaction.atomic():
+        locked = (
+            AccessRequest.objects.select_for_update()
+            .select_related("user", "requested_by", "resource", "access_level", "grant")
+            .get(pk=request.pk)
+        )
+        if locked.status != RequestStatus.PENDING:
+            raise DecisionError(f"This request was already {locked.get_status_display().lower()}.")
+        is_self = reviewer.pk in _self_ids(locked)
+        if is_self and not locked.rule_snapshot.get("allow_self_approval"):
+            raise DecisionError(
+                "You cannot decide your own request; another reviewer must. "
+                "Cancel it instead if you no longer need it."
+            )
+        is_reviewer = reviewer.pk in (locked.stage_reviewers or [])
+        is_admin = permissions.is_admin(reviewer)
+        if not (is_reviewer or is_admin):
+            raise PermissionDenied("You are not a reviewer of this request's current stage.")
+        stage = locked.current_stage
+        override = not is_reviewer
+        try:
+            with transaction.atomic():
+                Approval.objects.create(
+                    request=locked,
+                    stage=stage,
+                    reviewer=reviewer,
+                    decision=Decision.APPROVED if approve else Decision.DENIED,
+                    comment=comment,
+                    is_override=override,
+                    is_self_approval=is_self,
+                )
+        except IntegrityError:
+            raise DecisionError("You already decided this stage of the request.") from None
+        record_event(
+            "request.approved" if approve else "request.denied",
+            actor=reviewer,
+            target=locked,
+            details=_details(
+                locked,
+                stage=stage,
+                comment=comment,
+                override=override,
+                self_approval=is_self,
+            ),
+        )
+        if not approve:
+            _finish(locked, RequestStatus.DENIED)
+            notifications.decided(locked)
+            return locked
+        stages = locked.stages
+        if override or _stage_complete(locked, stages[stage - 1]):
+            if not override and stage < len(stages):
+                _start_stage(locked, stage + 1)
+                locked.save(update_fields=["current_stage", "stage_reviewers", "updated_at"])
+                record_event(
+                    "request.stage_started",
+                    target=locked,
+                    details=_details(locked, reviewers=_emails(locked.stage_reviewers)),
+                )
+                notifications.stage_started(locked)
+            else:
+                _approve(locked, actor=reviewer)
+        return locked
+
+
+def _emails(ids: list[int]) -> list[str]:
+    return list(User.objects.filter(pk__in=ids).order_by("email").values_list("email", flat=True))
+
+
+def _finish(request: AccessRequest, status: str) -> None:
+    request.status = status
+    request.decided_at = timezone.now()
+    request.save(update_fields=["status", "decided_at", "updated_at"])
+
+
+def _approve(request: AccessRequest, *, actor: Any, note: str = "") -> None:
+    """The request is approved: grant the access (or extend the grant)."""
+    request.auto_approved = bool(note)
+    _finish(request, RequestStatus.APPROVED)
+    if request.auto_approved:
+        AccessRequest.objects.filter(pk=request.pk).update(auto_approved=True)
+        record_event(
+            "request.approved",
+            actor=actor,
+            target=request,
+            details=_details(request, automatic=True, note=note),
+        )
+    if request.kind == RequestKind.EXTENSION:
+        assert request.grant is not None and request.duration is not None
+        grant_service.extend_grant(request.grant, by=request.duration, actor=actor, request=request)
+    else:
+        expires = timezone.now() + request.duration if request.duration is not None else None
+        grant_service.create_grant(
+            user=request.user,
+            resource=request.resource,
+            access_level=request.access_level,
+            expires_at=expires,
+            source=GrantSource.REQUEST,
+            actor=actor,
+            request=request,
+            reason=request.reason,
+        )
+    notifications.decided(request)
+
+
+def cancel_request(request: AccessRequest, *, actor: User) -> AccessRequest:
+    if not permissions.can_cancel_request(actor, request):
+        raise PermissionDenied("Only the requester can cancel this request.")
+    with transaction.atomic():
+        changed = AccessRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
+            status=RequestStatus.CANCELED, decided_at=timezone.now(), updated_at=timezone.now()
+        )
+        if not changed:
+            raise DecisionError("Only a pending request can be canceled.")
+        request.refresh_from_db()
+        record_event("request.canceled", actor=actor, target=request, details=_details(request))
+    return request
+
+
+def expire_pending_requests(now: datetime | None = None) -> int:
+    """Pending requests past their deadline expire (no decision came)."""
+    now = now or timezone.now()
+    expired = 0
+    for pk in AccessRequest.objects.filter(
+        status=RequestStatus.PENDING, pending_until__lte=now
+    ).values_list("pk", flat=True)[:500]:
+        with transaction.atomic():
+            if AccessRequest.objects.filter(pk=pk, status=RequestStatus.PENDING).update(
+                status=RequestStatus.EXPIRED, decided_at=now, updated_at=now
+            ):
+                request = AccessRequest.objects.select_related(
+                    "user", "requested_by", "resource", "access_level"
+                ).get(pk=pk)
+                record_event("request.expired", target=request, details=_details(request))
+                notifications.decided(request)
+                expired += 1
+    return expired
+
+
+# Extensions ----------------------------------------------------------------------------------
+def request_extension(
+    grant: Grant, *, requested_by: User, duration: timedelta, reason: str = "", ticket: str = ""
+) -> AccessRequest:
+    """Asks to extend a grant by ``duration``, judged by the extension rule of the resource:
+    refused, approved automatically up to the maximum, or approved like a new request."""
+    if not permissions.can_extend_grant(requested_by, grant):
+        raise PermissionDenied("You cannot extend this access.")
+    if grant.status not in (GrantStatus.PENDING, GrantStatus.ACTIVE):
+        raise RequestInvalid({"": ["This access has ended; request it again instead."]})
+    if grant.expires_at is None:
+        raise RequestInvalid({"": ["This access does not expire; there is nothing to extend."]})
+    rule = rule_for(grant.resource, grant.user)
+    problems: list[str] = []
+    if not rule.allow_requests or rule.extension_policy == ExtensionPolicy.NOT_ALLOWED:
+        problems.append(f"Access to {grant.resource.name} cannot be extended.")
+    if duration <= timedelta(0):
+        problems.append("The duration must be positive.")
+    elif rule.max_duration is not None and duration > rule.max_duration:
+        problems.append(
+            f"An extension of {grant.resource.name} is at most {humanize(rule.max_duration)}; "
+            f"you asked for {humanize(duration)}."
+        )
+    if rule.require_reason and not (reason or "").strip():
+        problems.append(f"Give a reason: {grant.resource.name}'s rule requires one.")
+    if rule.require_ticket and not (ticket or "").strip():
+        problems.append(f"Give a ticket reference: {grant.resource.name}'s rule requires one.")
+    if AccessRequest.objects.filter(
+        grant=grant, kind=RequestKind.EXTENSION, status=RequestStatus.PENDING
+    ).exists():
+        problems.append("An extension of this access is already pending.")
+    if problems:
+        raise RequestInvalid({"": problems})
+    with transaction.atomic():
+        return _open(
+            requested_by=requested_by,
+            user=grant.user,
+            resource=grant.resource,
+            level=grant.access_level,
+            rule=rule,
+            duration=duration,
+            reason=(reason or "").strip(),
+            ticket=(ticket or "").strip(),
+            kind=RequestKind.EXTENSION,
+            grant=grant,
+            auto=rule.auto_approve or rule.extension_policy == ExtensionPolicy.AUTO_APPROVE,
+        )
+
+
+# Expiry warnings -----------------------------------------------------------------------------
+def send_expiry_warnings(now: datetime | None = None) -> int:
+    """For grants longer than 24 hours: a warning a day and an hour before expiry, each
+    sent once (a claim by conditional update), with a link to extend."""
+    now = now or timezone.now()
+    sent = 0
+    base = Grant.objects.filter(
+        status=GrantStatus.ACTIVE, expires_at__isnull=False, expires_at__gt=now
+    ).exclude(source=GrantSource.OBSERVED)
+    day = timedelta(days=1)
+    for field_name, window in (("warned_day_at", day), ("warned_hour_at", timedelta(hours=1))):
+        candidates = base.filter(
+            **{f"{field_name}__isnull": True}, expires_at__lte=now + window
+        ).select_related("user", "resource", "access_level")
+        for grant in candidates[:500]:
+            if grant.expires_at - grant.starts_at <= day:
+                continue
+            if field_name == "warned_day_at" and grant.expires_at - now <= timedelta(hours=1):
+                # Too late for the day warning: the hour warning says it.
+                Grant.objects.filter(pk=grant.pk).update(warned_day_at=now)
+                continue
+            if Grant.objects.filter(pk=grant.pk, **{f"{field_name}__isnull": True}).update(
+                **{field_name: now}
+            ):
+                notifications.expiry_warning(grant, within=window)
+                sent += 1
+    return sent

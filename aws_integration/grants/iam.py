@@ -1,0 +1,348 @@
+"""IAM role grants: the user's OIDC subject in the Portcullis-owned statement of the role's
+trust policy (Sid ``PortcullisManaged``); every other statement stays as its owner wrote it.
+
+Revoking also ends the user's live sessions of the role: an inline policy
+(``PortcullisRevokedSessions``) denies everything to that user's sessions issued before
+the revoke, AWS's "revoke older sessions" pattern narrowed to one session name.
+
+The trust-policy and revocation helpers here are shared with the managed roles
+(``grants.managed``), whose trust policies carry the same statement.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from django.utils import timezone
+
+from access.choices import ResourceType
+from access.drivers import DriverError, Outcome, SubjectUnknown
+from aws_integration import policies, trust_policy
+from aws_integration.grants import base
+
+if TYPE_CHECKING:
+    from access.models import Assignment, User
+
+REVOKED_SESSIONS_POLICY = "PortcullisRevokedSessions"
+# AssumeRoleWithWebIdentity sessions last at most 12 hours: a deny for sessions issued
+# before a revoke has nothing left to deny 12 hours later.
+MAX_SESSION_DURATION = timedelta(hours=12)
+# IAM is eventually consistent: for a few seconds after the trust policy drops a subject,
+# AWS may still let that user assume the role. Denying sessions issued up to a minute after
+# the revoke covers that window; a user granted again within the minute waits for it.
+REVOKE_MARGIN = timedelta(minutes=1)
+# Stands in the trust policy when the managed statement was its only statement: IAM
+# refuses a policy without statements. See _without_managed_statement.
+NO_SUBJECTS_SID = "PortcullisNoSubjects"
+_SESSION_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]")
+_QUOTA = re.compile(r"ACLSizePerRole:\s*(\d+)")
+_role_locks: dict[tuple[str, str], threading.Lock] = {}
+_role_locks_guard = threading.Lock()
+
+
+def session_name(user: User) -> str:
+    """The RoleSessionName of every session Portcullis mints for this user (Connect uses it
+    too): revocation denies sessions by this name, so it must never change for a user."""
+    return _SESSION_NAME_UNSAFE.sub("-", f"portcullis-{user.pk}")[:64]
+
+
+# Trust -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OidcTrust:
+    """The identity provider, as the trust statements of one account name it."""
+
+    provider_arn: str
+    issuer_host: str
+    client_id: str
+
+
+def oidc_trust(account_id: str) -> OidcTrust:
+    from aws_integration.services import get_aws_settings
+
+    aws_settings = get_aws_settings()
+    if not aws_settings.oidc_issuer_url or not aws_settings.oidc_client_id:
+        raise DriverError(
+            "The OIDC provider is not set: enter its issuer URL and client ID in the AWS "
+            "settings of the Portcullis admin, then retry.",
+            retryable=False,
+        )
+    return OidcTrust(
+        provider_arn=policies.oidc_provider_arn(account_id, aws_settings.oidc_issuer_url),
+        issuer_host=policies.issuer_host_path(aws_settings.oidc_issuer_url),
+        client_id=aws_settings.oidc_client_id,
+    )
+
+
+def subject_of(user: User) -> str:
+    if not user.oidc_subject:
+        raise SubjectUnknown()
+    return user.oidc_subject
+
+
+def subjects_to_remove(assignment: Assignment) -> set[str]:
+    """The subject the grant was applied with and the user's current one (they differ only
+    if the identity provider renamed the user since)."""
+    recorded = (assignment.driver_state or {}).get("subject", "")
+    return {s for s in (recorded, assignment.user.oidc_subject) if s}
+
+
+def with_subject(policy: dict[str, Any], trust: OidcTrust, subject: str) -> dict[str, Any]:
+    """The trust policy admitting the subject (and no longer holding the no-subjects stand-in)."""
+    statements = policy.get("Statement", [])
+    if isinstance(statements, list):
+        kept = [
+            s for s in statements if not (isinstance(s, dict) and s.get("Sid") == NO_SUBJECTS_SID)
+        ]
+        if len(kept) != len(statements):
+            policy = {**policy, "Statement": kept}
+    return trust_policy.add_subject(
+        policy,
+        provider_arn=trust.provider_arn,
+        issuer_host=trust.issuer_host,
+        client_id=trust.client_id,
+        subject=subject,
+    )
+
+
+def without_subjects(
+    policy: dict[str, Any], trust: OidcTrust, subjects: set[str]
+) -> dict[str, Any]:
+    new = trust_policy.parse_policy(policy)
+    for subject in sorted(subjects):
+        new = trust_policy.remove_subject(new, subject=subject, issuer_host=trust.issuer_host)
+    return _without_managed_statement(new)
+
+
+def _without_managed_statement(policy: dict[str, Any]) -> dict[str, Any]:
+    # The last subject gone from a policy whose only statement was ours leaves no statement,
+    # and IAM refuses a trust policy without one. We write one statement denying every
+    # principal every way of assuming the role, under its own Sid: the role trusts nobody,
+    # which is what an empty list would have meant. An Allow that "matches nothing" (a
+    # made-up subject, the account root) would still be an Allow that someone could one day
+    # match or that widens who may assume the role; a Deny grants nothing. The next grant
+    # drops it (with_subject) before adding its subject; other statements are never edited.
+    if policy.get("Statement") == []:
+        policy["Statement"] = [
+            {
+                "Sid": NO_SUBJECTS_SID,
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": [
+                    "sts:AssumeRole",
+                    "sts:AssumeRoleWithWebIdentity",
+                    "sts:AssumeRoleWithSAML",
+                ],
+            }
+        ]
+    return policy
+
+
+@contextmanager
+def role_lock(account_id: str, role_name: str) -> Iterator[None]:
+    """Serialises read-edit-write of one role's policies within this process, so two
+    assignments of the same role applied at once do not overwrite each other's subject."""
+    with _role_locks_guard:
+        lock = _role_locks.setdefault((account_id, role_name.lower()), threading.Lock())
+    with lock:
+        yield
+
+
+def get_role(iam: Any, role_name: str) -> dict[str, Any] | None:
+    """The role as GetRole describes it, or None when it does not exist."""
+    with base.aws_errors(f"Reading the IAM role {role_name}"):
+        try:
+            return iam.get_role(RoleName=role_name)["Role"]
+        except ClientError as error:
+            if base.error_code(error) == "NoSuchEntity":
+                return None
+            raise
+
+
+def write_trust_policy(
+    iam: Any, role_name: str, current: dict[str, Any], new: dict[str, Any]
+) -> bool:
+    """Write the new trust policy when it differs; True when it was written.
+
+    The size is checked against IAM's highest quota (4,096) before writing; between the
+    default (2,048) and that, only AWS knows the account's quota, so its refusal is turned
+    into the same message."""
+    if trust_policy.parse_policy(current) == new:
+        return False
+    text = trust_policy.serialise(new)
+    try:
+        trust_policy.check_size(text, trust_policy.MAXIMUM_SIZE_LIMIT)
+    except trust_policy.TrustPolicyTooLarge as error:
+        raise DriverError(f"Role {role_name}: {error}", retryable=False) from error
+    with base.aws_errors(f"Updating the trust policy of the IAM role {role_name}"):
+        try:
+            iam.update_assume_role_policy(RoleName=role_name, PolicyDocument=text)
+        except ClientError as error:
+            too_large = too_large_error(role_name, len(text), error)
+            if too_large is None:
+                raise
+            raise too_large from error
+    return True
+
+
+def too_large_error(role_name: str, size: int, error: ClientError) -> DriverError | None:
+    """AWS's "Cannot exceed quota for ACLSizePerRole: 2048" as the trust-policy message."""
+    message = error.response.get("Error", {}).get("Message", "")
+    found = _QUOTA.search(message)
+    if base.error_code(error) != "LimitExceeded" or not found:
+        return None
+    too_large = trust_policy.TrustPolicyTooLarge(size, int(found.group(1)))
+    return DriverError(f"Role {role_name}: {too_large}", retryable=False)
+
+
+# Live sessions -----------------------------------------------------------------------------
+def revoked_sessions_policy(
+    existing: dict[str, Any] | None, name: str, now: datetime
+) -> dict[str, Any]:
+    """The PortcullisRevokedSessions document with a deny for sessions named ``name`` issued
+    before ``now`` (plus the margin), entries older than the longest session dropped."""
+    pattern = f"*:{name}"
+    cutoff = now - MAX_SESSION_DURATION
+    kept = []
+    for statement in _as_list((existing or {}).get("Statement", [])):
+        if _revoked_pattern(statement) == pattern:
+            continue  # replaced below with the later time
+        issued_before = _revoked_before(statement)
+        if issued_before is not None and issued_before < cutoff:
+            continue
+        kept.append(statement)
+    before = (now + REVOKE_MARGIN).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kept.append(
+        {
+            "Sid": "Revoked" + re.sub(r"[^A-Za-z0-9]", "", name),
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {
+                "StringLike": {"aws:userid": pattern},
+                "DateLessThan": {"aws:TokenIssueTime": before},
+            },
+        }
+    )
+    return {"Version": policies.POLICY_VERSION, "Statement": kept}
+
+
+def end_live_sessions(iam: Any, role_name: str, name: str, now: datetime | None = None) -> None:
+    """Deny the role's sessions named ``name`` issued until now, merged into the role's
+    PortcullisRevokedSessions policy."""
+    what = f"Ending the live sessions of {name} on the IAM role {role_name}"
+    existing: dict[str, Any] | None = None
+    with base.aws_errors(what):
+        try:
+            document = iam.get_role_policy(RoleName=role_name, PolicyName=REVOKED_SESSIONS_POLICY)
+            existing = trust_policy.parse_policy(document["PolicyDocument"])
+        except ClientError as error:
+            if base.error_code(error) != "NoSuchEntity":
+                raise
+        document = revoked_sessions_policy(existing, name, now or timezone.now())
+        iam.put_role_policy(
+            RoleName=role_name,
+            PolicyName=REVOKED_SESSIONS_POLICY,
+            PolicyDocument=json.dumps(document, separators=(",", ":")),
+        )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [value] if isinstance(value, dict) else list(value or [])
+
+
+def _revoked_pattern(statement: Any) -> str | None:
+    try:
+        return statement["Condition"]["StringLike"]["aws:userid"]
+    except (KeyError, TypeError):
+        return None
+
+
+def _revoked_before(statement: Any) -> datetime | None:
+    try:
+        value = statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+# The driver --------------------------------------------------------------------------------
+def role_name_of(resource_arn: str) -> str:
+    return resource_arn.rsplit("/", 1)[-1]
+
+
+class IamRoleDriver:
+    """Access level "assume" on a customer's IAM role."""
+
+    def apply(self, assignment: Assignment) -> Outcome:
+        resource = assignment.resource
+        app = base.app_of(assignment)
+        trust = oidc_trust(resource.account_id)
+        subject = subject_of(assignment.user)
+        role_name = role_name_of(resource.arn or resource.remote_id)
+        iam = base.client_for(app, resource.account_id, "iam")
+        with role_lock(resource.account_id, role_name):
+            role = get_role(iam, role_name)
+            if role is None:
+                raise DriverError(
+                    f"The IAM role {role_name} no longer exists in account "
+                    f"{resource.account_id}: the role no longer exists, so access to it "
+                    "cannot be granted.",
+                    retryable=False,
+                )
+            current = trust_policy.parse_policy(role["AssumeRolePolicyDocument"])
+            new = _edited(role_name, lambda: with_subject(current, trust, subject))
+            changed = write_trust_policy(iam, role_name, current, new)
+        return Outcome(
+            state={"role_arn": role["Arn"], "subject": subject},
+            note=(
+                f"Added {assignment.user} to the trust policy of {role['Arn']}."
+                if changed
+                else f"{assignment.user} was already in the trust policy of {role['Arn']}."
+            ),
+        )
+
+    def remove(self, assignment: Assignment) -> Outcome:
+        resource = assignment.resource
+        app = base.app_of(assignment)
+        trust = oidc_trust(resource.account_id)
+        role_name = role_name_of(resource.arn or resource.remote_id)
+        iam = base.client_for(app, resource.account_id, "iam")
+        with role_lock(resource.account_id, role_name):
+            role = get_role(iam, role_name)
+            if role is None:
+                return Outcome(
+                    note=f"The IAM role {role_name} no longer exists: nothing to remove."
+                )
+            current = trust_policy.parse_policy(role["AssumeRolePolicyDocument"])
+            new = _edited(
+                role_name, lambda: without_subjects(current, trust, subjects_to_remove(assignment))
+            )
+            changed = write_trust_policy(iam, role_name, current, new)
+            # After the trust policy: a session minted meanwhile is issued before "now".
+            end_live_sessions(iam, role_name, session_name(assignment.user))
+        return Outcome(
+            note=(
+                f"Removed {assignment.user} from the trust policy of {role['Arn']}"
+                if changed
+                else f"{assignment.user} was no longer in the trust policy of {role['Arn']}"
+            )
+            + "; their live sessions are denied."
+        )
+
+
+def _edited(role_name: str, edit: Any) -> dict[str, Any]:
+    try:
+        return edit()
+    except trust_policy.TrustPolicyError as error:
+        raise DriverError(f"Role {role_name}: {error}", retryable=False) from error
+
+
+DRIVERS: dict[str, IamRoleDriver] = {ResourceType.IAM_ROLE.value: IamRoleDriver()}

@@ -1,0 +1,348 @@
+"""Grants through roles Portcullis creates and owns: one role per (resource, access level)
+in the resource's account, under /portcullis/ with the permissions boundary, trusted by the
+OIDC subjects of the users holding it and allowed only what the access level means:
+
+- EC2 instance, "ssm-session": a Session Manager shell on that instance;
+- EKS cluster, an access policy ARN: an EKS access entry for the role with that policy;
+- RDS / Aurora, a database user: rds-db:connect as that user.
+
+The role is created with its first subject and deleted with its last (access entry and
+inline policies first, as AWS requires).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from access.choices import ResourceType
+from access.drivers import DriverError, Outcome
+from aws_integration import policies, trust_policy
+from aws_integration.grants import base
+from aws_integration.grants.iam import (
+    OidcTrust,
+    end_live_sessions,
+    get_role,
+    oidc_trust,
+    role_lock,
+    session_name,
+    subject_of,
+    subjects_to_remove,
+    with_subject,
+    without_subjects,
+    write_trust_policy,
+)
+
+if TYPE_CHECKING:
+    from access.models import AccessLevel, Assignment, Resource
+    from aws_integration.models import AwsApp
+
+ACCESS_POLICY = "PortcullisAccess"
+MAX_ROLE_NAME = 64
+_ROLE_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]")
+MANAGED_TAG = "portcullis:managed"
+RESOURCE_TAG = "portcullis:resource"
+LEVEL_TAG = "portcullis:access-level"
+
+
+def eks_client(app: AwsApp, account_id: str, region: str) -> Any:
+    """The EKS client for access entries (tests replace it: the stand-in has no access
+    entry API)."""
+    return base.client_for(app, account_id, "eks", region)
+
+
+def role_name(kind: str, *parts: str) -> str:
+    """portcullis-<kind>-<parts>, within IAM's 64 characters: a long name is cut and ends
+    with a hash of the whole, so two long names never meet."""
+    full = _ROLE_NAME_UNSAFE.sub("-", "-".join(["portcullis", kind, *parts]))
+    if len(full) <= MAX_ROLE_NAME:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:10]
+    return f"{full[: MAX_ROLE_NAME - len(digest) - 1]}-{digest}"
+
+
+@dataclass(frozen=True)
+class ManagedRole:
+    """The role of one (resource, access level) and what it may do."""
+
+    account_id: str
+    region: str
+    name: str
+    resource_arn: str
+    level: str
+    permissions: dict[str, Any]
+    eks_cluster: str = ""  # set for EKS: the cluster whose access entry maps the role
+    eks_policy_arn: str = ""
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:role{policies.MANAGED_PATH}{self.name}"
+
+    @property
+    def tags(self) -> list[dict[str, str]]:
+        return [
+            {"Key": MANAGED_TAG, "Value": "true"},
+            {"Key": RESOURCE_TAG, "Value": self.resource_arn[:256]},
+            {"Key": LEVEL_TAG, "Value": self.level[:256]},
+        ]
+
+
+def _policy(*statements: dict[str, Any]) -> dict[str, Any]:
+    return {"Version": policies.POLICY_VERSION, "Statement": list(statements)}
+
+
+def ec2_role(resource: Resource, level: AccessLevel) -> ManagedRole:
+    account, region, instance_id = resource.account_id, resource.region, resource.remote_id
+    instance_arn = resource.arn or f"arn:aws:ec2:{region}:{account}:instance/{instance_id}"
+    # SSM-SessionManagerRunShell (the default session document, holding the account's
+    # session preferences) is created in the customer's account, so its ARN names it.
+    document = f"arn:aws:ssm:{region}:{account}:document/SSM-SessionManagerRunShell"
+    return ManagedRole(
+        account_id=account,
+        region=region,
+        name=role_name("ec2", instance_id),
+        resource_arn=instance_arn,
+        level=level.remote_id,
+        permissions=_policy(
+            {
+                "Sid": "StartSessionOnThisInstance",
+                "Effect": "Allow",
+                "Action": "ssm:StartSession",
+                "Resource": [instance_arn, document],
+                "Condition": {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}},
+            },
+            {
+                "Sid": "OwnSessionsOnly",
+                "Effect": "Allow",
+                "Action": ["ssm:ResumeSession", "ssm:TerminateSession"],
+                "Resource": "arn:aws:ssm:*:*:session/${aws:userid}-*",
+            },
+        ),
+    )
+
+
+def eks_role(resource: Resource, level: AccessLevel) -> ManagedRole:
+    cluster = resource.name
+    short = level.name or level.remote_id.rsplit("/", 1)[-1]
+    return ManagedRole(
+        account_id=resource.account_id,
+        region=resource.region,
+        name=role_name("eks", cluster, short),
+        resource_arn=resource.arn or resource.remote_id,
+        level=level.remote_id,
+        permissions=_policy(
+            {
+                "Sid": "DescribeThisCluster",
+                "Effect": "Allow",
+                "Action": "eks:DescribeCluster",
+                "Resource": resource.arn or resource.remote_id,
+            }
+        ),
+        eks_cluster=cluster,
+        eks_policy_arn=level.remote_id,
+    )
+
+
+def rds_role(resource: Resource, level: AccessLevel) -> ManagedRole:
+    account, region = resource.account_id, resource.region
+    metadata = resource.metadata or {}
+    resource_id = metadata.get("dbi_resource_id") or metadata.get("db_cluster_resource_id")
+    if not resource_id:
+        raise DriverError(
+            f"The database {resource.name} has no resource ID in Portcullis yet: run a sync "
+            "of its account, then retry.",
+            retryable=False,
+        )
+    db_user = level.remote_id
+    return ManagedRole(
+        account_id=account,
+        region=region,
+        name=role_name("rds", resource.name, db_user),
+        resource_arn=resource.arn or resource.remote_id,
+        level=db_user,
+        permissions=_policy(
+            {
+                "Sid": "ConnectAsThisDatabaseUser",
+                "Effect": "Allow",
+                "Action": "rds-db:connect",
+                "Resource": f"arn:aws:rds-db:{region}:{account}:dbuser:{resource_id}/{db_user}",
+            }
+        ),
+    )
+
+
+ROLE_OF_TYPE = {
+    ResourceType.EC2_INSTANCE.value: ec2_role,
+    ResourceType.EKS_CLUSTER.value: eks_role,
+    ResourceType.RDS_MYSQL.value: rds_role,
+    ResourceType.RDS_POSTGRES.value: rds_role,
+    ResourceType.AURORA_MYSQL.value: rds_role,
+    ResourceType.AURORA_POSTGRES.value: rds_role,
+}
+
+
+def managed_role_of(assignment: Assignment) -> ManagedRole:
+    return ROLE_OF_TYPE[assignment.resource.type](assignment.resource, assignment.access_level)
+
+
+# AWS ------------------------------------------------------------------------------------------
+def _create_role(iam: Any, role: ManagedRole, trust: OidcTrust, subject: str) -> dict[str, Any]:
+    """Create the role trusting ``subject``; an existing one (a concurrent or half-done
+    grant) is read back and updated by the caller."""
+    document = with_subject({"Version": policies.POLICY_VERSION, "Statement": []}, trust, subject)
+    with base.aws_errors(f"Creating the managed role {role.name}"):
+        try:
+            return iam.create_role(
+                RoleName=role.name,
+                Path=policies.MANAGED_PATH,
+                AssumeRolePolicyDocument=trust_policy.serialise(document),
+                PermissionsBoundary=policies.boundary_policy_arn(role.account_id),
+                Description=f"Portcullis: {role.level} on {role.resource_arn}"[:1000],
+                Tags=role.tags,
+            )["Role"]
+        except ClientError as error:
+            if base.error_code(error) != "EntityAlreadyExists":
+                raise
+    existing = get_role(iam, role.name)
+    if existing is None:
+        raise DriverError(f"The managed role {role.name} was deleted while being granted.")
+    return existing
+
+
+def _check_ours(role: ManagedRole, found: dict[str, Any]) -> None:
+    boundary = (found.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
+    if found.get("Path") != policies.MANAGED_PATH or boundary != policies.boundary_policy_arn(
+        role.account_id
+    ):
+        raise DriverError(
+            f"A role named {role.name} exists in account {role.account_id} but is not one "
+            f"Portcullis manages (path {policies.MANAGED_PATH} with the permissions boundary "
+            f"{policies.BOUNDARY_POLICY_NAME}). Rename or delete it, then retry.",
+            retryable=False,
+        )
+
+
+def _put_permissions(iam: Any, role: ManagedRole) -> None:
+    with base.aws_errors(f"Writing the permissions of the managed role {role.name}"):
+        iam.put_role_policy(
+            RoleName=role.name,
+            PolicyName=ACCESS_POLICY,
+            PolicyDocument=json.dumps(role.permissions, separators=(",", ":")),
+        )
+
+
+def _map_in_eks(app: AwsApp, role: ManagedRole, role_arn: str) -> None:
+    eks = eks_client(app, role.account_id, role.region)
+    with base.aws_errors(f"Creating the EKS access entry of {role.name} on {role.eks_cluster}"):
+        try:
+            eks.create_access_entry(
+                clusterName=role.eks_cluster, principalArn=role_arn, type="STANDARD"
+            )
+        except ClientError as error:
+            if base.error_code(error) != "ResourceInUseException":
+                raise
+    with base.aws_errors(
+        f"Associating {role.eks_policy_arn} with {role.name} on {role.eks_cluster}"
+    ):
+        # Associating again what is associated is accepted (it updates the scope).
+        eks.associate_access_policy(
+            clusterName=role.eks_cluster,
+            principalArn=role_arn,
+            policyArn=role.eks_policy_arn,
+            accessScope={"type": "cluster"},
+        )
+
+
+def _unmap_in_eks(app: AwsApp, role: ManagedRole) -> None:
+    eks = eks_client(app, role.account_id, role.region)
+    with base.aws_errors(f"Deleting the EKS access entry of {role.name} on {role.eks_cluster}"):
+        try:
+            eks.delete_access_entry(clusterName=role.eks_cluster, principalArn=role.arn)
+        except ClientError as error:
+            if base.error_code(error) != "ResourceNotFoundException":
+                raise
+
+
+def _delete_role(iam: Any, app: AwsApp, role: ManagedRole) -> None:
+    # The access entry first: EKS keeps the role's unique ID, so an entry left behind would
+    # not work for a role created later under the same name.
+    if role.eks_cluster:
+        _unmap_in_eks(app, role)
+    with base.aws_errors(f"Deleting the managed role {role.name}"):
+        try:
+            for name in iam.list_role_policies(RoleName=role.name)["PolicyNames"]:
+                iam.delete_role_policy(RoleName=role.name, PolicyName=name)
+            iam.delete_role(RoleName=role.name)
+        except ClientError as error:
+            if base.error_code(error) != "NoSuchEntity":
+                raise
+
+
+class ManagedRoleDriver:
+    """A role Portcullis creates per (resource, access level), shared by its holders."""
+
+    def apply(self, assignment: Assignment) -> Outcome:
+        role = managed_role_of(assignment)
+        app = base.app_of(assignment)
+        trust = oidc_trust(role.account_id)
+        subject = subject_of(assignment.user)
+        iam = base.client_for(app, role.account_id, "iam")
+        with role_lock(role.account_id, role.name):
+            found = get_role(iam, role.name)
+            created = found is None
+            if found is None:
+                found = _create_role(iam, role, trust, subject)
+            _check_ours(role, found)
+            current = trust_policy.parse_policy(found["AssumeRolePolicyDocument"])
+            try:
+                new = with_subject(current, trust, subject)
+            except trust_policy.TrustPolicyError as error:
+                raise DriverError(f"Role {role.name}: {error}", retryable=False) from error
+            write_trust_policy(iam, role.name, current, new)
+            _put_permissions(iam, role)
+            if role.eks_cluster:
+                _map_in_eks(app, role, found["Arn"])
+        return Outcome(
+            state={"role_arn": found["Arn"], "subject": subject},
+            note=f"{'Created' if created else 'Updated'} the managed role {found['Arn']} "
+            f"for {assignment.user}.",
+        )
+
+    def remove(self, assignment: Assignment) -> Outcome:
+        role = managed_role_of(assignment)
+        app = base.app_of(assignment)
+        trust = oidc_trust(role.account_id)
+        iam = base.client_for(app, role.account_id, "iam")
+        with role_lock(role.account_id, role.name):
+            found = get_role(iam, role.name)
+            if found is None:
+                if role.eks_cluster:
+                    _unmap_in_eks(app, role)
+                return Outcome(note=f"The managed role {role.name} is already gone.")
+            current = trust_policy.parse_policy(found["AssumeRolePolicyDocument"])
+            try:
+                new = without_subjects(current, trust, subjects_to_remove(assignment))
+            except trust_policy.TrustPolicyError as error:
+                raise DriverError(f"Role {role.name}: {error}", retryable=False) from error
+            if not trust_policy.subjects_in(new, trust.issuer_host):
+                # Deleting the role ends its live sessions too: they lose every permission.
+                _delete_role(iam, app, role)
+                return Outcome(
+                    note=f"Deleted the managed role {found['Arn']} with its last holder."
+                )
+            write_trust_policy(iam, role.name, current, new)
+            end_live_sessions(iam, role.name, session_name(assignment.user))
+        return Outcome(
+            state={"role_arn": found["Arn"]},
+            note=f"Removed {assignment.user} from the managed role {found['Arn']}; their live "
+            "sessions are denied.",
+        )
+
+
+_driver = ManagedRoleDriver()
+DRIVERS: dict[str, ManagedRoleDriver] = dict.fromkeys(ROLE_OF_TYPE, _driver)
