@@ -73,7 +73,16 @@ def _login_details(request: HttpRequest | None, user: Any) -> dict[str, Any]:
 
 @receiver(user_logged_in, dispatch_uid="portcullis_audit_logged_in")
 def _logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
-    record_event("auth.login", actor=user, target=user, details=_login_details(request, user))
+    details = _login_details(request, user)
+    record_event("auth.login", actor=user, target=user, details=details)
+    if details.get("provider") == "sso" and details.get("uid"):
+        # A portal SSO login through the issuer AWS trusts tells the user's subject, which
+        # trust-policy grants waiting for it need.
+        from django.conf import settings
+
+        from access.services.identity import learn_subject
+
+        learn_subject(user, str(details["uid"]), issuer=settings.SSO_ISSUER, actor=user)
 
 
 @receiver(user_logged_out, dispatch_uid="portcullis_audit_logged_out")

@@ -8,6 +8,7 @@ share. Drivers are idempotent: applying what exists or removing what is gone is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,7 +50,7 @@ class Outcome:
 class Driver(Protocol):
     def apply(self, assignment: Assignment) -> Outcome:
         """Make the assignment hold in the provider. ``assignment.user``, ``.resource`` and
-        ``.access_level`` are loaded; ``assignment.state`` is what the last call returned."""
+        ``.access_level`` are loaded; ``assignment.driver_state`` is what the last call returned."""
 
     def remove(self, assignment: Assignment) -> Outcome:
         """Make the assignment no longer hold in the provider."""
@@ -73,3 +74,16 @@ def get_driver(resource_type: str) -> Driver:
 
 def registered_types() -> frozenset[str]:
     return frozenset(_registry)
+
+
+# The issuer whose subjects trust policies name (the provider app's OIDC client settings).
+_subject_issuer: list[Callable[[], str]] = []
+
+
+def register_subject_issuer(source: Callable[[], str]) -> None:
+    _subject_issuer[:] = [source]
+
+
+def subject_issuer() -> str:
+    """The issuer AWS trusts for users' sessions, "" when none is configured."""
+    return (_subject_issuer[0]() if _subject_issuer else "").rstrip("/")

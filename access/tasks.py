@@ -34,6 +34,12 @@ def reconcile_assignment(assignment_id: int) -> str:
     return grants.reconcile_assignment(assignment_id).action
 
 
+def reapply_assignment(assignment_id: int) -> str:
+    from access.services import grants
+
+    return grants.reconcile_assignment(assignment_id, force=True).action
+
+
 def sweep() -> dict[str, int]:
     """One pass of every time-driven duty: expired grants, due retries, pending requests
     past their deadline, expiry warnings."""

@@ -8,6 +8,9 @@ class AwsIntegrationConfig(AppConfig):
 
     def ready(self) -> None:
         from aws_integration import schedules
+        from aws_integration.grants import register_drivers
+
+        register_drivers()
 
         # Schedules are declared in code; every migrate brings the rows in line with them.
         post_migrate.connect(

@@ -58,6 +58,7 @@ IDENTITY_CENTER_READ_ACTIONS = [
     "sso:ListPermissionSetsProvisionedToAccount",
     "sso:ListAccountsForProvisionedPermissionSet",
     "sso:ListAccountAssignments",
+    "sso:ListAccountAssignmentsForPrincipal",
     "sso:ListTagsForResource",
     "identitystore:ListUsers",
     "identitystore:DescribeUser",
@@ -66,6 +67,7 @@ IDENTITY_CENTER_READ_ACTIONS = [
     "identitystore:ListGroupMemberships",
     "identitystore:ListGroupMembershipsForMember",
     "identitystore:GetGroupMembershipId",
+    "identitystore:GetUserId",
 ]
 MANAGEMENT_READ_ACTIONS = ORGANIZATIONS_READ_ACTIONS + IDENTITY_CENTER_READ_ACTIONS
 
@@ -78,6 +80,7 @@ MEMBER_READ_ACTIONS = [
     "iam:GetRole",
     "iam:ListRoleTags",
     "iam:ListRolePolicies",
+    "iam:GetRolePolicy",
     "iam:ListOpenIDConnectProviders",
     "iam:GetOpenIDConnectProvider",
     "ec2:DescribeRegions",
@@ -104,6 +107,10 @@ IDENTITY_CENTER_GRANT_ACTIONS = [
 ]
 # Subjects are added to the trust policy of any role an admin makes requestable.
 TRUST_POLICY_GRANT_ACTIONS = ["iam:UpdateAssumeRolePolicy"]
+# A revoke ends the user's live sessions of a role Portcullis holds a trust statement in with
+# a Deny inline policy (PortcullisRevokedSessions). It reaches no further than editing the
+# role's trust policy, which the ingester can already do on the same roles.
+REVOKE_SESSIONS_ACTIONS = ["iam:PutRolePolicy"]
 # These carry the iam:PermissionsBoundary condition key (AWS sets it on these calls only).
 MANAGED_ROLE_BOUNDED_ACTIONS = [
     "iam:CreateRole",
@@ -125,6 +132,7 @@ EKS_GRANT_ACTIONS = [
 GRANT_ACTIONS = (
     IDENTITY_CENTER_GRANT_ACTIONS
     + TRUST_POLICY_GRANT_ACTIONS
+    + REVOKE_SESSIONS_ACTIONS
     + MANAGED_ROLE_BOUNDED_ACTIONS
     + MANAGED_ROLE_LIFECYCLE_ACTIONS
     + EKS_GRANT_ACTIONS
@@ -240,6 +248,11 @@ def ingester_permissions_policy(
             _statement(
                 "TrustPolicyGrants",
                 TRUST_POLICY_GRANT_ACTIONS,
+                f"arn:aws:iam::{account}:role/*",
+            ),
+            _statement(
+                "RevokeLiveSessions",
+                REVOKE_SESSIONS_ACTIONS,
                 f"arn:aws:iam::{account}:role/*",
             ),
             _statement(

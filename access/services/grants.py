@@ -26,6 +26,7 @@ from django.utils import timezone
 from access import drivers
 from access.choices import AssignmentState, GrantSource, GrantStatus, PropagationStatus
 from access.models import AccessLevel, Assignment, Grant, Resource, User
+from access.services import leases
 from audit.services import record_event
 
 logger = logging.getLogger("access.grants")
@@ -44,6 +45,7 @@ RETRY_BACKOFF = (
 # A lease on an assignment outlives any driver call (an account assignment is polled up to
 # ~2 minutes); a crashed worker's lease simply runs out.
 LEASE = timedelta(minutes=5)
+RESOURCE_BUSY_RETRY = timedelta(seconds=1)
 REASON_EXPIRED = "Expired"
 
 
@@ -303,7 +305,69 @@ def _work_left(assignment: Assignment) -> bool:
     return assignment.state != AssignmentState.ABSENT
 
 
-def reconcile_assignment(assignment_id: int) -> ReconcileResult:
+def reapply_present(app_id: int, resource_types: list[str]) -> int:
+    """Queue a fresh apply of every assignment in AWS of these types (an OU's assignment
+    reaches accounts that joined the OU since). Returns how many were queued."""
+    from access import tasks
+
+    pks = list(
+        Assignment.objects.filter(
+            resource__app_id=app_id,
+            resource__type__in=resource_types,
+            state=AssignmentState.PRESENT,
+            grants__status=GrantStatus.ACTIVE,
+        )
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    for pk in pks:
+        transaction.on_commit(lambda pk=pk: tasks.enqueue("access.tasks.reapply_assignment", pk))
+    return len(pks)
+
+
+def reassert_revocations(keys: set[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
+    """Sync found access in AWS for these (user, resource, level) triples. Those whose
+    Portcullis grants have all ended were revoked (or were being revoked) and are back:
+    their assignment is marked present again and queued for removal, with an audit event.
+    Returns the triples handled that way, so the caller does not record them as observed."""
+    if not keys:
+        return set()
+    users = {k[0] for k in keys}
+    resources = {k[1] for k in keys}
+    found = {
+        (a.user_id, a.resource_id, a.access_level_id): a
+        for a in Assignment.objects.filter(
+            user_id__in=users, resource_id__in=resources
+        ).select_related("user", "resource", "access_level")
+    }
+    handled: set[tuple[int, int, int]] = set()
+    for key in keys:
+        assignment = found.get(key)
+        if assignment is None or assignment.grants.filter(status__in=ACTIVE_STATUSES).exists():
+            continue
+        if not assignment.grants.exists():
+            continue
+        handled.add(key)
+        with transaction.atomic():
+            Assignment.objects.filter(pk=assignment.pk).update(
+                state=AssignmentState.PRESENT, updated_at=timezone.now()
+            )
+            record_event(
+                "grant.revoke_reapplied",
+                target=assignment,
+                details={
+                    "user": assignment.user.email,
+                    "resource_id": assignment.resource_id,
+                    "resource": assignment.resource.name,
+                    "access_level": assignment.access_level.name,
+                    "note": "Sync found this access in AWS after its grants ended; removing it again.",
+                },
+            )
+            enqueue_reconcile(assignment.pk)
+    return handled
+
+
+def reconcile_assignment(assignment_id: int, *, force: bool = False) -> ReconcileResult:
     """Makes the provider hold the assignment while any grant of it is pending or active,
     and not hold it otherwise; moves the grants on accordingly. Safe to call any number of
     times from any number of workers: one holds the lease, the others return "busy", and
@@ -313,19 +377,20 @@ def reconcile_assignment(assignment_id: int) -> ReconcileResult:
         if not _claim(assignment_id, timezone.now()):
             return ReconcileResult("busy") if result.action == "nothing" else result
         try:
-            result = _reconcile_once(assignment_id)
+            result = _reconcile_once(assignment_id, force=force)
+            force = False
         finally:
             _release(assignment_id)
         assignment = Assignment.objects.filter(pk=assignment_id).first()
         if (
             assignment is None
-            or result.action in ("failed", "waiting", "nothing")
+            or result.action in ("failed", "waiting", "nothing", "busy")
             or not _work_left(assignment)
         ):
             return result
 
 
-def _reconcile_once(assignment_id: int) -> ReconcileResult:
+def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResult:
     assignment = Assignment.objects.select_related("user", "resource", "access_level").get(
         pk=assignment_id
     )
@@ -334,9 +399,11 @@ def _reconcile_once(assignment_id: int) -> ReconcileResult:
     pending = [g for g in grants if g.status == GrantStatus.PENDING]
     ending = [g for g in grants if g.status == GrantStatus.REVOKING]
     if wanted:
-        if not pending and not ending and assignment.state == AssignmentState.PRESENT:
+        if force and assignment.state == AssignmentState.PRESENT:
+            pass  # apply again: the driver brings new parts (an OU's new accounts) in line
+        elif not pending and not ending and assignment.state == AssignmentState.PRESENT:
             return ReconcileResult("nothing")
-        if not pending and assignment.state == AssignmentState.PRESENT:
+        elif not pending and assignment.state == AssignmentState.PRESENT:
             # Only endings while another grant still needs the assignment: nothing to do
             # in AWS; the ending grants are done.
             _record_success(assignment, AssignmentState.PRESENT, None, [], ending, shared=True)
@@ -351,8 +418,18 @@ def _reconcile_once(assignment_id: int) -> ReconcileResult:
             return ReconcileResult("removed")
         operation = "remove"
 
+    resource_lease = None
     try:
         driver = drivers.get_driver(assignment.resource.type)
+        if getattr(driver, "serialize_per_resource", False):
+            resource_lease = leases.claim(f"resource:{assignment.resource_id}", LEASE)
+            if resource_lease is None:
+                # Another worker is changing this resource's shared document: try again
+                # in a moment (the grant timer picks up due retries every tick).
+                Assignment.objects.filter(pk=assignment.pk).update(
+                    next_attempt_at=timezone.now() + RESOURCE_BUSY_RETRY
+                )
+                return ReconcileResult("busy")
         outcome = driver.apply(assignment) if operation == "apply" else driver.remove(assignment)
     except drivers.SubjectUnknown as exc:
         _record_waiting(assignment, pending, exc.message)
@@ -365,6 +442,9 @@ def _reconcile_once(assignment_id: int) -> ReconcileResult:
         message = f"Unexpected error: {type(exc).__name__}: {exc}"
         _record_failure(assignment, operation, pending + ending, message)
         return ReconcileResult("failed", message)
+    finally:
+        if resource_lease is not None:
+            leases.release(resource_lease)
 
     if operation == "apply":
         _record_success(assignment, AssignmentState.PRESENT, outcome, pending, ending)

@@ -524,7 +524,7 @@ def decide(
     comment = (comment or "").strip()
     with transaction.atomic():
         locked = (
-            AccessRequest.objects.select_for_update()
+            AccessRequest.objects.select_for_update(of=("self",))
             .select_related("user", "requested_by", "resource", "access_level", "grant")
             .get(pk=request.pk)
         )

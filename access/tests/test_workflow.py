@@ -141,7 +141,10 @@ def test_rules_by_requester_group_pick_the_highest_priority_match(personas, leve
 def test_bad_input_names_each_problem_and_creates_nothing(personas, level):
     rule(personas, (ReviewerKind.OWNERS, StageMode.ANY), max_duration=timedelta(days=1))
     other = AccessLevel.objects.create(
-        resource=personas.resource, remote_id="x", name="Gone", deleted_at=personas.resource.first_seen_at
+        resource=personas.resource,
+        remote_id="x",
+        name="Gone",
+        deleted_at=personas.resource.first_seen_at,
     )
     third = AccessLevel.objects.create(resource=personas.resource, remote_id="y", name="Admin")
     items = [

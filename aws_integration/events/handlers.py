@@ -108,6 +108,12 @@ class RefreshFailed(Exception):
     the scopes' own SyncIssues say which. Worth another attempt later."""
 
 
+# An account that joins an OU gets the OU's assignments.
+OU_MEMBERSHIP_EVENTS = frozenset(
+    {"MoveAccount", "CreateAccountResult", "InviteAccountToOrganization", "AcceptHandshake"}
+)
+
+
 def handle_event(
     event: ParsedEvent, queue_app: AwsApp, *, run: SyncRun | None = None
 ) -> HandleResult:
@@ -131,6 +137,10 @@ def handle_event(
             f"{failed} scope(s) of {app} could not be read from AWS for {event.name} "
             "(their sync issues say why)."
         )
+    if event.name in OU_MEMBERSHIP_EVENTS:
+        from aws_integration.sync.engine import reapply_ou_assignments
+
+        reapply_ou_assignments(app)
     return HandleResult(HANDLED, app, refs, counts)
 
 

@@ -281,6 +281,10 @@ def role_name_of(resource_arn: str) -> str:
 class IamRoleDriver:
     """Access level "assume" on a customer's IAM role."""
 
+    # Grants of one role edit one trust policy (read, change, write): the grant machinery
+    # runs them one at a time per resource, across worker processes.
+    serialize_per_resource = True
+
     def apply(self, assignment: Assignment) -> Outcome:
         resource = assignment.resource
         app = base.app_of(assignment)

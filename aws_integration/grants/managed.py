@@ -286,6 +286,10 @@ def _delete_role(iam: Any, app: AwsApp, role: ManagedRole) -> None:
 class ManagedRoleDriver:
     """A role Portcullis creates per (resource, access level), shared by its holders."""
 
+    # Grants of one role edit one trust policy (read, change, write): the grant machinery
+    # runs them one at a time per resource, across worker processes.
+    serialize_per_resource = True
+
     def apply(self, assignment: Assignment) -> Outcome:
         role = managed_role_of(assignment)
         app = base.app_of(assignment)

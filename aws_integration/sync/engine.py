@@ -186,6 +186,8 @@ def run_sync(run_id: int, *, on_progress: ProgressCallback | None = None) -> Syn
         )
         listing.run()
         writer.reconcile_observed()
+        # Accounts that joined an OU since its assignments were made get them now.
+        reapply_ou_assignments(app)
     except ManagementAccountError as exc:
         writer.record_bookkeeping()
         return _finish(run, writer, SyncStatus.FAILED, str(exc))
@@ -293,3 +295,11 @@ def list_only(
         max_workers=max_workers or workers(),
     ).run()
     return summary
+
+
+def reapply_ou_assignments(app: AwsApp) -> int:
+    from access.choices import ResourceType
+    from access.services import grants as grant_service
+
+    with transaction.atomic():
+        return grant_service.reapply_present(app.pk, [ResourceType.ORGANIZATIONAL_UNIT.value])

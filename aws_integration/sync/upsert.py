@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from access.choices import GrantSource, GrantStatus, PropagationStatus, ResourceType
 from access.models import AccessLevel, Grant, Resource, User
+from access.services import grants as grant_service
 from audit.services import record_event
 from aws_integration.models import AwsApp, IdentityCenterUser, SyncIssue, SyncRun, SyncScope
 from aws_integration.sync.records import (
@@ -527,7 +528,12 @@ class InventoryWriter:
                     existing[key] = pk
                 else:
                     covered.add(key)
-        to_create = sorted(desired - set(existing) - covered)
+        # Access Portcullis revoked that is back in AWS is removed again, not adopted.
+        reasserted = grant_service.reassert_revocations(desired - set(existing) - covered)
+        if reasserted:
+            counts = self.counts[GRANT_COUNT]
+            counts["reasserted"] = counts.get("reasserted", 0) + len(reasserted)
+        to_create = sorted(desired - set(existing) - covered - reasserted)
         to_revoke = sorted((pk, key) for key, pk in existing.items() if key not in desired)
         if not to_create and not to_revoke:
             return
@@ -710,4 +716,8 @@ class InventoryWriter:
             "access_levels_changed": sum(levels.values()),
             "grants_observed": grants.get("created", 0),
             "grants_revoked": grants.get("deleted", 0),
+            # Only when it happened: access Portcullis had revoked, found back in AWS.
+            **(
+                {"revocations_reasserted": grants["reasserted"]} if grants.get("reasserted") else {}
+            ),
         }

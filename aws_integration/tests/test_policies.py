@@ -21,7 +21,7 @@ ISSUER = "https://login.example.com/oauth2/default"
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/portcullis-events"
 PACKAGE = Path(policies.__file__).parent
 # Modules that call AWS for sync, real-time events and validations (grants come later).
-AWS_CALLERS = ("sync", "events", "validations.py")
+AWS_CALLERS = ("sync", "events", "validations.py", "grants")
 # The IAM prefix of each boto3 service these modules use.
 IAM_PREFIXES = {
     "organizations": "organizations",
@@ -154,9 +154,14 @@ def test_role_creation_is_limited_to_the_portcullis_path_with_the_boundary():
     policy = policies.ingester_permissions_policy(make_app())
     boundary = f"arn:aws:iam::{MANAGEMENT}:policy/portcullis/PortcullisPermissionsBoundary"
     for action in ("iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy"):
-        (statement,) = statements_with(policy, action)
+        (statement,) = [
+            s for s in statements_with(policy, action) if s["Sid"] != "RevokeLiveSessions"
+        ]
         assert statement["Resource"] == f"arn:aws:iam::{MANAGEMENT}:role/portcullis/*"
         assert statement["Condition"] == {"StringEquals": {"iam:PermissionsBoundary": boundary}}
+    # Outside /portcullis/, PutRolePolicy serves only the live-session deny of a revoke.
+    (revoke,) = [s for s in policy["Statement"] if s["Sid"] == "RevokeLiveSessions"]
+    assert revoke["Action"] == ["iam:PutRolePolicy"]
     for action in ("iam:DeleteRole", "iam:TagRole", "iam:UntagRole"):
         (statement,) = statements_with(policy, action)
         assert statement["Resource"] == f"arn:aws:iam::{MANAGEMENT}:role/portcullis/*"

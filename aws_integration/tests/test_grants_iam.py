@@ -1,0 +1,385 @@
+"""IAM role grants: the subject goes into the PortcullisManaged trust statement and out
+again, every other statement kept as the role's owner wrote it, and a revoke denies the
+user's live sessions. Asserted on what the stand-in AWS holds afterwards."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import time_machine
+from botocore.exceptions import ClientError
+
+from access.choices import ResourceType
+from access.drivers import DriverError, SubjectUnknown
+from access.models import AccessLevel, Assignment, Resource, User
+from aws_integration import clients, policies
+from aws_integration.grants import base
+from aws_integration.grants import iam as driver
+from aws_integration.models import AwsApp
+from aws_integration.services import get_aws_settings
+from aws_integration.sync.fetchers import members
+from aws_integration.sync.records import ResourceRecord
+from aws_integration.trust_policy import parse_policy
+from tests.fixtures import make_user, shared_samples
+
+pytestmark = pytest.mark.django_db
+
+ACCOUNT = "210987654321"
+REGION = "us-east-1"
+ISSUER = "https://login.example.com/oauth2/default"
+ISSUER_HOST = "login.example.com/oauth2/default"
+CLIENT_ID = "portcullis-client"
+SAMPLES = shared_samples("trust-policies")
+# A few owner-written shapes: two statements, a single statement object (no list), another
+# OIDC provider's statement, a statement with an empty Sid.
+SAMPLE_NAMES = [
+    "03-multi-statement-service-plus-aws.json",
+    "04-sso-reserved-saml-statement-object.json",
+    "13-github-oidc-stringequals-aud-stringlike-sub.json",
+    "22-service-ec2-empty-sid.json",
+]
+SERVICE_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+# Shared with test_grants_managed ----------------------------------------------------------
+@pytest.fixture(name="grants_env")
+def grants_env_fixture(aws: str) -> AwsApp:
+    """The stand-in AWS emptied, OIDC settings filled in, an app whose ingester role the
+    drivers assume into ACCOUNT (the stand-in does not check the role exists)."""
+    base.forget_sessions()
+    aws_settings = get_aws_settings()
+    aws_settings.oidc_issuer_url = ISSUER
+    aws_settings.oidc_client_id = CLIENT_ID
+    aws_settings.save()
+    return AwsApp.objects.create(name="Grants", management_account_id="123456789012")
+
+
+def member_client(service: str, account: str = ACCOUNT) -> Any:
+    session = clients.session_for_account(account, "PortcullisIngester", region=REGION)
+    return clients.client(service, session=session, region=REGION)
+
+
+def row_of(app: AwsApp, record: ResourceRecord) -> Resource:
+    """The Resource and AccessLevel rows a sync writes for this record."""
+    resource = Resource.objects.create(
+        app=app,
+        type=record.type,
+        remote_id=record.remote_id,
+        name=record.name,
+        arn=record.arn,
+        account_id=record.account_id,
+        region=record.region,
+        tags=record.tags,
+        metadata=record.metadata,
+    )
+    for level in record.levels or []:
+        AccessLevel.objects.create(
+            resource=resource,
+            remote_id=level.remote_id,
+            name=level.name,
+            description=level.description,
+        )
+    return resource
+
+
+def person(name: str, subject: str = "") -> User:
+    return make_user(f"{name}@example.com", oidc_subject=subject or f"{name}-subject")
+
+
+def assign(user: User, resource: Resource, level: str) -> Assignment:
+    return Assignment.objects.create(
+        user=user, resource=resource, access_level=resource.access_levels.get(remote_id=level)
+    )
+
+
+def subjects_of(trust: dict[str, Any]) -> list[str]:
+    statements = trust["Statement"]
+    statements = [statements] if isinstance(statements, dict) else statements
+    (managed,) = [s for s in statements if s.get("Sid") == policies.MANAGED_STATEMENT_SID]
+    return managed["Condition"]["StringEquals"][f"{ISSUER_HOST}:sub"]
+
+
+def inline_policy(iam: Any, role_name: str, policy_name: str) -> dict[str, Any] | None:
+    try:
+        document = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "NoSuchEntity"
+        return None
+    return parse_policy(document["PolicyDocument"])
+
+
+def revoked_patterns(iam: Any, role_name: str) -> dict[str, str]:
+    """aws:userid pattern -> the issue time before which its sessions are denied."""
+    document = inline_policy(iam, role_name, driver.REVOKED_SESSIONS_POLICY) or {"Statement": []}
+    found = {}
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Deny" and statement["Action"] == "*"
+        assert statement["Resource"] == "*"
+        condition = statement["Condition"]
+        found[condition["StringLike"]["aws:userid"]] = condition["DateLessThan"][
+            "aws:TokenIssueTime"
+        ]
+    return found
+
+
+# IAM role helpers -----------------------------------------------------------------------------
+def make_role(app: AwsApp, name: str, trust: dict[str, Any] | str) -> Resource:
+    iam = member_client("iam")
+    text = trust if isinstance(trust, str) else json.dumps(trust)
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=text)
+    return row_of(app, members.role_record(ACCOUNT, iam.get_role(RoleName=name)["Role"]))
+
+
+def trust_of(name: str) -> dict[str, Any]:
+    document = member_client("iam").get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]
+    return parse_policy(document)
+
+
+def as_list(statements: Any) -> list[Any]:
+    return [statements] if isinstance(statements, dict) else list(statements)
+
+
+def sample(name: str) -> str:
+    path = SAMPLES / name
+    if not path.is_file():
+        pytest.skip(f"trust policy sample {path} not found")
+    # The SSO sample's provider ARN names a placeholder account; IAM wants digits.
+    return path.read_text().replace("<MANAGEMENT_ACCT_ID>", "123456789012")
+
+
+IAM = driver.DRIVERS[ResourceType.IAM_ROLE.value]
+
+
+# Apply and remove -------------------------------------------------------------------------------
+@pytest.mark.parametrize("sample_name", SAMPLE_NAMES, ids=lambda n: Path(n).stem)
+def test_a_grant_adds_the_subject_and_its_revoke_gives_back_the_owners_policy(
+    grants_env, sample_name
+):
+    original = sample(sample_name)
+    role = make_role(grants_env, "Deployer", original)
+    ada = person("ada")
+    assignment = assign(ada, role, "assume")
+
+    outcome = IAM.apply(assignment)
+
+    trust = trust_of("Deployer")
+    assert subjects_of(trust) == ["ada-subject"]
+    (managed,) = [s for s in as_list(trust["Statement"]) if s.get("Sid") == "PortcullisManaged"]
+    assert managed["Principal"] == {
+        "Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER_HOST}"
+    }
+    assert managed["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert managed["Condition"]["StringEquals"][f"{ISSUER_HOST}:aud"] == CLIENT_ID
+    owners = [s for s in as_list(trust["Statement"]) if s.get("Sid") != "PortcullisManaged"]
+    assert owners == as_list(parse_policy(original)["Statement"])
+    assert outcome.state["role_arn"] == f"arn:aws:iam::{ACCOUNT}:role/Deployer"
+
+    assignment.driver_state = outcome.state
+    IAM.remove(assignment)
+
+    assert trust_of("Deployer") == parse_policy(original)
+
+
+def test_granting_twice_and_revoking_twice_are_harmless_and_holders_share_the_statement(
+    grants_env,
+):
+    role = make_role(grants_env, "Analyst", SERVICE_TRUST)
+    ada, bob = person("ada"), person("bob")
+    ada_assignment, bob_assignment = assign(ada, role, "assume"), assign(bob, role, "assume")
+
+    IAM.apply(ada_assignment)
+    second = IAM.apply(ada_assignment)
+    IAM.apply(bob_assignment)
+    assert "already" in second.note
+    assert subjects_of(trust_of("Analyst")) == ["ada-subject", "bob-subject"]
+
+    IAM.remove(ada_assignment)
+    IAM.remove(ada_assignment)
+    assert subjects_of(trust_of("Analyst")) == ["bob-subject"]
+
+    IAM.remove(bob_assignment)
+    assert trust_of("Analyst") == SERVICE_TRUST
+
+
+def test_the_last_subject_of_a_role_trusting_only_portcullis_leaves_a_deny_all_statement(
+    grants_env,
+):
+    # The admin pasted the statement from the app page as the role's whole trust policy.
+    statement = policies.oidc_trust_statement(get_aws_settings(), ACCOUNT, ["ada-subject"])
+    role = make_role(
+        grants_env, "PortcullisOnly", {"Version": "2012-10-17", "Statement": [statement]}
+    )
+    ada, bob = person("ada"), person("bob")
+
+    IAM.remove(assign(ada, role, "assume"))
+
+    (only,) = trust_of("PortcullisOnly")["Statement"]
+    assert only["Sid"] == driver.NO_SUBJECTS_SID
+    assert only["Effect"] == "Deny"
+    assert only["Principal"] == {"AWS": "*"}
+    assert "sts:AssumeRoleWithWebIdentity" in only["Action"]
+
+    IAM.apply(assign(bob, role, "assume"))
+
+    (managed,) = trust_of("PortcullisOnly")["Statement"]
+    assert managed["Sid"] == "PortcullisManaged"
+    assert subjects_of(trust_of("PortcullisOnly")) == ["bob-subject"]
+
+
+def test_a_revoke_removes_the_subject_recorded_at_grant_time(grants_env):
+    role = make_role(grants_env, "Renamed", SERVICE_TRUST)
+    ada = person("ada", "old-subject")
+    assignment = assign(ada, role, "assume")
+    assignment.driver_state = IAM.apply(assignment).state
+    ada.oidc_subject = "new-subject"  # the identity provider renamed her since
+    ada.save()
+
+    IAM.remove(assignment)
+
+    assert trust_of("Renamed") == SERVICE_TRUST
+
+
+# Live sessions --------------------------------------------------------------------------------
+def test_a_revoke_denies_the_users_sessions_issued_before_it(grants_env):
+    role = make_role(grants_env, "Sessions", SERVICE_TRUST)
+    ada, bob = person("ada"), person("bob")
+    assignment = assign(ada, role, "assume")
+    IAM.apply(assignment)
+    IAM.apply(assign(bob, role, "assume"))
+
+    with time_machine.travel(datetime(2030, 5, 1, 9, 0, tzinfo=UTC), tick=False):
+        IAM.remove(assignment)
+
+    revoked = revoked_patterns(member_client("iam"), "Sessions")
+    assert revoked == {f"*:{driver.session_name(ada)}": "2030-05-01T09:01:00Z"}
+    assert subjects_of(trust_of("Sessions")) == ["bob-subject"]
+
+
+def test_each_revoke_keeps_recent_denies_and_drops_those_older_than_the_longest_session(
+    grants_env,
+):
+    role = make_role(grants_env, "Pruned", SERVICE_TRUST)
+    ada, bob, cy = person("ada"), person("bob"), person("cy")
+    start = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        IAM.remove(assign(ada, role, "assume"))
+    with time_machine.travel(start + timedelta(hours=6), tick=False):
+        IAM.remove(assign(bob, role, "assume"))
+    with time_machine.travel(start + timedelta(hours=13), tick=False):
+        IAM.remove(assign(cy, role, "assume"))
+
+    revoked = revoked_patterns(member_client("iam"), "Pruned")
+    assert revoked == {
+        f"*:{driver.session_name(bob)}": "2030-05-01T15:01:00Z",
+        f"*:{driver.session_name(cy)}": "2030-05-01T22:01:00Z",
+    }
+
+
+def test_revoking_a_user_again_moves_their_deny_to_the_later_time():
+    first = driver.revoked_sessions_policy(None, "portcullis-7", datetime(2030, 1, 1, tzinfo=UTC))
+    again = driver.revoked_sessions_policy(
+        first, "portcullis-7", datetime(2030, 1, 1, 2, tzinfo=UTC)
+    )
+    (statement,) = again["Statement"]
+    assert statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"] == "2030-01-01T02:01:00Z"
+    assert statement["Condition"]["StringLike"]["aws:userid"] == "*:portcullis-7"
+
+
+def test_session_names_are_what_sts_accepts_and_differ_per_user(db):
+    ada, bob = person("ada"), person("bob")
+    assert driver.session_name(ada) == f"portcullis-{ada.pk}"
+    assert driver.session_name(ada) != driver.session_name(bob)
+
+
+# Errors -----------------------------------------------------------------------------------------
+def test_a_user_not_yet_signed_in_through_the_identity_provider_waits(grants_env):
+    role = make_role(grants_env, "Waiting", SERVICE_TRUST)
+    newcomer = make_user("new@example.com")  # no OIDC subject yet
+
+    with pytest.raises(SubjectUnknown):
+        IAM.apply(assign(newcomer, role, "assume"))
+
+    assert trust_of("Waiting") == SERVICE_TRUST
+
+
+def test_without_the_oidc_provider_set_the_grant_fails_telling_the_admin_what_to_set(grants_env):
+    role = make_role(grants_env, "NoOidc", SERVICE_TRUST)
+    aws_settings = get_aws_settings()
+    aws_settings.oidc_client_id = ""
+    aws_settings.save()
+
+    with pytest.raises(DriverError) as error:
+        IAM.apply(assign(person("ada"), role, "assume"))
+
+    assert not error.value.retryable
+    assert "AWS settings" in error.value.message
+    assert trust_of("NoOidc") == SERVICE_TRUST
+
+
+def test_a_trust_policy_that_would_exceed_the_quota_is_refused_clearly_and_left_alone(grants_env):
+    # Many owner statements: about 3,980 characters, no room left for the managed one.
+    statements = [
+        {
+            "Sid": f"Partner{n:02d}",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{100000000000 + n}:root"},
+            "Action": "sts:AssumeRole",
+        }
+        for n in range(34)
+    ]
+    crowded = {"Version": "2012-10-17", "Statement": statements}
+    assert 3900 < len(json.dumps(crowded, separators=(",", ":"))) < 4096
+    role = make_role(grants_env, "Crowded", crowded)
+
+    with pytest.raises(DriverError) as error:
+        IAM.apply(assign(person("ada"), role, "assume"))
+
+    assert not error.value.retryable
+    assert "over the limit of 4,096 characters" in error.value.message
+    assert "Crowded" in error.value.message
+    assert trust_of("Crowded") == crowded
+
+
+def test_aws_refusing_the_accounts_smaller_quota_gives_the_same_clear_message():
+    refusal = ClientError(
+        {
+            "Error": {
+                "Code": "LimitExceeded",
+                "Message": "Cannot exceed quota for ACLSizePerRole: 2048",
+            }
+        },
+        "UpdateAssumeRolePolicy",
+    )
+    error = driver.too_large_error("Deployer", 2300, refusal)
+    assert error is not None and not error.retryable
+    assert "2,300 characters, over the limit of 2,048" in error.message
+    assert "Service Quotas" in error.message
+    other = ClientError({"Error": {"Code": "LimitExceeded", "Message": "Too many roles"}}, "X")
+    assert driver.too_large_error("Deployer", 2300, other) is None
+
+
+def test_a_role_deleted_in_aws_cannot_be_granted_but_revoking_it_succeeds(grants_env):
+    role = make_role(grants_env, "Gone", SERVICE_TRUST)
+    member_client("iam").delete_role(RoleName="Gone")
+    assignment = assign(person("ada"), role, "assume")
+
+    with pytest.raises(DriverError) as error:
+        IAM.apply(assignment)
+    assert not error.value.retryable
+    assert "role no longer exists" in error.value.message
+
+    outcome = IAM.remove(assignment)
+    assert "no longer exists" in outcome.note
