@@ -113,3 +113,38 @@ def validate_and_sync(app: AwsApp) -> tuple[list[Validation], SyncRun]:
     validations = run_validations(app)
     run = sync_services.request_sync(app, enqueue=False)
     return validations, engine.run_sync(run.pk)
+
+
+# Who owns what in the demo: the approver persona owns the databases and the Identity Center
+# groups, so their requests reach her; everything else has no owner and goes to the admins.
+DEMO_OWNED_TYPES = (
+    "aws_idc_group",
+    "aws_rds_mysql",
+    "aws_rds_postgres",
+    "aws_aurora_mysql",
+    "aws_aurora_postgres",
+)
+
+
+def assign_demo_owners(app: AwsApp, owner_email: str, *, issuer_url: str) -> int:
+    """Makes the demo owner own the demo's databases and groups (idempotent, audited) and
+    records each demo user's subject at the demo identity provider, so trust-policy grants
+    apply without a first sign-in. Returns how many ownerships were added."""
+    from access import services as access_services
+    from access.demo import DEMO_PEOPLE
+    from access.models import Owner, Resource, User
+    from access.services.identity import learn_subject
+
+    owner = User.objects.get(email=owner_email)
+    added = 0
+    for resource in Resource.objects.filter(
+        app=app, type__in=DEMO_OWNED_TYPES, deleted_at__isnull=True
+    ):
+        if not Owner.objects.filter(resource=resource, user=owner).exists():
+            access_services.add_owner(resource, user=owner, actor=None)
+            added += 1
+    for person in DEMO_PEOPLE:
+        user = User.objects.filter(email=person.email).first()
+        if user is not None:
+            learn_subject(user, person.sso_subject, issuer=issuer_url)
+    return added

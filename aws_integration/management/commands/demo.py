@@ -37,6 +37,7 @@ from aws_integration import seed, standin
 from aws_integration.choices import ValidationStatus
 from aws_integration.demo import (
     DEMO_QUEUE_NAME,
+    assign_demo_owners,
     configure_demo_oidc,
     create_demo_queue,
     ensure_demo_aws_app,
@@ -220,6 +221,10 @@ class Command(BaseCommand):
             + (f", {len(failed)} failed ({'; '.join(failed)})" if failed else "")
         )
         held = Resource.objects.filter(app=app, deleted_at__isnull=True).count()
+        owner = next(p for p in DEMO_PEOPLE if p.key == "approver")
+        owned = assign_demo_owners(app, owner.email, issuer_url=demo.idp.url)
+        if owned:
+            self._say(f"{owner.full_name} now owns {owned} databases and groups of the demo.")
         self._say(
             f"First sync: {run.status}; the inventory holds {held} resources. {run.message}".rstrip()
         )
