@@ -268,12 +268,13 @@ def await_request(
     with AWS's reason; still in progress after POLL_LIMIT seconds raises a retryable one."""
     request_id = status.get("RequestId", "")
     if status.get("Status") == IN_PROGRESS:
+        # The request has only just started: wait before the first read, then twice as
+        # long before each next one.
+        sleep(POLL_FIRST_WAIT)
         retrying = Retrying(
             retry=retry_if_result(lambda s: s.get("Status") == IN_PROGRESS),
-            wait=wait_exponential(
-                multiplier=POLL_FIRST_WAIT, min=POLL_FIRST_WAIT, max=POLL_MAX_WAIT
-            ),
-            # Time spent waiting counts too, so the limit holds however long each read takes.
+            wait=wait_exponential(multiplier=2 * POLL_FIRST_WAIT, max=POLL_MAX_WAIT),
+            # Wall time, or the waits alone: the limit holds whatever sleep function runs.
             stop=stop_after_delay(POLL_LIMIT) | (lambda state: state.idle_for >= POLL_LIMIT),
             sleep=sleep,
         )
@@ -287,7 +288,7 @@ def await_request(
     if status.get("Status") == FAILED:
         raise DriverError(
             f"{what}: AWS reported the request {request_id} FAILED: "
-            f"{status.get('FailureReason') or 'no reason given'}."
+            f"{(status.get('FailureReason') or 'no reason given').rstrip('.')}."
         )
 
 
