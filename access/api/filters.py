@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 from django import forms
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
+from django.db.models.functions import Cast
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
-from access.choices import GrantSource, GrantStatus, ResourceType
-from access.models import Grant, Resource
+from access.choices import GrantSource, GrantStatus, RequestKind, RequestStatus, ResourceType
+from access.models import AccessRequest, Approval, Grant, Resource, User
 
 
 class IdFilter(filters.NumberFilter):
@@ -33,7 +37,7 @@ class ResourceFilter(filters.FilterSet):
     app = id_filter("Id of the app (AWS organization).", field_name="app_id")
     search = filters.CharFilter(
         method="filter_search",
-        help_text="Part of the name, or the exact remote id or ARN.",
+        help_text="Part of the name or of a tag value, or the exact remote id or ARN.",
     )
     # Applied in filter_queryset, because its absence is what hides deleted rows.
     include_deleted = filters.BooleanFilter(
@@ -52,7 +56,12 @@ class ResourceFilter(filters.FilterSet):
         value = value.strip()
         if not value:
             return queryset
-        return queryset.filter(Q(name__icontains=value) | Q(remote_id=value) | Q(arn=value))
+        return queryset.annotate(_tags_text=Cast("tags", output_field=TextField())).filter(
+            Q(name__icontains=value)
+            | Q(remote_id=value)
+            | Q(arn=value)
+            | Q(_tags_text__iregex=tag_value_pattern(value))
+        )
 
     def filter_include_deleted(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
         return queryset
@@ -62,6 +71,19 @@ class ResourceFilter(filters.FilterSet):
         if not self.form.cleaned_data.get("include_deleted"):
             queryset = queryset.filter(deleted_at__isnull=True)
         return queryset
+
+
+def tag_value_pattern(value: str) -> str:
+    """A regular expression matching ``value`` inside any tag value of the tags' JSON text.
+
+    Both databases print a JSON object as ``{"key": "value", ...}`` (SQLite keeps the text
+    Django wrote, PostgreSQL renders jsonb the same way), so a value is what follows
+    ``": "``; keys never do. SQLite's text escapes non-ASCII characters, PostgreSQL's does
+    not: both spellings are tried.
+    """
+    spellings = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    alternatives = "|".join(re.escape(s) for s in sorted(spellings))
+    return f'": "[^"]*({alternatives})'
 
 
 class GrantFilter(filters.FilterSet):
@@ -82,4 +104,54 @@ class GrantFilter(filters.FilterSet):
         fields = ["status", "source", "resource", "user"]
 
     def filter_user(self, queryset: QuerySet, name: str, value: int) -> QuerySet:
+        return queryset
+
+
+def awaiting_decision_by(queryset: QuerySet[AccessRequest], user: User) -> QuerySet[AccessRequest]:
+    """Pending requests whose current stage ``user`` reviews and can still decide: not the
+    ones they already decided at this stage, nor their own unless the rule lets them
+    approve those."""
+    # stage_reviewers is a JSON list of ids, "[3, 14]" as text on both databases; the
+    # text search works on SQLite too, where JSON containment is not available.
+    already_decided = Approval.objects.filter(
+        request=OuterRef("pk"), stage=OuterRef("current_stage"), reviewer=user
+    )
+    return (
+        queryset.filter(status=RequestStatus.PENDING)
+        .annotate(_reviewers_text=Cast("stage_reviewers", output_field=TextField()))
+        .filter(_reviewers_text__regex=rf"(\[|\s){int(user.pk)}(,|\])")
+        .exclude(Exists(already_decided))
+        .exclude(Q(user=user) | Q(requested_by=user), rule_snapshot__allow_self_approval=False)
+    )
+
+
+class AccessRequestFilter(filters.FilterSet):
+    status = filters.MultipleChoiceFilter(
+        choices=RequestStatus.choices, help_text="Request status; repeat for several."
+    )
+    kind = filters.ChoiceFilter(choices=RequestKind.choices, help_text="New access or extension.")
+    resource = id_filter("Id of the resource.", field_name="resource_id")
+
+    class Meta:
+        model = AccessRequest
+        fields = ["status", "kind", "resource"]
+
+
+class ApprovalQueueFilter(filters.FilterSet):
+    kind = filters.ChoiceFilter(choices=RequestKind.choices, help_text="New access or extension.")
+    resource = id_filter("Id of the resource.", field_name="resource_id")
+    # The view decides what "all" means (and whether the caller may ask for it).
+    all = filters.BooleanFilter(
+        method="filter_all",
+        help_text=(
+            "Admins only: every pending request, not just those awaiting you. Anyone else "
+            "asking gets 403."
+        ),
+    )
+
+    class Meta:
+        model = AccessRequest
+        fields = ["kind", "resource", "all"]
+
+    def filter_all(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
         return queryset

@@ -32,3 +32,20 @@ class CanRevokeApiToken(CanUseApi):
 
     def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
         return permissions.can_revoke_api_token(request.user, obj)
+
+
+class CanActOnGrant(CanUseApi):
+    """Reading a grant, revoking it, asking to extend it: each asks its own rule. Grants the
+    caller may not see at all are not found (the view's queryset), not refused."""
+
+    def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
+        if view.action == "revoke":
+            self.message = "You can revoke only your own access, or access to resources you own."
+            return permissions.can_revoke_grant(request.user, obj)
+        if view.action == "extend":
+            self.message = (
+                "You can extend only your own access, or access you may request for its holder."
+            )
+            return permissions.can_extend_grant(request.user, obj)
+        self.message = "You cannot see this grant."
+        return permissions.can_view_grant(request.user, obj)

@@ -1,7 +1,9 @@
-"""Read shapes of the access API, and the one write shape (creating a token)."""
+"""Shapes of the access API: what it reads out, and the inputs of its actions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -10,14 +12,20 @@ from rest_framework import serializers
 from access import permissions, tokens
 from access.models import (
     AccessLevel,
+    AccessRequest,
     ApiToken,
     App,
+    Approval,
     Grant,
     Owner,
     Resource,
     User,
     UserGroup,
 )
+from access.services.requests import EffectiveRule, humanize, rule_for
+
+# A bound against overflow, far above any rule's maximum; the rule then says its own limit.
+MAX_DURATION_SECONDS = int(timedelta(days=3650).total_seconds())
 
 
 class UserSummarySerializer(serializers.ModelSerializer):
@@ -102,13 +110,70 @@ class ResourceSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+def seconds(value: timedelta | None) -> int | None:
+    return None if value is None else int(value.total_seconds())
+
+
+class DurationChoiceSerializer(serializers.Serializer):
+    seconds = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Null means until revoked."
+    )
+    label = serializers.CharField(read_only=True, help_text='In words, e.g. "8 hours".')
+
+
+class RequestRuleSerializer(serializers.Serializer):
+    """The rule that judges the caller's requests for a resource, as the request form shows it."""
+
+    name = serializers.CharField(read_only=True)
+    allow_requests = serializers.BooleanField(read_only=True)
+    auto_approve = serializers.BooleanField(read_only=True)
+    description = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="The rule in plain words."
+    )
+    duration_choices = DurationChoiceSerializer(many=True, read_only=True)
+    default_duration_seconds = serializers.IntegerField(read_only=True, allow_null=True)
+    max_duration_seconds = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Null means no maximum."
+    )
+    allow_until_revoked = serializers.BooleanField(read_only=True)
+    require_reason = serializers.BooleanField(read_only=True)
+    require_ticket = serializers.BooleanField(read_only=True)
+
+    def to_representation(self, rule: EffectiveRule) -> dict[str, Any]:
+        return {
+            "name": rule.name,
+            "allow_requests": rule.allow_requests,
+            "auto_approve": rule.auto_approve,
+            "description": rule.describe(),
+            "duration_choices": [
+                {"seconds": seconds(d), "label": humanize(d)} for d in rule.duration_choices()
+            ],
+            "default_duration_seconds": seconds(rule.default_duration),
+            "max_duration_seconds": seconds(rule.max_duration),
+            "allow_until_revoked": rule.allow_until_revoked,
+            "require_reason": rule.require_reason,
+            "require_ticket": rule.require_ticket,
+        }
+
+
 class ResourceDetailSerializer(ResourceSerializer):
     access_levels = AccessLevelSerializer(many=True, read_only=True)
     owners = OwnerSerializer(many=True, read_only=True)
+    request_rule = serializers.SerializerMethodField()
 
     class Meta(ResourceSerializer.Meta):
-        fields = [*ResourceSerializer.Meta.fields, "metadata", "access_levels", "owners"]
+        fields = [
+            *ResourceSerializer.Meta.fields,
+            "metadata",
+            "access_levels",
+            "owners",
+            "request_rule",
+        ]
         read_only_fields = fields
+
+    @extend_schema_field(RequestRuleSerializer)
+    def get_request_rule(self, resource: Resource) -> dict[str, Any]:
+        return RequestRuleSerializer(rule_for(resource, self.context["request"].user)).data
 
 
 class GrantSerializer(serializers.ModelSerializer):
@@ -133,9 +198,11 @@ class GrantSerializer(serializers.ModelSerializer):
             "granted_by",
             "revoked_at",
             "revoke_reason",
+            "request",
             "created_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {"request": {"help_text": "Id of the access request it came from, if any."}}
 
 
 class MeSerializer(serializers.ModelSerializer):
@@ -229,3 +296,204 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
     class Meta(ApiTokenSerializer.Meta):
         fields = [*ApiTokenSerializer.Meta.fields, "token"]
         read_only_fields = fields
+
+
+# Requests ---------------------------------------------------------------------------------------
+class ApprovalSerializer(serializers.ModelSerializer):
+    """One reviewer's decision on one stage."""
+
+    reviewer = UserSummarySerializer(read_only=True)
+
+    class Meta:
+        model = Approval
+        fields = [
+            "stage",
+            "reviewer",
+            "decision",
+            "comment",
+            "is_override",
+            "is_self_approval",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class StageSerializer(serializers.Serializer):
+    order = serializers.IntegerField(read_only=True)
+    reviewers = serializers.CharField(read_only=True, help_text="owners, manager or admins.")
+    mode = serializers.CharField(read_only=True, help_text="any (one reviewer) or all.")
+
+
+class AccessRequestListSerializer(serializers.ListSerializer):
+    """Loads the current stage's reviewers of every listed request in one query."""
+
+    def to_representation(self, data: Any) -> list[Any]:
+        requests = list(data.all() if hasattr(data, "all") else data)
+        self.context["reviewers"] = users_by_id(
+            pk for request in requests for pk in (request.stage_reviewers or [])
+        )
+        return super().to_representation(requests)
+
+
+def users_by_id(ids: Iterable[int]) -> dict[int, User]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return {user.pk: user for user in User.objects.filter(pk__in=wanted)}
+
+
+class AccessRequestSerializer(serializers.ModelSerializer):
+    user = UserSummarySerializer(read_only=True, help_text="Who gets the access.")
+    requested_by = UserSummarySerializer(read_only=True)
+    resource = ResourceSummarySerializer(read_only=True)
+    access_level = AccessLevelSummarySerializer(read_only=True)
+    duration_seconds = serializers.SerializerMethodField()
+    duration_display = serializers.SerializerMethodField()
+    rule = serializers.SerializerMethodField()
+    stages = serializers.SerializerMethodField()
+    stage_reviewers = serializers.SerializerMethodField()
+    approvals = ApprovalSerializer(many=True, read_only=True)
+    granted = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AccessRequest
+        list_serializer_class = AccessRequestListSerializer
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "user",
+            "requested_by",
+            "resource",
+            "access_level",
+            "grant",
+            "duration_seconds",
+            "duration_display",
+            "reason",
+            "ticket",
+            "rule",
+            "stages",
+            "current_stage",
+            "stage_reviewers",
+            "approvals",
+            "auto_approved",
+            "granted",
+            "pending_until",
+            "decided_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {"grant": {"help_text": "For an extension, the id of the grant extended."}}
+
+    @extend_schema_field(
+        serializers.IntegerField(allow_null=True, help_text="Null means until revoked.")
+    )
+    def get_duration_seconds(self, request: AccessRequest) -> int | None:
+        return seconds(request.duration)
+
+    @extend_schema_field(serializers.CharField(help_text='In words, e.g. "8 hours".'))
+    def get_duration_display(self, request: AccessRequest) -> str:
+        return humanize(request.duration)
+
+    @extend_schema_field(
+        serializers.CharField(help_text="Name of the rule that judged it when it was made.")
+    )
+    def get_rule(self, request: AccessRequest) -> str:
+        return str(request.rule_snapshot.get("name", ""))
+
+    @extend_schema_field(StageSerializer(many=True))
+    def get_stages(self, request: AccessRequest) -> list[dict[str, Any]]:
+        return StageSerializer(request.stages, many=True).data
+
+    @extend_schema_field(
+        UserSummarySerializer(
+            many=True, help_text="Who may decide the current stage, while it is pending."
+        )
+    )
+    def get_stage_reviewers(self, request: AccessRequest) -> list[dict[str, Any]]:
+        if not request.is_pending:
+            return []
+        ids = request.stage_reviewers or []
+        known = self.context.get("reviewers")
+        if known is None:
+            known = users_by_id(ids)
+        return UserSummarySerializer([known[pk] for pk in ids if pk in known], many=True).data
+
+    @extend_schema_field(
+        serializers.ListField(
+            child=serializers.IntegerField(), help_text="Ids of the grants it gave."
+        )
+    )
+    def get_granted(self, request: AccessRequest) -> list[int]:
+        return [grant.pk for grant in request.granted.all()]
+
+
+class RequestItemSerializer(serializers.Serializer):
+    resource = serializers.IntegerField(help_text="Id of the resource.")
+    access_level = serializers.IntegerField(help_text="Id of one of the resource's access levels.")
+    duration_seconds = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_DURATION_SECONDS,
+        allow_null=True,
+        help_text=(
+            "How long, in seconds; null for until revoked, where the rule allows it. The "
+            "resource's request_rule lists the choices and the maximum."
+        ),
+    )
+
+
+class RequestCreateSerializer(serializers.Serializer):
+    items = RequestItemSerializer(many=True, help_text="One request is made per item, all or none.")
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    ticket = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    user = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Id of the person the access is for, when asking on their behalf (admins, the "
+            "resource's owners and the person's manager may); the caller by default."
+        ),
+    )
+
+
+class RequestsCreatedSerializer(serializers.Serializer):
+    requests = AccessRequestSerializer(many=True, read_only=True)
+
+
+class RequestInvalidSerializer(serializers.Serializer):
+    """Why nothing was created: problems per item (keyed by its index) and of the whole."""
+
+    items = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text='Problems of each item, keyed by its index in "items" ("0", "1", ...).',
+    )
+    non_field_errors = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class DecisionSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What was wrong, and what to do.")
+
+
+# Grants -----------------------------------------------------------------------------------------
+class RevokeSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why. Required, except when holders give up their own access.",
+    )
+
+
+class ExtendSerializer(serializers.Serializer):
+    duration_seconds = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_DURATION_SECONDS,
+        help_text="How much longer, in seconds, at most the rule's maximum.",
+    )
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    ticket = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)

@@ -8,6 +8,8 @@ from access.api import views
 router = SimpleRouter()
 router.register("resources", views.ResourceViewSet, basename="resource")
 router.register("grants", views.GrantViewSet, basename="grant")
+router.register("requests", views.AccessRequestViewSet, basename="access-request")
+router.register("approvals", views.ApprovalQueueViewSet, basename="approval")
 router.register("tokens", views.ApiTokenViewSet, basename="api-token")
 
 app_name = "access-api"
