@@ -28,7 +28,7 @@ from access.choices import (
     RiskSensitivity,
     StageMode,
 )
-from access.querysets import GrantQuerySet, ResourceQuerySet
+from access.querysets import AccessRequestQuerySet, GrantQuerySet, ResourceQuerySet
 
 
 class User(AbstractUser):
@@ -425,6 +425,8 @@ class AccessRequest(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AccessRequestQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -6,13 +6,13 @@ import json
 import re
 
 from django import forms
-from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
 from access.choices import GrantSource, GrantStatus, RequestKind, RequestStatus, ResourceType
-from access.models import AccessRequest, Approval, Grant, Resource, User
+from access.models import AccessRequest, Grant, Resource, User
 
 
 class IdFilter(filters.NumberFilter):
@@ -108,21 +108,7 @@ class GrantFilter(filters.FilterSet):
 
 
 def awaiting_decision_by(queryset: QuerySet[AccessRequest], user: User) -> QuerySet[AccessRequest]:
-    """Pending requests whose current stage ``user`` reviews and can still decide: not the
-    ones they already decided at this stage, nor their own unless the rule lets them
-    approve those."""
-    # stage_reviewers is a JSON list of ids, "[3, 14]" as text on both databases; the
-    # text search works on SQLite too, where JSON containment is not available.
-    already_decided = Approval.objects.filter(
-        request=OuterRef("pk"), stage=OuterRef("current_stage"), reviewer=user
-    )
-    return (
-        queryset.filter(status=RequestStatus.PENDING)
-        .annotate(_reviewers_text=Cast("stage_reviewers", output_field=TextField()))
-        .filter(_reviewers_text__regex=rf"(\[|\s){int(user.pk)}(,|\])")
-        .exclude(Exists(already_decided))
-        .exclude(Q(user=user) | Q(requested_by=user), rule_snapshot__allow_self_approval=False)
-    )
+    return queryset.awaiting_decision_by(user)
 
 
 class AccessRequestFilter(filters.FilterSet):

@@ -72,7 +72,7 @@ from access.services import grants as grant_service
 from access.services import requests as request_service
 
 # What a holder giving up their own access is recorded as, when they say nothing more.
-GIVEN_UP_REASON = "Given up by the holder"
+from access.services.grants import GIVEN_UP_REASON
 
 
 class Conflict(exceptions.APIException):

@@ -47,6 +47,8 @@ RETRY_BACKOFF = (
 LEASE = timedelta(minutes=5)
 RESOURCE_BUSY_RETRY = timedelta(seconds=1)
 REASON_EXPIRED = "Expired"
+# The reason recorded when holders give up their own access without saying why.
+GIVEN_UP_REASON = "Given up by the holder"
 
 
 class GrantError(Exception):
@@ -209,8 +211,14 @@ def extend_grant(grant: Grant, *, by: timedelta, actor: Any, request: Any = None
 
 
 # Expiry ----------------------------------------------------------------------------------------
-def expire_due_grants(now: datetime | None = None, limit: int = 1000) -> int:
-    """Revokes every grant whose expiry has passed. Returns how many it ended."""
+def expire_due_grants(
+    now: datetime | None = None, limit: int = 1000, *, reconcile_now: bool = False
+) -> int:
+    """Revokes every grant whose expiry has passed. Returns how many it ended.
+
+    With ``reconcile_now`` (the grant timer) the caller also takes the access away in the
+    provider at once, instead of leaving it to the queued reconciliation alone, which
+    may wait behind a backlog of other tasks; whichever comes second finds nothing to do."""
     now = now or timezone.now()
     due = list(
         Grant.objects.filter(
@@ -219,12 +227,16 @@ def expire_due_grants(now: datetime | None = None, limit: int = 1000) -> int:
         .order_by("expires_at")
         .values_list("pk", flat=True)[:limit]
     )
-    ended = 0
+    ended: list[int] = []
     for pk in due:
         grant = _load(pk)
         if revoke_grant(grant, actor=None, reason=REASON_EXPIRED, expired=True):
-            ended += 1
-    return ended
+            ended.append(pk)
+    if reconcile_now and ended:
+        assignment_ids = Grant.objects.filter(pk__in=ended).values_list("assignment_id", flat=True)
+        for assignment_id in sorted(set(assignment_ids)):
+            reconcile_assignment(assignment_id)
+    return len(ended)
 
 
 def next_expiry(after: datetime | None = None) -> datetime | None:
