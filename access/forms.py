@@ -1,10 +1,14 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 
-from access import tokens
+from access import services, tokens
+from access.models import RequestRule, RequestRuleStage, User
+from access.services.requests import DURATION_CHOICES, humanize
 
 
 class ApiTokenForm(forms.Form):
@@ -31,3 +35,164 @@ class ApiTokenForm(forms.Form):
 
     def expires_at(self) -> datetime | None:
         return tokens.expiry_in_days(self.cleaned_data.get("expires_in_days"))
+
+
+# Requests, decisions and grants ---------------------------------------------------------------
+class RequestDetailsForm(forms.Form):
+    """What one submission shares across its resources: why, the ticket, and for whom."""
+
+    reason = forms.CharField(
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="What you need the access for; the approvers read it.",
+    )
+    ticket = forms.CharField(label="Ticket reference", required=False, max_length=200, strip=True)
+    user = forms.ModelChoiceField(
+        label="On behalf of",
+        queryset=User.objects.all(),
+        required=False,
+        error_messages={"invalid_choice": "Choose the person from the list."},
+    )
+
+
+class DecisionForm(forms.Form):
+    """One reviewer's approve or deny, with an optional comment."""
+
+    APPROVE = "approve"
+    DENY = "deny"
+
+    decision = forms.ChoiceField(choices=[(APPROVE, "Approve"), (DENY, "Deny")])
+    comment = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2, "cols": 40})
+    )
+
+
+class RevokeForm(forms.Form):
+    reason = forms.CharField(required=False, max_length=2000, strip=True)
+
+
+class ExtensionForm(forms.Form):
+    """Extending a grant: how much longer (the rule's durations) and why."""
+
+    duration = forms.TypedChoiceField(label="Extend by", coerce=int, choices=())
+    reason = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60})
+    )
+    ticket = forms.CharField(label="Ticket reference", required=False, max_length=200)
+
+    def __init__(self, *args: Any, durations: list[timedelta], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["duration"]
+        assert isinstance(field, forms.TypedChoiceField)
+        field.choices = [(int(d.total_seconds()), humanize(d)) for d in durations]
+        field.error_messages["invalid_choice"] = (
+            "Choose one of the durations offered; the rule allows no longer."
+        )
+
+    def chosen_duration(self) -> timedelta:
+        return timedelta(seconds=self.cleaned_data["duration"])
+
+
+# Request rules --------------------------------------------------------------------------------
+def _duration_choices(current: timedelta | None, *, empty: str) -> list[tuple[str, str]]:
+    values = list(DURATION_CHOICES)
+    if current is not None and current not in values:
+        values.append(current)
+    return [("", empty)] + [(str(int(d.total_seconds())), humanize(d)) for d in sorted(values)]
+
+
+def _as_duration(value: str) -> timedelta | None:
+    return timedelta(seconds=int(value)) if value else None
+
+
+class RequestRuleForm(forms.ModelForm):
+    """A resource's request rule, as its owners edit it (the resource is fixed by the page)."""
+
+    class Meta:
+        model = RequestRule
+        fields = (
+            "name",
+            "priority",
+            "requester_group",
+            "allow_requests",
+            "auto_approve",
+            "max_duration",
+            "recommended_duration",
+            "allow_until_revoked",
+            "require_reason",
+            "require_ticket",
+            "extension_policy",
+            "allow_self_approval",
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        instance = self.instance
+        self.fields["max_duration"] = forms.TypedChoiceField(
+            label="Maximum duration",
+            required=False,
+            coerce=_as_duration,
+            empty_value=None,
+            choices=_duration_choices(instance.max_duration, empty="No maximum"),
+        )
+        self.fields["recommended_duration"] = forms.TypedChoiceField(
+            label="Recommended duration",
+            required=False,
+            coerce=_as_duration,
+            empty_value=None,
+            choices=_duration_choices(instance.recommended_duration, empty="None"),
+        )
+        for name in ("max_duration", "recommended_duration"):
+            value = getattr(instance, name)
+            self.initial[name] = str(int(value.total_seconds())) if value is not None else ""
+
+
+STAGE_ORDERS = [("", "---------")] + [
+    (str(n), str(n)) for n in range(1, services.MAX_RULE_STAGES + 1)
+]
+
+
+class StageForm(forms.ModelForm):
+    # No preselected order: with a default shown, an untouched extra row would count as a
+    # stage the owner never meant to add.
+    order = forms.TypedChoiceField(label="Order", choices=STAGE_ORDERS, coerce=int)
+
+    class Meta:
+        model = RequestRuleStage
+        fields = ("order", "reviewers", "mode")
+
+
+class BaseStageFormSet(forms.BaseInlineFormSet):
+    """A rule that is not auto-approved has 1 to 3 stages numbered 1, 2, 3 (the same check
+    as the admin's)."""
+
+    def clean(self) -> None:
+        if any(self.errors):
+            return
+        orders = [
+            form.cleaned_data["order"]
+            for form in self.forms
+            if form.cleaned_data
+            and not form.cleaned_data.get("DELETE")
+            and form.cleaned_data.get("order") is not None
+        ]
+        rule = self.instance
+        problems = services.rule_stage_problems(
+            allow_requests=rule.allow_requests, auto_approve=rule.auto_approve, orders=orders
+        )
+        if problems:
+            raise ValidationError(problems)
+        super().clean()
+
+
+StageFormSet = forms.inlineformset_factory(
+    RequestRule,
+    RequestRuleStage,
+    form=StageForm,
+    formset=BaseStageFormSet,
+    extra=services.MAX_RULE_STAGES,
+    max_num=services.MAX_RULE_STAGES,
+    validate_max=True,
+    can_delete=True,
+)

@@ -1,0 +1,223 @@
+"""My access: giving up a grant, revoking it as an owner, asking to extend it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from access.choices import ExtensionPolicy, GrantSource, GrantStatus, RequestKind, RequestStatus
+from access.models import AccessLevel, AccessRequest, Assignment, Grant, RequestRule
+from audit.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def grant(personas):
+    level = AccessLevel.objects.create(resource=personas.resource, remote_id="ps", name="ReadOnly")
+    return Grant.objects.create(
+        user=personas.requester,
+        resource=personas.resource,
+        access_level=level,
+        source=GrantSource.REQUEST,
+        status=GrantStatus.ACTIVE,
+        expires_at=timezone.now() + timedelta(hours=4),
+    )
+
+
+def test_my_access_shows_current_and_recent_grants_with_their_state_in_aws(personas, grant):
+    assignment = Assignment.objects.create(
+        user=personas.requester,
+        resource=personas.resource,
+        access_level=grant.access_level,
+        last_error="AccessDenied: the role cannot be assumed",
+    )
+    Grant.objects.filter(pk=grant.pk).update(assignment=assignment)
+    ended = Grant.objects.create(
+        user=personas.requester,
+        resource=personas.resource,
+        access_level=grant.access_level,
+        source=GrantSource.ADMIN,
+        status=GrantStatus.REVOKED,
+        revoked_at=timezone.now(),
+        revoke_reason="Expired",
+    )
+    theirs = Grant.objects.create(
+        user=personas.outsider,
+        resource=personas.resource,
+        access_level=grant.access_level,
+        source=GrantSource.ADMIN,
+        status=GrantStatus.ACTIVE,
+    )
+    body = logged_in(personas.requester).get(reverse("my-access")).content.decode()
+    current = body.split('data-testid="current-grants"')[1].split("</table>")[0]
+    recent = body.split('data-testid="recent-grants"')[1].split("</table>")[0]
+    assert f'data-grant-id="{grant.pk}"' in current
+    assert "AccessDenied: the role cannot be assumed" in current
+    assert reverse("grant-extend", args=[grant.pk]) in current
+    assert f'data-grant-id="{ended.pk}"' in recent and "Expired" in recent
+    assert f'data-grant-id="{theirs.pk}"' not in body
+
+
+def test_my_access_costs_the_same_queries_for_many_grants(
+    personas, grant, django_assert_max_num_queries
+):
+    for index in range(30):
+        Grant.objects.create(
+            user=personas.requester,
+            resource=personas.resource,
+            access_level=grant.access_level,
+            source=GrantSource.ADMIN,
+            status=GrantStatus.ACTIVE if index % 2 else GrantStatus.REVOKED,
+            revoked_at=None if index % 2 else timezone.now(),
+        )
+    client = logged_in(personas.requester)
+    with django_assert_max_num_queries(8):
+        assert client.get(reverse("my-access")).status_code == 200
+
+
+def test_the_holder_gives_up_without_a_reason(personas, grant):
+    response = logged_in(personas.requester).post(reverse("grant-revoke", args=[grant.pk]))
+    assert response["Location"] == reverse("my-access")
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.REVOKING
+    assert grant.revoke_reason == "Given up by the holder"
+    event = AuditEvent.objects.get(action="grant.revoked", target_id=str(grant.pk))
+    assert event.actor_id == personas.requester.pk
+    assert event.details["reason"] == "Given up by the holder"
+
+
+def test_giving_up_twice_says_it_had_ended(personas, grant):
+    client = logged_in(personas.requester)
+    client.post(reverse("grant-revoke", args=[grant.pk]))
+    response = client.post(reverse("grant-revoke", args=[grant.pk]), follow=True)
+    assert "already ended" in response.content.decode()
+    assert AuditEvent.objects.filter(action="grant.revoked").count() == 1
+
+
+def test_an_admin_must_give_a_reason(personas, grant):
+    client = logged_in(personas.admin)
+    client.post(reverse("grant-revoke", args=[grant.pk]), {"reason": "  "})
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.ACTIVE
+    client.post(reverse("grant-revoke", args=[grant.pk]), {"reason": "audit finding"})
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.REVOKING
+    assert AuditEvent.objects.get(action="grant.revoked").details["reason"] == "audit finding"
+
+
+def test_revoking_is_post_only(personas, grant):
+    response = logged_in(personas.requester).get(reverse("grant-revoke", args=[grant.pk]))
+    assert response.status_code == 405
+
+
+def test_a_manager_who_may_see_the_grant_may_not_revoke_it(personas, grant):
+    response = logged_in(personas.manager).post(
+        reverse("grant-revoke", args=[grant.pk]), {"reason": "no"}
+    )
+    assert response.status_code == 403
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.ACTIVE
+
+
+def test_someone_elses_grant_is_not_found(personas, grant):
+    client = logged_in(personas.outsider)
+    assert client.post(reverse("grant-revoke", args=[grant.pk]), {"reason": "x"}).status_code == 404
+    assert client.get(reverse("grant-extend", args=[grant.pk])).status_code == 404
+    assert (
+        client.post(
+            reverse("grant-extend", args=[grant.pk]), {"duration": 3600, "reason": "x"}
+        ).status_code
+        == 404
+    )
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.ACTIVE
+    assert not AccessRequest.objects.exists()
+
+
+def test_the_grant_pages_send_anonymous_people_to_login(personas, grant):
+    client = Client()
+    for response in (
+        client.get(reverse("my-access")),
+        client.post(reverse("grant-revoke", args=[grant.pk])),
+        client.get(reverse("grant-extend", args=[grant.pk])),
+    ):
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.ACTIVE
+
+
+def test_the_holder_asks_for_an_extension(personas, grant):
+    client = logged_in(personas.requester)
+    form = client.get(reverse("grant-extend", args=[grant.pk])).content.decode()
+    assert '<option value="28800" selected>8 hours</option>' in form
+    assert "14 days" not in form
+    response = client.post(
+        reverse("grant-extend", args=[grant.pk]), {"duration": 86400, "reason": "still on it"}
+    )
+    extension = AccessRequest.objects.get()
+    assert response["Location"] == reverse("request-detail", args=[extension.pk])
+    assert (extension.kind, extension.grant, extension.duration, extension.status) == (
+        RequestKind.EXTENSION,
+        grant,
+        timedelta(days=1),
+        RequestStatus.PENDING,
+    )
+    assert AuditEvent.objects.filter(
+        action="request.extension_requested", target_id=str(extension.pk)
+    ).exists()
+
+
+def test_an_extension_longer_than_the_rule_allows_is_refused(personas, grant):
+    response = logged_in(personas.requester).post(
+        reverse("grant-extend", args=[grant.pk]), {"duration": 30 * 86400, "reason": "x"}
+    )
+    assert response.status_code == 400
+    assert "the rule allows no longer" in response.content.decode()
+    assert not AccessRequest.objects.exists()
+
+
+def test_an_extension_the_rule_refuses_is_explained(personas, grant):
+    rule = RequestRule.objects.create(
+        resource=personas.resource, extension_policy=ExtensionPolicy.NOT_ALLOWED
+    )
+    rule.stages.create(order=1)
+    response = logged_in(personas.requester).post(
+        reverse("grant-extend", args=[grant.pk]), {"duration": 3600, "reason": "x"}
+    )
+    assert response.status_code == 400
+    assert "cannot be extended" in response.content.decode()
+    assert not AccessRequest.objects.exists()
+
+
+def test_an_auto_approved_extension_moves_the_expiry(personas, grant):
+    rule = RequestRule.objects.create(
+        resource=personas.resource, extension_policy=ExtensionPolicy.AUTO_APPROVE
+    )
+    rule.stages.create(order=1)
+    before = grant.expires_at
+    logged_in(personas.requester).post(
+        reverse("grant-extend", args=[grant.pk]), {"duration": 3600, "reason": "x"}
+    )
+    grant.refresh_from_db()
+    assert grant.expires_at == before + timedelta(hours=1)
+    assert AuditEvent.objects.filter(action="grant.extended", target_id=str(grant.pk)).exists()
+
+
+def test_an_owner_who_is_not_the_holder_cannot_extend_through_another_door(personas, grant):
+    # The auditor may read every grant but asks for nobody.
+    response = logged_in(personas.auditor).post(
+        reverse("grant-extend", args=[grant.pk]), {"duration": 3600, "reason": "x"}
+    )
+    assert response.status_code == 403
+    assert not AccessRequest.objects.exists()

@@ -1,0 +1,88 @@
+"""The portal's pages. The home page, the health check and API tokens live here; the
+catalogue, requests, grants and request rules in their own modules."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from access import tokens
+from access.forms import ApiTokenForm
+from access.models import ApiToken, Grant
+
+HOME_GRANT_LIMIT = 50
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    grants = (
+        Grant.objects.for_user(request.user)
+        .current()
+        .select_related("resource", "access_level")
+        # Soonest expiry first and "until revoked" last, on SQLite and PostgreSQL alike.
+        .order_by(F("expires_at").asc(nulls_last=True), "id")[:HOME_GRANT_LIMIT]
+    )
+    return render(request, "access/home.html", {"grants": grants})
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})
+
+
+def _render_token_list(request: HttpRequest, form: ApiTokenForm, status: int = 200) -> HttpResponse:
+    api_tokens = list(ApiToken.objects.filter(user=request.user).order_by("-created_at", "-id"))
+    for token in api_tokens:
+        token.status = tokens.token_status(token)  # type: ignore[attr-defined]
+    return render(
+        request, "access/tokens.html", {"tokens": api_tokens, "form": form}, status=status
+    )
+
+
+@login_required
+@require_GET
+def token_list(request: HttpRequest) -> HttpResponse:
+    return _render_token_list(request, ApiTokenForm())
+
+
+@login_required
+@require_POST
+@never_cache
+def token_create(request: HttpRequest) -> HttpResponse:
+    form = ApiTokenForm(request.POST)
+    if form.is_valid():
+        try:
+            token, raw = tokens.create_api_token(
+                request.user, form.cleaned_data["name"], expires_at=form.expires_at()
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            # The secret is rendered in this response only and stored nowhere, so it
+            # cannot be shown again; never_cache keeps it out of browser caches.
+            return render(request, "access/tokens_created.html", {"token": token, "raw": raw})
+    return _render_token_list(request, form, status=400)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken, pk=pk, user=request.user)
+    already = token.revoked_at is not None
+    tokens.revoke_api_token(token, actor=request.user)
+    if already:
+        messages.info(request, f"The token “{token.name}” was already revoked.")
+    else:
+        messages.success(request, f"The token “{token.name}” is revoked; it no longer works.")
+    return HttpResponseRedirect(reverse("api-token-list"))

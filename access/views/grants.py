@@ -1,0 +1,146 @@
+"""My access (current and recent grants), giving up or revoking a grant, and asking to
+extend one. Changes go through access.services.grants and access.services.requests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import F, Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from access import permissions
+from access.choices import RequestStatus
+from access.forms import ExtensionForm, RevokeForm
+from access.models import Grant
+from access.services import grants as grant_service
+from access.services import requests as request_service
+from access.services.grants import GIVEN_UP_REASON
+from access.views.common import render_page, safe_next
+
+# Ended grants stay on My access this long, so a user sees what just expired or failed.
+RECENT = timedelta(days=30)
+CURRENT_SHOWN = 200
+RECENT_SHOWN = 50
+
+
+@login_required
+@require_GET
+def my_access(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    mine = Grant.objects.filter(user=user).select_related("resource", "access_level", "assignment")
+    current = list(
+        mine.filter(status__in=grant_service.CURRENT_STATUSES).order_by(
+            F("expires_at").asc(nulls_last=True), "id"
+        )[:CURRENT_SHOWN]
+    )
+    recent = list(
+        mine.exclude(status__in=grant_service.CURRENT_STATUSES)
+        .filter(Q(revoked_at__gte=timezone.now() - RECENT) | Q(revoked_at__isnull=True))
+        .order_by(F("revoked_at").desc(nulls_last=True), "-id")[:RECENT_SHOWN]
+    )
+    for grant in current:
+        grant.may_give_up = grant.status in grant_service.ACTIVE_STATUSES and (  # type: ignore[attr-defined]
+            permissions.can_revoke_grant(user, grant)
+        )
+        grant.may_extend = (  # type: ignore[attr-defined]
+            grant.expires_at is not None
+            and grant.status in grant_service.ACTIVE_STATUSES
+            and permissions.can_extend_grant(user, grant)
+        )
+    for grant in current + recent:
+        grant.error = grant.last_error or (  # type: ignore[attr-defined]
+            grant.assignment.last_error if grant.assignment else ""
+        )
+    return render_page(request, "access/my_access.html", {"current": current, "recent": recent})
+
+
+def visible_grant(request: HttpRequest, pk: int) -> Grant:
+    grant = get_object_or_404(
+        Grant.objects.select_related("user", "resource", "access_level"), pk=pk
+    )
+    if not permissions.can_view_grant(request.user, grant):
+        raise Http404("No such grant.")
+    return grant
+
+
+@login_required
+@require_POST
+def grant_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    grant = visible_grant(request, pk)
+    if not permissions.can_revoke_grant(request.user, grant):
+        raise PermissionDenied("Only the holder, the resource's owners and admins end access.")
+    back = safe_next(request, reverse("my-access"))
+    form = RevokeForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    holder = grant.user_id == request.user.pk
+    if not reason and holder:
+        reason = GIVEN_UP_REASON
+    if not reason:
+        messages.error(
+            request,
+            f"Say why you revoke {grant.user.email}'s access to {grant.resource.name}; "
+            "nothing was changed.",
+        )
+        return HttpResponseRedirect(back)
+    try:
+        ended = grant_service.revoke_grant(grant, actor=request.user, reason=reason)
+    except grant_service.GrantError as exc:
+        messages.error(request, str(exc))
+        return HttpResponseRedirect(back)
+    if not ended:
+        messages.info(request, "This access had already ended.")
+    elif holder:
+        messages.success(
+            request,
+            f"You gave up {grant.resource.name} ({grant.access_level.name}); it is being removed.",
+        )
+    else:
+        messages.success(
+            request,
+            f"{grant.user.email}'s access to {grant.resource.name} ({grant.access_level.name}) "
+            "is revoked; it is being removed.",
+        )
+    return HttpResponseRedirect(back)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def grant_extend(request: HttpRequest, pk: int) -> HttpResponse:
+    grant = visible_grant(request, pk)
+    if not permissions.can_extend_grant(request.user, grant):
+        raise PermissionDenied("Only the holder, their manager, owners and admins extend access.")
+    rule = request_service.rule_for(grant.resource, grant.user)
+    durations = [d for d in rule.duration_choices() if d is not None]
+    form = ExtensionForm(request.POST or None, durations=durations)
+    if request.method == "GET":
+        default = rule.default_duration
+        if default in durations:
+            form.initial["duration"] = int(default.total_seconds())  # type: ignore[union-attr]
+    problems: list[str] = []
+    if request.method == "POST" and form.is_valid():
+        try:
+            extension = request_service.request_extension(
+                grant,
+                requested_by=request.user,  # type: ignore[arg-type]
+                duration=form.chosen_duration(),
+                reason=form.cleaned_data["reason"],
+                ticket=form.cleaned_data["ticket"],
+            )
+        except request_service.RequestInvalid as exc:
+            problems = exc.messages
+        else:
+            if extension.status == RequestStatus.APPROVED:
+                messages.success(request, "Extension approved; the new expiry applies now.")
+            else:
+                messages.success(request, "Extension requested; the approvers have been asked.")
+            return HttpResponseRedirect(reverse("request-detail", args=[extension.pk]))
+    context = {"grant": grant, "form": form, "problems": problems, "rule_lines": rule.describe()}
+    status = 400 if request.method == "POST" else 200
+    return render_page(request, "access/grant_extend.html", context, status=status)
