@@ -115,6 +115,17 @@ def can_request_for(user: Any, other: User, resource: Resource) -> bool:
     return is_admin(user) or is_owner(user, resource) or is_manager_of(user, other)
 
 
+def can_request_for_anyone(user: Any, resource: Resource) -> bool:
+    """Admins and a resource's owners may ask for it on behalf of anyone (managers only for
+    their reports: ``can_request_for``)."""
+    return is_admin(user) or is_owner(user, resource)
+
+
+def can_revoke_grants_of(user: Any, resource: Resource) -> bool:
+    """Admins and a resource's owners revoke anyone's grants of it."""
+    return is_admin(user) or is_owner(user, resource)
+
+
 def can_view_request(user: Any, request: AccessRequest) -> bool:
     if is_admin(user) or is_auditor(user):
         return True
@@ -138,11 +149,9 @@ def can_cancel_request(user: Any, request: AccessRequest) -> bool:
 
 def can_revoke_grant(user: Any, grant: Grant) -> bool:
     """Owners and admins revoke any grant of their resources; holders give up their own."""
-    if is_admin(user):
-        return True
     if not _active(user):
         return False
-    return grant.user_id == user.pk or is_owner(user, grant.resource)
+    return grant.user_id == user.pk or can_revoke_grants_of(user, grant.resource)
 
 
 def can_extend_grant(user: Any, grant: Grant) -> bool:

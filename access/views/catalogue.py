@@ -175,10 +175,8 @@ def visible_resource(request: HttpRequest, pk: int) -> Resource:
 
 
 def may_revoke_holders(user: Any, resource: Resource) -> bool:
-    """Whether the user may revoke other people's grants of this resource, asked of the
-    grant rule with a grant held by nobody in particular."""
-    probe = Grant(resource=resource, user_id=None)
-    return permissions.can_revoke_grant(user, probe)
+    """Whether the user may revoke other people's grants of this resource."""
+    return permissions.can_revoke_grants_of(user, resource)
 
 
 @login_required

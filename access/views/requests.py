@@ -37,9 +37,8 @@ ON_BEHALF_SHOWN = 1000
 # Asking ---------------------------------------------------------------------------------------
 def _on_behalf_choices(user: User, resources: list[Resource]) -> list[User]:
     """Whom the user may ask for: anyone when they are an admin or an owner of one of the
-    resources (asked of the rule with a person who is nobody's report), else their reports."""
-    nobody = User(pk=None, manager_id=None)
-    if any(permissions.can_request_for(user, nobody, r) for r in resources):
+    resources, else their reports."""
+    if any(permissions.can_request_for_anyone(user, r) for r in resources):
         return list(User.objects.filter(is_active=True).order_by("email")[:ON_BEHALF_SHOWN])
     reports = list(user.reports.filter(is_active=True).order_by("email"))
     return [user, *reports] if reports else []
