@@ -302,7 +302,7 @@ class Grant(models.Model):
         help_text="The request this grant came from.",
     )
     assignment = models.ForeignKey(
-        "Assignment", null=True, blank=True, on_delete=models.PROTECT, related_name="grants"
+        "Assignment", null=True, blank=True, on_delete=models.RESTRICT, related_name="grants"
     )
     warned_day_at = models.DateTimeField(null=True, blank=True, editable=False)
     warned_hour_at = models.DateTimeField(null=True, blank=True, editable=False)

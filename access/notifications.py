@@ -81,11 +81,11 @@ def decided(request: AccessRequest) -> None:
 
 
 def expiry_warning(grant: Grant, *, within: timedelta) -> None:
-    left = "1 day" if within >= timedelta(days=1) else "1 hour"
     expires = timezone.localtime(grant.expires_at).strftime("%Y-%m-%d %H:%M %Z")
     _send(
         [grant.user.email],
-        f"[Portcullis] Your access to {grant.resource.name} ends in {left}",
+        f"[Portcullis] Your access to {grant.resource.name} ends in "
+        f"{_time_left(grant.expires_at - timezone.now())}",
         "\n".join(
             [
                 f"Your access to {grant.resource.name} ({grant.access_level.name}) ends at "
@@ -94,6 +94,18 @@ def expiry_warning(grant: Grant, *, within: timedelta) -> None:
             ]
         ),
     )
+
+
+def _time_left(delta: timedelta) -> str:
+    """Rounded, so that a warning sent a little late still says how long is really left."""
+    minutes = max(1, round(delta.total_seconds() / 60))
+    if minutes >= 23 * 60 + 30:
+        days = round(minutes / 1440)
+        return f"{days} day{'s' if days != 1 else ''}"
+    if minutes >= 60:
+        hours = round(minutes / 60)
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def _duration(value: timedelta | None) -> str:

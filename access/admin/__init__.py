@@ -1,3 +1,10 @@
-"""The admin for the access app: users, inventory, rules and grants (Admin role only)."""
+"""The admin for the access app: users, inventory, rules, grants, requests and assignments
+(Admin role only)."""
 
-from access.admin import grants, inventory, users  # noqa: F401  (registers the ModelAdmins)
+from access.admin import (  # noqa: F401  (registers the ModelAdmins)
+    assignments,
+    grants,
+    inventory,
+    requests,
+    users,
+)

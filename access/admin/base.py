@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.forms import BaseInlineFormSet, ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from access import services
 from access.models import Grant
@@ -175,6 +176,36 @@ class GrantProtectionMixin:
                 if count > MAX_PROTECTED_SHOWN:
                     protected.append(f"… and {count - MAX_PROTECTED_SHOWN} more current grants")
         return deletable, model_count, perms_needed, protected
+
+
+class HistoryAdminMixin:
+    """Rows that are history (grants, requests, assignments): never deleted on their own
+    pages. The Admin role keeps the delete permission so that deleting a resource or an
+    app, which refuses while anyone currently holds it, still takes these rows with it."""
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)  # type: ignore[misc]
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: Any = None
+    ) -> HttpResponse:
+        raise PermissionDenied("These rows are history: they are not deleted on their own.")
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        context["show_delete"] = False
+        return super().render_change_form(  # type: ignore[misc]
+            request, context, add=add, change=change, form_url=form_url, obj=obj
+        )
 
 
 class PortcullisModelAdmin(AdminRoleMixin, AuditedAdminMixin, admin.ModelAdmin):

@@ -1,23 +1,106 @@
-"""Admin for grants: every user's access, whatever its source."""
+"""Admin for grants: every user's access, whatever its source.
+
+Admins grant directly here (source "admin"); every other change of a grant goes through
+the workflow's services, from the list's actions: revoke (with a reason) and retry in AWS.
+Existing grants are read-only.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
 
-from access.admin.base import GrantProtectionMixin, PortcullisModelAdmin
+from access.admin.base import HistoryAdminMixin, PortcullisModelAdmin
 from access.choices import GrantSource
 from access.models import Grant
+from access.permissions import can_revoke_grant, is_admin
+from access.services import grants as grant_service
+
+ERROR_PREVIEW = 80
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+class FailingListFilter(admin.SimpleListFilter):
+    """Grants whose assignment raised the failing alert: AWS keeps refusing them."""
+
+    title = "failing in AWS"
+    parameter_name = "failing"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Failing in AWS")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(pk__in=grant_service.failing_grants().values("pk"))
+        return queryset
+
+
+class DirectGrantForm(forms.ModelForm):
+    """A grant made by an admin: who, what, until when (empty: until revoked), and why."""
+
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        help_text="Recorded in the audit log with the grant.",
+    )
+
+    class Meta:
+        model = Grant
+        fields = ("user", "resource", "access_level", "expires_at")
+        help_texts = {"expires_at": "Leave empty for access until revoked."}
+
+    def clean_expires_at(self) -> Any:
+        expires_at = self.cleaned_data.get("expires_at")
+        try:
+            grant_service.validate_expiry(expires_at)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["expires_at"]) from None
+        return expires_at
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        resource, level = cleaned.get("resource"), cleaned.get("access_level")
+        if resource is not None and resource.deleted_at is not None:
+            self.add_error("resource", f"{resource.name} no longer exists in AWS.")
+        if level is not None and level.deleted_at is not None:
+            self.add_error("access_level", f"The access level {level.name} no longer exists.")
+        return cleaned
+
+
+class RevokeForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Shown to the holder and kept in the audit log.",
+        error_messages={"required": "Say why the access is revoked."},
+    )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise ValidationError("Say why the access is revoked.")
+        return reason
 
 
 @admin.register(Grant)
-class GrantAdmin(GrantProtectionMixin, PortcullisModelAdmin):
+class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
     """Grants added here have the source "admin" and wait, pending, for the grant task to
     apply them in AWS. Status and propagation are the workflow's: read-only here."""
 
+    form = DirectGrantForm
     list_display = (
         "user",
         "resource",
@@ -25,44 +108,203 @@ class GrantAdmin(GrantProtectionMixin, PortcullisModelAdmin):
         "source",
         "status",
         "propagation_status",
-        "expires_at",
+        "expiry",
+        "last_error_preview",
     )
-    list_filter = ("status", "source", "propagation_status", "resource__type")
+    list_filter = (
+        "status",
+        "source",
+        "resource__type",
+        FailingListFilter,
+        "propagation_status",
+    )
     search_fields = ("user__email", "resource__name", "=resource__remote_id", "access_level__name")
     search_help_text = "User email, resource name or access level (contains), remote id (exact)."
     list_select_related = ("user", "resource", "access_level")
     autocomplete_fields = ("user", "resource", "access_level")
+    actions = ("revoke_grants", "retry_grants")
+    add_fieldsets = (
+        (None, {"fields": ("user", "resource", "access_level", "expires_at", "reason")}),
+    )
     fieldsets = (
         (None, {"fields": ("user", "resource", "access_level", "starts_at", "expires_at")}),
         (
             "State",
-            {"fields": ("source", "status", "propagation_status", "last_error", "granted_by")},
+            {
+                "fields": (
+                    "source",
+                    "status",
+                    "propagation_status",
+                    "last_error",
+                    "granted_by",
+                    "request",
+                )
+            },
+        ),
+        (
+            "In AWS",
+            {
+                "fields": (
+                    "assignment_state",
+                    "assignment_attempts",
+                    "assignment_next_attempt",
+                    "assignment_failing_since",
+                    "assignment_last_error",
+                )
+            },
         ),
         ("Revocation", {"fields": ("revoked_at", "revoked_by", "revoke_reason")}),
         ("Dates", {"fields": ("created_at", "updated_at")}),
     )
     readonly_fields = (
-        "source",
-        "status",
-        "propagation_status",
-        "last_error",
-        "granted_by",
-        "revoked_at",
-        "revoked_by",
-        "revoke_reason",
-        "created_at",
-        "updated_at",
+        "assignment_state",
+        "assignment_attempts",
+        "assignment_next_attempt",
+        "assignment_failing_since",
+        "assignment_last_error",
     )
-    grants_lookup = "pk__in"
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        if obj is None:
-            return self.readonly_fields
-        # Who holds what, on which resource, is fixed once the grant exists.
-        return ("user", "resource", "access_level", *self.readonly_fields)
+    # Permissions: add, view and the actions; no edit, no delete -------------------------
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Who holds what, until when, changes only through the workflow (revoke, extend).
+        return False
 
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return is_admin(request.user)
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return is_admin(request.user)
+
+    # Pages -------------------------------------------------------------------------------
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The changelist applies list_select_related only to a queryset without any.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("user", "resource", "access_level", "assignment")
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        if request.method == "GET":
+            failing = grant_service.failing_grants().count()
+            if failing:
+                url = reverse("admin:access_grant_changelist") + "?failing=yes"
+                messages.warning(
+                    request,
+                    format_html(
+                        '{} in AWS — see the <a href="{}">Failing in AWS</a> filter.',
+                        f"{plural(failing, 'grant')} keep{'s' if failing == 1 else ''} failing",
+                        url,
+                    ),
+                )
+        return super().changelist_view(request, extra_context)
+
+    # Columns and read-only fields ----------------------------------------------------------
+    @admin.display(description="expires", ordering="expires_at")
+    def expiry(self, obj: Grant) -> Any:
+        return obj.expires_at or "until revoked"
+
+    @admin.display(description="last error")
+    def last_error_preview(self, obj: Grant) -> str:
+        return Truncator(obj.last_error).chars(ERROR_PREVIEW)
+
+    @admin.display(description="state in AWS")
+    def assignment_state(self, obj: Grant) -> str:
+        return obj.assignment.get_state_display() if obj.assignment else "-"
+
+    @admin.display(description="failed attempts in a row")
+    def assignment_attempts(self, obj: Grant) -> Any:
+        return obj.assignment.attempts if obj.assignment else "-"
+
+    @admin.display(description="next attempt")
+    def assignment_next_attempt(self, obj: Grant) -> Any:
+        return (obj.assignment.next_attempt_at if obj.assignment else None) or "-"
+
+    @admin.display(description="failing since")
+    def assignment_failing_since(self, obj: Grant) -> Any:
+        return (obj.assignment.alerted_at if obj.assignment else None) or "-"
+
+    @admin.display(description="last error in AWS")
+    def assignment_last_error(self, obj: Grant) -> str:
+        return (obj.assignment.last_error if obj.assignment else "") or "-"
+
+    # Direct grants ---------------------------------------------------------------------------
     def save_model(self, request: HttpRequest, obj: Grant, form: ModelForm, change: bool) -> None:
-        if not change:
-            obj.source = GrantSource.ADMIN
-            obj.granted_by = request.user
-        super().save_model(request, obj, form, change)
+        if change:
+            raise PermissionDenied("Grants change through revoke and extend only.")
+        data = form.cleaned_data
+        # The form checked what create_grant refuses, so GrantError here means a race
+        # (the resource deleted meanwhile); the view's transaction then keeps nothing.
+        grant = grant_service.create_grant(
+            user=data["user"],
+            resource=data["resource"],
+            access_level=data["access_level"],
+            expires_at=data.get("expires_at"),
+            source=GrantSource.ADMIN,
+            actor=request.user,
+            reason=(data.get("reason") or "").strip(),
+        )
+        # The admin goes on with ``obj`` (its history entry, the redirect): make it the grant.
+        for field in Grant._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(grant, field.attname))
+        obj._state.adding = False
+        obj._state.db = grant._state.db
+
+    def save_related(
+        self, request: HttpRequest, form: ModelForm, formsets: list, change: bool
+    ) -> None:
+        # create_grant recorded grant.created; a grant has no related rows to save.
+        return None
+
+    # Actions ---------------------------------------------------------------------------------
+    @admin.action(description="Revoke selected grants", permissions=("revoke",))
+    def revoke_grants(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        selected = list(queryset.select_related("user", "resource", "access_level"))
+        current = [g for g in selected if g.status in grant_service.ACTIVE_STATUSES]
+        current_pks = {g.pk for g in current}
+        form = RevokeForm(request.POST if "confirm" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            revoked = 0
+            for grant in current:
+                if not can_revoke_grant(request.user, grant):
+                    continue
+                if grant_service.revoke_grant(
+                    grant, actor=request.user, reason=form.cleaned_data["reason"]
+                ):
+                    revoked += 1
+            message = f"Revoked {plural(revoked, 'grant')}."
+            skipped = len(selected) - revoked
+            if skipped:
+                message += f" Left {plural(skipped, 'grant')} that had already ended."
+            self.message_user(request, message, messages.SUCCESS)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Revoke grants",
+            "opts": self.model._meta,
+            "form": form,
+            "current": current,
+            "ended": [g for g in selected if g.pk not in current_pks],
+            "selected": selected,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "action": "revoke_grants",
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/access/grant/revoke.html", context)
+
+    @admin.action(description="Retry now in AWS", permissions=("retry",))
+    def retry_grants(self, request: HttpRequest, queryset: QuerySet) -> None:
+        grants = list(
+            queryset.filter(
+                status__in=grant_service.CURRENT_STATUSES, assignment__isnull=False
+            ).select_related("user", "resource", "access_level", "assignment")
+        )
+        grant_service.retry_now(grants, actor=request.user)
+        message = f"Queued {plural(len(grants), 'grant')} for another attempt in AWS."
+        skipped = queryset.count() - len(grants)
+        if skipped:
+            message += f" {plural(skipped, 'grant')} had ended or had nothing to apply yet."
+        self.message_user(request, message, messages.SUCCESS)

@@ -94,6 +94,8 @@ def create_grant(
             f"The access level {access_level.name} belongs to another resource than "
             f"{resource.name}."
         )
+    if not user.is_active:
+        raise GrantError(f"{user.email} is deactivated and cannot receive access.")
     if resource.deleted_at is not None:
         raise GrantError(f"{resource.name} no longer exists in AWS.")
     if access_level.deleted_at is not None:
@@ -252,6 +254,30 @@ def enqueue_reconcile(assignment_id: int) -> None:
     from access import tasks
 
     transaction.on_commit(lambda: tasks.enqueue("access.tasks.reconcile_assignment", assignment_id))
+
+
+def retry_now(grants: list[Grant], *, actor: Any) -> int:
+    """An admin asks for another attempt in AWS for these grants now (audited per grant).
+    The backoff's next attempt stays: it is the backstop if this attempt never runs."""
+    grants = [g for g in grants if g.status in CURRENT_STATUSES and g.assignment_id]
+    with transaction.atomic():
+        for grant in grants:
+            assignment = grant.assignment
+            record_event(
+                "grant.retry_requested",
+                actor=actor,
+                target=grant,
+                details=grant_details(
+                    grant,
+                    assignment_id=grant.assignment_id,
+                    state=assignment.state,
+                    attempts=assignment.attempts,
+                    last_error=assignment.last_error,
+                ),
+            )
+        for pk in sorted({g.assignment_id for g in grants}):
+            enqueue_reconcile(pk)
+    return len(grants)
 
 
 def retry_due_assignments(now: datetime | None = None, limit: int = 500) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from access import notifications, permissions
@@ -716,17 +716,23 @@ def send_expiry_warnings(now: datetime | None = None) -> int:
     sent once (a claim by conditional update), with a link to extend."""
     now = now or timezone.now()
     sent = 0
-    base = Grant.objects.filter(
-        status=GrantStatus.ACTIVE, expires_at__isnull=False, expires_at__gt=now
-    ).exclude(source=GrantSource.OBSERVED)
+    # Only grants longer than a day are warned; filtered in the query so that many short
+    # grants never crowd the long ones out of a batch.
+    base = (
+        Grant.objects.filter(
+            status=GrantStatus.ACTIVE, expires_at__isnull=False, expires_at__gt=now
+        )
+        .exclude(source=GrantSource.OBSERVED)
+        .filter(expires_at__gt=F("starts_at") + timedelta(days=1))
+    )
     day = timedelta(days=1)
     for field_name, window in (("warned_day_at", day), ("warned_hour_at", timedelta(hours=1))):
-        candidates = base.filter(
-            **{f"{field_name}__isnull": True}, expires_at__lte=now + window
-        ).select_related("user", "resource", "access_level")
+        candidates = (
+            base.filter(**{f"{field_name}__isnull": True}, expires_at__lte=now + window)
+            .select_related("user", "resource", "access_level")
+            .order_by("expires_at")
+        )
         for grant in candidates[:500]:
-            if grant.expires_at - grant.starts_at <= day:
-                continue
             if field_name == "warned_day_at" and grant.expires_at - now <= timedelta(hours=1):
                 # Too late for the day warning: the hour warning says it.
                 Grant.objects.filter(pk=grant.pk).update(warned_day_at=now)
