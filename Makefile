@@ -58,3 +58,12 @@ bench-sync: $(VENV)/.installed-test
 bench-sync-postgres: $(VENV)/.installed-test
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
 	DEBUG=true DATABASE_URL=$(TEST_DATABASE_URL) $(VPY) bench/sync_bench.py $(BENCH_ARGS)
+
+# The grants benchmark: make bench-grants BENCH_ARGS="--users 100 --groups 10 --q-workers 2".
+.PHONY: bench-grants bench-grants-postgres
+bench-grants: $(VENV)/.installed-test
+	DEBUG=true DATABASE_URL= $(VPY) bench/grants_bench.py $(BENCH_ARGS)
+
+bench-grants-postgres: $(VENV)/.installed-test
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
+	DEBUG=true DATABASE_URL=$(TEST_DATABASE_URL) $(VPY) bench/grants_bench.py $(BENCH_ARGS)

@@ -14,6 +14,12 @@ from django.utils import timezone
 logger = logging.getLogger("access.tasks")
 
 TIMER_LEASE = "grant-timer"
+# A timer run waiting to take over from the running one (see run_grant_timer).
+TIMER_NEXT = "grant-timer-next"
+# How long a successor waits for the running timer to hand over (it does within a tick).
+TIMER_HANDOVER = 10.0
+# The timer's lease, renewed while it runs.
+TIMER_LEASE_LENGTH = timedelta(seconds=60)
 
 
 def enqueue(func: str, *args: Any) -> None:
@@ -54,24 +60,46 @@ def sweep() -> dict[str, int]:
     }
 
 
+def timer_seconds() -> float:
+    """How long one grant timer run may last: GRANT_TIMER_SECONDS, else a minute short of
+    the task timeout. A run normally ends sooner, when the next scheduled run takes over."""
+    configured = getattr(settings, "GRANT_TIMER_SECONDS", None)
+    if configured:
+        return float(configured)
+    timeout = float(getattr(settings, "Q_CLUSTER", {}).get("timeout") or 120)
+    return max(58.0, timeout - 60.0)
+
+
 def run_grant_timer(seconds: float | None = None) -> dict[str, int]:
-    """Runs for about a minute under a lease, waking at the next expiry (polling at most
-    every TIMER_TICK seconds for grants created meanwhile) and at due retries, so a grant
-    is revoked within about a second of its expiry. Returns what it did."""
+    """Runs under a lease, waking at the next expiry (polling at most every TIMER_TICK
+    seconds for grants created meanwhile) and at due retries, so a grant is revoked, and
+    its access taken away in AWS, within about a second of its expiry. Returns what it did.
+
+    The schedule starts a run every minute, but a queued run may wait behind other tasks
+    for longer than that. So a run does not stop after a minute: it hands over. A new run
+    that finds the timer held announces itself (the TIMER_NEXT lease) and the running one
+    stops within a tick, so there is no gap between runs however late the next one comes;
+    a run ends by itself only after ``seconds`` (timer_seconds())."""
     from access.services import grants, leases, requests
 
-    seconds = seconds if seconds is not None else getattr(settings, "GRANT_TIMER_SECONDS", 58.0)
+    seconds = seconds if seconds is not None else timer_seconds()
     tick = float(getattr(settings, "GRANT_TIMER_TICK", 0.5))
     deadline = time.monotonic() + seconds
-    lease = leases.claim(TIMER_LEASE, timedelta(seconds=seconds + 30))
+    lease = leases.claim(TIMER_LEASE, TIMER_LEASE_LENGTH)
     if lease is None:
-        return {"skipped": 1}
+        lease = _take_over(tick, deadline)
+        if lease is None:
+            return {"skipped": 1}
     done = {"expired": 0, "retried": 0, "requests_expired": 0, "warned": 0}
-    last_slow = 0.0
+    last_slow = last_renewal = 0.0
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not _successor_waiting():
+            if time.monotonic() - last_renewal >= TIMER_LEASE_LENGTH.total_seconds() / 4:
+                # Held while running; a crashed run's lease runs out within a minute.
+                last_renewal = time.monotonic()
+                _renew(lease)
             now = timezone.now()
-            done["expired"] += grants.expire_due_grants(now)
+            done["expired"] += grants.expire_due_grants(now, reconcile_now=True)
             done["retried"] += grants.retry_due_assignments(now)
             if time.monotonic() - last_slow >= 30:
                 last_slow = time.monotonic()
@@ -86,6 +114,40 @@ def run_grant_timer(seconds: float | None = None) -> dict[str, int]:
     finally:
         leases.release(lease)
     return done
+
+
+def _take_over(tick: float, deadline: float) -> tuple[str, str] | None:
+    """Waits, announced as the successor, for the running timer to hand over; None when
+    another successor is already waiting or the running timer does not let go."""
+    from access.services import leases
+
+    waiting = leases.claim(TIMER_NEXT, timedelta(seconds=TIMER_HANDOVER + 30))
+    if waiting is None:
+        return None
+    try:
+        give_up = min(deadline, time.monotonic() + TIMER_HANDOVER)
+        while time.monotonic() < give_up:
+            time.sleep(tick)
+            close_old_connections()
+            lease = leases.claim(TIMER_LEASE, TIMER_LEASE_LENGTH)
+            if lease is not None:
+                return lease
+        return None
+    finally:
+        leases.release(waiting)
+
+
+def _successor_waiting() -> bool:
+    from access.models import Lease
+
+    return Lease.objects.filter(name=TIMER_NEXT, until__gt=timezone.now()).exists()
+
+
+def _renew(lease: tuple[str, str]) -> None:
+    from access.models import Lease
+
+    name, holder = lease
+    Lease.objects.filter(name=name, holder=holder).update(until=timezone.now() + TIMER_LEASE_LENGTH)
 
 
 def deliver_email(recipients: list[str], subject: str, body: str) -> int:

@@ -246,7 +246,9 @@ def test_a_3_day_grant_first_seen_in_its_last_hour_gets_only_the_hour_warning(
 ):
     grant = granted_for(personas, level, timedelta(days=3), committed)
     assert warn_at(grant.expires_at - timedelta(minutes=30), committed) == 1
-    assert [m.subject for m in mail.outbox] == ["[Portcullis] Your access to prod ends in 30 minutes"]
+    assert [m.subject for m in mail.outbox] == [
+        "[Portcullis] Your access to prod ends in 30 minutes"
+    ]
     assert warn_at(grant.expires_at - timedelta(minutes=10), committed) == 0
 
 
