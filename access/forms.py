@@ -7,6 +7,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from access import services, tokens
+from access.choices import ExtensionPolicy
 from access.models import RequestRule, RequestRuleStage, User
 from access.services.requests import DURATION_CHOICES, humanize
 
@@ -95,11 +96,12 @@ class ExtensionForm(forms.Form):
 
 
 # Request rules --------------------------------------------------------------------------------
-def _duration_choices(current: timedelta | None, *, empty: str) -> list[tuple[str, str]]:
+def _duration_choices(current: timedelta | None, *, empty: str | None) -> list[tuple[str, str]]:
     values = list(DURATION_CHOICES)
     if current is not None and current not in values:
         values.append(current)
-    return [("", empty)] + [(str(int(d.total_seconds())), humanize(d)) for d in sorted(values)]
+    choices = [(str(int(d.total_seconds())), humanize(d)) for d in sorted(values)]
+    return ([("", empty)] if empty is not None else []) + choices
 
 
 def _as_duration(value: str) -> timedelta | None:
@@ -126,15 +128,22 @@ class RequestRuleForm(forms.ModelForm):
             "allow_self_approval",
         )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    # What only admins may turn on: each lets access be had without someone else deciding
+    # (an owner could otherwise approve their own requests by editing the rule).
+    RELAXING_FIELDS = ("auto_approve", "allow_self_approval", "allow_until_revoked")
+
+    def __init__(self, *args: Any, can_relax: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         instance = self.instance
+        no_maximum = can_relax or instance.max_duration is None and instance.pk is not None
         self.fields["max_duration"] = forms.TypedChoiceField(
             label="Maximum duration",
-            required=False,
+            required=not no_maximum,
             coerce=_as_duration,
             empty_value=None,
-            choices=_duration_choices(instance.max_duration, empty="No maximum"),
+            choices=_duration_choices(
+                instance.max_duration, empty="No maximum" if no_maximum else None
+            ),
         )
         self.fields["recommended_duration"] = forms.TypedChoiceField(
             label="Recommended duration",
@@ -146,6 +155,22 @@ class RequestRuleForm(forms.ModelForm):
         for name in ("max_duration", "recommended_duration"):
             value = getattr(instance, name)
             self.initial[name] = str(int(value.total_seconds())) if value is not None else ""
+        if not can_relax:
+            note = "Only an admin can change this."
+            for name in self.RELAXING_FIELDS:
+                self.fields[name].disabled = True
+                self.fields[name].help_text = note
+            if instance.max_duration is None and instance.pk is not None:
+                self.fields["max_duration"].disabled = True
+                self.fields["max_duration"].help_text = note
+            policy = self.fields["extension_policy"]
+            if instance.extension_policy == ExtensionPolicy.AUTO_APPROVE:
+                policy.disabled = True
+                policy.help_text = note
+            else:
+                policy.choices = [
+                    c for c in policy.choices if c[0] != ExtensionPolicy.AUTO_APPROVE.value
+                ]
 
 
 STAGE_ORDERS = [("", "---------")] + [

@@ -24,8 +24,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from access import drivers
-from access.choices import AssignmentState, GrantSource, GrantStatus, PropagationStatus
-from access.models import AccessLevel, Assignment, Grant, Resource, User
+from access.choices import (
+    AssignmentState,
+    GrantSource,
+    GrantStatus,
+    PropagationStatus,
+    RequestKind,
+    RequestStatus,
+)
+from access.models import AccessLevel, AccessRequest, Assignment, Grant, Resource, User
 from access.services import leases
 from audit.services import record_event
 
@@ -46,6 +53,9 @@ RETRY_BACKOFF = (
 # ~2 minutes); a crashed worker's lease simply runs out.
 LEASE = timedelta(minutes=5)
 RESOURCE_BUSY_RETRY = timedelta(seconds=1)
+# A reconciliation still to do with nothing planned this long after the last change is
+# considered lost and planned again by the sweep.
+STALL_AFTER = timedelta(minutes=2)
 REASON_EXPIRED = "Expired"
 # The reason recorded when holders give up their own access without saying why.
 GIVEN_UP_REASON = "Given up by the holder"
@@ -156,7 +166,11 @@ def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False
         raise GrantError("Say why the access is revoked.")
     now = timezone.now()
     with transaction.atomic():
-        changed = Grant.objects.filter(pk=grant.pk, status__in=ACTIVE_STATUSES).update(
+        still = Grant.objects.filter(pk=grant.pk, status__in=ACTIVE_STATUSES)
+        if expired:
+            # An extension committed since the grant was found due keeps it.
+            still = still.filter(expires_at__lte=now)
+        changed = still.update(
             status=GrantStatus.REVOKING,
             revoked_at=now,
             revoked_by=actor if getattr(actor, "is_authenticated", False) else None,
@@ -179,8 +193,33 @@ def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False
             target=grant,
             details=grant_details(grant, reason=reason),
         )
+        _cancel_pending_extensions(grant, now)
         enqueue_reconcile(grant.assignment_id)
     return True
+
+
+def _cancel_pending_extensions(grant: Grant, now: datetime) -> None:
+    """Extensions still awaiting a decision end with the grant they would extend."""
+    pending = list(
+        AccessRequest.objects.filter(
+            grant=grant, kind=RequestKind.EXTENSION, status=RequestStatus.PENDING
+        )
+    )
+    for request in pending:
+        if AccessRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
+            status=RequestStatus.CANCELED, decided_at=now, updated_at=now
+        ):
+            record_event(
+                "request.canceled",
+                target=request,
+                details={
+                    "user": grant.user.email,
+                    "resource": grant.resource.name,
+                    "access_level": grant.access_level.name,
+                    "kind": request.kind,
+                    "note": "The access it would extend has ended.",
+                },
+            )
 
 
 def extend_grant(grant: Grant, *, by: timedelta, actor: Any, request: Any = None) -> Grant:
@@ -290,9 +329,41 @@ def retry_due_assignments(now: datetime | None = None, limit: int = 500) -> int:
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
+    queued = 0
     for pk in due:
-        tasks.enqueue("access.tasks.reconcile_assignment", pk)
-    return len(due)
+        # Claimed before it is queued: the timer looks every tick, and an attempt must be
+        # queued once, not on every tick until a worker runs it. Should the queued task be
+        # lost, the assignment comes due again when this claim runs out.
+        if Assignment.objects.filter(pk=pk, next_attempt_at__lte=now).update(
+            next_attempt_at=now + LEASE
+        ):
+            tasks.enqueue("access.tasks.reconcile_assignment", pk)
+            queued += 1
+    return queued
+
+
+def requeue_stalled(now: datetime | None = None, limit: int = 500) -> int:
+    """The backstop for reconciliations that were never queued or were lost (a worker
+    crashed, a busy assignment's holder had already looked): assignments whose grants
+    still wait to be applied or removed, with no attempt planned and no lease held, get
+    an attempt now. Returns how many."""
+    now = now or timezone.now()
+    stalled = list(
+        Assignment.objects.filter(
+            grants__status__in=[GrantStatus.PENDING, GrantStatus.REVOKING],
+            next_attempt_at__isnull=True,
+            updated_at__lte=now - STALL_AFTER,
+        )
+        .exclude(state=AssignmentState.WAITING, grants__status=GrantStatus.PENDING)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .values_list("pk", flat=True)
+        .distinct()[:limit]
+    )
+    if stalled:
+        Assignment.objects.filter(pk__in=stalled, next_attempt_at__isnull=True).update(
+            next_attempt_at=now
+        )
+    return len(stalled)
 
 
 def retry_waiting_for_subject(user: User) -> int:
@@ -412,7 +483,13 @@ def reconcile_assignment(assignment_id: int, *, force: bool = False) -> Reconcil
     the holder checks again for work that arrived while it was busy."""
     result = ReconcileResult("nothing")
     while True:
-        if not _claim(assignment_id, timezone.now()):
+        now = timezone.now()
+        if not _claim(assignment_id, now):
+            # Whoever holds it may already have looked for new work: plan an attempt
+            # shortly, so that this change is never dropped.
+            Assignment.objects.filter(pk=assignment_id).filter(
+                Q(next_attempt_at__isnull=True) | Q(next_attempt_at__gt=now + RESOURCE_BUSY_RETRY)
+            ).update(next_attempt_at=now + RESOURCE_BUSY_RETRY)
             return ReconcileResult("busy") if result.action == "nothing" else result
         try:
             result = _reconcile_once(assignment_id, force=force)
@@ -422,7 +499,7 @@ def reconcile_assignment(assignment_id: int, *, force: bool = False) -> Reconcil
         assignment = Assignment.objects.filter(pk=assignment_id).first()
         if (
             assignment is None
-            or result.action in ("failed", "waiting", "nothing", "busy")
+            or result.action in ("failed", "waiting", "busy")
             or not _work_left(assignment)
         ):
             return result
@@ -436,11 +513,15 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
     wanted = any(g.status in ACTIVE_STATUSES for g in grants)
     pending = [g for g in grants if g.status == GrantStatus.PENDING]
     ending = [g for g in grants if g.status == GrantStatus.REVOKING]
+    if assignment.next_attempt_at is not None and assignment.attempts:
+        # A retry after a failure: do again what failed, even where the state already
+        # says "present" (a failed re-apply of an OU keeps that state).
+        force = True
     if wanted:
         if force and assignment.state == AssignmentState.PRESENT:
             pass  # apply again: the driver brings new parts (an OU's new accounts) in line
         elif not pending and not ending and assignment.state == AssignmentState.PRESENT:
-            return ReconcileResult("nothing")
+            return _nothing(assignment)
         elif not pending and assignment.state == AssignmentState.PRESENT:
             # Only endings while another grant still needs the assignment: nothing to do
             # in AWS; the ending grants are done.
@@ -449,7 +530,7 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
         operation = "apply"
     else:
         if assignment.state == AssignmentState.ABSENT and not ending:
-            return ReconcileResult("nothing")
+            return _nothing(assignment)
         if assignment.state == AssignmentState.WAITING and not assignment.driver_state:
             # Never applied (it waited for the user's subject): nothing to remove in AWS.
             _record_success(assignment, AssignmentState.ABSENT, None, [], ending)
@@ -459,8 +540,9 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
     resource_lease = None
     try:
         driver = drivers.get_driver(assignment.resource.type)
-        if getattr(driver, "serialize_per_resource", False):
-            resource_lease = leases.claim(f"resource:{assignment.resource_id}", LEASE)
+        lock_key = _lock_key(driver, assignment)
+        if lock_key:
+            resource_lease = leases.claim(lock_key, LEASE)
             if resource_lease is None:
                 # Another worker is changing this resource's shared document: try again
                 # in a moment (the grant timer picks up due retries every tick).
@@ -489,6 +571,25 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
         return ReconcileResult("applied")
     _record_success(assignment, AssignmentState.ABSENT, outcome, [], ending)
     return ReconcileResult("removed")
+
+
+def _nothing(assignment: Assignment) -> ReconcileResult:
+    """Nothing to do in the provider: a planned attempt (a retry, a claim) is moot."""
+    if assignment.next_attempt_at is not None:
+        Assignment.objects.filter(pk=assignment.pk).update(next_attempt_at=None)
+    return ReconcileResult("nothing")
+
+
+def _lock_key(driver: Any, assignment: Assignment) -> str:
+    """The lease name under which changes that touch one shared thing in the provider (a
+    trust policy, a user's account assignments) run one at a time, across processes."""
+    key_of = getattr(driver, "lock_key", None)
+    if key_of is not None:
+        key = key_of(assignment)
+        return f"lock:{key}" if key else ""
+    if getattr(driver, "serialize_per_resource", False):
+        return f"resource:{assignment.resource_id}"
+    return ""
 
 
 def _record_success(

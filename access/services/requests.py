@@ -481,7 +481,10 @@ def _open(
         details=_details(request),
     )
     if auto:
-        _approve(request, actor=requested_by, note="approved automatically by the rule")
+        try:
+            _approve(request, actor=requested_by, note="approved automatically by the rule")
+        except grant_service.GrantError as exc:
+            raise RequestInvalid({"": [str(exc)]}) from exc
     else:
         notifications.stage_started(request)
     return request
@@ -540,6 +543,12 @@ def decide(
         is_admin = permissions.is_admin(reviewer)
         if not (is_reviewer or is_admin):
             raise PermissionDenied("You are not a reviewer of this request's current stage.")
+        if is_self and not is_reviewer:
+            # A rule allowing self-approval lets a requester who reviews this stage decide;
+            # it never lets an admin override their own request.
+            raise DecisionError(
+                "You cannot override your own request; a reviewer of its stage must decide."
+            )
         stage = locked.current_stage
         override = not is_reviewer
         try:
@@ -583,7 +592,11 @@ def decide(
                 )
                 notifications.stage_started(locked)
             else:
-                _approve(locked, actor=reviewer)
+                try:
+                    _approve(locked, actor=reviewer)
+                except grant_service.GrantError as exc:
+                    # Rolls the decision back with it: nothing is half-written.
+                    raise DecisionError(f"The access cannot be granted: {exc}") from exc
         return locked
 
 
@@ -611,7 +624,16 @@ def _approve(request: AccessRequest, *, actor: Any, note: str = "") -> None:
         )
     if request.kind == RequestKind.EXTENSION:
         assert request.grant is not None and request.duration is not None
-        grant_service.extend_grant(request.grant, by=request.duration, actor=actor, request=request)
+        by = request.duration
+        maximum = request.rule_snapshot.get("max_duration_seconds")
+        if maximum is not None:
+            # Time passed while the extension waited: never past the rule's maximum from now.
+            by = min(by, max_extension(request.grant, timedelta(seconds=maximum)))
+        if by <= timedelta(0):
+            raise grant_service.GrantError(
+                "The access already lasts as long as the rule allows; nothing to extend."
+            )
+        grant_service.extend_grant(request.grant, by=by, actor=actor, request=request)
     else:
         expires = timezone.now() + request.duration if request.duration is not None else None
         grant_service.create_grant(
@@ -662,6 +684,24 @@ def expire_pending_requests(now: datetime | None = None) -> int:
 
 
 # Extensions ----------------------------------------------------------------------------------
+def extended_length(grant: Grant, by: timedelta) -> timedelta:
+    """How long from now the access would last once extended ``by``."""
+    now = timezone.now()
+    return max(grant.expires_at, now) + by - now
+
+
+def max_extension(grant: Grant, maximum: timedelta) -> timedelta:
+    left = max(grant.expires_at - timezone.now(), timedelta(0))
+    return max(maximum - left, timedelta(0))
+
+
+def _left_text(grant: Grant) -> str:
+    left = grant.expires_at - timezone.now()
+    if left <= timedelta(0):
+        return "none is"
+    return f"{humanize(timedelta(minutes=max(1, round(left.total_seconds() / 60))))} is"
+
+
 def request_extension(
     grant: Grant, *, requested_by: User, duration: timedelta, reason: str = "", ticket: str = ""
 ) -> AccessRequest:
@@ -679,10 +719,11 @@ def request_extension(
         problems.append(f"Access to {grant.resource.name} cannot be extended.")
     if duration <= timedelta(0):
         problems.append("The duration must be positive.")
-    elif rule.max_duration is not None and duration > rule.max_duration:
+    elif rule.max_duration is not None and extended_length(grant, duration) > rule.max_duration:
         problems.append(
-            f"An extension of {grant.resource.name} is at most {humanize(rule.max_duration)}; "
-            f"you asked for {humanize(duration)}."
+            f"Access to {grant.resource.name} lasts at most {humanize(rule.max_duration)} "
+            f"from now; {_left_text(grant)} left, so it can be extended by at most "
+            f"{humanize(max_extension(grant, rule.max_duration))}."
         )
     if rule.require_reason and not (reason or "").strip():
         problems.append(f"Give a reason: {grant.resource.name}'s rule requires one.")

@@ -93,13 +93,41 @@ def test_an_owner_adds_a_rule_with_two_stages_and_it_is_audited(personas):
     ],
 )
 def test_bad_stages_are_refused_with_the_admins_messages(personas, overrides, message):
-    response = logged_in(personas.approver).post(
+    # An admin: owners cannot turn on auto-approval at all (see the next test).
+    response = logged_in(personas.admin).post(
         reverse("resource-rule-new", args=[personas.resource.pk]), rule_data(**overrides)
     )
     assert response.status_code == 400
     assert message in response.content.decode()
     assert not RequestRule.objects.exists()
     assert not AuditEvent.objects.filter(action__startswith="inventory.request_rule").exists()
+
+
+def test_an_owner_cannot_turn_on_what_would_let_them_approve_themselves(personas):
+    response = logged_in(personas.approver).post(
+        reverse("resource-rule-new", args=[personas.resource.pk]),
+        rule_data(
+            auto_approve="on",
+            allow_self_approval="on",
+            allow_until_revoked="on",
+            max_duration="",
+            extension_policy="auto_approve",
+        ),
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Only an admin can change this." in page
+    assert not RequestRule.objects.exists()
+    # Disabled fields keep their defaults; the rest of the rule saves.
+    response = logged_in(personas.approver).post(
+        reverse("resource-rule-new", args=[personas.resource.pk]),
+        rule_data(auto_approve="on", allow_self_approval="on", allow_until_revoked="on"),
+    )
+    assert response.status_code == 302
+    saved = RequestRule.objects.get()
+    assert not saved.auto_approve
+    assert not saved.allow_self_approval
+    assert not saved.allow_until_revoked
 
 
 def test_an_owner_edits_a_rule_and_the_change_is_audited(personas, rule):

@@ -87,11 +87,24 @@ def subject_of(user: User) -> str:
     return user.oidc_subject
 
 
+def role_lock_key(account_id: str, role_name: str) -> str:
+    """One trust policy is edited by one worker at a time, whichever driver edits it."""
+    return f"iam-role:{account_id}:{role_name.lower()}"
+
+
 def subjects_to_remove(assignment: Assignment) -> set[str]:
     """The subject the grant was applied with and the user's current one (they differ only
     if the identity provider renamed the user since)."""
-    recorded = (assignment.driver_state or {}).get("subject", "")
-    return {s for s in (recorded, assignment.user.oidc_subject) if s}
+    state = assignment.driver_state or {}
+    recorded = {state.get("subject", ""), *state.get("subjects", [])}
+    return {s for s in (*recorded, assignment.user.oidc_subject) if s}
+
+
+def subjects_state(assignment: Assignment, subject: str) -> list[str]:
+    """Every subject this assignment has put in the trust policy: all are removed with it,
+    even when the identity provider renamed the user between two applies."""
+    state = assignment.driver_state or {}
+    return sorted({s for s in (state.get("subject", ""), *state.get("subjects", []), subject) if s})
 
 
 def with_subject(policy: dict[str, Any], trust: OidcTrust, subject: str) -> dict[str, Any]:
@@ -285,6 +298,10 @@ class IamRoleDriver:
     # runs them one at a time per resource, across worker processes.
     serialize_per_resource = True
 
+    def lock_key(self, assignment: Assignment) -> str:
+        resource = assignment.resource
+        return role_lock_key(resource.account_id, role_name_of(resource.arn or resource.remote_id))
+
     def apply(self, assignment: Assignment) -> Outcome:
         resource = assignment.resource
         app = base.app_of(assignment)
@@ -301,11 +318,21 @@ class IamRoleDriver:
                     "cannot be granted.",
                     retryable=False,
                 )
+            if role.get("Path") == policies.MANAGED_PATH:
+                raise DriverError(
+                    f"{role_name} is a role Portcullis manages for an EC2 instance, EKS cluster "
+                    "or database: request access to that resource instead.",
+                    retryable=False,
+                )
             current = trust_policy.parse_policy(role["AssumeRolePolicyDocument"])
             new = _edited(role_name, lambda: with_subject(current, trust, subject))
             changed = write_trust_policy(iam, role_name, current, new)
         return Outcome(
-            state={"role_arn": role["Arn"], "subject": subject},
+            state={
+                "role_arn": role["Arn"],
+                "subject": subject,
+                "subjects": subjects_state(assignment, subject),
+            },
             note=(
                 f"Added {assignment.user} to the trust policy of {role['Arn']}."
                 if changed

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
-from access.choices import AssignmentState, ResourceType
+from access.choices import AssignmentState, GrantStatus, ResourceType
 from access.drivers import Driver, DriverError, Outcome
 from aws_integration.grants import base
 
@@ -365,6 +365,10 @@ def delete_assignment(ic: IdentityCenter, target: Target, user_id: str, what: st
         )
 
 
+def user_assignments_lock(assignment: Assignment) -> str:
+    return f"idc-assignments:{assignment.resource.app_id}:{assignment.user_id}"
+
+
 def targets_held_elsewhere(assignment: Assignment) -> set[Target]:
     """What the user's other present account, Identity Center role and OU Assignments of
     this app hold in AWS: removing this Assignment must leave those assignments in place."""
@@ -376,8 +380,11 @@ def targets_held_elsewhere(assignment: Assignment) -> set[Target]:
             resource__app_id=assignment.resource.app_id,
             resource__type__in=ASSIGNMENT_TYPES,
             state=AssignmentState.PRESENT,
+            # Only while a grant still needs it: one whose grants all ended is on its way out.
+            grants__status__in=[GrantStatus.PENDING, GrantStatus.ACTIVE],
         )
         .exclude(pk=assignment.pk)
+        .distinct()
         .select_related("resource", "access_level")
     )
     held: set[Target] = set()
@@ -414,6 +421,12 @@ def _describe(assignment: Assignment, target: Target) -> str:
 class AccountAssignmentDriver:
     """A permission set assigned to the user in one account: an AWS account (access level
     = the permission set) or an Identity Center role (permission set × account)."""
+
+    def lock_key(self, assignment: Assignment) -> str:
+        # A user's account assignments can be shared by account, role and OU grants: changes
+        # to them run one at a time (across processes), so that a removal never judges
+        # what another grant holds while that other grant is being applied or removed.
+        return user_assignments_lock(assignment)
 
     def apply(self, assignment: Assignment) -> Outcome:
         ic = identity_center_of(base.app_of(assignment))
@@ -493,6 +506,12 @@ class OrganizationalUnitDriver:
     """A permission set (the access level) assigned to the user in every active account
     below an OU. Applying again assigns accounts that joined the OU since, and removes it
     from accounts that left; ``state["accounts"]`` lists the accounts it covers."""
+
+    def lock_key(self, assignment: Assignment) -> str:
+        # A user's account assignments can be shared by account, role and OU grants: changes
+        # to them run one at a time (across processes), so that a removal never judges
+        # what another grant holds while that other grant is being applied or removed.
+        return user_assignments_lock(assignment)
 
     def apply(self, assignment: Assignment) -> Outcome:
         ic = identity_center_of(base.app_of(assignment))

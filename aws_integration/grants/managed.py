@@ -30,8 +30,10 @@ from aws_integration.grants.iam import (
     get_role,
     oidc_trust,
     role_lock,
+    role_lock_key,
     session_name,
     subject_of,
+    subjects_state,
     subjects_to_remove,
     with_subject,
     without_subjects,
@@ -290,6 +292,10 @@ class ManagedRoleDriver:
     # runs them one at a time per resource, across worker processes.
     serialize_per_resource = True
 
+    def lock_key(self, assignment: Assignment) -> str:
+        role = managed_role_of(assignment)
+        return role_lock_key(role.account_id, role.name)
+
     def apply(self, assignment: Assignment) -> Outcome:
         role = managed_role_of(assignment)
         app = base.app_of(assignment)
@@ -312,7 +318,11 @@ class ManagedRoleDriver:
             if role.eks_cluster:
                 _map_in_eks(app, role, found["Arn"])
         return Outcome(
-            state={"role_arn": found["Arn"], "subject": subject},
+            state={
+                "role_arn": found["Arn"],
+                "subject": subject,
+                "subjects": subjects_state(assignment, subject),
+            },
             note=f"{'Created' if created else 'Updated'} the managed role {found['Arn']} "
             f"for {assignment.user}.",
         )

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from access.choices import AssignmentState, ResourceType
+from access.choices import AssignmentState, GrantSource, GrantStatus, ResourceType
 from access.drivers import DriverError, Outcome
-from access.models import AccessLevel, Assignment, Resource, User
+from access.models import AccessLevel, Assignment, Grant, Resource, User
 from aws_integration import seed
 from aws_integration.grants import base
 from aws_integration.grants import identity_center as idc
@@ -97,7 +97,18 @@ def level(row: Resource, remote_id: str) -> AccessLevel:
 
 
 def assign(user: User, row: Resource, access_level: AccessLevel) -> Assignment:
-    return Assignment.objects.create(user=user, resource=row, access_level=access_level)
+    """An assignment with the active grant that needs it (another assignment's removal
+    keeps what a grant still needs)."""
+    made = Assignment.objects.create(user=user, resource=row, access_level=access_level)
+    Grant.objects.create(
+        user=user,
+        resource=row,
+        access_level=access_level,
+        source=GrantSource.ADMIN,
+        status=GrantStatus.ACTIVE,
+        assignment=made,
+    )
+    return made
 
 
 def apply(assignment: Assignment) -> Outcome:

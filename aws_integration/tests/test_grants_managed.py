@@ -381,3 +381,29 @@ def test_role_names_fit_iams_limit_and_long_ones_stay_distinct():
     assert first != second
     assert first == managed.role_name("rds", "a" * 63, "reporting_user")
     assert managed.role_name("eks", "my cluster", "view") == "portcullis-eks-my-cluster-view"
+
+
+def test_managed_roles_are_not_synced_as_iam_roles_nor_granted_as_such(grants_env):
+    instance = ec2_instance(grants_env)
+    DRIVER.apply(assign(person("ada"), instance, "ssm-session"))
+    name = f"portcullis-ec2-{instance.remote_id}"
+    assert role(name) is not None
+
+    listed = members.fetch_iam_roles(member_client("iam"), ACCOUNT)
+    assert name not in {r.name for r in listed.resources}
+    by_name = members.fetch_iam_roles(member_client("iam"), ACCOUNT, names=[name])
+    assert by_name.resources == []
+
+    # Even a row recorded for it before (an older sync) cannot be granted as an IAM role.
+    found = role(name)
+    row = Resource.objects.create(
+        app=grants_env,
+        type=T.IAM_ROLE,
+        remote_id=found["Arn"],
+        arn=found["Arn"],
+        name=name,
+        account_id=ACCOUNT,
+    )
+    row.access_levels.create(remote_id="assume", name="Assume role")
+    with pytest.raises(DriverError, match="request access to that resource instead"):
+        iam_grants.DRIVERS[T.IAM_ROLE].apply(assign(person("bob"), row, "assume"))

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
+from aws_integration.policies import MANAGED_PATH
 from aws_integration.sync.fetchers.base import (
     error_code,
     identifier_from_arn,
@@ -85,6 +86,13 @@ def _day(value: datetime | str | None) -> str | None:
     return value.astimezone(UTC).date().isoformat() if value.tzinfo else value.date().isoformat()
 
 
+def is_managed_role(role: dict[str, Any]) -> bool:
+    """Roles Portcullis creates for EC2, EKS and RDS grants (path /portcullis/) are not
+    resources of their own: access to them is requested through their EC2 instance, EKS
+    cluster or database, whose owners and rules apply."""
+    return role.get("Path") == MANAGED_PATH
+
+
 def role_record(account_id: str, role: dict[str, Any]) -> ResourceRecord:
     last_used = role.get("RoleLastUsed") or {}
     return ResourceRecord(
@@ -133,6 +141,8 @@ def fetch_iam_roles(iam: Any, account_id: str, names: Iterable[str] | None = Non
         )
     }
     for role in paginate(iam.get_paginator("list_roles"), "Roles"):
+        if is_managed_role(role):
+            continue
         merged = {**details.get(role["Arn"], {}), **{k: v for k, v in role.items() if v}}
         result.resources.append(role_record(account_id, merged))
     result.sweeps = [Sweep(type=IAM_ROLE, account_id=account_id)]
@@ -148,6 +158,8 @@ def _fetch_iam_roles_by_name(iam: Any, account_id: str, names: frozenset[str]) -
             if error_code(exc) == "NoSuchEntity":
                 continue
             raise
+        if is_managed_role(role):
+            continue  # swept like a role that is gone, should one have been recorded
         result.resources.append(role_record(account_id, role))
     result.sweeps = [Sweep(type=IAM_ROLE, account_id=account_id, predicate=_ids_predicate(names))]
     return result

@@ -1,0 +1,240 @@
+"""The workflow's safety rules: no change in AWS is dropped, retries are queued once and
+bounded, extensions never outlive the rule's maximum, and nobody grants themselves access
+by editing a rule or overriding their own request."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from access import drivers
+from access.choices import (
+    AssignmentState,
+    ExtensionPolicy,
+    GrantSource,
+    GrantStatus,
+    RequestStatus,
+    ReviewerKind,
+    StageMode,
+)
+from access.models import AccessLevel, AccessRequest, Assignment, Grant, RequestRule
+from access.services import grants as grant_service
+from access.services import requests as request_service
+from access.tests.test_admin_grants import FakeProvider
+from access.tests.test_pages_rules import rule_data
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def provider(personas, monkeypatch, settings) -> FakeProvider:
+    settings.TASKS_INLINE = True  # queued reconciles run when the transaction commits
+    fake = FakeProvider()
+    monkeypatch.setitem(drivers._registry, personas.resource.type, fake)
+    return fake
+
+
+@pytest.fixture
+def level(personas) -> AccessLevel:
+    return AccessLevel.objects.create(
+        resource=personas.resource, remote_id="arn:aws:sso:::permissionSet/ps-1", name="ReadOnly"
+    )
+
+
+def direct_grant(personas, level, capture, *, expires_in=timedelta(days=1)) -> Grant:
+    with capture(execute=True):
+        made = grant_service.create_grant(
+            user=personas.requester,
+            resource=personas.resource,
+            access_level=level,
+            expires_at=timezone.now() + expires_in,
+            source=GrantSource.ADMIN,
+            actor=personas.admin,
+        )
+    made.refresh_from_db()
+    return made
+
+
+# 1. Extensions approved automatically can be chained past the rule's maximum ----------------
+def test_automatic_extensions_never_take_access_past_the_rules_maximum(
+    personas, level, provider, django_capture_on_commit_callbacks
+):
+    RequestRule.objects.create(
+        resource=personas.resource,
+        name="Short",
+        max_duration=timedelta(days=1),
+        extension_policy=ExtensionPolicy.AUTO_APPROVE,
+        require_reason=False,
+    ).stages.create(order=1, reviewers=ReviewerKind.OWNERS, mode=StageMode.ANY)
+    made = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    for _ in range(10):
+        try:
+            request_service.request_extension(
+                made, requested_by=personas.requester, duration=timedelta(days=1)
+            )
+        except request_service.RequestInvalid:
+            break
+        made.refresh_from_db()
+    made.refresh_from_db()
+    # "Access lasts at most 1 day": ten automatic extensions must not make it 11 days.
+    assert made.expires_at <= timezone.now() + timedelta(days=1, minutes=1)
+
+
+# 2. A reconcile that meets a busy assignment is dropped: the revoke never reaches AWS ------
+def test_a_revoke_that_finds_the_assignment_busy_is_still_carried_out_later(
+    personas, level, provider, django_capture_on_commit_callbacks
+):
+    made = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    assert made.status == GrantStatus.ACTIVE and made.assignment_id in provider.held
+    # Another worker holds the assignment's lease: it is finishing a reconcile that found
+    # nothing to do (e.g. a duplicate retry) and returns "nothing" without looking again.
+    Assignment.objects.filter(pk=made.assignment_id).update(
+        lease_until=timezone.now() + timedelta(minutes=5)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert grant_service.revoke_grant(made, actor=personas.admin, reason="left the team")
+    Assignment.objects.filter(pk=made.assignment_id).update(lease_until=None)  # it returns
+
+    # Every later safety net runs, much later.
+    from access import tasks
+
+    with (
+        time_machine.travel(timezone.now() + timedelta(hours=2), tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        tasks.sweep()
+    made.refresh_from_db()
+    assert made.status == GrantStatus.REVOKED
+    assert made.assignment_id not in provider.held
+
+
+# 3. A failed re-apply of a present assignment is "retried" for ever, doing nothing --------
+def test_a_failed_reapply_of_present_access_is_retried_and_then_left_alone(
+    personas, level, provider, django_capture_on_commit_callbacks
+):
+    made = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    assert made.status == GrantStatus.ACTIVE
+    provider.failing = "Assigning in a new account: ThrottlingException"
+    assert grant_service.reconcile_assignment(made.assignment_id, force=True).action == "failed"
+    provider.failing = ""
+    assignment = Assignment.objects.get(pk=made.assignment_id)
+    assert assignment.state == AssignmentState.PRESENT and assignment.next_attempt_at
+
+    later = timezone.now() + timedelta(hours=2)
+    calls_before = provider.calls
+    with time_machine.travel(later, tick=False):
+        grant_service.retry_due_assignments(timezone.now())  # runs inline: TASKS_INLINE
+    # The retry must try the re-apply again (the OU's new account still lacks access) ...
+    assert provider.calls > calls_before
+    assignment.refresh_from_db()
+    # ... and, done, must not leave the assignment due for ever (queued every timer tick).
+    assert assignment.next_attempt_at is None
+    made.refresh_from_db()
+    assert made.last_error == ""
+
+
+# 4. The timer queues the same due assignment again on every tick ---------------------------
+def test_a_due_retry_is_queued_once_not_on_every_tick(
+    personas, level, provider, django_capture_on_commit_callbacks, settings
+):
+    provider.failing = "AWS said no"
+    made = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    settings.TASKS_INLINE = False
+    queued: list[int] = []
+    from access import tasks
+
+    def remember(func, *args):
+        queued.append(args[0])
+
+    import unittest.mock
+
+    with (
+        unittest.mock.patch.object(tasks, "enqueue", remember),
+        time_machine.travel(timezone.now() + timedelta(minutes=1), tick=False),
+    ):
+        grant_service.retry_due_assignments(timezone.now())
+        grant_service.retry_due_assignments(timezone.now())  # the next tick, 0.5 s later
+    assert queued == [made.assignment_id]
+
+
+# 5. Approving an extension of access that ended meanwhile is a 500 ------------------------
+def test_approving_an_extension_of_access_that_ended_is_refused_cleanly(
+    personas, level, provider, django_capture_on_commit_callbacks
+):
+    made = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    extension = request_service.request_extension(
+        made, requested_by=personas.requester, duration=timedelta(hours=8), reason="more"
+    )
+    assert extension.status == RequestStatus.PENDING
+    with django_capture_on_commit_callbacks(execute=True):
+        grant_service.revoke_grant(made, actor=personas.admin, reason="done")
+    client = Client(raise_request_exception=False)
+    client.force_login(personas.approver)
+    response = client.post(reverse("request-decide", args=[extension.pk]), {"decision": "approve"})
+    assert response.status_code == 302  # a message, not a server error
+    extension.refresh_from_db()
+    assert extension.status != RequestStatus.PENDING  # not left pending for its reviewers
+
+
+# 6. An owner makes their own request approve itself by editing the rule -------------------
+def test_an_owner_cannot_turn_on_automatic_approval_to_grant_themselves_access(
+    personas, level, provider, django_capture_on_commit_callbacks
+):
+    owner = Client()
+    owner.force_login(personas.approver)
+    owner.post(
+        reverse("resource-rule-new", args=[personas.resource.pk]),
+        rule_data(auto_approve="on", **{"stages-0-order": ""}),
+    )
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            request_service.submit_requests(
+                requested_by=personas.approver,
+                items=[
+                    request_service.RequestItem(personas.resource.pk, level.pk, timedelta(hours=8))
+                ],
+                reason="because I can",
+            )
+    except request_service.RequestInvalid:
+        pass
+    assert not Grant.objects.filter(user=personas.approver).exists()
+    assert not AccessRequest.objects.filter(
+        requested_by=personas.approver, status=RequestStatus.APPROVED
+    ).exists()
+
+
+def test_the_sweep_expires_nothing_that_was_extended_since_it_was_found_due(
+    personas, level, provider, django_capture_on_commit_callbacks
+):
+    grant = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    due_at = grant.expires_at + timedelta(seconds=1)
+    Grant.objects.filter(pk=grant.pk).update(expires_at=due_at + timedelta(hours=4))
+    stale = Grant.objects.get(pk=grant.pk)
+    stale.expires_at = grant.expires_at  # as the sweep read it, before the extension
+    with time_machine.travel(due_at, tick=False):
+        assert not grant_service.revoke_grant(stale, actor=None, reason="Expired", expired=True)
+    assert Grant.objects.get(pk=grant.pk).status == GrantStatus.ACTIVE
+
+
+def test_an_admin_cannot_override_their_own_request_even_where_self_approval_is_allowed(
+    personas, level
+):
+    rule = RequestRule.objects.create(
+        resource=personas.resource, allow_self_approval=True, name="Self-approval allowed"
+    )
+    rule.stages.create(order=1, reviewers=ReviewerKind.OWNERS, mode=StageMode.ANY)
+    made = request_service.submit_requests(
+        requested_by=personas.admin,
+        items=[request_service.RequestItem(personas.resource.pk, level.pk, timedelta(hours=1))],
+        reason="mine",
+    )[0]
+    assert personas.admin.pk not in made.stage_reviewers
+    with pytest.raises(request_service.DecisionError):
+        request_service.decide(made, reviewer=personas.admin, approve=True)
+    made.refresh_from_db()
+    assert made.status == RequestStatus.PENDING
