@@ -54,6 +54,7 @@ def sweep() -> dict[str, int]:
     now = timezone.now()
     return {
         "expired": grants.expire_due_grants(now),
+        "replanned": grants.requeue_stalled(now),
         "retried": grants.retry_due_assignments(now),
         "requests_expired": requests.expire_pending_requests(now),
         "warned": requests.send_expiry_warnings(now),

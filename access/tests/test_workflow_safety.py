@@ -60,7 +60,7 @@ def direct_grant(personas, level, capture, *, expires_in=timedelta(days=1)) -> G
     return made
 
 
-# 1. Extensions approved automatically can be chained past the rule's maximum ----------------
+# Extensions, even approved automatically, stop at the rule's maximum from now
 def test_automatic_extensions_never_take_access_past_the_rules_maximum(
     personas, level, provider, django_capture_on_commit_callbacks
 ):
@@ -85,7 +85,7 @@ def test_automatic_extensions_never_take_access_past_the_rules_maximum(
     assert made.expires_at <= timezone.now() + timedelta(days=1, minutes=1)
 
 
-# 2. A reconcile that meets a busy assignment is dropped: the revoke never reaches AWS ------
+# A change that meets a busy assignment is planned again, never dropped
 def test_a_revoke_that_finds_the_assignment_busy_is_still_carried_out_later(
     personas, level, provider, django_capture_on_commit_callbacks
 ):
@@ -113,7 +113,7 @@ def test_a_revoke_that_finds_the_assignment_busy_is_still_carried_out_later(
     assert made.assignment_id not in provider.held
 
 
-# 3. A failed re-apply of a present assignment is "retried" for ever, doing nothing --------
+# A failed re-apply of present access is retried as a re-apply
 def test_a_failed_reapply_of_present_access_is_retried_and_then_left_alone(
     personas, level, provider, django_capture_on_commit_callbacks
 ):
@@ -138,7 +138,7 @@ def test_a_failed_reapply_of_present_access_is_retried_and_then_left_alone(
     assert made.last_error == ""
 
 
-# 4. The timer queues the same due assignment again on every tick ---------------------------
+# A due retry is queued once, not on every tick of the timer
 def test_a_due_retry_is_queued_once_not_on_every_tick(
     personas, level, provider, django_capture_on_commit_callbacks, settings
 ):
@@ -162,7 +162,7 @@ def test_a_due_retry_is_queued_once_not_on_every_tick(
     assert queued == [made.assignment_id]
 
 
-# 5. Approving an extension of access that ended meanwhile is a 500 ------------------------
+# Approving an extension of access that ended meanwhile is refused with a message
 def test_approving_an_extension_of_access_that_ended_is_refused_cleanly(
     personas, level, provider, django_capture_on_commit_callbacks
 ):
@@ -181,7 +181,7 @@ def test_approving_an_extension_of_access_that_ended_is_refused_cleanly(
     assert extension.status != RequestStatus.PENDING  # not left pending for its reviewers
 
 
-# 6. An owner makes their own request approve itself by editing the rule -------------------
+# Owners cannot make their own requests approve themselves by editing the rule
 def test_an_owner_cannot_turn_on_automatic_approval_to_grant_themselves_access(
     personas, level, provider, django_capture_on_commit_callbacks
 ):
@@ -238,3 +238,26 @@ def test_an_admin_cannot_override_their_own_request_even_where_self_approval_is_
         request_service.decide(made, reviewer=personas.admin, approve=True)
     made.refresh_from_db()
     assert made.status == RequestStatus.PENDING
+
+
+def test_a_revoke_whose_queued_task_was_lost_is_carried_out_by_the_sweep(
+    personas, level, provider, django_capture_on_commit_callbacks
+):
+    made = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    # No on-commit execution: the queued reconciliation is lost (a worker died with it).
+    assert grant_service.revoke_grant(made, actor=personas.admin, reason="left the team")
+    made.refresh_from_db()
+    assert made.status == GrantStatus.REVOKING
+    from access import tasks
+
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.sweep()  # too soon: it may still be on its way
+    assert made.assignment_id in provider.held
+    with (
+        time_machine.travel(timezone.now() + timedelta(minutes=3), tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert tasks.sweep()["replanned"] == 1
+    made.refresh_from_db()
+    assert made.status == GrantStatus.REVOKED
+    assert made.assignment_id not in provider.held
