@@ -20,6 +20,7 @@ from access.admin.base import AdminRoleMixin, AuditedAdminMixin, PortcullisModel
 from access.models import ApiToken, User, UserGroup
 from access.permissions import ADMIN_ROLE, ROLES, is_admin
 from access.resources import UserResource
+from access.services.grants import offboard_user
 from audit.services import record_event
 
 ROLES_HELP = (
@@ -200,9 +201,18 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
         # Roles change through set_user_roles, which records role.granted/role.revoked;
         # taken out of cleaned_data so the form's own m2m save leaves them alone.
         roles = form.cleaned_data.pop("groups", None)
+        before = getattr(form.instance, "_audit_before", None) or {}
         super().save_related(request, form, formsets, change)
         if roles is not None:
             services.set_user_roles(form.instance, roles, actor=request.user)
+        if before.get("is_active") and not form.instance.is_active:
+            ended = offboard_user(form.instance, actor=request.user)
+            if ended:
+                self.message_user(
+                    request,
+                    f"{form.instance.email} is deactivated: {ended} current grant(s) are being "
+                    "revoked in AWS and their pending requests canceled.",
+                )
 
     def user_change_password(
         self, request: HttpRequest, id: str, form_url: str = ""

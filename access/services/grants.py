@@ -198,6 +198,34 @@ def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False
     return True
 
 
+OFFBOARD_REASON = "The user was deactivated"
+
+
+def offboard_user(user: User, *, actor: Any) -> int:
+    """A deactivated user keeps no access: every current grant is revoked (removed from AWS
+    by the usual path) and their pending requests are canceled, each audited. Returns how
+    many grants were ended."""
+    now = timezone.now()
+    ended = 0
+    with transaction.atomic():
+        for grant in Grant.objects.filter(user=user, status__in=ACTIVE_STATUSES).select_related(
+            "user", "resource", "access_level"
+        ):
+            if revoke_grant(grant, actor=actor, reason=OFFBOARD_REASON):
+                ended += 1
+        for request in AccessRequest.objects.filter(user=user, status=RequestStatus.PENDING):
+            if AccessRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
+                status=RequestStatus.CANCELED, decided_at=now, updated_at=now
+            ):
+                record_event(
+                    "request.canceled",
+                    actor=actor,
+                    target=request,
+                    details={"user": user.email, "note": OFFBOARD_REASON},
+                )
+    return ended
+
+
 def _cancel_pending_extensions(grant: Grant, now: datetime) -> None:
     """Extensions still awaiting a decision end with the grant they would extend."""
     pending = list(

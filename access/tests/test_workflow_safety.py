@@ -261,3 +261,31 @@ def test_a_revoke_whose_queued_task_was_lost_is_carried_out_by_the_sweep(
     made.refresh_from_db()
     assert made.status == GrantStatus.REVOKED
     assert made.assignment_id not in provider.held
+
+
+def test_deactivating_a_user_in_the_admin_revokes_their_access_and_cancels_their_requests(
+    client, personas, level, provider, django_capture_on_commit_callbacks
+):
+    from access.tests.test_admin import change_url
+    from access.tests.test_admin_audit import post_form, saved
+    from audit.models import AuditEvent
+
+    made = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    other = AccessLevel.objects.create(resource=personas.resource, remote_id="ps-2", name="Admin")
+    pending = request_service.submit_requests(
+        requested_by=personas.requester,
+        items=[request_service.RequestItem(personas.resource.pk, other.pk, timedelta(hours=1))],
+        reason="later",
+    )[0]
+    client.force_login(personas.admin)
+    with django_capture_on_commit_callbacks(execute=True):
+        saved(post_form(client, change_url(personas.requester), {"is_active": None}))
+
+    made.refresh_from_db()
+    pending.refresh_from_db()
+    assert made.status == GrantStatus.REVOKED
+    assert made.revoke_reason == "The user was deactivated"
+    assert made.assignment_id not in provider.held
+    assert pending.status == RequestStatus.CANCELED
+    assert AuditEvent.objects.filter(action="grant.revoked", target_id=str(made.pk)).exists()
+    assert AuditEvent.objects.filter(action="request.canceled", target_id=str(pending.pk)).exists()
