@@ -221,7 +221,9 @@ TASKS_INLINE = env_bool("TASKS_INLINE", False)
 # Background work (django-q2) ------------------------------------------------
 Q_CLUSTER = {
     "name": "portcullis",
-    "workers": env_int("Q_WORKERS", 2),
+    # Two workers are held by long-running loops (the SQS poller and the grant timer); the
+    # others run everything else, e.g. applying an approval in AWS within seconds.
+    "workers": env_int("Q_WORKERS", 4),
     "timeout": env_int("Q_TIMEOUT", 600),
     "retry": env_int("Q_TIMEOUT", 600) + 60,
     "max_attempts": 3,
