@@ -1,0 +1,536 @@
+"""The grants benchmark: 1,000 approved requests for Identity Center group memberships,
+applied in the stand-in AWS by the task cluster and taken away again when they expire,
+all within about a minute.
+
+    DEBUG=true .venv/bin/python bench/grants_bench.py [--users 100 --groups 10 ...]
+    make bench-grants            (SQLite, a temporary file)
+    make bench-grants-postgres   (a temporary database on DATABASE_URL's server)
+
+The stand-in AWS (a moto server) runs in a child process, which seeds it with an
+organization whose Identity Center holds ``--users`` users and ``--groups`` groups and no
+memberships. This process creates a fresh database (migrated, which installs the
+schedules), connects and syncs the organization, then starts the task cluster as a
+subprocess (``manage.py qcluster`` on the same database: the embedded default, django-q2's
+ORM broker, with ``--q-workers`` workers) and, acting as the portal, submits one request per
+(user, group) and has the groups' owner approve it, for durations spread evenly from
+``--first-expiry`` to ``--first-expiry`` + ``--spread`` seconds (5 to 65 s), in a scattered
+order so that expiries interleave with the approvals. The cluster's own schedules drive
+expiry ("Portcullis: grant timer" every minute); the benchmark only queues the first timer
+run itself, at the start.
+
+Meanwhile a thread of this process lists every group's memberships in the stand-in over
+and over, and notes when each membership appears and disappears: the figures are what
+AWS holds, not what the database says.
+
+Figures, one a line as ``name: value unit``, then ``targets: met`` or
+``targets: missed (name, ...)``:
+
+- approval_to_applied_p50/p99/max: from the approval's commit to the first listing that
+  shows the membership (target p99 <= 5 s); never_seen_applied: grants that expired
+  before their membership was ever made (they count as missing the target);
+- revoke_lag_p50/p99/max: from the grant's expires_at to the first listing without it
+  (target p99 <= 10 s);
+- left_granted_after_expiry: memberships still in AWS at the end (target 0);
+- approvals_wall, watch_resolution: how long the approvals took, and the time between
+  two listings of a group (a stamp is at most that late).
+
+It exits 0 whether the targets are met or not; it fails only when it cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+# The stand-in accepts any credentials; real ones from the environment are never sent.
+STANDIN_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+TARGETS = {"approval_to_applied_p99": 5.0, "revoke_lag_p99": 10.0}
+APPROVER_EMAIL = "owner.of.groups@corp.example"
+WATCH_PAUSE = 0.25  # seconds between two listings of every group
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=100, help="Identity Center users (100)")
+    parser.add_argument("--groups", type=int, default=10, help="Identity Center groups (10)")
+    parser.add_argument(
+        "--spread", type=float, default=60.0, help="seconds the durations spread over (60)"
+    )
+    parser.add_argument(
+        "--first-expiry",
+        type=float,
+        default=5.0,
+        help="the shortest duration, in seconds (5)",
+    )
+    parser.add_argument(
+        "--q-workers",
+        type=int,
+        default=int(os.environ.get("Q_WORKERS") or 2),
+        help="task cluster workers (Q_WORKERS, else 2 as the settings default)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=150.0,
+        help="seconds to wait after the last expiry for the last revokes (150)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", ""),
+        help="a server to create the benchmark database on (default: DATABASE_URL; "
+        "none: a temporary SQLite file)",
+    )
+    parser.add_argument("--serve-standin", help=argparse.SUPPRESS)
+    parser.add_argument("--run-cluster", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def setup_django() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+# The stand-in, in a child process --------------------------------------------------------
+def seed_size(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "name": "grants-bench",
+        "accounts": 1,
+        "ous": 1,
+        "regions": 1,
+        "iam_roles_per_account": 1,
+        "ec2_per_account": 0,
+        "eks_per_account": 0,
+        "rds_mysql_per_account": 0,
+        "rds_postgres_per_account": 0,
+        "aurora_mysql_per_account": 0,
+        "aurora_postgres_per_account": 0,
+        "permission_sets": 1,
+        "idc_groups": args.groups,
+        "idc_users": args.users,
+        "memberships_per_user": 0,
+        "assignments_per_account": 0,
+    }
+
+
+def serve_standin(size_json: str) -> None:
+    """Child process: starts moto, seeds it, prints what was seeded as one JSON line, and
+    serves until the parent closes stdin."""
+    setup_django()
+    from django.conf import settings
+
+    from aws_integration import seed, standin
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = standin.start_moto()
+    settings.AWS_ENDPOINT_URL = server.url
+    result = seed.seed_organization(
+        seed.SeedSize(**json.loads(size_json)), progress=lambda m: say(f"  seed: {m}")
+    )
+    summary = {
+        "url": server.url,
+        "management_account_id": result.management_account_id,
+        "region": result.region,
+        "regions": result.regions,
+        "instance_arn": result.instance_arn,
+        "identity_store_id": result.identity_store_id,
+        "users": result.users,
+        "groups": result.groups,
+    }
+    print(json.dumps(summary), flush=True)
+    sys.stdin.read()  # until the parent ends
+    server.stop()
+
+
+def start_standin(size: dict[str, Any]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    child = subprocess.Popen(  # noqa: S603 - this interpreter running this file
+        [sys.executable, str(Path(__file__).resolve()), "--serve-standin", json.dumps(size)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **STANDIN_ENV, "DATABASE_URL": "sqlite:///:memory:"},
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        child.wait()
+        raise SystemExit(f"The stand-in AWS did not start (exit status {child.returncode}).")
+    return child, json.loads(line)
+
+
+# The database ----------------------------------------------------------------------------
+def create_database() -> tuple[str, Callable[[], None]]:
+    """Creates and migrates a fresh database (migrate installs the schedules); returns its
+    URL, for the task cluster, and what drops it."""
+    from django.conf import settings
+    from django.db import connection
+
+    workdir = Path(tempfile.mkdtemp(prefix="portcullis-grants-bench-"))
+    if connection.vendor == "sqlite":
+        test_name = str(workdir / "bench.sqlite3")
+        url = f"sqlite:///{test_name}"
+    else:
+        test_name = f"portcullis_grants_bench_{os.getpid()}"
+        parts = urlsplit(settings.DATABASE_URL)
+        url = urlunsplit((parts.scheme, parts.netloc, f"/{test_name}", parts.query, ""))
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = test_name
+    old_name = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    say(f"Database: {connection.vendor} {test_name} (fresh, migrated)")
+
+    def drop() -> None:
+        connection.close()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    return url, drop
+
+
+# The task cluster --------------------------------------------------------------------------
+def driver_registered() -> bool:
+    from access import drivers
+    from access.choices import ResourceType
+
+    return ResourceType.IDC_GROUP.value in drivers.registered_types()
+
+
+def run_cluster() -> None:
+    """``--run-cluster``: the task cluster with the Identity Center drivers registered here,
+    for as long as aws_integration does not register them itself (workers are forked from
+    this process, so they inherit the registry)."""
+    setup_django()
+    from django.core.management import call_command
+
+    from access import drivers
+    from aws_integration.grants import identity_center
+
+    for resource_type, driver in identity_center.DRIVERS.items():
+        drivers.register(resource_type, driver)
+    call_command("qcluster")
+
+
+def start_cluster(database_url: str, endpoint: str, workers: int) -> subprocess.Popen[bytes]:
+    if driver_registered():
+        command = [sys.executable, str(ROOT / "manage.py"), "qcluster"]
+    else:
+        say(
+            "  aws_integration registers no Identity Center group driver yet: the cluster "
+            "registers identity_center.DRIVERS itself (--run-cluster)"
+        )
+        command = [sys.executable, str(Path(__file__).resolve()), "--run-cluster"]
+    log = open(Path(tempfile.gettempdir()) / f"grants-bench-qcluster-{os.getpid()}.log", "wb")  # noqa: SIM115
+    say(f"  task cluster log: {log.name}")
+    return subprocess.Popen(  # noqa: S603 - this interpreter
+        command,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, ended as one at the end
+        env={
+            **os.environ,
+            **STANDIN_ENV,
+            "DATABASE_URL": database_url,
+            "AWS_ENDPOINT_URL": endpoint,
+            "Q_WORKERS": str(workers),
+            # The same DEBUG and SECRET_KEY as this process (they derive the key of the
+            # encrypted fields); mail goes nowhere.
+            "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+        },
+    )
+
+
+def stop_cluster(cluster: subprocess.Popen[bytes]) -> None:
+    if cluster.poll() is not None:
+        return
+    os.killpg(cluster.pid, signal.SIGTERM)
+    try:
+        cluster.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(cluster.pid, signal.SIGKILL)  # a timer run still looping: not waited for
+        cluster.wait(timeout=15)
+
+
+# Watching AWS -------------------------------------------------------------------------------
+@dataclass
+class Tracked:
+    """One (user, group) membership the benchmark grants."""
+
+    approved_at: float = 0.0  # the approval's commit (time.time())
+    expires_at: float = 0.0
+    seen_at: float | None = None  # first listing that showed it
+    gone_at: float | None = None  # first listing after expiry that did not
+
+
+class Watcher(threading.Thread):
+    """Lists every group's memberships in a loop (one thread per group) and stamps what
+    appeared and disappeared. A stamp is the time the listing answered: at most one round
+    late."""
+
+    def __init__(self, seeded: dict[str, Any], tracked: dict[tuple[str, str], Tracked]) -> None:
+        super().__init__(name="aws-watcher", daemon=True)
+        from aws_integration import clients, seed
+
+        session = clients.make_session(seed.STANDIN_CREDENTIALS, region=seeded["region"])
+        self.store = clients.client("identitystore", session=session, region=seeded["region"])
+        self.store_id = seeded["identity_store_id"]
+        self.groups = sorted(seeded["groups"].values())
+        self.tracked = tracked
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.rounds: list[float] = []
+        self.pool = ThreadPoolExecutor(max_workers=min(16, len(self.groups)))
+
+    def members(self, group_id: str) -> tuple[str, set[str], float]:
+        found = set()
+        paginator = self.store.get_paginator("list_group_memberships")
+        for page in paginator.paginate(IdentityStoreId=self.store_id, GroupId=group_id):
+            found.update(m["MemberId"]["UserId"] for m in page["GroupMemberships"])
+        return group_id, found, time.time()
+
+    def snapshot(self) -> dict[str, tuple[set[str], float]]:
+        return {g: (m, at) for g, m, at in self.pool.map(self.members, self.groups)}
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            snapshot = self.snapshot()
+            with self.lock:
+                for (user_id, group_id), item in self.tracked.items():
+                    if not item.approved_at:
+                        continue
+                    members, at = snapshot[group_id]
+                    if user_id in members:
+                        if item.seen_at is None:
+                            item.seen_at = at
+                    elif item.seen_at is not None and at >= item.expires_at and not item.gone_at:
+                        item.gone_at = at
+            self.rounds.append(time.monotonic() - started)
+            # A round lists every group at once; a pause between rounds keeps the listing
+            # from taking the stand-in's time away from the grants it measures.
+            time.sleep(WATCH_PAUSE)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=30)
+
+
+# The run ---------------------------------------------------------------------------------
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)  # nearest rank
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.update(STANDIN_ENV)
+    if args.serve_standin:
+        serve_standin(args.serve_standin)
+        return 0
+    if args.run_cluster:
+        run_cluster()
+        return 0
+    os.environ["DATABASE_URL"] = args.database_url or "sqlite:///:memory:"
+    say(f"Seeding the stand-in AWS: {args.users} users, {args.groups} groups...")
+    child, seeded = start_standin(seed_size(args))
+    try:
+        return run_benchmark(args, seeded)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=60)
+
+
+def run_benchmark(args: argparse.Namespace, seeded: dict[str, Any]) -> int:
+    setup_django()
+    from django.conf import settings
+
+    logging.getLogger("django-q").setLevel(logging.WARNING)  # a line per task queued
+    settings.AWS_ENDPOINT_URL = seeded["url"]
+    # Production runs without DEBUG; with it Django keeps every query in memory.
+    settings.DEBUG = False
+    settings.EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
+    database_url, drop = create_database()
+    try:
+        return measure(args, seeded, database_url)
+    finally:
+        drop()
+
+
+def prepare(seeded: dict[str, Any]) -> tuple[Any, list[Any], list[Any]]:
+    """The app, synced; the portal users (one per Identity Center user) and the groups,
+    owned by one approver."""
+    from django.core.management import call_command
+
+    from access.choices import ResourceType
+    from access.models import Resource, User
+    from aws_integration.models import AwsApp, SyncRun
+    from aws_integration.sync import engine
+
+    call_command("install_schedules", verbosity=0, stdout=io.StringIO())
+    users = [
+        User.objects.create_user(username=email.split("@")[0], email=email)
+        for email in sorted(seeded["users"])
+    ]
+    approver = User.objects.create_user(username="owner.of.groups", email=APPROVER_EMAIL)
+    app = AwsApp.objects.create(
+        name="Benchmark organization",
+        management_account_id=seeded["management_account_id"],
+        organization_management=False,
+        identity_center_management=True,
+        identity_center_region=seeded["region"],
+        identity_center_instance_arn=seeded["instance_arn"],
+        identity_store_id=seeded["identity_store_id"],
+        access_portal_url="https://d-1234567890.awsapps.com/start",
+        regions=seeded["regions"],
+    )
+    run = engine.run_sync(SyncRun.objects.create(app=app).pk)
+    if run.status != "succeeded":
+        raise SystemExit(f"The sync ended {run.status}: {run.message}")
+    groups = list(
+        Resource.objects.filter(app=app, type=ResourceType.IDC_GROUP, deleted_at__isnull=True)
+        .prefetch_related("access_levels")
+        .order_by("name")
+    )
+    for group in groups:
+        group.owners.create(user=approver)
+    return approver, users, groups
+
+
+def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str) -> int:
+    from django.db import connection, transaction
+    from django.utils import timezone
+    from django_q.tasks import async_task
+
+    from access.choices import AssignmentState, GrantStatus
+    from access.models import Assignment, Grant
+    from access.services import requests
+
+    approver, users, groups = prepare(seeded)
+    user_ids = seeded["users"]
+    pairs = [(user, group) for user in users for group in groups]
+    total = len(pairs)
+    tracked = {(user_ids[u.email], g.remote_id): Tracked() for u, g in pairs}
+    say(f"Synced: {len(users)} users, {len(groups)} groups; {total} grants to make.")
+
+    cluster = start_cluster(database_url, seeded["url"], args.q_workers)
+    watcher = Watcher(seeded, tracked)
+    try:
+        # django-q2's scheduler first looks at the schedules 30 s after the cluster starts,
+        # then every 30 s: the first grant timer run is queued here so that it runs from
+        # the start; the schedule ("Portcullis: grant timer", every minute) keeps it going.
+        async_task("access.tasks.run_grant_timer", group="run_grant_timer")
+        watcher.start()
+        time.sleep(2)  # the cluster's workers start
+        say(f"Approving {total} requests...")
+        first = time.time()
+        for index, (user, group) in enumerate(pairs):
+            # Durations from first_expiry to first_expiry + spread, in a scattered order
+            # (617 is prime to 1,000), so expiries interleave with the approvals.
+            share = (index * 617 % total) / max(1, total - 1)
+            duration = timedelta(seconds=args.first_expiry + args.spread * share)
+            level = group.access_levels.all()[0]
+            (request,) = requests.submit_requests(
+                requested_by=user,
+                items=[requests.RequestItem(group.pk, level.pk, duration)],
+                reason="Benchmark",
+            )
+            item = tracked[(user_ids[user.email], group.remote_id)]
+            with transaction.atomic():
+                # Runs first of the commit's callbacks, before the reconcile is queued.
+                transaction.on_commit(lambda item=item: setattr(item, "approved_at", time.time()))
+                requests.decide(request, reviewer=approver, approve=True)
+            grant = Grant.objects.get(request=request)
+            with watcher.lock:
+                item.expires_at = grant.expires_at.timestamp()
+        approvals_wall = time.time() - first
+        say(f"  approved in {approvals_wall:.1f} s; waiting for the expiries and revokes...")
+        last_expiry = max(item.expires_at for item in tracked.values())
+        deadline = last_expiry + args.settle
+        while time.time() < deadline:
+            with watcher.lock:
+                done = all(item.gone_at is not None for item in tracked.values())
+            if done and time.time() > last_expiry + 3:
+                break
+            time.sleep(0.5)
+        watcher.stop()
+        final = watcher.snapshot()
+    finally:
+        watcher.stop()
+        watcher.pool.shutdown()
+        stop_cluster(cluster)
+    connection.close()
+
+    applied = [i.seen_at - i.approved_at for i in tracked.values() if i.seen_at is not None]
+    lags = [i.gone_at - i.expires_at for i in tracked.values() if i.gone_at is not None]
+    never_seen = sum(1 for i in tracked.values() if i.seen_at is None)
+    left = sum(1 for (user_id, group_id) in tracked if user_id in final[group_id][0])
+    not_ended = Grant.objects.exclude(status=GrantStatus.REVOKED).count()
+    failed = Assignment.objects.filter(state=AssignmentState.FAILED).count()
+    now = timezone.now()
+    say(f"  at the end: {not_ended} grants not revoked, {failed} failed assignments ({now:%X})")
+    rounds = watcher.rounds or [float("nan")]
+    figures = [
+        ("database", connection.vendor, ""),
+        ("grants", total, ""),
+        ("q_workers", args.q_workers, ""),
+        ("approvals_wall", f"{approvals_wall:.1f}", "s"),
+        ("watch_resolution", f"{statistics.fmean(rounds) + WATCH_PAUSE:.2f}", "s"),
+        ("approval_to_applied_p50", f"{percentile(applied, 0.50):.2f}", "s"),
+        ("approval_to_applied_p99", f"{percentile(applied, 0.99):.2f}", "s"),
+        ("approval_to_applied_max", f"{max(applied, default=float('nan')):.2f}", "s"),
+        ("never_seen_applied", never_seen, ""),
+        ("revoke_lag_p50", f"{percentile(lags, 0.50):.2f}", "s"),
+        ("revoke_lag_p99", f"{percentile(lags, 0.99):.2f}", "s"),
+        ("revoke_lag_max", f"{max(lags, default=float('nan')):.2f}", "s"),
+        ("grants_not_revoked", not_ended, ""),
+        ("left_granted_after_expiry", left, ""),
+    ]
+    for name, value, unit in figures:
+        print(f"{name}: {value} {unit}".rstrip())
+
+    missed = []
+    if never_seen or not percentile(applied, 0.99) <= TARGETS["approval_to_applied_p99"]:
+        missed.append("approval_to_applied_p99")
+    if len(lags) < total or not percentile(lags, 0.99) <= TARGETS["revoke_lag_p99"]:
+        missed.append("revoke_lag_p99")
+    if left:
+        missed.append("left_granted_after_expiry")
+    print("targets: met" if not missed else f"targets: missed ({', '.join(missed)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
