@@ -2,9 +2,10 @@
 which reads every app's SCHEDULES; plain dicts here because access imports no provider app)."""
 
 SCHEDULES = [
-    # The grant timer: each run loops for about a minute under a lease, revoking grants the
-    # second they expire and retrying failed AWS changes when their backoff ends. One run a
-    # minute keeps it going continuously; django-q2's scheduler alone checks every 30 s.
+    # The grant engine: each run loops under a lease, revoking grants the moment they
+    # expire and reconciling in AWS (on a pool of threads) every assignment planned for
+    # now; a newer run takes over from it within a tick. One run a minute keeps it going;
+    # django-q2's scheduler alone only looks every 30 s.
     {
         "name": "Portcullis: grant timer",
         "func": "access.tasks.run_grant_timer",

@@ -94,8 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--q-workers",
         type=int,
-        default=int(os.environ.get("Q_WORKERS") or 2),
-        help="task cluster workers (Q_WORKERS, else 2 as the settings default)",
+        default=int(os.environ.get("Q_WORKERS") or 4),
+        help="task cluster workers (Q_WORKERS, else 4 as the settings default)",
     )
     parser.add_argument(
         "--settle",
@@ -110,7 +110,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "none: a temporary SQLite file)",
     )
     parser.add_argument("--serve-standin", help=argparse.SUPPRESS)
-    parser.add_argument("--run-cluster", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -218,37 +217,8 @@ def create_database() -> tuple[str, Callable[[], None]]:
 
 
 # The task cluster --------------------------------------------------------------------------
-def driver_registered() -> bool:
-    from access import drivers
-    from access.choices import ResourceType
-
-    return ResourceType.IDC_GROUP.value in drivers.registered_types()
-
-
-def run_cluster() -> None:
-    """``--run-cluster``: the task cluster with the Identity Center drivers registered here,
-    for as long as aws_integration does not register them itself (workers are forked from
-    this process, so they inherit the registry)."""
-    setup_django()
-    from django.core.management import call_command
-
-    from access import drivers
-    from aws_integration.grants import identity_center
-
-    for resource_type, driver in identity_center.DRIVERS.items():
-        drivers.register(resource_type, driver)
-    call_command("qcluster")
-
-
 def start_cluster(database_url: str, endpoint: str, workers: int) -> subprocess.Popen[bytes]:
-    if driver_registered():
-        command = [sys.executable, str(ROOT / "manage.py"), "qcluster"]
-    else:
-        say(
-            "  aws_integration registers no Identity Center group driver yet: the cluster "
-            "registers identity_center.DRIVERS itself (--run-cluster)"
-        )
-        command = [sys.executable, str(Path(__file__).resolve()), "--run-cluster"]
+    command = [sys.executable, str(ROOT / "manage.py"), "qcluster"]
     log = open(Path(tempfile.gettempdir()) / f"grants-bench-qcluster-{os.getpid()}.log", "wb")  # noqa: SIM115
     say(f"  task cluster log: {log.name}")
     return subprocess.Popen(  # noqa: S603 - this interpreter
@@ -358,9 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(STANDIN_ENV)
     if args.serve_standin:
         serve_standin(args.serve_standin)
-        return 0
-    if args.run_cluster:
-        run_cluster()
         return 0
     os.environ["DATABASE_URL"] = args.database_url or "sqlite:///:memory:"
     say(f"Seeding the stand-in AWS: {args.users} users, {args.groups} groups...")

@@ -317,10 +317,42 @@ def next_expiry(after: datetime | None = None) -> datetime | None:
 
 # Reconciliation --------------------------------------------------------------------------------
 def enqueue_reconcile(assignment_id: int) -> None:
-    """Queue the assignment's reconciliation once the current transaction commits."""
+    """Plans the assignment's reconciliation now (in the caller's transaction): the grant
+    engine (the timer's loop) picks planned assignments up within a tick. When no engine
+    runs, a task is queued once the transaction commits instead."""
     from access import tasks
 
-    transaction.on_commit(lambda: tasks.enqueue("access.tasks.reconcile_assignment", assignment_id))
+    now = timezone.now()
+    Assignment.objects.filter(pk=assignment_id).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__gt=now)
+    ).update(next_attempt_at=now)
+
+    def queue() -> None:
+        if getattr(settings, "TASKS_INLINE", False) or not engine_running():
+            tasks.enqueue("access.tasks.reconcile_assignment", assignment_id)
+
+    transaction.on_commit(queue)
+
+
+ENGINE_LEASE = "grant-timer"
+
+
+def engine_running() -> bool:
+    """Whether a grant engine (the timer's loop) holds its lease now."""
+    from access.models import Lease
+
+    return Lease.objects.filter(name=ENGINE_LEASE, until__gt=timezone.now()).exists()
+
+
+def due_assignments(now: datetime, *, limit: int, exclude: set[int]) -> list[int]:
+    """Assignments whose reconciliation is planned for now or earlier and that nobody holds."""
+    return list(
+        Assignment.objects.filter(next_attempt_at__lte=now)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .exclude(pk__in=exclude)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
 
 
 def retry_now(grants: list[Grant], *, actor: Any) -> int:
@@ -352,6 +384,8 @@ def retry_due_assignments(now: datetime | None = None, limit: int = 500) -> int:
     from access import tasks
 
     now = now or timezone.now()
+    if engine_running():
+        return 0  # the engine takes due assignments itself, within a tick
     due = list(
         Assignment.objects.filter(next_attempt_at__lte=now)
         .order_by("next_attempt_at")
@@ -396,15 +430,13 @@ def requeue_stalled(now: datetime | None = None, limit: int = 500) -> int:
 
 def retry_waiting_for_subject(user: User) -> int:
     """The user's OIDC subject became known: apply their grants that waited for it."""
-    from access import tasks
-
     pks = list(
         Assignment.objects.filter(user=user, state=AssignmentState.WAITING).values_list(
             "pk", flat=True
         )
     )
     for pk in pks:
-        transaction.on_commit(lambda pk=pk: tasks.enqueue("access.tasks.reconcile_assignment", pk))
+        enqueue_reconcile(pk)
     return len(pks)
 
 

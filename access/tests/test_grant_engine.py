@@ -1,0 +1,83 @@
+"""The grant engine (the timer's loop) applies planned assignments on its own thread pool,
+without the task queue: approvals are applied and expired access is removed within ticks."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from access import drivers, tasks
+from access.choices import GrantSource, GrantStatus
+from access.models import AccessLevel, Assignment, Grant
+from access.services import grants as grant_service
+
+
+class ThreadSafeProvider:
+    """Stands in for one resource type's driver: the engine, not AWS, is under test here
+    (the stand-in AWS is exercised by the driver, workflow and benchmark runs)."""
+
+    def __init__(self) -> None:
+        self.held: set[int] = set()
+        self.lock = threading.Lock()
+
+    def apply(self, assignment):
+        with self.lock:
+            self.held.add(assignment.pk)
+        return drivers.Outcome(note="applied")
+
+    def remove(self, assignment):
+        with self.lock:
+            self.held.discard(assignment.pk)
+        return drivers.Outcome(note="removed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_engine_applies_new_grants_and_removes_expired_ones_without_the_task_queue(
+    personas, monkeypatch, settings
+):
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        pytest.skip(
+            "The engine's threads write concurrently; SQLite's shared-cache in-memory test "
+            "database uses table locks that do not wait (the file database does, and the "
+            "benchmark runs the engine on it)."
+        )
+    settings.TASKS_INLINE = False
+    queued: list[tuple] = []
+    monkeypatch.setattr(tasks, "enqueue", lambda *args: queued.append(args))
+    provider = ThreadSafeProvider()
+    monkeypatch.setitem(drivers._registry, personas.resource.type, provider)
+    levels = [
+        AccessLevel.objects.create(resource=personas.resource, remote_id=f"ps-{n}", name=f"L{n}")
+        for n in range(6)
+    ]
+    now = timezone.now()
+    made = [
+        grant_service.create_grant(
+            user=personas.requester,
+            resource=personas.resource,
+            access_level=level,
+            # Three expire within the run, three do not.
+            expires_at=now + (timedelta(seconds=1) if n % 2 else timedelta(hours=1)),
+            source=GrantSource.ADMIN,
+            actor=personas.admin,
+        )
+        for n, level in enumerate(levels)
+    ]
+    # No engine ran when they were made: a task was queued for each (the fallback).
+    assert len(queued) == 6
+
+    done = tasks.run_grant_timer(seconds=3)
+
+    statuses = {g.pk: Grant.objects.get(pk=g.pk).status for g in made}
+    for n, grant in enumerate(made):
+        expected = GrantStatus.REVOKED if n % 2 else GrantStatus.ACTIVE
+        assert statuses[grant.pk] == expected, (n, statuses)
+    held = {Assignment.objects.get(pk=g.assignment_id).pk for g in made[::2]}
+    assert provider.held == held
+    assert done["expired"] == 3
+    # The engine did it all itself: no further task was queued while it ran.
+    assert len(queued) == 6
