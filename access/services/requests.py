@@ -271,7 +271,7 @@ def _stage_complete(request: AccessRequest, stage: dict[str, Any]) -> bool:
     needed = set(request.stage_reviewers)
     if not request.rule_snapshot.get("allow_self_approval"):
         # The requester cannot approve, so "all" means all the others; when they were the
-        # only reviewer, any admin decides (stage_reviewers then holds the admins).
+        # only reviewer, stage_reviewers holds the admins instead, and all of them decide.
         needed -= _self_ids(request)
     return bool(approved) and needed <= approved
 
