@@ -477,7 +477,8 @@ class Lease(models.Model):
     """A named lease on a background loop (the grant timer), claimed by conditional update
     so that only one worker runs it at a time."""
 
-    name = models.CharField(max_length=64, unique=True)
+    # Names carry what they lock, e.g. "lock:iam-role:<account>:<role name>" (up to 64).
+    name = models.CharField(max_length=255, unique=True)
     holder = models.CharField(max_length=64, blank=True)
     until = models.DateTimeField(null=True, blank=True)
 
