@@ -215,6 +215,8 @@ PORTCULLIS_AWS_PRINCIPAL_ARN = env_str("PORTCULLIS_AWS_PRINCIPAL_ARN")
 ACCESS_REQUEST_PENDING_HOURS = env_int("ACCESS_REQUEST_PENDING_HOURS", 72)
 # Consecutive failed attempts at a grant or revoke in AWS before the admin alert.
 GRANT_ALERT_AFTER_ATTEMPTS = env_int("GRANT_ALERT_AFTER_ATTEMPTS", 3)
+# Threads of the grant engine (the grant timer's loop) applying and removing access in AWS.
+GRANT_ENGINE_THREADS = env_int("GRANT_ENGINE_THREADS", 8)
 # Run background tasks in the caller instead of queueing them (tests, one-off scripts).
 TASKS_INLINE = env_bool("TASKS_INLINE", False)
 
