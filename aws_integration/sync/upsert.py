@@ -30,7 +30,15 @@ from access.choices import GrantSource, GrantStatus, PropagationStatus, Resource
 from access.models import AccessLevel, Grant, Resource, User
 from access.services import grants as grant_service
 from audit.services import record_event
-from aws_integration.models import AwsApp, IdentityCenterUser, SyncIssue, SyncRun, SyncScope
+from aws_integration import policies, trust_policy
+from aws_integration.models import (
+    AwsApp,
+    AwsSettings,
+    IdentityCenterUser,
+    SyncIssue,
+    SyncRun,
+    SyncScope,
+)
 from aws_integration.sync.records import (
     IdcUserRecord,
     LevelRecord,
@@ -46,6 +54,10 @@ BATCH_SIZE = 500
 REVOKE_REASON = "no longer present in AWS"
 ACCOUNT = ResourceType.ACCOUNT.value
 GROUP = ResourceType.IDC_GROUP.value
+IAM_ROLE = ResourceType.IAM_ROLE.value
+ASSUME_LEVEL = "assume"
+# Resources whose observed grants end with them when they are gone from AWS.
+OBSERVED_TYPES = frozenset({GROUP, ACCOUNT, IAM_ROLE})
 # What is synced inside an account, swept with it when it leaves the organization.
 IN_ACCOUNT_TYPES = frozenset(
     {
@@ -82,6 +94,37 @@ def _field_name(attribute: str) -> str:
     return attribute[:-3] if attribute.endswith("_id") and attribute != "account_id" else attribute
 
 
+def managed_subjects(policy: Any, *, issuer_host: str, client_id: str) -> set[str]:
+    """The OIDC subjects a role's trust policy admits through Portcullis: those of an Allow
+    statement with Sid ``PortcullisManaged`` whose ``aud`` is Portcullis's client. Anything
+    else (another Sid, another provider's or client's statement, a policy that cannot be
+    read) admits no one here."""
+    if not isinstance(policy, dict):
+        return set()
+    statements = policy.get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    if not isinstance(statements, list):
+        return set()
+    found: set[str] = set()
+    # Statement by statement: a policy with two managed statements (which the grant
+    # driver refuses to edit) still shows whom each admits.
+    for statement in statements:
+        if (
+            not isinstance(statement, dict)
+            or statement.get("Sid") != policies.MANAGED_STATEMENT_SID
+            or statement.get("Effect") != "Allow"
+        ):
+            continue
+        condition = statement.get("Condition")
+        equals = condition.get("StringEquals") if isinstance(condition, dict) else None
+        audience = equals.get(f"{issuer_host}:aud") if isinstance(equals, dict) else None
+        if audience != client_id and not (isinstance(audience, list) and client_id in audience):
+            continue
+        found |= trust_policy.subjects_in({"Statement": statement}, issuer_host)
+    return found
+
+
 class InventoryWriter:
     """Applies ScopeResults to one app's inventory. See the module docstring."""
 
@@ -106,6 +149,11 @@ class InventoryWriter:
         self.failed: dict[str, ScopeResult] = {}
         self.memberships: dict[str, set[str]] = {}
         self.assignments: dict[str, set[tuple[str, str]]] = {}
+        # Role ARN -> the subjects its managed trust statement admits, for the roles of
+        # error-free listings of this run only (never rows merely loaded).
+        self.trusted_subjects: dict[str, set[str]] = {}
+        self._oidc: tuple[str, str] | None = None
+        self._oidc_read = False
         self.deleted_pks: set[int] = set()
         self.gone_accounts: set[str] = set()
 
@@ -195,6 +243,36 @@ class InventoryWriter:
                 self.memberships.update(result.memberships)
             if result.user_assignments is not None:
                 self.assignments.update(result.user_assignments)
+            self._note_trusted_subjects(result)
+
+    def _oidc_client(self) -> tuple[str, str] | None:
+        """(issuer host and path, client ID) of the identity provider AWS trusts for users'
+        sessions; None when either is not set (read once per writer)."""
+        if not self._oidc_read:
+            # Read, not get_aws_settings(): a sync must not create the settings row.
+            row = AwsSettings.objects.only("oidc_issuer_url", "oidc_client_id").first()
+            host = policies.issuer_host_path(row.oidc_issuer_url) if row else ""
+            if row is not None and host and row.oidc_client_id:
+                self._oidc = (host, row.oidc_client_id)
+            self._oidc_read = True
+        return self._oidc
+
+    def _note_trusted_subjects(self, result: ScopeResult) -> None:
+        # Only the trust policies of roles this (error-free) result describes in full: a
+        # role of a failed scope, or one not listed this run, keeps its observed grants.
+        roles = [r for r in result.resources if r.type == IAM_ROLE]
+        if not roles:
+            return
+        oidc = self._oidc_client()
+        if oidc is None:
+            # No identity provider set: no statement can be told to be Portcullis's, so
+            # nothing is observed from trust policies (and nothing revoked for them).
+            return
+        issuer_host, client_id = oidc
+        for record in roles:
+            self.trusted_subjects[record.remote_id] = managed_subjects(
+                record.metadata.get("trust_policy"), issuer_host=issuer_host, client_id=client_id
+            )
 
     def _resolve(self, key: ResourceKey | None) -> int | None:
         if key is None:
@@ -478,31 +556,54 @@ class InventoryWriter:
         """Access found in AWS that Portcullis did not grant becomes an observed grant (no
         expiry); an observed grant whose access AWS no longer shows, in a scope listed
         completely, is revoked. Grants from other sources are never touched. Each grant
-        created or revoked is audited in the same transaction."""
-        if not self.memberships and not self.assignments and not self.deleted_pks:
+        created or revoked is audited in the same transaction.
+
+        Access is what complete listings of this run show: group memberships, USER account
+        assignments, and the portal users whose OIDC subject is in the managed statement of
+        an IAM role's trust policy (level "assume"). Access whose Portcullis grants have all
+        ended is not adopted: grant_service.reassert_revocations removes it again."""
+        if (
+            not self.memberships
+            and not self.assignments
+            and not self.trusted_subjects
+            and not self.deleted_pks
+        ):
             return
-        users = self._load_idc_users()
-        link = {
-            rid: u.portal_user_id
-            for rid, u in users.items()
-            if u.portal_user_id and u.deleted_at is None
-        }
+        link: dict[str, int] = {}
+        if self.memberships or self.assignments:
+            link = {
+                rid: u.portal_user_id
+                for rid, u in self._load_idc_users().items()
+                if u.portal_user_id and u.deleted_at is None
+            }
+        # A subject that is no portal user's (someone who never signed in to the portal,
+        # another installation's user) is ignored: there is no one to record access for.
+        by_subject = (
+            self._users_by_subject(set().union(*self.trusted_subjects.values()))
+            if self.trusted_subjects
+            else {}
+        )
         scope_pks: set[int] = set()
         desired: set[tuple[int, int, int]] = set()
 
-        def want(row: Resource | None, level_id: str, members: Iterable[str]) -> None:
+        def want(row: Resource | None, level_id: str, user_ids: Iterable[int]) -> None:
             if row is None:
                 return
             scope_pks.add(row.pk)
             level = self.levels.get(row.pk, {}).get(level_id)
             if row.deleted_at is not None or level is None or level.deleted_at is not None:
                 return
-            for member in members:
-                if user_id := link.get(member):
-                    desired.add((user_id, row.pk, level.pk))
+            for user_id in user_ids:
+                desired.add((user_id, row.pk, level.pk))
+
+        def linked(members: Iterable[str]) -> list[int]:
+            return [link[member] for member in members if member in link]
 
         for group_id, members in self.memberships.items():
-            want(self.rows.get((GROUP, group_id)), "member", members)
+            want(self.rows.get((GROUP, group_id)), "member", linked(members))
+        for role_arn, subjects in self.trusted_subjects.items():
+            users = [pk for subject in subjects for pk in by_subject.get(subject, ())]
+            want(self.rows.get((IAM_ROLE, role_arn)), ASSUME_LEVEL, users)
         for account_id, pairs in self.assignments.items():
             row = self.rows.get((ACCOUNT, account_id))
             by_permission_set: dict[str, set[str]] = defaultdict(set)
@@ -511,8 +612,8 @@ class InventoryWriter:
             if row is not None:
                 scope_pks.add(row.pk)
             for permission_set_arn, members in by_permission_set.items():
-                want(row, permission_set_arn, members)
-        scope_pks |= {pk for pk in self.deleted_pks if self.by_pk[pk].type in (GROUP, ACCOUNT)}
+                want(row, permission_set_arn, linked(members))
+        scope_pks |= {pk for pk in self.deleted_pks if self.by_pk[pk].type in OBSERVED_TYPES}
         if not scope_pks:
             return
 
@@ -588,6 +689,17 @@ class InventoryWriter:
                 )
         self.counts[GRANT_COUNT]["created"] += len(grants)
         self.counts[GRANT_COUNT]["deleted"] += len(to_revoke)
+
+    @staticmethod
+    def _users_by_subject(subjects: set[str]) -> dict[str, set[int]]:
+        """Portal users by OIDC subject, for these subjects: a query per 2,000 subjects."""
+        found: dict[str, set[int]] = defaultdict(set)
+        for chunk in _chunks(sorted(s for s in subjects if s), 2000):
+            for pk, subject in User.objects.filter(oidc_subject__in=chunk).values_list(
+                "pk", "oidc_subject"
+            ):
+                found[subject].add(pk)
+        return found
 
     def _grant_parts(self, user_id: int, resource_id: int, level_id: int) -> tuple[str, str, str]:
         if self._emails is None:
