@@ -366,6 +366,11 @@ class Assignment(models.Model):
     alerted_at = models.DateTimeField(
         null=True, blank=True, help_text="When the failing alert was raised (cleared on success)."
     )
+    reapply_requested = models.BooleanField(
+        default=False,
+        help_text="Apply again even though AWS holds it (an OU's accounts changed); cleared "
+        "once applied.",
+    )
     applied_at = models.DateTimeField(null=True, blank=True)
     removed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 logger = logging.getLogger("access.tasks")
@@ -24,6 +24,8 @@ TIMER_NEXT = "grant-timer-next"
 TIMER_HANDOVER = 75.0
 # The timer's lease, renewed while it runs.
 TIMER_LEASE_LENGTH = timedelta(seconds=60)
+# How long a waiting successor's announcement lasts unless renewed (it renews every tick).
+ANNOUNCEMENT = timedelta(seconds=5)
 
 
 def enqueue(func: str, *args: Any) -> None:
@@ -45,8 +47,12 @@ def reconcile_assignment(assignment_id: int) -> str:
 
 
 def reapply_assignment(assignment_id: int) -> str:
+    """Apply again an assignment AWS holds (an OU's accounts changed). The request is kept
+    on the assignment until an apply succeeds, so a busy or failed attempt does not lose it."""
+    from access.models import Assignment
     from access.services import grants
 
+    Assignment.objects.filter(pk=assignment_id).update(reapply_requested=True)
     return grants.reconcile_assignment(assignment_id, force=True).action
 
 
@@ -122,32 +128,37 @@ def run_grant_timer(seconds: float | None = None) -> dict[str, int]:
                 if not _renew(lease):
                     logger.warning("The grant timer lost its lease; stopping this run.")
                     break
-            now = timezone.now()
-            done["expired"] += grants.expire_due_grants(now)
-            with guard:
-                busy = set(in_flight)
-            room = threads * 4 - len(busy)
-            if room > 0:
-                for pk in grants.due_assignments(now, limit=room, exclude=busy):
-                    with guard:
-                        in_flight.add(pk)
-                    pool.submit(reconcile, pk)
-                    done["reconciled"] += 1
-            if time.monotonic() - last_slow >= 30:
-                last_slow = time.monotonic()
-                done["requests_expired"] += requests.expire_pending_requests(now)
-                done["warned"] += requests.send_expiry_warnings(now)
-            upcoming = grants.next_expiry(now)
             wait = tick
-            if upcoming is not None:
-                wait = min(tick, max(0.0, (upcoming - timezone.now()).total_seconds()))
+            try:
+                now = timezone.now()
+                done["expired"] += grants.expire_due_grants(now)
+                with guard:
+                    busy = set(in_flight)
+                room = threads * 4 - len(busy)
+                if room > 0:
+                    for pk in grants.due_assignments(now, limit=room, exclude=busy):
+                        with guard:
+                            in_flight.add(pk)
+                        pool.submit(reconcile, pk)
+                        done["reconciled"] += 1
+                if time.monotonic() - last_slow >= 30:
+                    last_slow = time.monotonic()
+                    done["requests_expired"] += requests.expire_pending_requests(now)
+                    done["warned"] += requests.send_expiry_warnings(now)
+                upcoming = grants.next_expiry(now)
+                if upcoming is not None:
+                    wait = min(tick, max(0.0, (upcoming - timezone.now()).total_seconds()))
+            except DatabaseError:
+                logger.exception("The grant engine's tick failed; trying again next tick.")
+                wait = max(tick, 1.0)
             time.sleep(max(wait, 0.02))
             close_old_connections()
     finally:
         # The lease is held until the pool's work is done: a successor must not start the
         # same assignments (their own leases would stop it, but it would wait for nothing).
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=False, cancel_futures=True)
         leases.release(lease)
+        pool.shutdown(wait=True)
     return done
 
 
@@ -156,7 +167,7 @@ def _take_over(tick: float, deadline: float) -> tuple[str, str] | None:
     another successor is already waiting or the running timer does not let go."""
     from access.services import leases
 
-    waiting = leases.claim(TIMER_NEXT, timedelta(seconds=TIMER_HANDOVER + 30))
+    waiting = leases.claim(TIMER_NEXT, ANNOUNCEMENT)
     if waiting is None:
         return None
     try:
@@ -164,6 +175,7 @@ def _take_over(tick: float, deadline: float) -> tuple[str, str] | None:
         while time.monotonic() < give_up:
             time.sleep(tick)
             close_old_connections()
+            _renew(waiting, ANNOUNCEMENT)
             lease = leases.claim(TIMER_LEASE, TIMER_LEASE_LENGTH)
             if lease is not None:
                 return lease
@@ -178,14 +190,12 @@ def _successor_waiting() -> bool:
     return Lease.objects.filter(name=TIMER_NEXT, until__gt=timezone.now()).exists()
 
 
-def _renew(lease: tuple[str, str]) -> bool:
+def _renew(lease: tuple[str, str], length: timedelta = TIMER_LEASE_LENGTH) -> bool:
     from access.models import Lease
 
     name, holder = lease
     return bool(
-        Lease.objects.filter(name=name, holder=holder).update(
-            until=timezone.now() + TIMER_LEASE_LENGTH
-        )
+        Lease.objects.filter(name=name, holder=holder).update(until=timezone.now() + length)
     )
 
 

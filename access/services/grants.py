@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -53,6 +54,8 @@ RETRY_BACKOFF = (
 # ~2 minutes); a crashed worker's lease simply runs out.
 LEASE = timedelta(minutes=5)
 RESOURCE_BUSY_RETRY = timedelta(seconds=1)
+# How often a running driver call renews its leases.
+HEARTBEAT = LEASE / 3
 # A reconciliation still to do with nothing planned this long after the last change is
 # considered lost and planned again by the sweep.
 STALL_AFTER = timedelta(minutes=2)
@@ -323,9 +326,7 @@ def enqueue_reconcile(assignment_id: int) -> None:
     from access import tasks
 
     now = timezone.now()
-    Assignment.objects.filter(pk=assignment_id).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__gt=now)
-    ).update(next_attempt_at=now)
+    Assignment.objects.filter(pk=assignment_id).update(next_attempt_at=now)
 
     def queue() -> None:
         if getattr(settings, "TASKS_INLINE", False) or not engine_running():
@@ -475,10 +476,9 @@ def _work_left(assignment: Assignment) -> bool:
 
 
 def reapply_present(app_id: int, resource_types: list[str]) -> int:
-    """Queue a fresh apply of every assignment in AWS of these types (an OU's assignment
-    reaches accounts that joined the OU since). Returns how many were queued."""
-    from access import tasks
-
+    """Asks for a fresh apply of every assignment in AWS of these types (an OU's assignment
+    reaches accounts that joined the OU since). The request is kept on the assignment until
+    an apply succeeds, so a busy or failed attempt does not lose it. Returns how many."""
     pks = list(
         Assignment.objects.filter(
             resource__app_id=app_id,
@@ -489,8 +489,10 @@ def reapply_present(app_id: int, resource_types: list[str]) -> int:
         .values_list("pk", flat=True)
         .distinct()
     )
+    if pks:
+        Assignment.objects.filter(pk__in=pks).update(reapply_requested=True)
     for pk in pks:
-        transaction.on_commit(lambda pk=pk: tasks.enqueue("access.tasks.reapply_assignment", pk))
+        enqueue_reconcile(pk)
     return len(pks)
 
 
@@ -573,9 +575,11 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
     wanted = any(g.status in ACTIVE_STATUSES for g in grants)
     pending = [g for g in grants if g.status == GrantStatus.PENDING]
     ending = [g for g in grants if g.status == GrantStatus.REVOKING]
-    if assignment.next_attempt_at is not None and assignment.attempts:
-        # A retry after a failure: do again what failed, even where the state already
-        # says "present" (a failed re-apply of an OU keeps that state).
+    if assignment.reapply_requested or (
+        assignment.next_attempt_at is not None and assignment.attempts
+    ):
+        # A requested re-apply, or a retry after a failure: do again what failed, even where
+        # the state already says "present" (a failed re-apply of an OU keeps that state).
         force = True
     if wanted:
         if force and assignment.state == AssignmentState.PRESENT:
@@ -610,7 +614,10 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
                     next_attempt_at=timezone.now() + RESOURCE_BUSY_RETRY
                 )
                 return ReconcileResult("busy")
-        outcome = driver.apply(assignment) if operation == "apply" else driver.remove(assignment)
+        with _Heartbeat(assignment.pk, resource_lease):
+            outcome = (
+                driver.apply(assignment) if operation == "apply" else driver.remove(assignment)
+            )
     except drivers.SubjectUnknown as exc:
         _record_waiting(assignment, pending, exc.message)
         return ReconcileResult("waiting", exc.message)
@@ -633,10 +640,48 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
     return ReconcileResult("removed")
 
 
+class _Heartbeat:
+    """Renews the assignment's lease (and its lock's) while a driver call runs, so that a
+    call longer than LEASE (an OU with many accounts) is never started a second time; a
+    crashed worker's leases still run out within LEASE."""
+
+    def __init__(self, assignment_id: int, lock: tuple[str, str] | None) -> None:
+        self.assignment_id = assignment_id
+        self.lock = lock
+        self.stop = threading.Event()
+        self.beats = 0
+        self.thread = threading.Thread(target=self.run, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stop.wait(HEARTBEAT.total_seconds()):
+                until = timezone.now() + LEASE
+                Assignment.objects.filter(pk=self.assignment_id).update(lease_until=until)
+                if self.lock is not None:
+                    leases.renew(self.lock, LEASE)
+                self.beats += 1
+        except DatabaseError:
+            logger.exception("Could not renew the lease of assignment %s", self.assignment_id)
+        finally:
+            connection.close()  # this thread's own connection, if it opened one
+
+
 def _nothing(assignment: Assignment) -> ReconcileResult:
     """Nothing to do in the provider: a planned attempt (a retry, a claim) is moot."""
     if assignment.next_attempt_at is not None:
-        Assignment.objects.filter(pk=assignment.pk).update(next_attempt_at=None)
+        Assignment.objects.filter(
+            pk=assignment.pk, next_attempt_at=assignment.next_attempt_at
+        ).update(next_attempt_at=None)
     return ReconcileResult("nothing")
 
 
@@ -667,15 +712,21 @@ def _record_success(
             "state": state,
             "attempts": 0,
             "last_error": "",
-            "next_attempt_at": None,
             "alerted_at": None,
             "updated_at": now,
         }
+        # A plan made since this attempt read the assignment stays (compare and clear).
+        Assignment.objects.filter(
+            pk=assignment.pk, next_attempt_at=assignment.next_attempt_at
+        ).update(next_attempt_at=None)
         if outcome is not None:
             fields["driver_state"] = outcome.state
+            if state == AssignmentState.PRESENT:
+                fields["reapply_requested"] = False
         if state == AssignmentState.PRESENT and not shared:
             fields["applied_at"] = now
         if state == AssignmentState.ABSENT:
+            fields["reapply_requested"] = False
             fields["removed_at"] = now
         Assignment.objects.filter(pk=assignment.pk).update(**fields)
         note = outcome.note if outcome is not None else ""

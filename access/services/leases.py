@@ -32,3 +32,11 @@ def claim(name: str, duration: timedelta) -> tuple[str, str] | None:
 def release(lease: tuple[str, str]) -> None:
     name, holder = lease
     Lease.objects.filter(name=name, holder=holder).update(until=None, holder="")
+
+
+def renew(lease: tuple[str, str], duration: timedelta) -> bool:
+    """Extends a lease still held; False when it was lost (ran out and was taken)."""
+    name, holder = lease
+    return bool(
+        Lease.objects.filter(name=name, holder=holder).update(until=timezone.now() + duration)
+    )
