@@ -24,6 +24,8 @@ TIMER_NEXT = "grant-timer-next"
 TIMER_HANDOVER = 75.0
 # The timer's lease, renewed while it runs.
 TIMER_LEASE_LENGTH = timedelta(seconds=60)
+# How long the engine leaves an assignment whose reconciliation raised outside the driver.
+ENGINE_ERROR_PAUSE = timedelta(seconds=30)
 # How long a waiting successor's announcement lasts unless renewed (it renews every tick).
 ANNOUNCEMENT = timedelta(seconds=5)
 
@@ -113,6 +115,16 @@ def run_grant_timer(seconds: float | None = None) -> dict[str, int]:
             grants.reconcile_assignment(pk)
         except Exception:  # recorded on the grants by reconcile itself where it can be
             logger.exception("The grant engine could not reconcile assignment %s", pk)
+            try:
+                # Not again on the next tick: an error outside the driver call (the
+                # database) would otherwise repeat four times a second.
+                from access.models import Assignment
+
+                Assignment.objects.filter(pk=pk).update(
+                    next_attempt_at=timezone.now() + ENGINE_ERROR_PAUSE
+                )
+            except Exception:
+                logger.exception("Could not plan assignment %s again", pk)
         finally:
             connection.close()  # each pool thread's own connection
             with guard:

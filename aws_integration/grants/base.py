@@ -71,8 +71,15 @@ def session_for(app: AwsApp, account_id: str) -> boto3.Session:
     return session
 
 
+# boto3 sessions are not thread-safe while making clients (the clients are): the grant
+# engine's threads share cached sessions, so clients are made one at a time.
+_client_lock = threading.Lock()
+
+
 def client_for(app: AwsApp, account_id: str, service: str, region: str | None = None) -> Any:
-    return clients.client(service, session=session_for(app, account_id), region=region)
+    session = session_for(app, account_id)
+    with _client_lock:
+        return clients.client(service, session=session, region=region)
 
 
 def forget_sessions() -> None:
