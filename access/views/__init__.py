@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from access import tokens
 from access.forms import ApiTokenForm
 from access.models import ApiToken, Grant
+from access.views.common import render_page
 
 HOME_GRANT_LIMIT = 50
 
@@ -31,7 +32,7 @@ def home(request: HttpRequest) -> HttpResponse:
         # Soonest expiry first and "until revoked" last, on SQLite and PostgreSQL alike.
         .order_by(F("expires_at").asc(nulls_last=True), "id")[:HOME_GRANT_LIMIT]
     )
-    return render(request, "access/home.html", {"grants": grants})
+    return render_page(request, "access/home.html", {"grants": grants})
 
 
 @require_GET

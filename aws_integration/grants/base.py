@@ -67,25 +67,45 @@ def session_for(app: AwsApp, account_id: str) -> boto3.Session:
     )
     session = clients.make_session(credentials)
     with _lock:
+        replaced = _sessions.get(key)
         _sessions[key] = (now + _SESSION_TTL, session)
+    if replaced is not None:
+        # The old session's clients go with it (they would otherwise pile up, one set per
+        # 45 minutes).
+        with _client_lock:
+            for client_key in [k for k in _clients if k[0] == id(replaced[1])]:
+                del _clients[client_key]
     return session
 
 
-# boto3 sessions are not thread-safe while making clients (the clients are): the grant
-# engine's threads share cached sessions, so clients are made one at a time.
+# boto3 sessions are not thread-safe while making clients, but clients are: each client is
+# made once per session (under a lock) and shared by the grant engine's threads. Making a
+# client costs milliseconds; a grant needs one or two.
 _client_lock = threading.Lock()
+_clients: dict[tuple[int, str, str | None, str, int], Any] = {}
 
 
 def client_for(app: AwsApp, account_id: str, service: str, region: str | None = None) -> Any:
+    from django.conf import settings
+
     session = session_for(app, account_id)
+    key = (id(session), service, region, settings.AWS_ENDPOINT_URL, settings.AWS_MAX_ATTEMPTS)
     with _client_lock:
-        return clients.client(service, session=session, region=region)
+        made = _clients.get(key)
+        if made is None or made[0] is not session:
+            made = _clients[key] = (
+                session,
+                clients.client(service, session=session, region=region),
+            )
+        return made[1]
 
 
 def forget_sessions() -> None:
-    """Drop cached sessions (tests reset the stand-in between cases)."""
+    """Drop cached sessions and clients (tests reset the stand-in between cases)."""
     with _lock:
         _sessions.clear()
+    with _client_lock:
+        _clients.clear()
 
 
 def error_code(exc: ClientError) -> str:
