@@ -189,12 +189,13 @@ class StageForm(forms.ModelForm):
 
 
 class BaseStageFormSet(forms.BaseInlineFormSet):
-    """A rule that is not auto-approved has 1 to 3 stages numbered 1, 2, 3 (the same check
-    as the admin's)."""
+    """A rule that is not auto-approved has 1 to 3 stages numbered 1, 2, 3 (used by the admin
+    and the owners' rule pages alike)."""
 
     def clean(self) -> None:
         if any(self.errors):
             return
+        # Checked before Django's own duplicate check, whose message names no stage.
         orders = [
             form.cleaned_data["order"]
             for form in self.forms

@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin
 from django.db.models import Count, QuerySet
-from django.forms import BaseInlineFormSet, ValidationError
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -24,6 +23,7 @@ from access.admin.base import (
     PortcullisModelAdmin,
     PortcullisTabularInline,
 )
+from access.forms import BaseStageFormSet
 from access.models import AccessLevel, App, Owner, RequestRule, RequestRuleStage, Resource
 
 
@@ -174,27 +174,8 @@ class OwnerAdmin(PortcullisModelAdmin):
 
 
 # Request rules ------------------------------------------------------------------
-class StageFormSet(BaseInlineFormSet):
-    """A rule that is not auto-approved has 1 to 3 stages numbered 1, 2, 3."""
-
-    def clean(self) -> None:
-        if any(self.errors):
-            return
-        # Checked before Django's own duplicate check, whose message names no stage.
-        orders = [
-            form.cleaned_data["order"]
-            for form in self.forms
-            if form.cleaned_data
-            and not form.cleaned_data.get("DELETE")
-            and form.cleaned_data.get("order") is not None
-        ]
-        rule = self.instance
-        problems = services.rule_stage_problems(
-            allow_requests=rule.allow_requests, auto_approve=rule.auto_approve, orders=orders
-        )
-        if problems:
-            raise ValidationError(problems)
-        super().clean()
+# One check of a rule's stages for the admin and the owners' rule pages.
+StageFormSet = BaseStageFormSet
 
 
 STAGE_ORDERS = [("", "---------")] + [
