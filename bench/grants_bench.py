@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import math
 import os
@@ -64,21 +63,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-# The stand-in accepts any credentials; real ones from the environment are never sent.
-STANDIN_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+# Run as a script: bench/ is on the path.
+from benchkit import ROOT, STANDIN_ENV, say, setup_django, start_standin
+
 TARGETS = {"approval_to_applied_p99": 5.0, "revoke_lag_p99": 10.0}
 APPROVER_EMAIL = "owner.of.groups@corp.example"
 WATCH_PAUSE = 0.25  # seconds between two listings of every group
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,16 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a server to create the benchmark database on (default: DATABASE_URL; "
         "none: a temporary SQLite file)",
     )
-    parser.add_argument("--serve-standin", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
 
 
 # The stand-in, in a child process --------------------------------------------------------
@@ -150,51 +131,6 @@ def seed_size(args: argparse.Namespace) -> dict[str, Any]:
         "memberships_per_user": 0,
         "assignments_per_account": 0,
     }
-
-
-def serve_standin(size_json: str) -> None:
-    """Child process: starts moto, seeds it, prints what was seeded as one JSON line, and
-    serves until the parent closes stdin."""
-    setup_django()
-    from django.conf import settings
-
-    from aws_integration import seed, standin
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
-    server = standin.start_moto()
-    settings.AWS_ENDPOINT_URL = server.url
-    result = seed.seed_organization(
-        seed.SeedSize(**json.loads(size_json)), progress=lambda m: say(f"  seed: {m}")
-    )
-    summary = {
-        "url": server.url,
-        "management_account_id": result.management_account_id,
-        "region": result.region,
-        "regions": result.regions,
-        "instance_arn": result.instance_arn,
-        "identity_store_id": result.identity_store_id,
-        "users": result.users,
-        "groups": result.groups,
-    }
-    print(json.dumps(summary), flush=True)
-    sys.stdin.read()  # until the parent ends
-    server.stop()
-
-
-def start_standin(size: dict[str, Any]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    child = subprocess.Popen(  # noqa: S603 - this interpreter running this file
-        [sys.executable, str(Path(__file__).resolve()), "--serve-standin", json.dumps(size)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **STANDIN_ENV, "DATABASE_URL": "sqlite:///:memory:"},
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        child.wait()
-        raise SystemExit(f"The stand-in AWS did not start (exit status {child.returncode}).")
-    return child, json.loads(line)
 
 
 # The database ----------------------------------------------------------------------------
@@ -335,9 +271,6 @@ def percentile(values: list[float], share: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.update(STANDIN_ENV)
-    if args.serve_standin:
-        serve_standin(args.serve_standin)
-        return 0
     os.environ["DATABASE_URL"] = args.database_url or "sqlite:///:memory:"
     say(f"Seeding the stand-in AWS: {args.users} users, {args.groups} groups...")
     child, seeded = start_standin(seed_size(args))

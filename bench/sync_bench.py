@@ -30,13 +30,10 @@ It exits 0 whether the targets are met or not; it fails only when it cannot run.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import re
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,26 +41,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-# The stand-in accepts any credentials; real ones from the environment are never sent.
-STANDIN_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+# Run as a script: bench/ is on the path.
+from benchkit import STANDIN_ENV, say, setup_django, start_standin
+
 TARGET_RATIO = {"sqlite": 1.5, "postgresql": 1.3}
 WRITE = re.compile(
     r"^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE|DELETE\s+FROM)\s+[\"`]?(\w+)", re.IGNORECASE
 )
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,7 +84,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time the sync engine's own listing without the database "
         "(engine.list_only): tells listing overhead from database time",
     )
-    parser.add_argument("--serve-standin", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -122,61 +108,7 @@ def seed_size(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-
-
 # The stand-in, in a child process --------------------------------------------------------
-def serve_standin(size_json: str) -> None:
-    """Child process: starts moto, seeds it, prints what was seeded as one JSON line, and
-    serves until the parent closes stdin."""
-    setup_django()
-    from django.conf import settings
-
-    from aws_integration import seed, standin
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
-    server = standin.start_moto()
-    settings.AWS_ENDPOINT_URL = server.url
-    result = seed.seed_organization(
-        seed.SeedSize(**json.loads(size_json)), progress=lambda m: say(f"  seed: {m}")
-    )
-    summary = {
-        "url": server.url,
-        "management_account_id": result.management_account_id,
-        "region": result.region,
-        "regions": result.regions,
-        "instance_arn": result.instance_arn,
-        "identity_store_id": result.identity_store_id,
-        "counts": result.counts(),
-        "seconds": result.seconds,
-        "size": asdict(result.size),
-    }
-    print(json.dumps(summary), flush=True)
-    sys.stdin.read()  # until the parent ends
-    server.stop()
-
-
-def start_standin(size: dict[str, Any]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    child = subprocess.Popen(  # noqa: S603 - this interpreter running this file
-        [sys.executable, str(Path(__file__).resolve()), "--serve-standin", json.dumps(size)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **STANDIN_ENV},
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        child.wait()
-        raise SystemExit(f"The stand-in AWS did not start (exit status {child.returncode}).")
-    return child, json.loads(line)
-
-
 # The database ----------------------------------------------------------------------------
 def create_database(database_url: str) -> Callable[[], None]:
     """Creates and migrates a fresh database; returns what drops it."""
@@ -392,9 +324,6 @@ def peak_rss_mb() -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.update(STANDIN_ENV)
-    if args.serve_standin:
-        serve_standin(args.serve_standin)
-        return 0
     if args.database_url:
         os.environ["DATABASE_URL"] = args.database_url
     else:
