@@ -22,6 +22,8 @@ TIMER_NEXT = "grant-timer-next"
 # tick, once the reconciliations it started have finished; a timer that died lets its lease
 # run out within TIMER_LEASE_LENGTH. Waiting that long means no gap between runs.
 TIMER_HANDOVER = 75.0
+# Seconds of the task timeout kept for the calls a stopping run waits for.
+DRAIN_ALLOWANCE = 180.0
 # The timer's lease, renewed while it runs.
 TIMER_LEASE_LENGTH = timedelta(seconds=60)
 # How long the engine leaves an assignment whose reconciliation raised outside the driver.
@@ -74,13 +76,15 @@ def sweep() -> dict[str, int]:
 
 
 def timer_seconds() -> float:
-    """How long one grant timer run may last: GRANT_TIMER_SECONDS, else a minute short of
-    the task timeout. A run normally ends sooner, when the next scheduled run takes over."""
+    """How long one grant timer run may last: GRANT_TIMER_SECONDS, else the task timeout
+    less DRAIN_ALLOWANCE, so that the calls still running when it stops (an Identity Center
+    assignment is polled up to 2 minutes) end before the cluster would kill the worker. A
+    run normally ends much sooner, when the next scheduled run takes over."""
     configured = getattr(settings, "GRANT_TIMER_SECONDS", None)
     if configured:
         return float(configured)
-    timeout = float(getattr(settings, "Q_CLUSTER", {}).get("timeout") or 120)
-    return max(58.0, timeout - 60.0)
+    timeout = float(getattr(settings, "Q_CLUSTER", {}).get("timeout") or 600)
+    return max(58.0, timeout - DRAIN_ALLOWANCE)
 
 
 def run_grant_timer(seconds: float | None = None) -> dict[str, int]:
