@@ -71,9 +71,6 @@ from access.models import (
 from access.services import grants as grant_service
 from access.services import requests as request_service
 
-# What a holder giving up their own access is recorded as, when they say nothing more.
-from access.services.grants import GIVEN_UP_REASON
-
 
 class Conflict(exceptions.APIException):
     """The action does not fit the object's state any more (already decided, ended...)."""
@@ -278,11 +275,10 @@ class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         grant = self.get_object()
         data = RevokeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        reason = data.validated_data["reason"].strip()
-        if not reason and grant.user_id == request.user.pk:
-            reason = GIVEN_UP_REASON
         try:
-            revoked = grant_service.revoke_grant(grant, actor=request.user, reason=reason)
+            revoked = grant_service.revoke_grant(
+                grant, actor=request.user, reason=data.validated_data["reason"]
+            )
         except grant_service.GrantError as exc:
             raise exceptions.ValidationError({"reason": [str(exc)]}) from exc
         if not revoked:

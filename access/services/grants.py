@@ -163,8 +163,11 @@ def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False
     """Ends a grant: it turns ``revoking`` at once and ``revoked`` when the provider no longer
     holds the access (or when another current grant still needs the shared assignment).
     Returns False when the grant had already ended. Observed grants (access found in AWS)
-    are removed from AWS too: that is what revoking them means."""
+    are removed from AWS too: that is what revoking them means. Holders giving up their
+    own access need give no reason; anyone else must."""
     reason = (reason or "").strip()
+    if not reason and getattr(actor, "pk", None) is not None and actor.pk == grant.user_id:
+        reason = GIVEN_UP_REASON
     if not reason:
         raise GrantError("Say why the access is revoked.")
     now = timezone.now()

@@ -21,7 +21,6 @@ from access.forms import ExtensionForm, RevokeForm
 from access.models import Grant
 from access.services import grants as grant_service
 from access.services import requests as request_service
-from access.services.grants import GIVEN_UP_REASON
 from access.views.common import render_page, safe_next
 
 # Ended grants stay on My access this long, so a user sees what just expired or failed.
@@ -80,19 +79,15 @@ def grant_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     form = RevokeForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
     holder = grant.user_id == request.user.pk
-    if not reason and holder:
-        reason = GIVEN_UP_REASON
-    if not reason:
+    try:
+        ended = grant_service.revoke_grant(grant, actor=request.user, reason=reason)
+    except grant_service.GrantError:
+        # The one refusal: no reason from someone other than the holder.
         messages.error(
             request,
             f"Say why you revoke {grant.user.email}'s access to {grant.resource.name}; "
             "nothing was changed.",
         )
-        return HttpResponseRedirect(back)
-    try:
-        ended = grant_service.revoke_grant(grant, actor=request.user, reason=reason)
-    except grant_service.GrantError as exc:
-        messages.error(request, str(exc))
         return HttpResponseRedirect(back)
     if not ended:
         messages.info(request, "This access had already ended.")
