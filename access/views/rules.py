@@ -4,26 +4,22 @@ part of the rule's values)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from access import permissions, services
+from access import permissions
 from access.forms import RequestRuleForm, StageFormSet
 from access.models import RequestRule, Resource
+from access.services import rules as rule_service
 from access.services.requests import EffectiveRule
 from access.views.catalogue import visible_resource
 from access.views.common import render_page
-
-RELATED = ("stages",)
 
 
 def _managed_resource(request: HttpRequest, pk: int) -> Resource:
@@ -48,25 +44,6 @@ def rule_list(request: HttpRequest, pk: int) -> HttpResponse:
     return render_page(request, "access/rules.html", {"resource": resource, "rules": rules})
 
 
-def save_rule(form: RequestRuleForm, stages: Any, *, actor: Any) -> RequestRule:
-    """Saves a rule and its stages, with one audit event carrying the stages, as the admin
-    does. (A service would be the better home; this mirrors AuditedAdminMixin.)"""
-    with transaction.atomic():
-        before = None
-        if form.instance.pk is not None:
-            original = RequestRule.objects.get(pk=form.instance.pk)
-            before = services.snapshot(original, related=RELATED)
-        rule = form.save()
-        stages.instance = rule
-        stages.save()
-        after = services.snapshot(rule, related=RELATED)
-        if before is None:
-            services.record_created(rule, actor=actor, after=after)
-        else:
-            services.record_updated(rule, actor=actor, before=before, after=after)
-    return rule
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def rule_edit(request: HttpRequest, pk: int, rule_pk: int | None = None) -> HttpResponse:
@@ -84,7 +61,7 @@ def rule_edit(request: HttpRequest, pk: int, rule_pk: int | None = None) -> Http
         form_ok = form.is_valid()
         stages_ok = stages.is_valid()
         if form_ok and stages_ok:
-            saved = save_rule(form, stages, actor=request.user)
+            saved = rule_service.save_request_rule(form, stages, actor=request.user)
             messages.success(request, f"Saved the request rule “{saved}”.")
             return HttpResponseRedirect(reverse("resource-rules", args=[resource.pk]))
     context = {"resource": resource, "rule": rule, "form": form, "stages": stages}
@@ -97,11 +74,6 @@ def rule_edit(request: HttpRequest, pk: int, rule_pk: int | None = None) -> Http
 def rule_delete(request: HttpRequest, pk: int, rule_pk: int) -> HttpResponse:
     resource = _managed_resource(request, pk)
     rule = get_object_or_404(RequestRule, pk=rule_pk, resource=resource)
-    with transaction.atomic():
-        before = services.snapshot(rule, related=RELATED)
-        label, rule_id = str(rule), rule.pk
-        rule.delete()
-        rule.pk = rule_id
-        services.record_deleted(rule, actor=request.user, before=before, pk=rule_id, label=label)
+    label = rule_service.delete_request_rule(rule, actor=request.user)
     messages.success(request, f"Deleted the request rule “{label}”.")
     return HttpResponseRedirect(reverse("resource-rules", args=[resource.pk]))
