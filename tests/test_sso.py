@@ -274,3 +274,39 @@ def test_the_login_page_offers_single_sign_on_only_when_it_is_configured(client,
         f'<form method="post" action="{SSO_LOGIN_URL}?process=login&amp;next=%2Faudit%2F">'
         in with_sso
     )
+
+
+def test_an_sso_login_through_the_issuer_aws_trusts_records_the_users_subject(
+    client, db, sso, settings
+):
+    from aws_integration.services import get_aws_settings
+
+    settings.SSO_ISSUER = sso
+    aws_settings = get_aws_settings()
+    aws_settings.oidc_issuer_url = sso
+    aws_settings.save()
+    sub = new_subject()
+    set_idp_user(sso, sub, {"email": "subject@example.com", "email_verified": True})
+
+    assert sign_in_with_sso(client, sso, sub).status_code == 302
+
+    user = User.objects.get(email="subject@example.com")
+    assert user.oidc_subject == sub
+    [learned] = events("user.subject_learned")
+    assert learned.details["after"] == sub
+
+
+def test_an_sso_login_through_another_issuer_records_no_subject(client, db, sso, settings):
+    from aws_integration.services import get_aws_settings
+
+    settings.SSO_ISSUER = sso
+    aws_settings = get_aws_settings()
+    aws_settings.oidc_issuer_url = "https://sessions.example.net"
+    aws_settings.save()
+    sub = new_subject()
+    set_idp_user(sso, sub, {"email": "other-issuer@example.com", "email_verified": True})
+
+    assert sign_in_with_sso(client, sso, sub).status_code == 302
+
+    assert User.objects.get(email="other-issuer@example.com").oidc_subject == ""
+    assert not events("user.subject_learned")

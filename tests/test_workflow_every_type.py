@@ -496,3 +496,30 @@ def test_a_sync_removes_again_a_revoked_group_membership_put_back_in_aws(
     assert not Grant.objects.filter(
         user=ada, resource=group, status__in=(GrantStatus.PENDING, GrantStatus.ACTIVE)
     ).exists()
+
+
+move_account = idc_tests.move_account
+
+
+def test_an_account_that_joins_an_ou_gets_the_ous_grant_at_the_next_sync(
+    org, ada, owner, app, move_account, django_capture_on_commit_callbacks
+):
+    production, sandbox = org.accounts
+    arn = org.permission_sets["ReadOnlyAccess"]
+    workloads = resource(app, T.ORGANIZATIONAL_UNIT, name="Workloads")
+    grant = request_and_approve(
+        ada, owner, workloads, level(workloads, arn), django_capture_on_commit_callbacks
+    )
+    assert accounts_holding(org, ada_id(org), arn) == {production.account_id}
+
+    move_account(sandbox.account_id, org.ous["Production"])
+    with django_capture_on_commit_callbacks(execute=True):
+        run = sync(app)
+    assert run.status == "succeeded", run.message
+
+    assert accounts_holding(org, ada_id(org), arn) == {production.account_id, sandbox.account_id}
+    grant.assignment.refresh_from_db()
+    assert not grant.assignment.reapply_requested
+
+    expire(grant, django_capture_on_commit_callbacks)
+    assert accounts_holding(org, ada_id(org), arn) == set()
