@@ -55,6 +55,10 @@ class Driver(Protocol):
     def remove(self, assignment: Assignment) -> Outcome:
         """Make the assignment no longer hold in the provider."""
 
+    # Optional: ``lock_key(assignment) -> str`` names the shared thing in the provider that
+    # the call edits (a trust policy, a user's account assignments); calls with one key run
+    # one at a time across processes.
+
 
 _registry: dict[str, Driver] = {}
 

@@ -11,9 +11,7 @@ their audit events in one transaction.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -450,9 +448,6 @@ class ReconcileResult:
     error: str = ""
 
 
-_holder = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
-
-
 def _claim(assignment_id: int, now: datetime) -> bool:
     return bool(
         Assignment.objects.filter(pk=assignment_id)
@@ -692,12 +687,8 @@ def _lock_key(driver: Any, assignment: Assignment) -> str:
     """The lease name under which changes that touch one shared thing in the provider (a
     trust policy, a user's account assignments) run one at a time, across processes."""
     key_of = getattr(driver, "lock_key", None)
-    if key_of is not None:
-        key = key_of(assignment)
-        return f"lock:{key}" if key else ""
-    if getattr(driver, "serialize_per_resource", False):
-        return f"resource:{assignment.resource_id}"
-    return ""
+    key = key_of(assignment) if key_of is not None else ""
+    return f"lock:{key}" if key else ""
 
 
 def _record_success(

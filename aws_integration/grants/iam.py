@@ -295,8 +295,7 @@ class IamRoleDriver:
     """Access level "assume" on a customer's IAM role."""
 
     # Grants of one role edit one trust policy (read, change, write): the grant machinery
-    # runs them one at a time per resource, across worker processes.
-    serialize_per_resource = True
+    # runs them one at a time per role (lock_key), across worker processes.
 
     def lock_key(self, assignment: Assignment) -> str:
         resource = assignment.resource

@@ -289,8 +289,7 @@ class ManagedRoleDriver:
     """A role Portcullis creates per (resource, access level), shared by its holders."""
 
     # Grants of one role edit one trust policy (read, change, write): the grant machinery
-    # runs them one at a time per resource, across worker processes.
-    serialize_per_resource = True
+    # runs them one at a time per role (lock_key), across worker processes.
 
     def lock_key(self, assignment: Assignment) -> str:
         role = managed_role_of(assignment)
