@@ -607,7 +607,7 @@ def _emails(ids: list[int]) -> list[str]:
 def _finish(request: AccessRequest, status: str) -> None:
     request.status = status
     request.decided_at = timezone.now()
-    request.save(update_fields=["status", "decided_at", "updated_at"])
+    request.save(update_fields=["status", "decided_at", "auto_approved", "updated_at"])
 
 
 def _approve(request: AccessRequest, *, actor: Any, note: str = "") -> None:
@@ -615,7 +615,6 @@ def _approve(request: AccessRequest, *, actor: Any, note: str = "") -> None:
     request.auto_approved = bool(note)
     _finish(request, RequestStatus.APPROVED)
     if request.auto_approved:
-        AccessRequest.objects.filter(pk=request.pk).update(auto_approved=True)
         record_event(
             "request.approved",
             actor=actor,
