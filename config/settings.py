@@ -210,6 +210,11 @@ AWS_MAX_ATTEMPTS = env_int("AWS_MAX_ATTEMPTS", 8)
 # The IAM principal Portcullis itself runs as; ingester roles trust it (with the External ID).
 PORTCULLIS_AWS_PRINCIPAL_ARN = env_str("PORTCULLIS_AWS_PRINCIPAL_ARN")
 
+# The OIDC issuer check fetches only https URLs on public addresses; with DEBUG it may
+# also fetch http and local ones (a test identity provider on this machine). A setting of
+# its own because pytest-django turns DEBUG off while tests run.
+OIDC_DISCOVERY_ALLOW_LOCAL = DEBUG
+
 # Access workflow ------------------------------------------------------------
 # A request with no decision after this many hours expires.
 ACCESS_REQUEST_PENDING_HOURS = env_int("ACCESS_REQUEST_PENDING_HOURS", 72)
