@@ -285,8 +285,24 @@ SPECTACULAR_SETTINGS = {
 # The audit app imports no other app; the rule deciding who may read the log
 # lives with every other rule, in access.permissions.
 AUDIT_READ_RULE = "access.permissions.can_view_audit_log"
-# Trust X-Forwarded-For for the client IP (only behind a proxy that sets it).
-USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
+# The client IP (audit log, login and API rate limits) is the address the trusted
+# proxies saw: the TRUSTED_PROXY_COUNT-th hop of X-Forwarded-For from the right. The hops
+# to its left are written by the client and are never believed. 0: no proxy, the peer.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(
+        f"TRUSTED_PROXY_COUNT={TRUSTED_PROXY_COUNT} must be 0 or more: the number of proxies "
+        "you run in front of Portcullis that append to X-Forwarded-For."
+    )
+if env_bool("USE_X_FORWARDED_FOR", False):
+    raise ImproperlyConfigured(
+        "USE_X_FORWARDED_FOR is gone: it believed the first hop of X-Forwarded-For, which the "
+        "client writes. Remove it and set TRUSTED_PROXY_COUNT to the number of proxies in "
+        "front of Portcullis (1 behind a single load balancer)."
+    )
+# allauth reads the client IP through AccountAdapter.get_client_ip, which uses the same
+# rule; its own setting is kept in step for any code of allauth that reads it directly.
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 
 # Internationalisation and static files --------------------------------------
 LANGUAGE_CODE = "en-us"
