@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTCULLIS_VAR_DIR", str(BASE_DIR / "var")))
@@ -265,6 +265,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Over the rate: 429 with Retry-After. Counted in the cache (Redis when configured,
+    # so that every web process shares the counts). See access/api/throttling.py.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "access.api.throttling.AnonThrottle",
+        "access.api.throttling.UserThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        # Per client IP: anonymous calls and calls with a bad API token.
+        "anon": env_rate("API_THROTTLE_ANON", "60/minute"),
+        # Per user, over every endpoint.
+        "user": env_rate("API_THROTTLE_USER", "600/minute"),
+        # Per user, creating API tokens (the API and the tokens page).
+        "token_create": env_rate("API_THROTTLE_TOKEN_CREATE", "20/hour"),
+    },
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(

@@ -50,6 +50,17 @@ def _audit_triggers_around_flush(request: pytest.FixtureRequest) -> Iterator[Non
 
 
 @pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> Iterator[None]:
+    """Every test starts with no requests counted against the API's and allauth's rate
+    limits (kept in the cache), so tests do not use up each other's allowance; the limits
+    themselves stay on, at their configured rates (access/tests/test_throttling.py)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     # Full-strength hashing costs ~0.5 s a user; tests that need the real
     # hasher (none so far) can set PASSWORD_HASHERS themselves.

@@ -29,6 +29,9 @@ _DROPPED = (
     "CSRF_TRUSTED_ORIGINS",
     "DJANGO_SETTINGS_MODULE",
     "TRUSTED_PROXY_COUNT",
+    "API_THROTTLE_ANON",
+    "API_THROTTLE_USER",
+    "API_THROTTLE_TOKEN_CREATE",
     "USE_X_FORWARDED_FOR",
     # Set while a browser test's Chromium is open; check --deploy rightly objects.
     "DJANGO_ALLOW_ASYNC_UNSAFE",

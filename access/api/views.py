@@ -57,6 +57,7 @@ from access.api.serializers import (
     ResourceSerializer,
     RevokeSerializer,
 )
+from access.api.throttling import TokenCreateThrottle
 from access.choices import RequestStatus
 from access.models import (
     AccessLevel,
@@ -530,7 +531,8 @@ class MeView(APIView):
         summary="Create an API token",
         description=(
             "The response holds the token's secret, once: it cannot be read again. "
-            "A token created with an API token cannot outlive that token."
+            "A token created with an API token cannot outlive that token. Creating tokens "
+            "has a stricter rate limit than the rest of the API (429 with Retry-After)."
         ),
         request=ApiTokenCreateSerializer,
         responses={201: ApiTokenCreatedSerializer},
@@ -547,6 +549,12 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = ApiTokenSerializer
     pagination_class = TokenPagination
     filter_backends: list = []
+
+    def get_throttles(self) -> list[Any]:
+        throttles = super().get_throttles()
+        if self.action == "create":
+            throttles.append(TokenCreateThrottle())
+        return throttles
 
     def get_queryset(self) -> QuerySet[ApiToken]:
         if getattr(self, "swagger_fake_view", False):  # schema generation, no real caller
