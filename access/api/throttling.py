@@ -44,7 +44,9 @@ class _Settings:
 
 
 class AnonThrottle(_Settings, AnonRateThrottle):
-    """Anonymous callers, by client IP (they get 401 anyway; this bounds the guessing)."""
+    """Anonymous callers of an endpoint open to them, by client IP. Endpoints that need a
+    user refuse anonymous callers (401) before throttles are checked; bad tokens are
+    counted by FailedTokenThrottle, at the same rate."""
 
 
 class FailedTokenThrottle(_Settings, SimpleRateThrottle):
