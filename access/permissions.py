@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.db.models import Q
+
 if TYPE_CHECKING:
     from access.models import AccessRequest, ApiToken, Grant, Resource, User, UserGroup
 
@@ -54,10 +56,7 @@ def can_use_api(user: Any) -> bool:
 def is_owner(user: Any, resource: Resource) -> bool:
     if not _active(user):
         return False
-    return (
-        resource.owners.filter(user=user).exists()
-        or resource.owners.filter(group__members=user).exists()
-    )
+    return resource.owners.filter(Q(user=user) | Q(group__members=user)).exists()
 
 
 def is_manager_of(user: Any, other: User) -> bool:

@@ -14,11 +14,28 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 def client_ip(request: HttpRequest) -> str | None:
+    """The client's address: with TRUSTED_PROXY_COUNT proxies in front, the hop of
+    X-Forwarded-For the outermost of them added (that many from the right); hops further
+    left are the client's own words. With no proxy, or when the header has fewer hops
+    than there are proxies (the request did not come through them), the peer's address.
+    allauth's and the API's rate limits use this too."""
     raw = request.META.get("REMOTE_ADDR", "")
-    if settings.USE_X_FORWARDED_FOR:
+    count = settings.TRUSTED_PROXY_COUNT
+    if count > 0:
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            raw = forwarded.split(",")[0].strip()
+        hops = [hop.strip() for hop in forwarded.split(",")]
+        if forwarded and len(hops) >= count:
+            raw = hops[-count]
+    return _address(raw)
+
+
+def _address(raw: str) -> str | None:
+    """The address in a hop, which some proxies write with a port ("[::1]:8080")."""
+    raw = raw.strip()
+    if raw.startswith("[") and "]" in raw:
+        raw = raw[1 : raw.index("]")]
+    elif raw.count(":") == 1:
+        raw = raw.split(":", 1)[0]
     try:
         return str(ipaddress.ip_address(raw))
     except ValueError:

@@ -10,22 +10,20 @@ import logging
 from typing import Any
 from urllib.parse import urlparse
 
-import requests
 from django.db import transaction
 from django.utils import timezone
 
 from audit.services import REDACTED, record_event
+from aws_integration import outbound
 from aws_integration.models import AwsSettings, generate_external_id
 
 logger = logging.getLogger(__name__)
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
-DISCOVERY_TIMEOUT = 10  # seconds, for each request of the check
 REQUIRED_DISCOVERY_KEYS = ("jwks_uri", "authorization_endpoint", "token_endpoint")
 SETTINGS_FIELDS = ("oidc_issuer_url", "oidc_client_id", "oidc_client_secret")
 # Enough of the External ID to tell two apart in the log, too little to use it.
 EXTERNAL_ID_SHOWN = len("portcullis-") + 4
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 def mask_external_id(value: str) -> str:
@@ -123,19 +121,23 @@ def update_aws_settings(
 
 def check_oidc_discovery(issuer_url: str) -> tuple[bool, str]:
     """Fetches the issuer's discovery document and checks what AWS and the Connect flow
-    rely on. Returns (ok, message); the message says exactly what is wrong."""
+    rely on. Returns (ok, message); the message says exactly what is wrong.
+
+    Both fetches (the document, then its jwks_uri) go through ``outbound.fetch_json``:
+    https, public addresses only, no redirects, a capped size."""
     issuer = (issuer_url or "").strip()
     parsed = urlparse(issuer)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return False, f"“{issuer}” is not a URL: the issuer looks like https://login.example.com."
-    if parsed.scheme != "https" and parsed.hostname not in LOCAL_HOSTS:
+    if parsed.scheme != "https" and not outbound.allow_local():
         return False, f"AWS accepts only https issuers; “{issuer}” uses {parsed.scheme}."
     if parsed.query or parsed.fragment:
         return False, f"An issuer URL has no query or fragment: “{issuer}”."
     url = issuer.rstrip("/") + DISCOVERY_PATH
-    document, problem = _get_json(url, "The discovery document")
-    if problem:
-        return False, problem
+    try:
+        document = outbound.fetch_json(url, "The discovery document")
+    except outbound.FetchRefused as exc:
+        return False, str(exc)
     if not isinstance(document, dict):
         return False, f"The discovery document at {url} is JSON but not an object."
     named = document.get("issuer")
@@ -149,41 +151,10 @@ def check_oidc_discovery(issuer_url: str) -> tuple[bool, str]:
     missing = [key for key in REQUIRED_DISCOVERY_KEYS if not document.get(key)]
     if missing:
         return False, f"The discovery document at {url} lacks {', '.join(missing)}."
-    jwks, problem = _get_json(str(document["jwks_uri"]), "The signing keys (jwks_uri)")
-    if problem:
-        return False, problem
+    try:
+        jwks = outbound.fetch_json(str(document["jwks_uri"]), "The signing keys (jwks_uri)")
+    except outbound.FetchRefused as exc:
+        return False, str(exc)
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
         return False, f"The signing keys at {document['jwks_uri']} hold no keys."
     return True, f"The discovery document at {url} is valid (issuer {named})."
-
-
-def _get_json(url: str, what: str) -> tuple[Any, str]:
-    try:
-        response = requests.get(
-            url, timeout=DISCOVERY_TIMEOUT, headers={"Accept": "application/json"}
-        )
-    except requests.Timeout:
-        return None, f"{what} at {url} did not answer within {DISCOVERY_TIMEOUT} s."
-    except requests.ConnectionError as exc:
-        return None, f"Cannot connect to {url}: {_reason(exc)}."
-    except requests.RequestException as exc:
-        return None, f"Cannot fetch {url}: {_reason(exc)}."
-    if response.status_code != 200:
-        return None, (
-            f"{what} at {url} answered HTTP {response.status_code}, not 200: is the issuer "
-            "URL right?"
-        )
-    try:
-        return response.json(), ""
-    except ValueError:
-        kind = response.headers.get("Content-Type", "no content type")
-        return None, f"{what} at {url} is not JSON ({kind})."
-
-
-def _reason(exc: Exception) -> str:
-    # requests nests the useful part (refused, name not known) deep in its message.
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "No address associated"):
-        if marker in text:
-            return marker.lower()
-    return text

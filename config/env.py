@@ -9,6 +9,7 @@ A variable NAME_FILE, when set, names a file whose contents are used instead
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -54,3 +55,20 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+_RATE = re.compile(r"^[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate as Django REST framework reads it: "<count>/<second|minute|hour|day>"."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if not _RATE.match(value):
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a rate; write it as a count per second, minute, hour or "
+            "day, e.g. 60/minute."
+        )
+    return value

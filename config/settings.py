@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTCULLIS_VAR_DIR", str(BASE_DIR / "var")))
@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "django_filters",
     "import_export",
     "django_q",
+    "csp",
     "audit",
     "access",
     "aws_integration",
@@ -66,6 +67,7 @@ MIDDLEWARE = [
     "audit.middleware.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "allauth.account.middleware.AccountMiddleware",
 ]
 
@@ -210,6 +212,11 @@ AWS_MAX_ATTEMPTS = env_int("AWS_MAX_ATTEMPTS", 8)
 # The IAM principal Portcullis itself runs as; ingester roles trust it (with the External ID).
 PORTCULLIS_AWS_PRINCIPAL_ARN = env_str("PORTCULLIS_AWS_PRINCIPAL_ARN")
 
+# The OIDC issuer check fetches only https URLs on public addresses; with DEBUG it may
+# also fetch http and local ones (a test identity provider on this machine). A setting of
+# its own because pytest-django turns DEBUG off while tests run.
+OIDC_DISCOVERY_ALLOW_LOCAL = DEBUG
+
 # Access workflow ------------------------------------------------------------
 # A request with no decision after this many hours expires.
 ACCESS_REQUEST_PENDING_HOURS = env_int("ACCESS_REQUEST_PENDING_HOURS", 72)
@@ -260,6 +267,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Over the rate: 429 with Retry-After. Counted in the cache (Redis when configured,
+    # so that every web process shares the counts). See access/api/throttling.py.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "access.api.throttling.AnonThrottle",
+        "access.api.throttling.UserThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        # Per client IP: anonymous calls and calls with a bad API token.
+        "anon": env_rate("API_THROTTLE_ANON", "60/minute"),
+        # Per user, over every endpoint.
+        "user": env_rate("API_THROTTLE_USER", "600/minute"),
+        # Per user, creating API tokens (the API and the tokens page).
+        "token_create": env_rate("API_THROTTLE_TOKEN_CREATE", "20/hour"),
+    },
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(
@@ -280,8 +301,24 @@ SPECTACULAR_SETTINGS = {
 # The audit app imports no other app; the rule deciding who may read the log
 # lives with every other rule, in access.permissions.
 AUDIT_READ_RULE = "access.permissions.can_view_audit_log"
-# Trust X-Forwarded-For for the client IP (only behind a proxy that sets it).
-USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
+# The client IP (audit log, login and API rate limits) is the address the trusted
+# proxies saw: the TRUSTED_PROXY_COUNT-th hop of X-Forwarded-For from the right. The hops
+# to its left are written by the client and are never believed. 0: no proxy, the peer.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(
+        f"TRUSTED_PROXY_COUNT={TRUSTED_PROXY_COUNT} must be 0 or more: the number of proxies "
+        "you run in front of Portcullis that append to X-Forwarded-For."
+    )
+if env_bool("USE_X_FORWARDED_FOR", False):
+    raise ImproperlyConfigured(
+        "USE_X_FORWARDED_FOR is gone: it believed the first hop of X-Forwarded-For, which the "
+        "client writes. Remove it and set TRUSTED_PROXY_COUNT to the number of proxies in "
+        "front of Portcullis (1 behind a single load balancer)."
+    )
+# allauth reads the client IP through AccountAdapter.get_client_ip, which uses the same
+# rule; its own setting is kept in step for any code of allauth that reads it directly.
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 
 # Internationalisation and static files --------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -290,8 +327,29 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+# The portal's own CSS beside templates/ (the apps keep theirs in <app>/static/).
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Security -------------------------------------------------------------------
+# Content-Security-Policy (django-csp): scripts and styles only from our own static
+# files, never inline, on every page (the portal, the admin, the API docs). Images may
+# also be data: URLs (Swagger UI's icons). No form-action: signing in with SSO and
+# connecting to AWS post a form that redirects to the identity provider, whose address
+# is configuration, and browsers hold form-action to that redirect too.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'none'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "manifest-src": ["'self'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
 CSRF_COOKIE_HTTPONLY = False

@@ -50,6 +50,17 @@ def _audit_triggers_around_flush(request: pytest.FixtureRequest) -> Iterator[Non
 
 
 @pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> Iterator[None]:
+    """Every test starts with no requests counted against the API's and allauth's rate
+    limits (kept in the cache), so tests do not use up each other's allowance; the limits
+    themselves stay on, at their configured rates (access/tests/test_throttling.py)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     # Full-strength hashing costs ~0.5 s a user; tests that need the real
     # hasher (none so far) can set PASSWORD_HASHERS themselves.
@@ -198,13 +209,23 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
+CSP_MARK = "Content Security Policy"
+
+
 @pytest.fixture
 def page(browser, live_server, monkeypatch) -> Iterator[object]:
+    """A browser tab on the live server. Every browser test also checks that nothing the
+    page did was refused by the Content-Security-Policy (Chromium says so in the console);
+    ``page.csp_violations`` lists what was, for a test that looks itself."""
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     context = browser.new_context(base_url=live_server.url)
     page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if CSP_MARK in m.text else None)
+    page.csp_violations = violations
     yield page
     context.close()
+    assert not violations, "The Content-Security-Policy refused:\n" + "\n".join(violations)
 
 
 # Refusals, throttling and 5xx from the stand-in AWS: tests/aws_faults.py.

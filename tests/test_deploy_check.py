@@ -28,6 +28,11 @@ _DROPPED = (
     "ALLOWED_HOSTS",
     "CSRF_TRUSTED_ORIGINS",
     "DJANGO_SETTINGS_MODULE",
+    "TRUSTED_PROXY_COUNT",
+    "API_THROTTLE_ANON",
+    "API_THROTTLE_USER",
+    "API_THROTTLE_TOKEN_CREATE",
+    "USE_X_FORWARDED_FOR",
     # Set while a browser test's Chromium is open; check --deploy rightly objects.
     "DJANGO_ALLOW_ASYNC_UNSAFE",
 )
@@ -119,3 +124,19 @@ def test_only_the_migrations_check_runs_without_secrets(tmp_path):
     assert "No changes detected" in migrations.stdout
     assert check.returncode != 0
     assert "SECRET_KEY is required" in check.stderr
+
+
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("TRUSTED_PROXY_COUNT", "-1", "TRUSTED_PROXY_COUNT=-1 must be 0 or more"),
+        ("TRUSTED_PROXY_COUNT", "two", "TRUSTED_PROXY_COUNT='two' is not an integer"),
+        # It believed the client's own first hop; a deployment that set it is told what now.
+        ("USE_X_FORWARDED_FOR", "true", "USE_X_FORWARDED_FOR is gone"),
+    ],
+)
+def test_settings_refuse_a_bad_proxy_setting(tmp_path, variable, value, message):
+    result = manage(production_env(tmp_path, **{variable: value}), "check")
+
+    assert result.returncode != 0
+    assert message in result.stderr

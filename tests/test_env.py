@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_rate, env_str
 
 
 def test_it_reads_booleans_and_names_a_bad_one(monkeypatch):
@@ -28,3 +28,14 @@ def test_it_splits_lists_and_reads_secrets_from_files(monkeypatch, tmp_path):
     monkeypatch.setenv("PORTCULLIS_SECRET_FILE", str(tmp_path / "missing"))
     with pytest.raises(ImproperlyConfigured, match="PORTCULLIS_SECRET_FILE"):
         env_str("PORTCULLIS_SECRET")
+
+
+def test_it_reads_rates_and_names_a_bad_one(monkeypatch):
+    monkeypatch.setenv("PORTCULLIS_RATE", " 30/Minute ")
+    assert env_rate("PORTCULLIS_RATE", "1/s") == "30/minute"
+    monkeypatch.delenv("PORTCULLIS_RATE")
+    assert env_rate("PORTCULLIS_RATE", "1/s") == "1/s"
+    for bad in ("30", "30 per minute", "x/minute", "30/fortnight", "-1/minute"):
+        monkeypatch.setenv("PORTCULLIS_RATE", bad)
+        with pytest.raises(ImproperlyConfigured, match="PORTCULLIS_RATE=.* is not a rate"):
+            env_rate("PORTCULLIS_RATE", "1/s")

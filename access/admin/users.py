@@ -22,6 +22,7 @@ from access.permissions import ADMIN_ROLE, ROLES, is_admin
 from access.resources import UserResource
 from access.services.grants import offboard_user
 from audit.services import record_event
+from config.csp import IMPORT_EXPORT_EXPORT_PAGE
 
 ROLES_HELP = (
     "Admin: this admin site, request rules and owners. Auditor: the audit log and access "
@@ -159,6 +160,12 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
 
     def has_export_permission(self, request: HttpRequest) -> bool:
         return is_admin(request.user)
+
+    def export_action(self, request: HttpRequest) -> HttpResponse:
+        response = super().export_action(request)
+        # The page's template writes an inline handler and styles: allowed by their hashes.
+        response._csp_update = IMPORT_EXPORT_EXPORT_PAGE  # type: ignore[attr-defined]
+        return response
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return (

@@ -11,6 +11,7 @@ from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from access.api.throttling import FailedTokenThrottle
 from access.models import API_TOKEN_PREFIX, ApiToken
 from audit import context
 
@@ -36,6 +37,15 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         if not parts or parts[0].lower() not in _KEYWORDS:
             # Not ours: let the next authentication class (the session) try.
             return None
+        guard = FailedTokenThrottle(request)
+        guard.refuse_if_over()
+        try:
+            return self._authenticate(parts)
+        except exceptions.AuthenticationFailed:
+            guard.failed()
+            raise
+
+    def _authenticate(self, parts: list[str]) -> tuple[Any, ApiToken]:
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed(
                 "The Authorization header must be 'Bearer <token>', with the token and no spaces."

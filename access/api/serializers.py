@@ -159,6 +159,7 @@ class RequestRuleSerializer(serializers.Serializer):
 class ResourceDetailSerializer(ResourceSerializer):
     access_levels = AccessLevelSerializer(many=True, read_only=True)
     owners = OwnerSerializer(many=True, read_only=True)
+    metadata = serializers.SerializerMethodField()
     request_rule = serializers.SerializerMethodField()
 
     class Meta(ResourceSerializer.Meta):
@@ -170,6 +171,25 @@ class ResourceDetailSerializer(ResourceSerializer):
             "request_rule",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "additionalProperties": {},
+            "nullable": True,
+            "readOnly": True,
+            "description": (
+                "What AWS says of the resource (an IAM role's trust policy, which names its "
+                "holders' subjects; an instance's addresses; an account's email). Shown to "
+                "those who may see who holds access (the resource's owners, admins and "
+                "auditors); null for anyone else."
+            ),
+        }
+    )
+    def get_metadata(self, resource: Resource) -> dict[str, Any] | None:
+        if not permissions.can_view_resource_holders(self.context["request"].user, resource):
+            return None
+        return resource.metadata
 
     @extend_schema_field(RequestRuleSerializer)
     def get_request_rule(self, resource: Resource) -> dict[str, Any]:

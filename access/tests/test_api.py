@@ -164,7 +164,6 @@ def test_a_resource_detail_has_its_access_levels_and_owners(personas):
 
     body = bearer(personas.outsider).get(f"{RESOURCES}{resource.pk}/").json()
 
-    assert body["metadata"] == {"email": "prod@example.com"}
     assert [level["name"] for level in body["access_levels"]] == [
         "AdministratorAccess",
         "ReadOnlyAccess",
@@ -192,6 +191,79 @@ def test_a_resource_detail_has_its_access_levels_and_owners(personas):
         "ReadOnlyAccess",
         "Retired",
     ]
+
+
+TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "PortcullisManaged",
+            "Effect": "Allow",
+            "Principal": {"Federated": "arn:aws:iam::111111111111:oidc-provider/idp.example.com"},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {"idp.example.com:sub": ["holder-subject-1"]}},
+        }
+    ],
+}
+
+
+@pytest.fixture
+def role(personas) -> Resource:
+    role = make_resource(
+        personas.app,
+        "deploy",
+        arn="arn:aws:iam::111111111111:role/deploy",
+        metadata={"trust_policy": TRUST_POLICY},
+    )
+    role.owners.create(user=personas.approver)
+    return role
+
+
+@pytest.mark.parametrize("persona", ["requester", "manager", "outsider"])
+@pytest.mark.parametrize("auth", CLIENTS)
+def test_a_resource_detail_hides_metadata_from_those_who_may_not_see_holders(
+    personas, role, persona, auth
+):
+    # An IAM role's metadata is its trust policy, which names every holder's subject.
+    response = CLIENTS[auth](getattr(personas, persona)).get(f"{RESOURCES}{role.pk}/")
+
+    assert response.status_code == 200
+    assert response.json()["metadata"] is None
+    assert b"holder-subject-1" not in response.content
+
+
+@pytest.mark.parametrize("persona", ["approver", "admin", "auditor"])
+def test_owners_admins_and_auditors_see_a_resources_metadata(personas, role, persona):
+    response = bearer(getattr(personas, persona)).get(f"{RESOURCES}{role.pk}/")
+
+    assert response.json()["metadata"] == {"trust_policy": TRUST_POLICY}
+
+
+def test_a_member_of_an_owning_group_sees_a_resources_metadata(personas, role):
+    team = UserGroup.objects.create(name="Deployers")
+    team.members.add(personas.outsider)
+    role.owners.create(group=team)
+
+    response = bearer(personas.outsider).get(f"{RESOURCES}{role.pk}/")
+
+    assert response.json()["metadata"] == {"trust_policy": TRUST_POLICY}
+
+
+def test_metadata_is_never_in_the_resource_list(personas, role):
+    for persona in ("outsider", "admin"):
+        response = bearer(getattr(personas, persona)).get(RESOURCES, {"search": "deploy"})
+        assert [row["name"] for row in response.json()["results"]] == ["deploy"]
+        assert b"holder-subject-1" not in response.content
+
+
+def test_the_resource_page_shows_no_metadata_to_anyone(personas, role):
+    # The page never shows metadata, so it can be no wider than the API's rule.
+    for persona in ("outsider", "approver", "admin"):
+        client = Client()
+        client.force_login(getattr(personas, persona))
+        response = client.get(reverse("resource-detail", args=[role.pk]))
+        assert response.status_code == 200
+        assert b"holder-subject-1" not in response.content
 
 
 def test_an_unknown_resource_is_not_found(personas):
@@ -308,9 +380,10 @@ def test_a_resource_detail_costs_the_same_queries_for_few_and_many_levels_and_ow
         for i in range(resource.access_levels.count(), size):
             AccessLevel.objects.create(resource=resource, remote_id=f"l{i}", name=f"l{i}")
             resource.owners.create(group=UserGroup.objects.create(name=f"g{i}"))
-        # token, roles, resource, access levels, owners with their user or group, and the
-        # request rule: the caller's groups, the resource's rules
-        with django_assert_max_num_queries(7):
+        # token, roles, resource, access levels, owners with their user or group, whether
+        # the caller owns it (for the metadata), and the request rule: the caller's groups,
+        # the resource's rules
+        with django_assert_max_num_queries(8):
             response = client.get(url)
         assert len(response.json()["access_levels"]) == size
 
@@ -520,4 +593,9 @@ def test_the_docs_page_is_served_to_signed_in_users(personas):
     response = client.get("/api/docs/")
 
     assert response.status_code == 200
-    assert reverse("api-schema").encode() in response.content
+    # Swagger UI's start-up script comes from the same URL, not inline (the CSP).
+    assert b'<script src="/api/docs/?script="></script>' in response.content
+    script = client.get("/api/docs/?script=")
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("application/javascript")
+    assert reverse("api-schema").encode() in script.content

@@ -15,6 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from access import tokens
+from access.api.throttling import TokenCreateThrottle, throttled_page
 from access.forms import ApiTokenForm
 from access.models import ApiToken, Grant
 from access.views.common import render_page
@@ -61,6 +62,10 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 @never_cache
 def token_create(request: HttpRequest) -> HttpResponse:
+    # The API's limit on creating tokens, counted together with it.
+    refused = throttled_page(request, TokenCreateThrottle(), "created API tokens")
+    if refused is not None:
+        return refused
     form = ApiTokenForm(request.POST)
     if form.is_valid():
         try:

@@ -15,7 +15,7 @@ from django.db import connection
 
 from access.fields import decrypt
 from audit.models import AuditEvent
-from aws_integration import services
+from aws_integration import outbound, services
 from aws_integration.models import AwsSettings
 
 pytestmark = pytest.mark.django_db
@@ -25,18 +25,21 @@ SECRET = "s3cr3t-client-secret-value"
 
 # A tiny issuer whose answers each test chooses ---------------------------------------------
 class _Handler(BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, str, str, float]] = {}
+    routes: dict[str, tuple[int, str, str, float, dict[str, str], bool]] = {}
 
     def do_GET(self) -> None:
-        status, content_type, body, delay = self.routes.get(
-            self.path, (404, "text/plain", "not found", 0)
+        status, content_type, body, delay, headers, length = self.routes.get(
+            self.path, (404, "text/plain", "not found", 0, {}, True)
         )
         if delay:
             time.sleep(delay)
         payload = body.encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
+        if length:  # without it, the body ends when the connection closes (HTTP/1.0)
+            self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -51,10 +54,10 @@ class FakeIssuer:
 
     def serve(
         self, path: str, body: Any, *, status: int = 200, content_type: str = "application/json",
-        delay: float = 0,
+        delay: float = 0, headers: dict[str, str] | None = None, length: bool = True,
     ) -> None:  # fmt: skip
         text = body if isinstance(body, str) else json.dumps(body)
-        _Handler.routes[path] = (status, content_type, text, delay)
+        _Handler.routes[path] = (status, content_type, text, delay, headers or {}, length)
 
     def discovery(self, **overrides: Any) -> dict[str, Any]:
         document = {
@@ -209,7 +212,6 @@ def test_the_discovery_check_says_when_the_document_is_missing(idp):
     "url, expected",
     [
         ("login.example.com", "“login.example.com” is not a URL"),
-        ("http://login.example.com", "AWS accepts only https issuers"),
         ("https://login.example.com/?tenant=1", "no query or fragment"),
     ],
 )
@@ -250,7 +252,7 @@ def test_the_discovery_check_needs_signing_keys(issuer):
 
 
 def test_the_discovery_check_gives_up_after_its_timeout(issuer, monkeypatch):
-    monkeypatch.setattr(services, "DISCOVERY_TIMEOUT", 0.3)
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 0.3)
     issuer.serve("/.well-known/openid-configuration", issuer.discovery(), delay=1.5)
     ok, message = services.check_oidc_discovery(issuer.url)
     assert not ok
