@@ -295,7 +295,8 @@ def oidc_trust_statement(
     aws_settings: AwsSettings, account_id: str, subjects: list[str] | None = None
 ) -> dict[str, Any]:
     """The statement Portcullis owns in a role's trust policy: tokens minted for its OIDC
-    client (``aud``) to the users holding access (``sub``) may assume the role."""
+    client (``aud``) to the users holding access (``sub``) may assume the role, in a session
+    named after the token's subject only (so that a revoke can deny every such session)."""
     host_path = issuer_host_path(aws_settings.oidc_issuer_url) or ISSUER_PLACEHOLDER
     return {
         "Sid": MANAGED_STATEMENT_SID,
@@ -306,6 +307,7 @@ def oidc_trust_statement(
             "StringEquals": {
                 f"{host_path}:aud": aws_settings.oidc_client_id or CLIENT_ID_PLACEHOLDER,
                 f"{host_path}:sub": list(subjects) if subjects else [SUBJECT_PLACEHOLDER],
+                "sts:RoleSessionName": "${" + host_path + ":sub}",
             }
         },
     }

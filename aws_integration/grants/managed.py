@@ -39,9 +39,9 @@ from aws_integration.grants.iam import (
     end_live_sessions,
     get_role,
     oidc_trust,
+    revoked_session_names,
     role_lock,
     role_lock_key,
-    session_name,
     subject_of,
     subjects_state,
     subjects_to_remove,
@@ -387,7 +387,7 @@ def _leave(
     if legacy.eks_cluster and not any(o.resource_id == assignment.resource_id for o in others):
         _unmap_in_eks(app, legacy)
     if leaving:
-        end_live_sessions(iam, legacy.name, session_name(assignment.user))
+        end_live_sessions(iam, legacy.name, revoked_session_names(assignment))
     return f" Left the former role {legacy.name}, which others still hold."
 
 
@@ -464,7 +464,7 @@ class ManagedRoleDriver:
                     note=f"Deleted the managed role {found['Arn']} with its last holder."
                 )
             write_trust_policy(iam, role.name, current, new)
-            end_live_sessions(iam, role.name, session_name(assignment.user))
+            end_live_sessions(iam, role.name, revoked_session_names(assignment))
         return Outcome(
             state={"role_arn": found["Arn"]},
             note=f"Removed {assignment.user} from the managed role {found['Arn']}; their live "
