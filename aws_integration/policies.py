@@ -479,7 +479,10 @@ def documents(app: AwsApp, aws_settings: AwsSettings) -> list[dict[str, str]]:
             "title": "OIDC trust statement for IAM roles",
             "help": f"Portcullis writes this statement (Sid {MANAGED_STATEMENT_SID}) into the "
             "trust policy of each role it grants, with the subjects of the users holding "
-            "access; other statements are left untouched.",
+            "access; other statements are left untouched. A holder may name a session only "
+            "after their subject (sts:RoleSessionName), so a revoke ends every session they "
+            "hold. A subject AWS does not accept as a session name gets a statement of its "
+            "own (Sid PortcullisManagedSubject…).",
             "text": as_json(oidc_trust_statement(aws_settings, account)),
         },
         {
