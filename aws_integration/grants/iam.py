@@ -234,17 +234,18 @@ def too_large_error(role_name: str, size: int, error: ClientError) -> DriverErro
 
 # Live sessions -----------------------------------------------------------------------------
 def revoked_sessions_policy(
-    existing: dict[str, Any] | None, names: list[str], now: datetime
+    existing: dict[str, Any] | None, names: list[str], now: datetime, *, all_but: bool = False
 ) -> dict[str, Any]:
     """The PortcullisRevokedSessions document with a deny for sessions named one of
     ``names`` issued before ``now`` (plus the margin), entries older than the longest
-    session dropped."""
+    session dropped. With ``all_but``, the deny is for every session issued before then
+    except those named one of ``names`` (a role whose sessions are all Portcullis's)."""
     wanted = {f"*:{name}" for name in names}
     cutoff = now - MAX_SESSION_DURATION
     kept = []
     for statement in _as_list((existing or {}).get("Statement", [])):
         earlier = _revoked_patterns(statement)
-        if earlier & wanted:
+        if not all_but and earlier & wanted:
             # Replaced below with the later time, keeping every name it denied (a subject
             # the user had at an earlier revoke).
             wanted |= earlier
@@ -255,28 +256,36 @@ def revoked_sessions_policy(
         kept.append(statement)
     patterns = sorted(wanted)
     before = (now + REVOKE_MARGIN).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    operator = "StringNotLike" if all_but else "StringLike"
+    identity = ("AllBut" if all_but else "") + "|".join(patterns) + (before if all_but else "")
+    condition: dict[str, Any] = {"DateLessThan": {"aws:TokenIssueTime": before}}
+    if patterns:  # none with all_but: every session issued before then
+        condition[operator] = {"aws:userid": patterns if len(patterns) > 1 else patterns[0]}
     kept.append(
         {
             # Sids must differ within a policy; the names of one user make one.
-            "Sid": "Revoked" + hashlib.sha256("|".join(patterns).encode()).hexdigest()[:16],
+            "Sid": "Revoked" + hashlib.sha256(identity.encode()).hexdigest()[:16],
             "Effect": "Deny",
             "Action": "*",
             "Resource": "*",
-            "Condition": {
-                "StringLike": {"aws:userid": patterns if len(patterns) > 1 else patterns[0]},
-                "DateLessThan": {"aws:TokenIssueTime": before},
-            },
+            "Condition": condition,
         }
     )
     return {"Version": policies.POLICY_VERSION, "Statement": kept}
 
 
 def end_live_sessions(
-    iam: Any, role_name: str, names: list[str], now: datetime | None = None
+    iam: Any,
+    role_name: str,
+    names: list[str],
+    now: datetime | None = None,
+    *,
+    all_but: bool = False,
 ) -> None:
-    """Deny the role's sessions named one of ``names`` issued until now, merged into the
-    role's PortcullisRevokedSessions policy."""
-    what = f"Ending the live sessions of {', '.join(names)} on the IAM role {role_name}"
+    """Deny the role's sessions named one of ``names`` (with ``all_but``, every session but
+    those) issued until now, merged into the role's PortcullisRevokedSessions policy."""
+    whose = ("all but " if all_but else "") + ", ".join(names)
+    what = f"Ending the live sessions of {whose} on the IAM role {role_name}"
     existing: dict[str, Any] | None = None
     with base.aws_errors(what):
         try:
@@ -285,7 +294,7 @@ def end_live_sessions(
         except ClientError as error:
             if base.error_code(error) != "NoSuchEntity":
                 raise
-        document = revoked_sessions_policy(existing, names, now or timezone.now())
+        document = revoked_sessions_policy(existing, names, now or timezone.now(), all_but=all_but)
         iam.put_role_policy(
             RoleName=role_name,
             PolicyName=REVOKED_SESSIONS_POLICY,

@@ -387,7 +387,12 @@ def _leave(
     if legacy.eks_cluster and not any(o.resource_id == assignment.resource_id for o in others):
         _unmap_in_eks(app, legacy)
     if leaving:
-        end_live_sessions(iam, legacy.name, revoked_session_names(assignment))
+        # Its trust policy let holders name their sessions as they liked (older versions
+        # did not bind the name), so a deny by name could miss one. Every session on it is
+        # Portcullis's: deny all but those of the holders still on it, by the names
+        # Portcullis gave them.
+        staying = sorted({name for other in others for name in revoked_session_names(other)})
+        end_live_sessions(iam, legacy.name, staying, all_but=True)
     return f" Left the former role {legacy.name}, which others still hold."
 
 

@@ -317,6 +317,20 @@ def test_revoking_a_user_again_moves_their_deny_to_the_later_time():
     ]
 
 
+def test_a_deny_of_all_but_some_sessions_stays_beside_the_others_until_it_is_moot():
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    all_but = driver.revoked_sessions_policy(None, ["bob-subject"], start, all_but=True)
+    by_name = driver.revoked_sessions_policy(all_but, ["bob-subject"], start + timedelta(hours=1))
+    assert [s["Condition"].get("StringNotLike") for s in by_name["Statement"]] == [
+        {"aws:userid": "*:bob-subject"},
+        None,
+    ]
+    assert denies(by_name, "anyone-else", start) and not denies(all_but, "bob-subject", start)
+
+    later = driver.revoked_sessions_policy(by_name, ["cy-subject"], start + timedelta(hours=13))
+    assert all("StringNotLike" not in s["Condition"] for s in later["Statement"])
+
+
 def test_session_names_are_what_sts_accepts_and_differ_per_user(db):
     ada, bob = person("ada"), person("bob", "auth0|5f7c8ec7c33c6c004bbafe82")
     assert driver.session_name(ada) == "ada-subject"
@@ -456,20 +470,23 @@ def mintable_names(trust: dict[str, Any], subject: str) -> set[str]:
 def denies(revoked: dict[str, Any] | None, name: str, issued: datetime) -> bool:
     """Whether the PortcullisRevokedSessions document denies a session of this name issued
     at ``issued`` (aws:userid is "<role id>:<session name>"; * and ? are IAM's wildcards)."""
+    userid = f"AROAEXAMPLEROLEID:{name}"
     for statement in as_list((revoked or {}).get("Statement", [])):
         condition = statement["Condition"]
-        patterns = condition["StringLike"]["aws:userid"]
-        patterns = [patterns] if isinstance(patterns, str) else patterns
+        assert set(condition) <= {"StringLike", "StringNotLike", "DateLessThan"}
         before = datetime.fromisoformat(
             condition["DateLessThan"]["aws:TokenIssueTime"].replace("Z", "+00:00")
         )
-        if (
-            statement["Effect"] == "Deny"
-            and statement["Action"] == "*"
-            and name != ANY_NAME
-            and any(fnmatch.fnmatchcase(f"AROAEXAMPLEROLEID:{name}", p) for p in patterns)
-            and issued < before
-        ):
+        matched = issued < before
+        for operator, wanted in (("StringLike", True), ("StringNotLike", False)):
+            if operator in condition:
+                patterns = condition[operator]["aws:userid"]
+                patterns = [patterns] if isinstance(patterns, str) else patterns
+                found = any(fnmatch.fnmatchcase(userid, p) for p in patterns)
+                matched = matched and found is wanted
+        if statement["Effect"] == "Deny" and statement["Action"] == "*" and matched:
+            if name == ANY_NAME and "StringLike" in condition:
+                continue  # a deny by name cannot match every name
             return True
     return False
 
