@@ -295,7 +295,8 @@ def oidc_trust_statement(
     aws_settings: AwsSettings, account_id: str, subjects: list[str] | None = None
 ) -> dict[str, Any]:
     """The statement Portcullis owns in a role's trust policy: tokens minted for its OIDC
-    client (``aud``) to the users holding access (``sub``) may assume the role."""
+    client (``aud``) to the users holding access (``sub``) may assume the role, in a session
+    named after the token's subject only (so that a revoke can deny every such session)."""
     host_path = issuer_host_path(aws_settings.oidc_issuer_url) or ISSUER_PLACEHOLDER
     return {
         "Sid": MANAGED_STATEMENT_SID,
@@ -306,6 +307,7 @@ def oidc_trust_statement(
             "StringEquals": {
                 f"{host_path}:aud": aws_settings.oidc_client_id or CLIENT_ID_PLACEHOLDER,
                 f"{host_path}:sub": list(subjects) if subjects else [SUBJECT_PLACEHOLDER],
+                "sts:RoleSessionName": "${" + host_path + ":sub}",
             }
         },
     }
@@ -477,7 +479,10 @@ def documents(app: AwsApp, aws_settings: AwsSettings) -> list[dict[str, str]]:
             "title": "OIDC trust statement for IAM roles",
             "help": f"Portcullis writes this statement (Sid {MANAGED_STATEMENT_SID}) into the "
             "trust policy of each role it grants, with the subjects of the users holding "
-            "access; other statements are left untouched.",
+            "access; other statements are left untouched. A holder may name a session only "
+            "after their subject (sts:RoleSessionName), so a revoke ends every session they "
+            "hold. A subject AWS does not accept as a session name gets a statement of its "
+            "own (Sid PortcullisManagedSubject…).",
             "text": as_json(oidc_trust_statement(aws_settings, account)),
         },
         {

@@ -3,21 +3,38 @@
 Access to an IAM role is granted by listing the user's OIDC subject in one statement
 (Sid ``PortcullisManaged``) of the role's trust policy. The role belongs to the customer:
 every other statement is kept exactly as it was, whatever its shape, so these functions
-only ever replace, insert or drop that one statement. They are pure (no AWS calls) and
-return new documents; the caller reads the policy, edits it here, checks the size and
+only ever replace, insert or drop Portcullis's own statements. They are pure (no AWS calls)
+and return new documents; the caller reads the policy, edits it here, checks the size and
 writes it back.
+
+A holder may only name their session after their subject: the statement requires
+``sts:RoleSessionName`` to equal the policy variable ``${<issuer>:sub}``, the subject of the
+very token presented, so every session a holder can mint carries a name Portcullis knows
+(session_name_for) and a revoke can deny. A subject that cannot be a session name (a
+character outside ``[A-Za-z0-9_+=,.@-]``, or longer than 64) gets a statement of its own
+instead (Sid ``PortcullisManagedSubject<digest>``), binding it to a name derived from it.
+Statements written by older versions (no session-name condition) are read as before and
+brought to this shape by the next edit.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import re
 from typing import Any
 from urllib.parse import unquote
 
 from aws_integration.policies import MANAGED_STATEMENT_SID
 
 ASSUME_ACTION = "sts:AssumeRoleWithWebIdentity"
+SESSION_NAME_KEY = "sts:RoleSessionName"
+# The per-subject statements of subjects that cannot be session names.
+SUBJECT_SID_PREFIX = MANAGED_STATEMENT_SID + "Subject"
+_SUBJECT_SID = re.compile(rf"{SUBJECT_SID_PREFIX}[0-9a-f]{{16}}")
+# AssumeRoleWithWebIdentity's RoleSessionName: 2 to 64 of these (\w is ASCII there).
+_SESSION_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{2,64}")
 DEFAULT_SIZE_LIMIT = 2048
 MAXIMUM_SIZE_LIMIT = 4096
 
@@ -70,61 +87,102 @@ def parse_policy(document: str | dict[str, Any]) -> dict[str, Any]:
 def add_subject(
     policy: dict[str, Any], *, provider_arn: str, issuer_host: str, client_id: str, subject: str
 ) -> dict[str, Any]:
-    """Return a copy of the policy whose managed statement also admits this subject.
+    """Return a copy of the policy whose Portcullis statements also admit this subject.
 
-    The managed statement is rebuilt in its canonical form, so a changed provider or client
-    ID is brought up to date by the next grant.
+    They are rebuilt in their canonical form, so a changed provider or client ID, or a
+    statement of an older shape, is brought up to date by the next grant.
     """
     new = parse_policy(policy)
-    statements, was_object, index = _statements(new)
-    subjects = {subject}
-    if index is not None:
-        subjects |= _subjects_of(statements[index], issuer_host)
-    managed = _managed_statement(provider_arn, issuer_host, client_id, subjects)
-    if index is not None:
-        statements[index] = managed
-    elif was_object:
-        # The managed statement goes first when a single statement becomes a list, so that
-        # remove_subject can tell this list apart from one the owner wrote with one element
-        # and give the original object back.
-        statements.insert(0, managed)
-    else:
-        statements.append(managed)
-    return _with_statements(new, statements, was_object)
+    subjects = subjects_in(new, issuer_host) | {subject}
+    return _rewritten(new, provider_arn, issuer_host, client_id, subjects)
 
 
 def remove_subject(policy: dict[str, Any], *, subject: str, issuer_host: str) -> dict[str, Any]:
-    """Return a copy of the policy whose managed statement no longer admits this subject.
+    """Return a copy of the policy whose Portcullis statements no longer admit this subject.
 
-    The statement is dropped with its last subject; a policy that never held the subject
-    comes back equal.
+    The statements are dropped with their last subject; a policy that never held the subject
+    comes back equal. Those that stay are rebuilt in their canonical form, with the provider
+    and client ID they name.
     """
     new = parse_policy(policy)
-    statements, was_object, index = _statements(new)
-    if index is None:
-        return new
-    managed = statements[index]
-    subjects = _subjects_of(managed, issuer_host)
+    subjects = subjects_in(new, issuer_host)
     if subject not in subjects:
         return new
-    subjects.discard(subject)
-    if subjects:
-        managed["Condition"]["StringEquals"][f"{issuer_host}:sub"] = sorted(subjects)
-        return _with_statements(new, statements, was_object)
-    del statements[index]
-    if index == 0 and len(statements) == 1 and not was_object:
-        # Undo add_subject's promotion of a single statement object to a list.
-        new["Statement"] = statements[0]
-        return new
-    return _with_statements(new, statements, was_object)
+    statements, _, index = _statements(new)
+    ours = [s for s in statements if is_portcullis_statement(s)]
+    model = statements[index] if index is not None else ours[0]
+    provider_arn = (model.get("Principal") or {}).get("Federated", "")
+    equals = (model.get("Condition") or {}).get("StringEquals") or {}
+    client_id = equals.get(f"{issuer_host}:aud", "")
+    return _rewritten(new, provider_arn, issuer_host, client_id, subjects - {subject})
 
 
 def subjects_in(policy: dict[str, Any], issuer_host: str) -> set[str]:
-    """Return the subjects the managed statement admits for this issuer."""
-    statements, _, index = _statements(parse_policy(policy))
-    if index is None:
-        return set()
-    return _subjects_of(statements[index], issuer_host)
+    """Return the subjects Portcullis's statements admit for this issuer."""
+    statements, _, _ = _statements(parse_policy(policy))
+    found: set[str] = set()
+    for statement in statements:
+        if is_portcullis_statement(statement):
+            found |= _subjects_of(statement, issuer_host)
+    return found
+
+
+def portcullis_statements(
+    provider_arn: str, issuer_host: str, client_id: str, subjects: set[str]
+) -> list[dict[str, Any]]:
+    """The statements admitting these subjects, each holder bound to its session name: one
+    shared statement for the subjects that are session names, one each for the others."""
+    named = {s for s in subjects if usable_as_session_name(s)}
+    built = []
+    if named:
+        built.append(
+            _statement(
+                MANAGED_STATEMENT_SID,
+                provider_arn,
+                issuer_host,
+                client_id,
+                sorted(named),
+                "${" + issuer_host + ":sub}",
+            )
+        )
+    for subject in sorted(subjects - named):
+        built.append(
+            _statement(
+                SUBJECT_SID_PREFIX + _digest(subject),
+                provider_arn,
+                issuer_host,
+                client_id,
+                subject,
+                session_name_for(subject),
+            )
+        )
+    return built
+
+
+def _rewritten(
+    policy: dict[str, Any], provider_arn: str, issuer_host: str, client_id: str, subjects: set[str]
+) -> dict[str, Any]:
+    """The policy with Portcullis's statements replaced by the canonical ones for these
+    subjects, where the first of them was; the owner's statements untouched and in order."""
+    statements, was_object, _ = _statements(policy)
+    positions = [i for i, s in enumerate(statements) if is_portcullis_statement(s)]
+    kept = [s for s in statements if not is_portcullis_statement(s)]
+    ours = portcullis_statements(provider_arn, issuer_host, client_id, subjects)
+    if positions:
+        at = positions[0]
+    elif was_object:
+        # Ours go first when a single statement becomes a list, so that removing them can
+        # tell this list apart from one the owner wrote with one element and give the
+        # original object back.
+        at = 0
+    else:
+        at = len(kept)
+    statements = kept[:at] + ours + kept[at:]
+    if positions and not ours and positions[0] == 0 and len(kept) == 1 and not was_object:
+        # Undo the promotion of a single statement object to a list.
+        policy["Statement"] = kept[0]
+        return policy
+    return _with_statements(policy, statements, was_object)
 
 
 def serialise(policy: dict[str, Any]) -> str:
@@ -137,6 +195,33 @@ def check_size(text: str, limit: int = DEFAULT_SIZE_LIMIT) -> None:
     """Raise TrustPolicyTooLarge when the serialised policy is longer than the limit."""
     if len(text) > limit:
         raise TrustPolicyTooLarge(len(text), limit)
+
+
+def usable_as_session_name(subject: str) -> bool:
+    """Whether AssumeRoleWithWebIdentity accepts the subject itself as RoleSessionName."""
+    return bool(_SESSION_NAME.fullmatch(subject))
+
+
+def session_name_for(subject: str) -> str:
+    """The only RoleSessionName the trust policy lets this subject's holder use: the subject
+    itself, or for a subject that cannot be one, a name derived from it."""
+    if usable_as_session_name(subject):
+        return subject
+    return "portcullis-" + _digest(subject)
+
+
+def is_portcullis_statement(statement: Any) -> bool:
+    """The managed statement, or one of the per-subject statements."""
+    if not isinstance(statement, dict):
+        return False
+    sid = statement.get("Sid")
+    return sid == MANAGED_STATEMENT_SID or bool(
+        isinstance(sid, str) and _SUBJECT_SID.fullmatch(sid)
+    )
+
+
+def _digest(subject: str) -> str:
+    return hashlib.sha256(subject.encode()).hexdigest()[:16]
 
 
 def _statements(policy: dict[str, Any]) -> tuple[list[Any], bool, int | None]:
@@ -180,18 +265,24 @@ def _subjects_of(statement: dict[str, Any], issuer_host: str) -> set[str]:
     return set()
 
 
-def _managed_statement(
-    provider_arn: str, issuer_host: str, client_id: str, subjects: set[str]
+def _statement(
+    sid: str,
+    provider_arn: str,
+    issuer_host: str,
+    client_id: str,
+    subjects: str | list[str],
+    session_name: str,
 ) -> dict[str, Any]:
     return {
-        "Sid": MANAGED_STATEMENT_SID,
+        "Sid": sid,
         "Effect": "Allow",
         "Principal": {"Federated": provider_arn},
         "Action": ASSUME_ACTION,
         "Condition": {
             "StringEquals": {
                 f"{issuer_host}:aud": client_id,
-                f"{issuer_host}:sub": sorted(subjects),
+                f"{issuer_host}:sub": subjects,
+                SESSION_NAME_KEY: session_name,
             }
         },
     }

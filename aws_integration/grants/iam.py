@@ -3,7 +3,10 @@ trust policy (Sid ``PortcullisManaged``); every other statement stays as its own
 
 Revoking also ends the user's live sessions of the role: an inline policy
 (``PortcullisRevokedSessions``) denies everything to that user's sessions issued before
-the revoke, AWS's "revoke older sessions" pattern narrowed to one session name.
+the revoke, AWS's "revoke older sessions" pattern narrowed to the user's session names.
+The trust statement lets a holder name a session only after their subject
+(trust_policy.session_name_for), so those names are every session they can mint, whether
+through Portcullis or by calling AssumeRoleWithWebIdentity themselves.
 
 The trust-policy and revocation helpers here are shared with the managed roles
 (``grants.managed``), whose trust policies carry the same statement.
@@ -11,6 +14,7 @@ The trust-policy and revocation helpers here are shared with the managed roles
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -49,9 +53,22 @@ _role_locks_guard = threading.Lock()
 
 
 def session_name(user: User) -> str:
-    """The RoleSessionName of every session Portcullis mints for this user (Connect uses it
-    too): revocation denies sessions by this name, so it must never change for a user."""
+    """The RoleSessionName of every session Portcullis mints for this user (Connect uses it),
+    and the only one the trust statement lets them use: named after their subject, so that
+    a revoke can deny every session they hold."""
+    return trust_policy.session_name_for(subject_of(user))
+
+
+def legacy_session_name(user: User) -> str:
+    """The name versions before the session-name binding gave the user's sessions."""
     return _SESSION_NAME_UNSAFE.sub("-", f"portcullis-{user.pk}")[:64]
+
+
+def revoked_session_names(assignment: Assignment) -> list[str]:
+    """The names of every session the user may hold through this assignment: one per
+    subject it was applied with, and the name older versions used."""
+    names = {trust_policy.session_name_for(s) for s in subjects_to_remove(assignment)}
+    return sorted({*names, legacy_session_name(assignment.user)})
 
 
 # Trust -----------------------------------------------------------------------------------
@@ -217,40 +234,58 @@ def too_large_error(role_name: str, size: int, error: ClientError) -> DriverErro
 
 # Live sessions -----------------------------------------------------------------------------
 def revoked_sessions_policy(
-    existing: dict[str, Any] | None, name: str, now: datetime
+    existing: dict[str, Any] | None, names: list[str], now: datetime, *, all_but: bool = False
 ) -> dict[str, Any]:
-    """The PortcullisRevokedSessions document with a deny for sessions named ``name`` issued
-    before ``now`` (plus the margin), entries older than the longest session dropped."""
-    pattern = f"*:{name}"
+    """The PortcullisRevokedSessions document with a deny for sessions named one of
+    ``names`` issued before ``now`` (plus the margin), entries older than the longest
+    session dropped. With ``all_but``, the deny is for every session issued before then
+    except those named one of ``names`` (a role whose sessions are all Portcullis's)."""
+    wanted = {f"*:{name}" for name in names}
     cutoff = now - MAX_SESSION_DURATION
     kept = []
     for statement in _as_list((existing or {}).get("Statement", [])):
-        if _revoked_pattern(statement) == pattern:
-            continue  # replaced below with the later time
+        earlier = _revoked_patterns(statement)
+        if not all_but and earlier & wanted:
+            # Replaced below with the later time, keeping every name it denied (a subject
+            # the user had at an earlier revoke).
+            wanted |= earlier
+            continue
         issued_before = _revoked_before(statement)
         if issued_before is not None and issued_before < cutoff:
             continue
         kept.append(statement)
+    patterns = sorted(wanted)
     before = (now + REVOKE_MARGIN).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    operator = "StringNotLike" if all_but else "StringLike"
+    identity = ("AllBut" if all_but else "") + "|".join(patterns) + (before if all_but else "")
+    condition: dict[str, Any] = {"DateLessThan": {"aws:TokenIssueTime": before}}
+    if patterns:  # none with all_but: every session issued before then
+        condition[operator] = {"aws:userid": patterns if len(patterns) > 1 else patterns[0]}
     kept.append(
         {
-            "Sid": "Revoked" + re.sub(r"[^A-Za-z0-9]", "", name),
+            # Sids must differ within a policy; the names of one user make one.
+            "Sid": "Revoked" + hashlib.sha256(identity.encode()).hexdigest()[:16],
             "Effect": "Deny",
             "Action": "*",
             "Resource": "*",
-            "Condition": {
-                "StringLike": {"aws:userid": pattern},
-                "DateLessThan": {"aws:TokenIssueTime": before},
-            },
+            "Condition": condition,
         }
     )
     return {"Version": policies.POLICY_VERSION, "Statement": kept}
 
 
-def end_live_sessions(iam: Any, role_name: str, name: str, now: datetime | None = None) -> None:
-    """Deny the role's sessions named ``name`` issued until now, merged into the role's
-    PortcullisRevokedSessions policy."""
-    what = f"Ending the live sessions of {name} on the IAM role {role_name}"
+def end_live_sessions(
+    iam: Any,
+    role_name: str,
+    names: list[str],
+    now: datetime | None = None,
+    *,
+    all_but: bool = False,
+) -> None:
+    """Deny the role's sessions named one of ``names`` (with ``all_but``, every session but
+    those) issued until now, merged into the role's PortcullisRevokedSessions policy."""
+    whose = ("all but " if all_but else "") + ", ".join(names)
+    what = f"Ending the live sessions of {whose} on the IAM role {role_name}"
     existing: dict[str, Any] | None = None
     with base.aws_errors(what):
         try:
@@ -259,7 +294,7 @@ def end_live_sessions(iam: Any, role_name: str, name: str, now: datetime | None 
         except ClientError as error:
             if base.error_code(error) != "NoSuchEntity":
                 raise
-        document = revoked_sessions_policy(existing, name, now or timezone.now())
+        document = revoked_sessions_policy(existing, names, now or timezone.now(), all_but=all_but)
         iam.put_role_policy(
             RoleName=role_name,
             PolicyName=REVOKED_SESSIONS_POLICY,
@@ -271,11 +306,14 @@ def _as_list(value: Any) -> list[Any]:
     return [value] if isinstance(value, dict) else list(value or [])
 
 
-def _revoked_pattern(statement: Any) -> str | None:
+def _revoked_patterns(statement: Any) -> set[str]:
     try:
-        return statement["Condition"]["StringLike"]["aws:userid"]
+        value = statement["Condition"]["StringLike"]["aws:userid"]
     except (KeyError, TypeError):
-        return None
+        return set()
+    if isinstance(value, str):
+        return {value}
+    return {v for v in value if isinstance(v, str)} if isinstance(value, list) else set()
 
 
 def _revoked_before(statement: Any) -> datetime | None:
@@ -357,7 +395,7 @@ class IamRoleDriver:
             )
             changed = write_trust_policy(iam, role_name, current, new)
             # After the trust policy: a session minted meanwhile is issued before "now".
-            end_live_sessions(iam, role_name, session_name(assignment.user))
+            end_live_sessions(iam, role_name, revoked_session_names(assignment))
         return Outcome(
             note=(
                 f"Removed {assignment.user} from the trust policy of {role['Arn']}"

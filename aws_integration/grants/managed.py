@@ -8,6 +8,13 @@ OIDC subjects of the users holding it and allowed only what the access level mea
 
 The role is created with its first subject and deleted with its last (access entry and
 inline policies first, as AWS requires).
+
+A role's name is unique per (resource, access level): it ends with the resource's region and
+a digest of its account, region, ARN and the level, so two same-named databases or clusters
+(two regions, two accounts) never share a role and so never share their holders. Roles named
+by older versions (without region and digest, so possibly shared) are left by each
+assignment at its next apply or remove: its subjects leave the old role's trust policy, its
+sessions there are denied, and the old role is deleted once no one else is on it.
 """
 
 from __future__ import annotations
@@ -15,13 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from access.choices import ResourceType
+from access.choices import AssignmentState, ResourceType
 from access.drivers import DriverError, Outcome
+from access.models import Assignment
+from access.services import leases
 from aws_integration import policies, trust_policy
 from aws_integration.grants import base
 from aws_integration.grants.iam import (
@@ -29,9 +39,9 @@ from aws_integration.grants.iam import (
     end_live_sessions,
     get_role,
     oidc_trust,
+    revoked_session_names,
     role_lock,
     role_lock_key,
-    session_name,
     subject_of,
     subjects_state,
     subjects_to_remove,
@@ -41,11 +51,15 @@ from aws_integration.grants.iam import (
 )
 
 if TYPE_CHECKING:
-    from access.models import AccessLevel, Assignment, Resource
+    from access.models import AccessLevel, Resource
     from aws_integration.models import AwsApp
 
 ACCESS_POLICY = "PortcullisAccess"
 MAX_ROLE_NAME = 64
+# 40 bits of SHA-256: the same digest for two resources of one account is out of reach.
+NAME_DIGEST_LENGTH = 10
+# How long another worker may hold the lock of a role an assignment is leaving.
+LEGACY_LOCK = timedelta(minutes=5)
 _ROLE_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]")
 MANAGED_TAG = "portcullis:managed"
 RESOURCE_TAG = "portcullis:resource"
@@ -58,14 +72,20 @@ def eks_client(app: AwsApp, account_id: str, region: str) -> Any:
     return base.client_for(app, account_id, "eks", region)
 
 
-def role_name(kind: str, *parts: str) -> str:
-    """portcullis-<kind>-<parts>, within IAM's 64 characters: a long name is cut and ends
-    with a hash of the whole, so two long names never meet."""
-    full = _ROLE_NAME_UNSAFE.sub("-", "-".join(["portcullis", kind, *parts]))
-    if len(full) <= MAX_ROLE_NAME:
-        return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:10]
-    return f"{full[: MAX_ROLE_NAME - len(digest) - 1]}-{digest}"
+def role_name(kind: str, *parts: str, region: str, identity: str) -> str:
+    """portcullis-<kind>-<parts>-<region>-<digest>, within IAM's 64 characters.
+
+    The digest is over ``identity`` (account, region, resource ARN and access level), so the
+    name is unique per resource and level even where names repeat across regions and
+    accounts; the readable part is cut to fit, never the region or the digest."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:NAME_DIGEST_LENGTH]
+    suffix = _ROLE_NAME_UNSAFE.sub("-", f"-{region}-{digest}")
+    readable = _ROLE_NAME_UNSAFE.sub("-", "-".join(["portcullis", kind, *parts]))
+    return readable[: MAX_ROLE_NAME - len(suffix)].rstrip("-") + suffix
+
+
+def _identity(resource: Resource, level: str, resource_arn: str) -> str:
+    return "|".join([resource.account_id, resource.region, resource.type, resource_arn, level])
 
 
 @dataclass(frozen=True)
@@ -107,7 +127,12 @@ def ec2_role(resource: Resource, level: AccessLevel) -> ManagedRole:
     return ManagedRole(
         account_id=account,
         region=region,
-        name=role_name("ec2", instance_id),
+        name=role_name(
+            "ec2",
+            instance_id,
+            region=region,
+            identity=_identity(resource, level.remote_id, instance_arn),
+        ),
         resource_arn=instance_arn,
         level=level.remote_id,
         permissions=_policy(
@@ -131,11 +156,18 @@ def ec2_role(resource: Resource, level: AccessLevel) -> ManagedRole:
 def eks_role(resource: Resource, level: AccessLevel) -> ManagedRole:
     cluster = resource.name
     short = level.name or level.remote_id.rsplit("/", 1)[-1]
+    cluster_arn = resource.arn or resource.remote_id
     return ManagedRole(
         account_id=resource.account_id,
         region=resource.region,
-        name=role_name("eks", cluster, short),
-        resource_arn=resource.arn or resource.remote_id,
+        name=role_name(
+            "eks",
+            cluster,
+            short,
+            region=resource.region,
+            identity=_identity(resource, level.remote_id, cluster_arn),
+        ),
+        resource_arn=cluster_arn,
         level=level.remote_id,
         permissions=_policy(
             {
@@ -161,11 +193,18 @@ def rds_role(resource: Resource, level: AccessLevel) -> ManagedRole:
             retryable=False,
         )
     db_user = level.remote_id
+    db_arn = resource.arn or resource.remote_id
     return ManagedRole(
         account_id=account,
         region=region,
-        name=role_name("rds", resource.name, db_user),
-        resource_arn=resource.arn or resource.remote_id,
+        name=role_name(
+            "rds",
+            resource.name,
+            db_user,
+            region=region,
+            identity=_identity(resource, db_user, db_arn),
+        ),
+        resource_arn=db_arn,
         level=db_user,
         permissions=_policy(
             {
@@ -285,6 +324,78 @@ def _delete_role(iam: Any, app: AwsApp, role: ManagedRole) -> None:
                 raise
 
 
+def _legacy_name(assignment: Assignment, role: ManagedRole) -> str | None:
+    """The role this assignment was last applied under, when it is not the one it belongs to
+    now: a role named by an older version, perhaps shared with a same-named resource."""
+    arn = (assignment.driver_state or {}).get("role_arn") or ""
+    name = arn.rsplit("/", 1)[-1]
+    return name if name and name != role.name else None
+
+
+def _leave_legacy_role(
+    iam: Any, app: AwsApp, assignment: Assignment, role: ManagedRole, trust: OidcTrust
+) -> str:
+    """Take the assignment's subjects out of the role it was applied under by an older
+    version, deny their sessions there, and delete that role once nobody else is on it.
+    Returns a sentence for the outcome's note ("" when there was nothing to leave)."""
+    name = _legacy_name(assignment, role)
+    if name is None:
+        return ""
+    legacy = replace(role, name=name)
+    # The legacy role is not the one the grant machinery locked for this assignment: lock it
+    # too, through the same leases, as other resources' assignments may be leaving it now.
+    lease = leases.claim(f"lock:{role_lock_key(role.account_id, name)}", LEGACY_LOCK)
+    if lease is None:
+        raise DriverError(f"The managed role {name} is being changed by another worker.")
+    try:
+        with role_lock(role.account_id, name):
+            return _leave(iam, app, assignment, legacy, trust)
+    finally:
+        leases.release(lease)
+
+
+def _leave(
+    iam: Any, app: AwsApp, assignment: Assignment, legacy: ManagedRole, trust: OidcTrust
+) -> str:
+    others = list(
+        Assignment.objects.filter(driver_state__role_arn=legacy.arn)
+        .exclude(pk=assignment.pk)
+        .exclude(state=AssignmentState.ABSENT)
+        .select_related("user")
+    )
+    found = get_role(iam, legacy.name)
+    if found is None:
+        if legacy.eks_cluster:
+            _unmap_in_eks(app, legacy)
+        return f" The former role {legacy.name} is gone."
+    _check_ours(legacy, found)
+    # Another assignment still on the legacy role (the same user on a same-named resource)
+    # keeps its subjects there until it moves too.
+    kept: set[str] = set()
+    for other in others:
+        kept |= subjects_to_remove(other)
+    leaving = subjects_to_remove(assignment) - kept
+    current = trust_policy.parse_policy(found["AssumeRolePolicyDocument"])
+    try:
+        new = without_subjects(current, trust, leaving)
+    except trust_policy.TrustPolicyError as error:
+        raise DriverError(f"Role {legacy.name}: {error}", retryable=False) from error
+    if not trust_policy.subjects_in(new, trust.issuer_host):
+        _delete_role(iam, app, legacy)
+        return f" Deleted the former role {legacy.name}, which nobody else holds."
+    write_trust_policy(iam, legacy.name, current, new)
+    if legacy.eks_cluster and not any(o.resource_id == assignment.resource_id for o in others):
+        _unmap_in_eks(app, legacy)
+    if leaving:
+        # Its trust policy let holders name their sessions as they liked (older versions
+        # did not bind the name), so a deny by name could miss one. Every session on it is
+        # Portcullis's: deny all but those of the holders still on it, by the names
+        # Portcullis gave them.
+        staying = sorted({name for other in others for name in revoked_session_names(other)})
+        end_live_sessions(iam, legacy.name, staying, all_but=True)
+    return f" Left the former role {legacy.name}, which others still hold."
+
+
 class ManagedRoleDriver:
     """A role Portcullis creates per (resource, access level), shared by its holders."""
 
@@ -316,6 +427,8 @@ class ManagedRoleDriver:
             _put_permissions(iam, role)
             if role.eks_cluster:
                 _map_in_eks(app, role, found["Arn"])
+        # Only once the new role admits the user: moving is never a gap in their access.
+        moved = _leave_legacy_role(iam, app, assignment, role, trust)
         return Outcome(
             state={
                 "role_arn": found["Arn"],
@@ -323,7 +436,7 @@ class ManagedRoleDriver:
                 "subjects": subjects_state(assignment, subject),
             },
             note=f"{'Created' if created else 'Updated'} the managed role {found['Arn']} "
-            f"for {assignment.user}.",
+            f"for {assignment.user}.{moved}",
         )
 
     def remove(self, assignment: Assignment) -> Outcome:
@@ -331,6 +444,13 @@ class ManagedRoleDriver:
         app = base.app_of(assignment)
         trust = oidc_trust(role.account_id)
         iam = base.client_for(app, role.account_id, "iam")
+        outcome = self._remove_from(iam, app, assignment, role, trust)
+        moved = _leave_legacy_role(iam, app, assignment, role, trust)
+        return Outcome(state=outcome.state, note=outcome.note + moved)
+
+    def _remove_from(
+        self, iam: Any, app: AwsApp, assignment: Assignment, role: ManagedRole, trust: OidcTrust
+    ) -> Outcome:
         with role_lock(role.account_id, role.name):
             found = get_role(iam, role.name)
             if found is None:
@@ -349,7 +469,7 @@ class ManagedRoleDriver:
                     note=f"Deleted the managed role {found['Arn']} with its last holder."
                 )
             write_trust_policy(iam, role.name, current, new)
-            end_live_sessions(iam, role.name, session_name(assignment.user))
+            end_live_sessions(iam, role.name, revoked_session_names(assignment))
         return Outcome(
             state={"role_arn": found["Arn"]},
             note=f"Removed {assignment.user} from the managed role {found['Arn']}; their live "

@@ -96,9 +96,10 @@ def _field_name(attribute: str) -> str:
 
 def managed_subjects(policy: Any, *, issuer_host: str, client_id: str) -> set[str]:
     """The OIDC subjects a role's trust policy admits through Portcullis: those of an Allow
-    statement with Sid ``PortcullisManaged`` whose ``aud`` is Portcullis's client. Anything
-    else (another Sid, another provider's or client's statement, a policy that cannot be
-    read) admits no one here."""
+    statement with Sid ``PortcullisManaged`` (or a per-subject ``PortcullisManagedSubject…``
+    one) whose ``aud`` is Portcullis's client, with or without the session-name binding of
+    current versions. Anything else (another Sid, another provider's or client's statement,
+    a policy that cannot be read) admits no one here."""
     if not isinstance(policy, dict):
         return set()
     statements = policy.get("Statement", [])
@@ -111,8 +112,7 @@ def managed_subjects(policy: Any, *, issuer_host: str, client_id: str) -> set[st
     # driver refuses to edit) still shows whom each admits.
     for statement in statements:
         if (
-            not isinstance(statement, dict)
-            or statement.get("Sid") != policies.MANAGED_STATEMENT_SID
+            not trust_policy.is_portcullis_statement(statement)
             or statement.get("Effect") != "Allow"
         ):
             continue

@@ -4,16 +4,20 @@ user's live sessions. Asserted on what the stand-in AWS holds afterwards."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import pytest
 import time_machine
 from botocore.exceptions import ClientError
+from django.apps import apps
 
-from access.choices import ResourceType
+from access.choices import AssignmentState, ResourceType
 from access.drivers import DriverError, SubjectUnknown
 from access.models import AccessLevel, Assignment, Resource, User
 from aws_integration import clients, policies
@@ -129,10 +133,16 @@ def revoked_patterns(iam: Any, role_name: str) -> dict[str, str]:
         assert statement["Effect"] == "Deny" and statement["Action"] == "*"
         assert statement["Resource"] == "*"
         condition = statement["Condition"]
-        found[condition["StringLike"]["aws:userid"]] = condition["DateLessThan"][
-            "aws:TokenIssueTime"
-        ]
+        patterns = condition["StringLike"]["aws:userid"]
+        for pattern in [patterns] if isinstance(patterns, str) else patterns:
+            found[pattern] = condition["DateLessThan"]["aws:TokenIssueTime"]
     return found
+
+
+def denied(user: User) -> set[str]:
+    """The aws:userid patterns a revoke of the user denies: their session name (their
+    subject) and the one versions before the session-name binding used."""
+    return {f"*:{driver.session_name(user)}", f"*:portcullis-{user.pk}"}
 
 
 # IAM role helpers -----------------------------------------------------------------------------
@@ -264,7 +274,7 @@ def test_a_revoke_denies_the_users_sessions_issued_before_it(grants_env):
         IAM.remove(assignment)
 
     revoked = revoked_patterns(member_client("iam"), "Sessions")
-    assert revoked == {f"*:{driver.session_name(ada)}": "2030-05-01T09:01:00Z"}
+    assert revoked == dict.fromkeys(denied(ada), "2030-05-01T09:01:00Z")
     assert subjects_of(trust_of("Sessions")) == ["bob-subject"]
 
 
@@ -283,25 +293,51 @@ def test_each_revoke_keeps_recent_denies_and_drops_those_older_than_the_longest_
 
     revoked = revoked_patterns(member_client("iam"), "Pruned")
     assert revoked == {
-        f"*:{driver.session_name(bob)}": "2030-05-01T15:01:00Z",
-        f"*:{driver.session_name(cy)}": "2030-05-01T22:01:00Z",
+        **dict.fromkeys(denied(bob), "2030-05-01T15:01:00Z"),
+        **dict.fromkeys(denied(cy), "2030-05-01T22:01:00Z"),
     }
 
 
 def test_revoking_a_user_again_moves_their_deny_to_the_later_time():
-    first = driver.revoked_sessions_policy(None, "portcullis-7", datetime(2030, 1, 1, tzinfo=UTC))
-    again = driver.revoked_sessions_policy(
-        first, "portcullis-7", datetime(2030, 1, 1, 2, tzinfo=UTC)
-    )
+    names = ["ada-subject", "portcullis-7"]
+    first = driver.revoked_sessions_policy(None, names, datetime(2030, 1, 1, tzinfo=UTC))
+    again = driver.revoked_sessions_policy(first, names, datetime(2030, 1, 1, 2, tzinfo=UTC))
     (statement,) = again["Statement"]
     assert statement["Condition"]["DateLessThan"]["aws:TokenIssueTime"] == "2030-01-01T02:01:00Z"
-    assert statement["Condition"]["StringLike"]["aws:userid"] == "*:portcullis-7"
+    assert statement["Condition"]["StringLike"]["aws:userid"] == ["*:ada-subject", "*:portcullis-7"]
+    # A name denied at the earlier revoke only (a subject she had then) stays denied.
+    renamed = driver.revoked_sessions_policy(
+        first, ["new-subject", "portcullis-7"], datetime(2030, 1, 1, 3, tzinfo=UTC)
+    )
+    (statement,) = renamed["Statement"]
+    assert statement["Condition"]["StringLike"]["aws:userid"] == [
+        "*:ada-subject",
+        "*:new-subject",
+        "*:portcullis-7",
+    ]
+
+
+def test_a_deny_of_all_but_some_sessions_stays_beside_the_others_until_it_is_moot():
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    all_but = driver.revoked_sessions_policy(None, ["bob-subject"], start, all_but=True)
+    by_name = driver.revoked_sessions_policy(all_but, ["bob-subject"], start + timedelta(hours=1))
+    assert [s["Condition"].get("StringNotLike") for s in by_name["Statement"]] == [
+        {"aws:userid": "*:bob-subject"},
+        None,
+    ]
+    assert denies(by_name, "anyone-else", start) and not denies(all_but, "bob-subject", start)
+
+    later = driver.revoked_sessions_policy(by_name, ["cy-subject"], start + timedelta(hours=13))
+    assert all("StringNotLike" not in s["Condition"] for s in later["Statement"])
 
 
 def test_session_names_are_what_sts_accepts_and_differ_per_user(db):
-    ada, bob = person("ada"), person("bob")
-    assert driver.session_name(ada) == f"portcullis-{ada.pk}"
+    ada, bob = person("ada"), person("bob", "auth0|5f7c8ec7c33c6c004bbafe82")
+    assert driver.session_name(ada) == "ada-subject"
+    assert re.fullmatch(r"portcullis-[0-9a-f]{16}", driver.session_name(bob))
     assert driver.session_name(ada) != driver.session_name(bob)
+    with pytest.raises(SubjectUnknown):
+        driver.session_name(make_user("new@example.com"))
 
 
 # Errors -----------------------------------------------------------------------------------------
@@ -383,3 +419,163 @@ def test_a_role_deleted_in_aws_cannot_be_granted_but_revoking_it_succeeds(grants
 
     outcome = IAM.remove(assignment)
     assert "no longer exists" in outcome.note
+
+
+# Every session a holder can mint is deniable ----------------------------------------------------
+PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER_HOST}"
+ANY_NAME = "<any name>"
+# As versions before the session-name binding wrote the statement: no sts:RoleSessionName.
+OLD_SHAPE = {
+    "Sid": "PortcullisManaged",
+    "Effect": "Allow",
+    "Principal": {"Federated": PROVIDER_ARN},
+    "Action": "sts:AssumeRoleWithWebIdentity",
+    "Condition": {
+        "StringEquals": {
+            f"{ISSUER_HOST}:aud": CLIENT_ID,
+            f"{ISSUER_HOST}:sub": ["ada-subject", "bob-subject"],
+        }
+    },
+}
+
+
+def mintable_names(trust: dict[str, Any], subject: str) -> set[str]:
+    """The session names the trust policy lets the holder of a token for ``subject`` (minted
+    for Portcullis's client) choose when calling AssumeRoleWithWebIdentity themselves;
+    ANY_NAME when a statement admits them without constraining the name."""
+    names: set[str] = set()
+    for statement in as_list(trust["Statement"]):
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if (
+            statement.get("Effect") != "Allow"
+            or statement.get("Principal", {}).get("Federated") != PROVIDER_ARN
+            or "sts:AssumeRoleWithWebIdentity" not in actions
+        ):
+            continue
+        condition = statement.get("Condition", {})
+        assert set(condition) <= {"StringEquals"}, "a shape this evaluator does not know"
+        equals = condition.get("StringEquals", {})
+        admitted = equals.get(f"{ISSUER_HOST}:sub")
+        if subject not in ([admitted] if isinstance(admitted, str) else admitted or []):
+            continue
+        if equals.get(f"{ISSUER_HOST}:aud") not in (CLIENT_ID, None):
+            continue
+        bound = equals.get("sts:RoleSessionName")
+        # ${<issuer>:sub} is replaced by the subject of the token presented.
+        names.add(ANY_NAME if bound is None else bound.replace(f"${{{ISSUER_HOST}:sub}}", subject))
+    return names
+
+
+def denies(revoked: dict[str, Any] | None, name: str, issued: datetime) -> bool:
+    """Whether the PortcullisRevokedSessions document denies a session of this name issued
+    at ``issued`` (aws:userid is "<role id>:<session name>"; * and ? are IAM's wildcards)."""
+    userid = f"AROAEXAMPLEROLEID:{name}"
+    for statement in as_list((revoked or {}).get("Statement", [])):
+        condition = statement["Condition"]
+        assert set(condition) <= {"StringLike", "StringNotLike", "DateLessThan"}
+        before = datetime.fromisoformat(
+            condition["DateLessThan"]["aws:TokenIssueTime"].replace("Z", "+00:00")
+        )
+        matched = issued < before
+        for operator, wanted in (("StringLike", True), ("StringNotLike", False)):
+            if operator in condition:
+                patterns = condition[operator]["aws:userid"]
+                patterns = [patterns] if isinstance(patterns, str) else patterns
+                found = any(fnmatch.fnmatchcase(userid, p) for p in patterns)
+                matched = matched and found is wanted
+        if statement["Effect"] == "Deny" and statement["Action"] == "*" and matched:
+            if name == ANY_NAME and "StringLike" in condition:
+                continue  # a deny by name cannot match every name
+            return True
+    return False
+
+
+def assert_no_session_escapes(
+    before: dict[str, Any],
+    after: dict[str, Any],
+    revoked: dict[str, Any] | None,
+    *,
+    gone: str,
+    stays: str,
+    at: datetime,
+) -> None:
+    """``gone`` was revoked at ``at``: every session its holder could have minted under the
+    trust policy ``before`` is denied, and ``after`` admits them no more; ``stays`` can still
+    mint sessions that nothing denies."""
+    names = mintable_names(before, gone)
+    assert names and ANY_NAME not in names, f"{gone} may choose any session name: {names}"
+    for name in names:
+        assert denies(revoked, name, at), f"a session of {gone} named {name} outlives the revoke"
+    assert mintable_names(after, gone) == set()
+    remaining = mintable_names(after, stays)
+    assert remaining and ANY_NAME not in remaining
+    for name in remaining:
+        assert not denies(revoked, name, at - timedelta(minutes=5))
+
+
+@pytest.mark.parametrize(
+    "ada_subject", ["ada-subject", "auth0|ada"], ids=["session-name", "not-a-session-name"]
+)
+def test_after_a_revoke_no_session_the_holder_can_mint_escapes_the_deny(grants_env, ada_subject):
+    role = make_role(grants_env, "Bound", SERVICE_TRUST)
+    ada, bob = person("ada", ada_subject), person("bob")
+    assignment = assign(ada, role, "assume")
+    assignment.driver_state = IAM.apply(assignment).state
+    IAM.apply(assign(bob, role, "assume"))
+    before = trust_of("Bound")
+    at = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+
+    with time_machine.travel(at, tick=False):
+        IAM.remove(assignment)
+
+    revoked = inline_policy(member_client("iam"), "Bound", driver.REVOKED_SESSIONS_POLICY)
+    assert_no_session_escapes(
+        before, trust_of("Bound"), revoked, gone=ada_subject, stays="bob-subject", at=at
+    )
+    # The name Connect gives her sessions is the one the trust policy binds her to.
+    assert mintable_names(before, ada_subject) == {driver.session_name(ada)}
+    assert {s.get("Sid") for s in as_list(trust_of("Bound")["Statement"])} == {
+        None,
+        "PortcullisManaged",
+    }
+
+
+def test_a_trust_statement_written_by_an_older_version_binds_session_names_once_touched(
+    grants_env,
+):
+    role = make_role(
+        grants_env,
+        "Older",
+        {"Version": "2012-10-17", "Statement": [SERVICE_TRUST["Statement"][0], OLD_SHAPE]},
+    )
+    ada, bob = person("ada"), person("bob")
+    ada_assignment, bob_assignment = assign(ada, role, "assume"), assign(bob, role, "assume")
+    assert mintable_names(trust_of("Older"), "ada-subject") == {ANY_NAME}
+    for held in (ada_assignment, bob_assignment):
+        held.state = AssignmentState.PRESENT
+        held.driver_state = {"role_arn": role.arn, "subject": held.user.oidc_subject}
+        held.save()
+
+    # The upgrade asks the grant engine to apply both again; it starts with Bob's.
+    import_module(
+        "aws_integration.migrations.0003_reapply_trust_policies_binding_session_names"
+    ).reapply_trust_policies(apps, None)
+    assert set(
+        Assignment.objects.filter(reapply_requested=True, next_attempt_at__isnull=False)
+    ) == {ada_assignment, bob_assignment}
+    IAM.apply(bob_assignment)
+
+    upgraded = trust_of("Older")
+    assert as_list(upgraded["Statement"])[0] == SERVICE_TRUST["Statement"][0]
+    for user in (ada, bob):
+        assert mintable_names(upgraded, user.oidc_subject) == {driver.session_name(user)}
+    at = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+    with time_machine.travel(at, tick=False):
+        IAM.remove(ada_assignment)
+    revoked = inline_policy(member_client("iam"), "Older", driver.REVOKED_SESSIONS_POLICY)
+    assert_no_session_escapes(
+        upgraded, trust_of("Older"), revoked, gone="ada-subject", stays="bob-subject", at=at
+    )
+    # Sessions older versions minted through Portcullis carried portcullis-<pk>: denied too.
+    assert denies(revoked, f"portcullis-{ada.pk}", at)

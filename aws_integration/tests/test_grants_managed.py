@@ -9,15 +9,23 @@ EKS client the driver asks for (managed.eks_client); the roles themselves are in
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import import_module
 from typing import Any
 
 import pytest
+import time_machine
 from botocore.stub import Stubber
+from django.apps import apps
+from django.utils import timezone
 
-from access.choices import ResourceType
+from access import tasks
+from access.choices import AssignmentState, GrantSource, ResourceType
 from access.drivers import DriverError, SubjectUnknown
 from access.models import Resource
+from access.services import grants as grant_service
 from aws_integration import clients, policies
 from aws_integration.grants import iam as iam_grants
 from aws_integration.grants import managed
@@ -26,8 +34,12 @@ from aws_integration.sync.fetchers import members
 from aws_integration.tests.test_grants_iam import (
     ACCOUNT,
     REGION,
+    assert_no_session_escapes,
     assign,
+    denied,
+    denies,
     grants_env_fixture,  # noqa: F401 - provides the grants_env fixture
+    inline_policy,
     member_client,
     person,
     revoked_patterns,
@@ -43,23 +55,40 @@ EKS_VIEW = members.EKS_POLICY_PREFIX + "AmazonEKSViewPolicy"
 BOUNDARY = f"arn:aws:iam::{ACCOUNT}:policy/portcullis/PortcullisPermissionsBoundary"
 
 
-def role(name: str) -> dict[str, Any] | None:
-    roles = member_client("iam").list_roles(PathPrefix="/portcullis/")["Roles"]
+def client_in(service: str, account: str = ACCOUNT, region: str = REGION) -> Any:
+    session = clients.session_for_account(account, "PortcullisIngester", region=region)
+    return clients.client(service, session=session, region=region)
+
+
+def role(name: str, account: str = ACCOUNT) -> dict[str, Any] | None:
+    roles = member_client("iam", account).list_roles(PathPrefix="/portcullis/")["Roles"]
     found = [r for r in roles if r["RoleName"] == name]
     if not found:
         return None
-    return member_client("iam").get_role(RoleName=name)["Role"]
+    return member_client("iam", account).get_role(RoleName=name)["Role"]
 
 
-def permissions(name: str) -> dict[str, Any]:
-    document = member_client("iam").get_role_policy(RoleName=name, PolicyName="PortcullisAccess")
+def permissions(name: str, account: str = ACCOUNT) -> dict[str, Any]:
+    document = member_client("iam", account).get_role_policy(
+        RoleName=name, PolicyName="PortcullisAccess"
+    )
     return document["PolicyDocument"]
 
 
-def trust(name: str) -> dict[str, Any]:
-    found = role(name)
-    assert found is not None, f"no managed role {name}"
+def trust(name: str, account: str = ACCOUNT) -> dict[str, Any]:
+    found = role(name, account)
+    assert found is not None, f"no managed role {name} in {account}"
     return found["AssumeRolePolicyDocument"]
+
+
+def name_of(resource: Resource, level: str) -> str:
+    """The managed role's name for this resource and level, checked for the parts it must
+    show: readable, then the region, then a digest."""
+    access_level = resource.access_levels.get(remote_id=level)
+    name = managed.ROLE_OF_TYPE[resource.type](resource, access_level).name
+    assert len(name) <= 64
+    assert re.fullmatch(rf"portcullis-.+-{resource.region}-[0-9a-f]{{10}}", name), name
+    return name
 
 
 def tags(found: dict[str, Any]) -> dict[str, str]:
@@ -68,16 +97,24 @@ def tags(found: dict[str, Any]) -> dict[str, str]:
 
 
 # Resources in the stand-in, as sync records them ---------------------------------------------
-def ec2_instance(app: AwsApp) -> Resource:
-    ec2 = member_client("ec2")
+def ec2_instance(app: AwsApp, account: str = ACCOUNT, region: str = REGION) -> Resource:
+    ec2 = client_in("ec2", account, region)
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)
+    ec2.run_instances(
+        ImageId=image,
+        InstanceType="t3.micro",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "bastion"}]}
+        ],
+    )
     (reservation,) = ec2.describe_instances()["Reservations"]
-    return row_of(app, members.instance_record(ACCOUNT, REGION, reservation["Instances"][0]))
+    return row_of(app, members.instance_record(account, region, reservation["Instances"][0]))
 
 
-def db_instance(app: AwsApp) -> Resource:
-    rds = member_client("rds")
+def db_instance(app: AwsApp, account: str = ACCOUNT, region: str = REGION) -> Resource:
+    rds = client_in("rds", account, region)
     rds.create_db_instance(
         DBInstanceIdentifier="orders",
         Engine="postgres",
@@ -89,11 +126,11 @@ def db_instance(app: AwsApp) -> Resource:
         Tags=[{"Key": members.DB_USERS_TAG, "Value": "app_ro,app_rw"}],
     )
     (db,) = rds.describe_db_instances()["DBInstances"]
-    return row_of(app, members.db_instance_record(ACCOUNT, REGION, db))
+    return row_of(app, members.db_instance_record(account, region, db))
 
 
-def db_cluster(app: AwsApp) -> Resource:
-    rds = member_client("rds")
+def db_cluster(app: AwsApp, account: str = ACCOUNT, region: str = REGION) -> Resource:
+    rds = client_in("rds", account, region)
     rds.create_db_cluster(
         DBClusterIdentifier="ledger",
         Engine="aurora-mysql",
@@ -103,18 +140,18 @@ def db_cluster(app: AwsApp) -> Resource:
         Tags=[{"Key": members.DB_USERS_TAG, "Value": "app_ro"}],
     )
     (db,) = rds.describe_db_clusters()["DBClusters"]
-    return row_of(app, members.db_cluster_record(ACCOUNT, REGION, db))
+    return row_of(app, members.db_cluster_record(account, region, db))
 
 
-def eks_cluster(app: AwsApp) -> Resource:
-    eks = member_client("eks")
+def eks_cluster(app: AwsApp, account: str = ACCOUNT, region: str = REGION) -> Resource:
+    eks = client_in("eks", account, region)
     eks.create_cluster(
         name="platform",
-        roleArn=f"arn:aws:iam::{ACCOUNT}:role/EksClusterRole",
+        roleArn=f"arn:aws:iam::{account}:role/EksClusterRole",
         resourcesVpcConfig={"subnetIds": ["subnet-00000001"]},
     )
     cluster = eks.describe_cluster(name="platform")["cluster"]
-    return row_of(app, members.cluster_record(ACCOUNT, REGION, cluster))
+    return row_of(app, members.cluster_record(account, region, cluster))
 
 
 @pytest.fixture
@@ -180,7 +217,8 @@ def test_an_ssm_grant_creates_a_bounded_role_for_that_instance_only(grants_env):
 
     outcome = DRIVER.apply(assign(ada, instance, "ssm-session"))
 
-    name = f"portcullis-ec2-{instance_id}"
+    name = name_of(instance, "ssm-session")
+    assert name.startswith(f"portcullis-ec2-{instance_id}-{REGION}-")
     found = role(name)
     assert found is not None
     assert found["Path"] == "/portcullis/"
@@ -209,7 +247,7 @@ def test_an_ssm_grant_creates_a_bounded_role_for_that_instance_only(grants_env):
 
 def test_holders_share_the_role_which_goes_with_the_last_of_them(grants_env):
     instance = ec2_instance(grants_env)
-    name = f"portcullis-ec2-{instance.remote_id}"
+    name = name_of(instance, "ssm-session")
     ada, bob = person("ada"), person("bob")
     ada_assignment, bob_assignment = (
         assign(ada, instance, "ssm-session"),
@@ -225,9 +263,7 @@ def test_holders_share_the_role_which_goes_with_the_last_of_them(grants_env):
     DRIVER.remove(ada_assignment)
     DRIVER.remove(ada_assignment)  # again: still only Bob
     assert subjects_of(trust(name)) == ["bob-subject"]
-    assert set(revoked_patterns(member_client("iam"), name)) == {
-        f"*:{iam_grants.session_name(ada)}"
-    }
+    assert set(revoked_patterns(member_client("iam"), name)) == denied(ada)
 
     DRIVER.remove(bob_assignment)
     assert role(name) is None
@@ -235,9 +271,28 @@ def test_holders_share_the_role_which_goes_with_the_last_of_them(grants_env):
     assert "already gone" in outcome.note
 
 
+def test_after_a_revoke_no_session_the_holder_can_mint_on_the_managed_role_escapes(grants_env):
+    instance = ec2_instance(grants_env)
+    name = name_of(instance, "ssm-session")
+    ada, bob = person("ada", "auth0|ada"), person("bob")
+    ada_assignment = assign(ada, instance, "ssm-session")
+    ada_assignment.driver_state = DRIVER.apply(ada_assignment).state
+    DRIVER.apply(assign(bob, instance, "ssm-session"))
+    before = trust(name)
+    at = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+
+    with time_machine.travel(at, tick=False):
+        DRIVER.remove(ada_assignment)
+
+    revoked = inline_policy(member_client("iam"), name, iam_grants.REVOKED_SESSIONS_POLICY)
+    assert_no_session_escapes(
+        before, trust(name), revoked, gone="auth0|ada", stays="bob-subject", at=at
+    )
+
+
 def test_a_role_deleted_behind_portcullis_is_created_again_by_the_next_grant(grants_env):
     instance = ec2_instance(grants_env)
-    name = f"portcullis-ec2-{instance.remote_id}"
+    name = name_of(instance, "ssm-session")
     assignment = assign(person("ada"), instance, "ssm-session")
     DRIVER.apply(assignment)
     iam = member_client("iam")
@@ -252,7 +307,7 @@ def test_a_role_deleted_behind_portcullis_is_created_again_by_the_next_grant(gra
 
 def test_a_same_named_role_outside_the_portcullis_path_is_not_taken_over(grants_env):
     instance = ec2_instance(grants_env)
-    name = f"portcullis-ec2-{instance.remote_id}"
+    name = name_of(instance, "ssm-session")
     member_client("iam").create_role(
         RoleName=name,
         AssumeRolePolicyDocument=json.dumps(
@@ -291,7 +346,7 @@ def test_a_user_not_yet_signed_in_creates_no_role(grants_env):
 
 # RDS and Aurora -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("make_db", "metadata_key", "prefix"),
+    ("make_db", "metadata_key", "readable"),
     [
         (db_instance, "dbi_resource_id", "portcullis-rds-orders-app_ro"),
         (db_cluster, "db_cluster_resource_id", "portcullis-rds-ledger-app_ro"),
@@ -299,9 +354,11 @@ def test_a_user_not_yet_signed_in_creates_no_role(grants_env):
     ids=["rds-postgres", "aurora-mysql"],
 )
 def test_a_database_grant_allows_connecting_as_that_database_user_only(
-    grants_env, make_db, metadata_key, prefix
+    grants_env, make_db, metadata_key, readable
 ):
     db = make_db(grants_env)
+    prefix = name_of(db, "app_ro")
+    assert prefix.startswith(f"{readable}-{REGION}-")
     resource_id = db.metadata[metadata_key]
     assert resource_id
     ada, bob = person("ada"), person("bob")
@@ -340,7 +397,8 @@ def test_an_eks_grant_maps_the_role_with_an_access_entry_and_the_levels_policy(
     grants_env, eks_stub
 ):
     cluster = eks_cluster(grants_env)
-    name = "portcullis-eks-platform-view"
+    name = name_of(cluster, EKS_VIEW)
+    assert name.startswith(f"portcullis-eks-platform-view-{REGION}-")
     role_arn = f"arn:aws:iam::{ACCOUNT}:role/portcullis/{name}"
     ada, bob = person("ada"), person("bob")
     ada_assignment, bob_assignment = assign(ada, cluster, EKS_VIEW), assign(bob, cluster, EKS_VIEW)
@@ -373,20 +431,29 @@ def test_an_eks_grant_maps_the_role_with_an_access_entry_and_the_levels_policy(
 
 # Names ----------------------------------------------------------------------------------------
 def test_role_names_fit_iams_limit_and_long_ones_stay_distinct():
-    short = managed.role_name("ec2", "i-0123456789abcdef0")
-    assert short == "portcullis-ec2-i-0123456789abcdef0"
-    first = managed.role_name("rds", "a" * 63, "reporting_user")
-    second = managed.role_name("rds", "a" * 63, "reporting_users")
+    def name(*parts: str, region: str = "eu-west-1", identity: str = "one") -> str:
+        return managed.role_name(*parts, region=region, identity=identity)
+
+    short = name("ec2", "i-0123456789abcdef0")
+    assert re.fullmatch(r"portcullis-ec2-i-0123456789abcdef0-eu-west-1-[0-9a-f]{10}", short)
+    first = name("rds", "a" * 63, "reporting_user", identity="first")
+    second = name("rds", "a" * 63, "reporting_user", identity="second")
     assert len(first) == len(second) == 64
     assert first != second
-    assert first == managed.role_name("rds", "a" * 63, "reporting_user")
-    assert managed.role_name("eks", "my cluster", "view") == "portcullis-eks-my-cluster-view"
+    assert first == name("rds", "a" * 63, "reporting_user", identity="first")
+    # The region and the digest are never the part that is cut.
+    assert name("rds", "a" * 63, region="ap-southeast-2").split("-")[-4:-1] == [
+        "ap",
+        "southeast",
+        "2",
+    ]
+    assert name("eks", "my cluster", "view").startswith("portcullis-eks-my-cluster-view-")
 
 
 def test_managed_roles_are_not_synced_as_iam_roles_nor_granted_as_such(grants_env):
     instance = ec2_instance(grants_env)
     DRIVER.apply(assign(person("ada"), instance, "ssm-session"))
-    name = f"portcullis-ec2-{instance.remote_id}"
+    name = name_of(instance, "ssm-session")
     assert role(name) is not None
 
     listed = members.fetch_iam_roles(member_client("iam"), ACCOUNT)
@@ -407,3 +474,194 @@ def test_managed_roles_are_not_synced_as_iam_roles_nor_granted_as_such(grants_en
     row.access_levels.create(remote_id="assume", name="Assume role")
     with pytest.raises(DriverError, match="request access to that resource instead"):
         iam_grants.DRIVERS[T.IAM_ROLE].apply(assign(person("bob"), row, "assume"))
+
+
+# Same-named resources in two regions and two accounts -----------------------------------------
+OTHER_ACCOUNT = "345678901234"
+OTHER_REGION = "eu-west-1"
+# (account, region) of each same-named resource: one account's two regions, another account.
+PLACES = [(ACCOUNT, REGION), (ACCOUNT, OTHER_REGION), (OTHER_ACCOUNT, REGION)]
+
+
+def resource_arn_in(statement: dict[str, Any], resource: Resource) -> bool:
+    named = statement["Resource"]
+    named = [named] if isinstance(named, str) else named
+    return any(resource.arn in r or resource.remote_id in r for r in named)
+
+
+@pytest.fixture
+def eks_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stubber, list[tuple]]]:
+    """The access-entry calls (the stand-in lacks them), with the account and region of the
+    client each call was made for."""
+    client = clients.client("eks", region=REGION)
+    stubber = Stubber(client)
+    asked: list[tuple] = []
+
+    def eks_client(app: AwsApp, account: str, region: str) -> Any:
+        asked.append((account, region))
+        return client
+
+    monkeypatch.setattr(managed, "eks_client", eks_client)
+    with stubber:
+        yield stubber, asked
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("make", "level"),
+    [
+        (ec2_instance, "ssm-session"),
+        (db_instance, "app_ro"),
+        (db_cluster, "app_ro"),
+        (eks_cluster, EKS_VIEW),
+    ],
+    ids=["ec2", "rds-postgres", "aurora-mysql", "eks"],
+)
+def test_same_named_resources_in_other_regions_and_accounts_get_roles_of_their_own(
+    grants_env, eks_calls, make, level
+):
+    stub, asked = eks_calls
+    ada_place, *bob_places = PLACES
+    ada, bob = person("ada"), person("bob")
+    ada_resource = make(grants_env, *ada_place)
+    bob_resources = [make(grants_env, *place) for place in bob_places]
+    assert len({r.name for r in [ada_resource, *bob_resources]}) == 1
+    driver = managed.DRIVERS[ada_resource.type]
+    held = [(ada, ada_resource), *((bob, r) for r in bob_resources)]
+    names = [name_of(resource, level) for _, resource in held]
+    assert len(set(names)) == 3
+    arns = [
+        f"arn:aws:iam::{r.account_id}:role/portcullis/{name}"
+        for (_, r), name in zip(held, names, strict=True)
+    ]
+    if ada_resource.type == T.EKS_CLUSTER:
+        for arn in arns:
+            expect_mapping(stub, arn)
+        expect_unmapping(stub, arns[0])
+    assignments = [assign(user, resource, level) for user, resource in held]
+
+    for assignment in assignments:
+        driver.apply(assignment)
+
+    for (user, resource), name in zip(held, names, strict=True):
+        # Each role admits its holder only and allows its own resource only.
+        assert subjects_of(trust(name, resource.account_id)) == [f"{user.email[:3]}-subject"]
+        (first, *_) = permissions(name, resource.account_id)["Statement"]
+        if resource.type in (T.RDS_POSTGRES, T.AURORA_MYSQL):
+            key = "dbi_resource_id" if resource.type == T.RDS_POSTGRES else "db_cluster_resource_id"
+            assert first["Resource"] == (
+                f"arn:aws:rds-db:{resource.region}:{resource.account_id}:dbuser:"
+                f"{resource.metadata[key]}/{level}"
+            )
+        else:
+            assert resource_arn_in(first, resource)
+            others = [r for _, r in held if r.pk != resource.pk]
+            assert not any(resource_arn_in(first, other) for other in others)
+
+    driver.remove(assignments[0])  # Ada gives hers up: Bob's two stay as they were
+
+    assert role(names[0], ACCOUNT) is None
+    for (_, resource), name in zip(held[1:], names[1:], strict=True):
+        assert subjects_of(trust(name, resource.account_id)) == ["bob-subject"]
+        assert revoked_patterns(member_client("iam", resource.account_id), name) == {}
+    if ada_resource.type == T.EKS_CLUSTER:
+        # Every access-entry call went to the account and region of its cluster.
+        assert asked == [*PLACES, ada_place]
+
+
+def assert_only_bob_keeps_sessions(role_name: str, ada: Any, bob: Any) -> None:
+    revoked = inline_policy(member_client("iam"), role_name, iam_grants.REVOKED_SESSIONS_POLICY)
+    just_now = timezone.now()
+    for name in ("ada-chose-this", *(p[2:] for p in denied(ada))):
+        assert denies(revoked, name, just_now), name
+    for name in (p[2:] for p in denied(bob)):
+        assert not denies(revoked, name, just_now), name
+
+
+def legacy_role_name(kind: str, *parts: str, region: str, identity: str) -> str:
+    """How versions before the per-resource names named a managed role."""
+    return re.sub(r"[^\w+=,.@-]", "-", "-".join(["portcullis", kind, *parts]))
+
+
+def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
+    grants_env, monkeypatch, settings
+):
+    settings.GRANT_TIMER_TICK = 0
+    monkeypatch.setattr(tasks, "enqueue", lambda *args: None)
+    east, west = db_instance(grants_env), db_instance(grants_env, ACCOUNT, OTHER_REGION)
+    ada, bob = person("ada"), person("bob")
+    admin = make_user("admin@example.com")
+
+    def grant(user, db):
+        return grant_service.create_grant(
+            user=user,
+            resource=db,
+            access_level=db.access_levels.get(remote_id="app_rw"),
+            expires_at=None,
+            source=GrantSource.ADMIN,
+            actor=admin,
+        )
+
+    # What an older version did: both databases' grants on one role, named without region.
+    with monkeypatch.context() as old:
+        old.setattr(managed, "role_name", legacy_role_name)
+        ada_grant, bob_grant = grant(ada, east), grant(bob, west)
+        for made in (ada_grant, bob_grant):
+            assert grant_service.reconcile_assignment(made.assignment_id).action == "applied"
+    shared = "portcullis-rds-orders-app_rw"
+    assert subjects_of(trust(shared)) == ["ada-subject", "bob-subject"]
+    (statement,) = permissions(shared)["Statement"]
+    assert f":{OTHER_REGION}:" in statement["Resource"]  # Ada's role now names Bob's database
+
+    # The upgrade marks them; the grant engine applies them again (first Ada's).
+    migration = import_module(
+        "aws_integration.migrations.0002_reapply_managed_roles_named_per_resource"
+    )
+    migration.reapply_managed(apps, None)
+    assert grant_service.reconcile_assignment(ada_grant.assignment_id).action == "applied"
+
+    ada_role, bob_role = name_of(east, "app_rw"), name_of(west, "app_rw")
+    assert subjects_of(trust(ada_role)) == ["ada-subject"]
+    (statement,) = permissions(ada_role)["Statement"]
+    assert statement["Resource"].startswith(f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:")
+    # The shared role keeps Bob (not moved yet) and denies Ada's sessions there, whatever
+    # she named them (its older trust statement let her choose), but not Bob's.
+    assert subjects_of(trust(shared)) == ["bob-subject"]
+    assert_only_bob_keeps_sessions(shared, ada, bob)
+
+    assert grant_service.reconcile_assignment(bob_grant.assignment_id).action == "applied"
+
+    assert role(shared) is None  # deleted with the last assignment that was on it
+    assert subjects_of(trust(bob_role)) == ["bob-subject"]
+    (statement,) = permissions(bob_role)["Statement"]
+    assert f":{OTHER_REGION}:" in statement["Resource"]
+    for made in (ada_grant, bob_grant):
+        made.assignment.refresh_from_db()
+        assert made.assignment.state == AssignmentState.PRESENT
+        assert not made.assignment.reapply_requested
+        assert made.assignment.driver_state["role_arn"].endswith(name_of(made.resource, "app_rw"))
+
+
+def test_a_grant_revoked_before_it_moved_leaves_the_shared_role_to_the_other_holder(
+    grants_env, monkeypatch
+):
+    east, west = db_instance(grants_env), db_instance(grants_env, ACCOUNT, OTHER_REGION)
+    ada, bob = person("ada"), person("bob")
+    driver = managed.DRIVERS[east.type]
+    ada_assignment, bob_assignment = assign(ada, east, "app_ro"), assign(bob, west, "app_ro")
+    with monkeypatch.context() as old:
+        old.setattr(managed, "role_name", legacy_role_name)
+        for assignment in (ada_assignment, bob_assignment):
+            assignment.driver_state = driver.apply(assignment).state
+            assignment.state = "present"
+            assignment.save()
+    shared = "portcullis-rds-orders-app_ro"
+
+    driver.remove(ada_assignment)
+
+    assert subjects_of(trust(shared)) == ["bob-subject"]
+    assert_only_bob_keeps_sessions(shared, ada, bob)
+    ada_assignment.state = "absent"
+    ada_assignment.save()
+    driver.remove(bob_assignment)
+    assert role(shared) is None

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from botocore import xform_name
 
-from aws_integration import policies
+from aws_integration import policies, trust_policy
 from aws_integration.models import AwsApp, AwsSettings
 
 MANAGEMENT = "123456789012"
@@ -280,9 +280,17 @@ def test_the_oidc_trust_statement_has_the_managed_shape(aws_settings):
             "StringEquals": {
                 "login.example.com/oauth2/default:aud": "portcullis-client",
                 "login.example.com/oauth2/default:sub": ["sub-1", "sub-2"],
+                "sts:RoleSessionName": "${login.example.com/oauth2/default:sub}",
             }
         },
     }
+    # What the page shows is what the grant drivers write.
+    assert [statement] == trust_policy.portcullis_statements(
+        statement["Principal"]["Federated"],
+        "login.example.com/oauth2/default",
+        "portcullis-client",
+        {"sub-1", "sub-2"},
+    )
 
 
 def test_without_oidc_settings_the_documents_show_placeholders():

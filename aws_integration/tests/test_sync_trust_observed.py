@@ -180,6 +180,24 @@ def test_only_the_managed_allow_statement_for_portcullis_client_admits_subjects(
     assert managed_subjects(None, issuer_host=ISSUER_HOST, client_id=CLIENT_ID) == set()
 
 
+def test_statements_binding_session_names_and_per_subject_ones_admit_their_subjects():
+    # As grants write them now: a shared statement binding each session name to its
+    # subject, and one of its own for a subject that cannot be a session name.
+    written = trust_policy.portcullis_statements(
+        f"arn:aws:iam::123456789012:oidc-provider/{ISSUER_HOST}",
+        ISSUER_HOST,
+        CLIENT_ID,
+        {"ab", "auth0|b"},
+    )
+    assert [s["Sid"] for s in written][0] == policies.MANAGED_STATEMENT_SID
+    assert written[1]["Sid"].startswith("PortcullisManagedSubject")
+    assert admitted(OWNER_STATEMENT, *written) == {"ab", "auth0|b"}
+    # Both shapes side by side (a role not yet touched since the upgrade reads as before).
+    assert admitted(managed(CLIENT_ID, ["c"]), written[1]) == {"c", "auth0|b"}
+    # A Sid that only looks like ours is the owner's.
+    assert admitted({**written[1], "Sid": "PortcullisManagedSubjectOfMine"}) == set()
+
+
 # Observed, then gone ----------------------------------------------------------------------------
 def test_a_users_subject_in_the_managed_statement_is_observed_until_removed_in_aws(
     app, account_id, role, ada

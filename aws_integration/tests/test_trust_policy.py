@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +18,7 @@ from aws_integration.trust_policy import (
     parse_policy,
     remove_subject,
     serialise,
+    session_name_for,
     subjects_in,
 )
 from tests.fixtures import shared_samples
@@ -94,7 +96,12 @@ def test_adding_keeps_every_original_statement_unchanged_and_in_order(sample: Pa
         "Principal": {"Federated": PROVIDER_ARN},
         "Action": "sts:AssumeRoleWithWebIdentity",
         "Condition": {
-            "StringEquals": {f"{ISSUER}:aud": CLIENT_ID, f"{ISSUER}:sub": [ALICE]},
+            "StringEquals": {
+                f"{ISSUER}:aud": CLIENT_ID,
+                f"{ISSUER}:sub": [ALICE],
+                # The holder may name the session only after the subject of their token.
+                "sts:RoleSessionName": "${" + ISSUER + ":sub}",
+            },
         },
     }
 
@@ -244,3 +251,95 @@ def test_it_accepts_a_policy_at_the_size_limit() -> None:
     check_size("x" * 2048, limit=2048)
     with pytest.raises(TrustPolicyTooLarge):
         check_size("x" * 2049, limit=2048)
+
+
+# Session names -------------------------------------------------------------------------------
+# As versions before the session-name binding wrote the statement.
+OLD_SHAPE = {
+    "Sid": "PortcullisManaged",
+    "Effect": "Allow",
+    "Principal": {"Federated": PROVIDER_ARN},
+    "Action": "sts:AssumeRoleWithWebIdentity",
+    "Condition": {
+        "StringEquals": {f"{ISSUER}:aud": CLIENT_ID, f"{ISSUER}:sub": [ALICE, "auth0|bob"]}
+    },
+}
+OWNER = {
+    "Effect": "Allow",
+    "Principal": {"Service": "ec2.amazonaws.com"},
+    "Action": "sts:AssumeRole",
+}
+
+
+def bound_names(policy: dict[str, Any], subject: str) -> set[str]:
+    """The session names the policy lets the subject's holder use; "*" for any."""
+    names = set()
+    for statement in as_list(policy["Statement"]):
+        if statement.get("Effect") != "Allow" or "Federated" not in statement.get("Principal", {}):
+            continue
+        equals = statement.get("Condition", {}).get("StringEquals", {})
+        admitted = equals.get(f"{ISSUER}:sub")
+        if subject not in (admitted if isinstance(admitted, list) else [admitted]):
+            continue
+        name = equals.get("sts:RoleSessionName", "*")
+        names.add(subject if name == "${" + ISSUER + ":sub}" else name)
+    return names
+
+
+def test_a_subject_that_cannot_be_a_session_name_gets_a_statement_binding_a_derived_name():
+    policy = grant(grant({"Version": "2012-10-17", "Statement": [OWNER]}), "auth0|bob")
+
+    assert bound_names(policy, ALICE) == {ALICE}
+    name = session_name_for("auth0|bob")
+    assert bound_names(policy, "auth0|bob") == {name}
+    assert re.fullmatch(r"portcullis-[0-9a-f]{16}", name)
+    assert subjects_in(policy, ISSUER) == {ALICE, "auth0|bob"}
+    assert as_list(policy["Statement"])[0] == OWNER  # the owner's statement stays first
+
+    assert bound_names(revoke(policy, "auth0|bob"), "auth0|bob") == set()
+    assert revoke(revoke(policy, "auth0|bob")) == {"Version": "2012-10-17", "Statement": [OWNER]}
+
+
+@pytest.mark.parametrize(
+    ("subject", "usable"),
+    [
+        ("00u1abcd2EFGH3ijk4x7", True),  # Okta
+        ("f3b9c1de-1234-4abc-9def-0123456789ab", True),  # Keycloak, a UUID
+        ("AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ", True),  # Entra ID
+        ("auth0|5f7c8ec7c33c6c004bbafe82", False),
+        ("a" * 65, False),
+        ("x", False),
+        ("user@example.com", True),
+        ("ünïcode", False),
+    ],
+)
+def test_the_session_name_is_the_subject_where_aws_accepts_it(subject: str, usable: bool):
+    name = session_name_for(subject)
+
+    assert (name == subject) is usable
+    assert re.fullmatch(r"[A-Za-z0-9_+=,.@-]{2,64}", name)
+    assert bound_names(grant({"Statement": []}, subject), subject) == {name}
+
+
+def test_a_statement_of_the_older_shape_is_upgraded_by_the_next_grant_or_revoke():
+    policy = {"Version": "2012-10-17", "Statement": [OWNER, OLD_SHAPE]}
+    assert bound_names(policy, ALICE) == {"*"}  # any session name: not deniable by name
+    assert subjects_in(policy, ISSUER) == {ALICE, "auth0|bob"}
+
+    for upgraded in (grant(policy, BOB), revoke(policy, ALICE)):
+        for subject in subjects_in(upgraded, ISSUER):
+            assert bound_names(upgraded, subject) == {session_name_for(subject)}
+        assert as_list(upgraded["Statement"])[0] == OWNER
+    assert subjects_in(revoke(policy, ALICE), ISSUER) == {"auth0|bob"}
+
+
+def test_about_forty_uuid_holders_fit_the_default_trust_policy_quota():
+    policy: dict[str, Any] = {"Version": "2012-10-17", "Statement": [OWNER]}
+    holders = 0
+    while True:
+        more = grant(policy, f"{holders:08d}-0000-4000-8000-000000000000")
+        if len(serialise(more)) > 2048:
+            break
+        policy, holders = more, holders + 1
+    # The binding costs one condition per statement, not one statement per holder.
+    assert holders >= 40
