@@ -111,3 +111,32 @@ def revoke_api_token(token: ApiToken, actor: Any) -> ApiToken:
         else:
             token.refresh_from_db(fields=["revoked_at"])
     return token
+
+
+def revoke_user_tokens(user: Any, *, actor: Any, reason: str) -> int:
+    """Revokes every token of ``user`` that is not revoked yet, each with its event naming
+    ``reason``: a token must not outlive the trust its user had when it was made (they were
+    deactivated, or their password was changed or reset, perhaps by someone who took it).
+    Returns how many were revoked."""
+    now = timezone.now()
+    revoked = 0
+    with transaction.atomic():
+        for token in ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("pk"):
+            if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+                revoked_at=now
+            ):
+                continue
+            token.revoked_at = now
+            revoked += 1
+            record_event(
+                "api_token.revoked",
+                actor=actor,
+                target=token,
+                details={
+                    "name": token.name,
+                    "prefix": token.prefix,
+                    "user_id": token.user_id,
+                    "reason": reason,
+                },
+            )
+    return revoked

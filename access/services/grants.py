@@ -22,7 +22,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from access import drivers
+from access import drivers, tokens
 from access.choices import (
     AssignmentState,
     GrantSource,
@@ -207,11 +207,12 @@ OFFBOARD_REASON = "The user was deactivated"
 
 def offboard_user(user: User, *, actor: Any) -> int:
     """A deactivated user keeps no access: every current grant is revoked (removed from AWS
-    by the usual path) and their pending requests are canceled, each audited. Returns how
-    many grants were ended."""
+    by the usual path), their pending requests are canceled and their API tokens revoked,
+    each audited. Returns how many grants were ended."""
     now = timezone.now()
     ended = 0
     with transaction.atomic():
+        tokens.revoke_user_tokens(user, actor=actor, reason=OFFBOARD_REASON)
         for grant in Grant.objects.filter(user=user, status__in=ACTIVE_STATUSES).select_related(
             "user", "resource", "access_level"
         ):
