@@ -507,6 +507,9 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    read_only = models.BooleanField(
+        default=False, help_text="Refused on anything but reading (GET, HEAD, OPTIONS)."
+    )
 
     class Meta:
         ordering = ["-created_at"]

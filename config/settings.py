@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_positive_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTCULLIS_VAR_DIR", str(BASE_DIR / "var")))
@@ -249,6 +249,8 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Portcullis <portcullis@local
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # API ------------------------------------------------------------------------
+# The longest an API token lasts; every token expires, at most this many days after creation.
+API_TOKEN_MAX_DAYS = env_positive_int("API_TOKEN_MAX_DAYS", 365)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.api.authentication.ApiTokenAuthentication",

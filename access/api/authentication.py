@@ -8,9 +8,10 @@ from typing import Any
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from access import tokens
 from access.models import API_TOKEN_PREFIX, ApiToken
 from audit import context
 
@@ -52,6 +53,9 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("The API token is unknown, expired or revoked.")
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("The token's user is deactivated.")
+        if token.read_only and request.method not in permissions.SAFE_METHODS:
+            # 403, not 401: the token is good, the scope is what refuses.
+            raise exceptions.PermissionDenied(tokens.READ_ONLY_REFUSAL)
         now = timezone.now()
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
