@@ -245,6 +245,10 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+# Seconds any one step of talking to the mail server may take. Notifications are sent by
+# tasks; allauth's account mail (verification links, password resets) is sent during the
+# request, so this bounds how long a slow or silent mail server can hold a web worker.
+EMAIL_TIMEOUT = env_positive_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Portcullis <portcullis@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
