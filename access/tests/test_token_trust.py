@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -48,6 +49,30 @@ def test_deactivating_a_user_revokes_their_tokens_with_an_event_each(personas):
     # Reactivated, the old token stays dead.
     rob.is_active = True
     rob.save()
+    assert bearer(raw).get(ME_URL).status_code == 401
+
+
+def test_an_admin_setting_someones_password_revokes_their_tokens(personas):
+    otto = personas.outsider
+    token, raw = create_api_token(otto, "laptop")
+    client = Client()
+    client.force_login(personas.admin)
+
+    response = client.post(
+        reverse("admin:auth_user_password_change", args=[otto.pk]),
+        {
+            "password1": "a-new-long-passphrase",
+            "password2": "a-new-long-passphrase",
+            "usable_password": "true",
+        },
+    )
+
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    revoked = AuditEvent.objects.get(action="api_token.revoked")
+    assert revoked.actor == personas.admin
+    assert revoked.details["reason"] == "An admin changed the user's password."
     assert bearer(raw).get(ME_URL).status_code == 401
 
 
