@@ -23,9 +23,8 @@ def _mark_current_address_primary(user: Any) -> None:
     recorded choice of a verified one."""
     if not user.email or EmailAddress.objects.filter(user=user, primary=True).exists():
         return
-    address, _ = EmailAddress.objects.get_or_create(
-        user=user, email__iexact=user.email, defaults={"email": user.email.lower()}
-    )
+    # The address exactly as allauth's own sync records it, so that it adds no second row.
+    address, _ = EmailAddress.objects.get_or_create(user=user, email=user.email)
     EmailAddress.objects.filter(pk=address.pk).update(primary=True)
 
 
