@@ -6,6 +6,8 @@ Settings are read when each method runs, not at import, so a changed setting
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
@@ -24,6 +26,8 @@ from django.shortcuts import render
 from access.auth_events import normalise_identifier, record_login_failed
 from audit.middleware import client_ip
 from audit.services import record_event
+
+logger = logging.getLogger(__name__)
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -50,6 +54,25 @@ class AccountAdapter(DefaultAccountAdapter):
                 details={"source": "signup", "email": user.email},
             )
         return user
+
+    def send_mail(self, template_prefix: str, email: str, context: dict) -> None:
+        """Sends allauth's account mail (a verification link, a password reset) during the
+        request, as allauth does, but a mail server that fails or stays silent past
+        EMAIL_TIMEOUT costs the page at most that long, never an error page: the failure
+        is logged, and the person can ask for the mail again.
+
+        Not queued as a task: the task's arguments, with the link in them, would be kept
+        in the task queue's tables and shown in the admin."""
+        try:
+            super().send_mail(template_prefix, email, context)
+        except (OSError, smtplib.SMTPException) as exc:
+            logger.error(
+                "Could not send the %s mail to %s: %s: %s",
+                template_prefix.rsplit("/", 1)[-1],
+                email,
+                type(exc).__name__,
+                exc,
+            )
 
     def pre_authenticate(self, request: HttpRequest, **credentials: Any) -> None:
         # allauth refuses an attempt over the failed-login limit before trying the

@@ -1,4 +1,5 @@
-"""Audit events for logins, logouts, failed logins and single sign-on links.
+"""Audit events for logins, logouts, failed logins, single sign-on links, and people's own
+password and email changes.
 
 Django's and allauth's signals are the only hook these flows offer (the login
 itself happens deep inside allauth), so this is the one place where the audit
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.account import signals as account_signals
 from allauth.account.authentication import get_authentication_records
 from allauth.socialaccount.signals import social_account_added
 from django.contrib.auth import get_user_model
@@ -17,6 +19,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.dispatch import receiver
 from django.http import HttpRequest
 
+from access import tokens
 from audit.services import record_event
 
 # allauth's names for how a session was authenticated, in our words.
@@ -122,5 +125,100 @@ def _sso_connected(
             # says whether the account is left without a password. (The key
             # avoids the word "password" alone, which the audit log redacts.)
             "passwordless": not user.has_usable_password(),
+        },
+    )
+
+
+# Passwords and email addresses ------------------------------------------------------------
+# The views that send these signals run in one transaction (access/views/account.py), so
+# each change and its event commit together. Keys avoid the word "password", which the
+# audit log redacts.
+PASSWORD_EVENTS = {
+    "changed": "user.password_changed",
+    "set": "user.password_set",
+    "reset": "user.password_reset",
+}
+
+
+def record_password_change(user: Any, how: str, *, actor: Any) -> None:
+    """A password was changed, set or reset: recorded, and the user's API tokens revoked,
+    since whoever had the old password may have made them."""
+    record_event(
+        PASSWORD_EVENTS[how],
+        actor=actor,
+        target=user,
+        details={"email": user.email, "how": how},
+    )
+    tokens.revoke_user_tokens(user, actor=actor, reason=f"The user's password was {how}.")
+
+
+@receiver(account_signals.password_changed, dispatch_uid="portcullis_audit_password_changed")
+def _password_changed(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    record_password_change(user, "changed", actor=user)
+
+
+@receiver(account_signals.password_set, dispatch_uid="portcullis_audit_password_set")
+def _password_set(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    record_password_change(user, "set", actor=user)
+
+
+@receiver(account_signals.password_reset, dispatch_uid="portcullis_audit_password_reset")
+def _password_reset(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    # Whoever opened the emailed link; they are not signed in yet.
+    record_password_change(user, "reset", actor=user)
+
+
+def _email_event(action: str, user: Any, address: Any, **details: Any) -> None:
+    record_event(
+        f"user.email_{action}",
+        actor=user,
+        target=user,
+        details={
+            "email": normalise_identifier(address.email),
+            "verified": bool(address.verified),
+            **details,
+        },
+    )
+
+
+@receiver(account_signals.email_added, dispatch_uid="portcullis_audit_email_added")
+def _email_added(
+    sender: Any, request: HttpRequest | None, user: Any, email_address: Any, **kwargs: Any
+) -> None:
+    _email_event("added", user, email_address)
+
+
+@receiver(account_signals.email_removed, dispatch_uid="portcullis_audit_email_removed")
+def _email_removed(
+    sender: Any, request: HttpRequest | None, user: Any, email_address: Any, **kwargs: Any
+) -> None:
+    _email_event("removed", user, email_address)
+
+
+@receiver(account_signals.email_confirmed, dispatch_uid="portcullis_audit_email_confirmed")
+def _email_confirmed(
+    sender: Any, request: HttpRequest | None, email_address: Any, **kwargs: Any
+) -> None:
+    _email_event("confirmed", email_address.user, email_address)
+
+
+@receiver(account_signals.email_changed, dispatch_uid="portcullis_audit_email_changed")
+def _email_changed(
+    sender: Any,
+    request: HttpRequest | None,
+    user: Any,
+    from_email_address: Any,
+    to_email_address: Any,
+    **kwargs: Any,
+) -> None:
+    before = normalise_identifier(from_email_address.email) if from_email_address else ""
+    record_event(
+        "user.email_changed",
+        actor=user,
+        target=user,
+        details={
+            "before": before,
+            "after": normalise_identifier(to_email_address.email),
+            "verified": bool(to_email_address.verified),
         },
     )

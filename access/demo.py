@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from allauth.account.models import EmailAddress
+from django.conf import settings
 from django.contrib.auth.hashers import make_password
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from access import services
@@ -66,6 +68,17 @@ DEMO_PEOPLE: tuple[DemoPerson, ...] = (
     DemoPerson("auditor", "Aud", "Auditor", "Auditor", roles=(AUDITOR_ROLE,), title="Auditor"),
     DemoPerson("outsider", "Otto", "Outsider", "Outsider (no access)", title="Contractor"),
 )  # fmt: skip
+
+
+def refuse_unless_debug(command: str) -> None:
+    """The demo users include an Admin whose password is printed in the README: they may
+    exist only on a development machine, which is what DEBUG says."""
+    if not settings.DEBUG:
+        raise CommandError(
+            f"{command} creates an Admin with the shared demo password, so it runs only "
+            "with DEBUG=true (a development machine). This installation has DEBUG off: "
+            "create real users in the admin (one by one, or by importing a CSV of users)."
+        )
 
 
 @dataclass(frozen=True)

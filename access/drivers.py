@@ -91,3 +91,14 @@ def register_subject_issuer(source: Callable[[], str]) -> None:
 def subject_issuer() -> str:
     """The issuer AWS trusts for users' sessions, "" when none is configured."""
     return (_subject_issuer[0]() if _subject_issuer else "").rstrip("/")
+
+
+def trusted_subject(user: Any) -> str:
+    """The user's OIDC subject when it comes from the issuer AWS trusts now, else "": the
+    same subject at another issuer may be someone else."""
+    issuer = subject_issuer()
+    subject = getattr(user, "oidc_subject", "") or ""
+    recorded = (getattr(user, "oidc_issuer", "") or "").rstrip("/")
+    if not subject or not issuer or recorded != issuer:
+        return ""
+    return subject

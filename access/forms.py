@@ -24,17 +24,31 @@ class ApiTokenForm(forms.Form):
     expires_in_days = forms.IntegerField(
         label="Expires in (days)",
         required=False,
-        min_value=1,
-        max_value=tokens.MAX_EXPIRY_DAYS,
-        help_text=f"From 1 to {tokens.MAX_EXPIRY_DAYS}. Leave empty for a token that never expires.",
+        help_text="Leave empty for the longest a token may last.",
         error_messages={
-            "min_value": f"A token lasts from 1 to {tokens.MAX_EXPIRY_DAYS} days.",
-            "max_value": f"A token lasts from 1 to {tokens.MAX_EXPIRY_DAYS} days.",
             "invalid": "Enter a whole number of days, or leave it empty.",
         },
     )
+    read_only = forms.BooleanField(
+        label="Read-only",
+        required=False,
+        help_text="The token may only read; anything that changes something is refused.",
+    )
 
-    def expires_at(self) -> datetime | None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        longest = tokens.max_expiry_days()
+        help_text = f"From 1 to {longest}. Leave empty for the longest a token may last."
+        self.fields["expires_in_days"].help_text = help_text
+
+    def clean_expires_in_days(self) -> int | None:
+        days = self.cleaned_data.get("expires_in_days")
+        longest = tokens.max_expiry_days()
+        if days is not None and not 1 <= days <= longest:
+            raise ValidationError(f"A token lasts from 1 to {longest} days.")
+        return days
+
+    def expires_at(self) -> datetime:
         return tokens.expiry_in_days(self.cleaned_data.get("expires_in_days"))
 
 

@@ -48,6 +48,13 @@ class User(AbstractUser):
         help_text="The user's subject at the identity provider AWS trusts; learnt at their "
         "first sign-in through it. Trust-policy grants name it.",
     )
+    oidc_issuer = models.CharField(
+        "OIDC issuer",
+        max_length=500,
+        blank=True,
+        help_text="The issuer that gave the OIDC subject. The subject counts only while AWS "
+        "trusts this issuer; changing the issuer in the AWS settings clears it.",
+    )
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
@@ -507,6 +514,9 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    read_only = models.BooleanField(
+        default=False, help_text="Refused on anything but reading (GET, HEAD, OPTIONS)."
+    )
 
     class Meta:
         ordering = ["-created_at"]

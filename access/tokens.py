@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -22,7 +23,15 @@ from audit.services import record_event
 # in the audit log, while leaving over 200 bits of the secret unknown.
 PREFIX_LENGTH = 12
 NAME_MAX_LENGTH = ApiToken._meta.get_field("name").max_length or 100
-MAX_EXPIRY_DAYS = 365
+READ_ONLY_REFUSAL = (
+    "This API token is read-only: it may only read (GET, HEAD, OPTIONS). Create a token "
+    "without the read-only scope to change things."
+)
+
+
+def max_expiry_days() -> int:
+    """API_TOKEN_MAX_DAYS: the longest a token lasts."""
+    return int(settings.API_TOKEN_MAX_DAYS)
 
 
 def token_status(token: ApiToken) -> str:
@@ -34,21 +43,25 @@ def token_status(token: ApiToken) -> str:
     return "active"
 
 
-def expiry_in_days(days: int | None) -> datetime | None:
-    """The expiry for a token that lasts ``days`` days from now (None: never expires)."""
+def expiry_in_days(days: int | None) -> datetime:
+    """The expiry for a token that lasts ``days`` days from now; None: the longest allowed
+    (API_TOKEN_MAX_DAYS). Every token expires."""
+    longest = max_expiry_days()
     if days is None:
-        return None
-    if not 1 <= days <= MAX_EXPIRY_DAYS:
+        days = longest
+    if not 1 <= days <= longest:
         raise ValidationError(
-            f"A token lasts from 1 to {MAX_EXPIRY_DAYS} days; {days} is out of range."
+            {"expires_in_days": f"A token lasts from 1 to {longest} days; {days} is out of range."}
         )
     return timezone.now() + timedelta(days=days)
 
 
 def create_api_token(
-    user: Any, name: str, expires_at: datetime | None = None
+    user: Any, name: str, expires_at: datetime | None = None, *, read_only: bool = False
 ) -> tuple[ApiToken, str]:
-    """Creates a token for ``user`` and returns it with the raw secret, which is not kept."""
+    """Creates a token for ``user`` and returns it with the raw secret, which is not kept.
+    ``expires_at`` None: the longest lifetime allowed; a later one is refused.
+    ``read_only``: the token is refused on anything but reading."""
     if not permissions.can_use_api(user):
         raise PermissionDenied("Only active users can have API tokens.")
     name = (name or "").strip()
@@ -60,8 +73,16 @@ def create_api_token(
                 "name": f"A token name has at most {NAME_MAX_LENGTH} characters; this has {len(name)}."
             }
         )
-    if expires_at is not None and expires_at <= timezone.now():
+    now = timezone.now()
+    longest = max_expiry_days()
+    if expires_at is None:
+        expires_at = now + timedelta(days=longest)
+    if expires_at <= now:
         raise ValidationError({"expires_at": "The expiry must be in the future."})
+    if expires_at > now + timedelta(days=longest, minutes=1):
+        raise ValidationError(
+            {"expires_at": f"A token lasts at most {longest} days (API_TOKEN_MAX_DAYS)."}
+        )
 
     raw = ApiToken.generate()
     with transaction.atomic():
@@ -71,6 +92,7 @@ def create_api_token(
             prefix=raw[:PREFIX_LENGTH],
             digest=ApiToken.hash_token(raw),
             expires_at=expires_at,
+            read_only=read_only,
         )
         record_event(
             "api_token.created",
@@ -80,7 +102,8 @@ def create_api_token(
                 "name": token.name,
                 "prefix": token.prefix,
                 "user_id": user.pk,
-                "expires_at": expires_at.isoformat() if expires_at else None,
+                "expires_at": expires_at.isoformat(),
+                "read_only": read_only,
             },
         )
     return token, raw
@@ -111,3 +134,32 @@ def revoke_api_token(token: ApiToken, actor: Any) -> ApiToken:
         else:
             token.refresh_from_db(fields=["revoked_at"])
     return token
+
+
+def revoke_user_tokens(user: Any, *, actor: Any, reason: str) -> int:
+    """Revokes every token of ``user`` that is not revoked yet, each with its event naming
+    ``reason``: a token must not outlive the trust its user had when it was made (they were
+    deactivated, or their password was changed or reset, perhaps by someone who took it).
+    Returns how many were revoked."""
+    now = timezone.now()
+    revoked = 0
+    with transaction.atomic():
+        for token in ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("pk"):
+            if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+                revoked_at=now
+            ):
+                continue
+            token.revoked_at = now
+            revoked += 1
+            record_event(
+                "api_token.revoked",
+                actor=actor,
+                target=token,
+                details={
+                    "name": token.name,
+                    "prefix": token.prefix,
+                    "user_id": token.user_id,
+                    "reason": reason,
+                },
+            )
+    return revoked

@@ -13,8 +13,10 @@ from urllib.parse import urlparse
 from django.db import transaction
 from django.utils import timezone
 
+from access.services import identity
 from audit.services import REDACTED, record_event
 from aws_integration import outbound
+from aws_integration.grants import iam, managed
 from aws_integration.models import AwsSettings, generate_external_id
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,11 @@ def _settings_state(obj: AwsSettings) -> dict[str, Any]:
         "oidc_client_secret": REDACTED if obj.oidc_client_secret else "",
         "external_id": mask_external_id(obj.external_id),
     }
+
+
+def subject_resource_types() -> set[str]:
+    """The resource types whose grants name the user's OIDC subject in a trust statement."""
+    return set(iam.DRIVERS) | set(managed.DRIVERS)
 
 
 def get_aws_settings() -> AwsSettings:
@@ -115,6 +122,10 @@ def update_aws_settings(
                     "changed": sorted(changed),
                 },
             )
+            if "oidc_issuer_url" in changed:
+                identity.forget_subjects_of_other_issuers(
+                    obj.oidc_issuer_url, actor=actor, resource_types=subject_resource_types()
+                )
     settings_obj.refresh_from_db()
     return obj
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_rate, env_str
+from config.env import env_bool, env_int, env_list, env_positive_int, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTCULLIS_VAR_DIR", str(BASE_DIR / "var")))
@@ -252,10 +252,16 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+# Seconds any one step of talking to the mail server may take. Notifications are sent by
+# tasks; allauth's account mail (verification links, password resets) is sent during the
+# request, so this bounds how long a slow or silent mail server can hold a web worker.
+EMAIL_TIMEOUT = env_positive_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Portcullis <portcullis@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # API ------------------------------------------------------------------------
+# The longest an API token lasts; every token expires, at most this many days after creation.
+API_TOKEN_MAX_DAYS = env_positive_int("API_TOKEN_MAX_DAYS", 365)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.api.authentication.ApiTokenAuthentication",

@@ -81,8 +81,16 @@ class Personas:
 
 
 def make_user(
-    email: str, *, roles: tuple[str, ...] = (), manager: User | None = None, **extra: Any
+    email: str,
+    *,
+    roles: tuple[str, ...] = (),
+    manager: User | None = None,
+    email_verified: bool = False,
+    **extra: Any,
 ) -> User:
+    """A portal user with PASSWORD. ``email_verified``: their address is verified (allauth),
+    as after opening the confirmation link or signing in through single sign-on."""
+    from allauth.account.models import EmailAddress
     from django.contrib.auth.models import Group
 
     from access.models import User
@@ -90,6 +98,8 @@ def make_user(
     user = User.objects.create_user(
         username=email.split("@")[0], email=email, password=PASSWORD, manager=manager, **extra
     )
+    if email_verified:
+        EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
     for role in roles:
         user.groups.add(Group.objects.get(name=role))
     return user

@@ -62,7 +62,7 @@ def org(moto_server, settings):
 @pytest.fixture
 def group(org, live_server) -> Iterator[Resource]:
     """An Identity Center group Ada is not in, synced from the stand-in and owned by Olga."""
-    make_user(ADA_EMAIL.lower(), first_name="Ada", last_name="Lovelace")
+    make_user(ADA_EMAIL.lower(), email_verified=True, first_name="Ada", last_name="Lovelace")
     owner = make_user("olga.owner@example.com", first_name="Olga", last_name="Owner")
     app = make_app(org, organization_management=False)
     run = sync(app)

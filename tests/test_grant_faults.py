@@ -73,7 +73,7 @@ def pairs(org: seed.SeedResult, store: Any) -> Iterator[list[Pair]]:
     """Every (user, group) of the stand-in where the user is not a member, on a synced
     app; memberships left over by a failing test are taken out afterwards."""
     for email in org.users:
-        make_user(email.lower())
+        make_user(email.lower(), email_verified=True)
     app: AwsApp = make_app(org, organization_management=False)
     run = sync(app)
     assert run.status == "succeeded", run.message

@@ -14,6 +14,7 @@ API: those calls alone go to a botocore Stubber on the client the driver asks fo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,7 +41,7 @@ from audit.models import AuditEvent
 from aws_integration import policies, seed
 from aws_integration.grants import managed
 from aws_integration.models import AwsApp
-from aws_integration.services import get_aws_settings
+from aws_integration.services import get_aws_settings, update_aws_settings
 from aws_integration.tests import test_grants_identity_center as idc_tests
 from aws_integration.tests import test_grants_managed as managed_tests
 from aws_integration.tests.sync_fixtures import forget_org, make_app, management, member, sync
@@ -379,7 +380,8 @@ def test_a_requested_and_approved_grant_is_applied_in_aws_and_removed_at_expiry(
 ):
     found_app = request.getfixturevalue(case.app_fixture)
     ada.oidc_subject = SUBJECT
-    ada.save(update_fields=["oidc_subject"])
+    ada.oidc_issuer = ISSUER
+    ada.save(update_fields=["oidc_subject", "oidc_issuer"])
     row, access_level = case.choose(found_app, org)
     assert case.held(org, row, access_level) == set(), "the seed already gave Ada this access"
     stub = request.getfixturevalue("eks_stub") if case.type == T.EKS_CLUSTER else None
@@ -454,6 +456,56 @@ def test_a_trust_policy_grant_waits_for_the_users_subject_and_is_applied_once_it
 
     expire(grant, django_capture_on_commit_callbacks)
     assert held_in_trust_policy(org, row, access_level) == set()
+
+
+def test_an_issuer_change_clears_the_old_subjects_and_trust_policy_grants_wait_for_the_new_one(
+    org,
+    ada,
+    owner,
+    member_app,
+    django_capture_on_commit_callbacks,
+):
+    new_issuer = "https://idp.new.example.com"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert identity.learn_subject(ada, SUBJECT, issuer=ISSUER)
+    row = resource(member_app, T.IAM_ROLE, name=TRUSTED_ROLE)
+    access_level = level(row, "assume")
+    grant = request_and_approve(ada, owner, row, access_level, django_capture_on_commit_callbacks)
+    assert grant.propagation_status == PropagationStatus.APPLIED, grant.last_error
+    assert held_in_trust_policy(org, row, access_level) == {SUBJECT}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        update_aws_settings(get_aws_settings(), {"oidc_issuer_url": new_issuer}, owner)
+
+    ada.refresh_from_db()
+    assert (ada.oidc_subject, ada.oidc_issuer) == ("", "")
+    cleared = AuditEvent.objects.get(action="user.subject_cleared")
+    assert cleared.target_id == str(ada.pk)
+    assert cleared.details == {
+        "issuer_before": ISSUER,
+        "issuer_after": new_issuer,
+        "subject_before": SUBJECT,
+    }
+    grant.refresh_from_db()
+    assert (grant.status, grant.propagation_status) == (
+        GrantStatus.ACTIVE,
+        PropagationStatus.WAITING_FOR_SUBJECT,
+    )
+    # The old issuer's subject no longer counts, even offered again.
+    assert not identity.learn_subject(ada, SUBJECT, issuer=ISSUER)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert identity.learn_subject(ada, "subject-at-the-new-idp", issuer=new_issuer)
+
+    grant.refresh_from_db()
+    assert grant.propagation_status == PropagationStatus.APPLIED, grant.last_error
+    trust = role_in(row.account_id, row.metadata["role_name"])["AssumeRolePolicyDocument"]
+    assert "subject-at-the-new-idp" in json.dumps(trust)
+    assert SUBJECT not in json.dumps(trust)
+
+    expire(grant, django_capture_on_commit_callbacks)
+    trust = role_in(row.account_id, row.metadata["role_name"])["AssumeRolePolicyDocument"]
+    assert "subject-at-the-new-idp" not in json.dumps(trust)
 
 
 # A revoked membership put back in AWS ----------------------------------------------------------

@@ -240,6 +240,9 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
                 # "sign_in", not a key naming the password: the log redacts those.
                 details={"sign_in": "password" if obj.has_usable_password() else "sso only"},
             )
+            tokens.revoke_user_tokens(
+                obj, actor=request.user, reason="An admin changed the user's password."
+            )
         return super().log_change(request, obj, message)
 
 

@@ -8,9 +8,10 @@ from typing import Any
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from access import tokens
 from access.api.throttling import FailedTokenThrottle
 from access.models import API_TOKEN_PREFIX, ApiToken
 from audit import context
@@ -40,10 +41,15 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         guard = FailedTokenThrottle(request)
         guard.refuse_if_over()
         try:
-            return self._authenticate(parts)
+            user, token = self._authenticate(parts)
         except exceptions.AuthenticationFailed:
             guard.failed()
             raise
+        if token.read_only and request.method not in permissions.SAFE_METHODS:
+            # 403, not 401: the token is good, the scope is what refuses (and it is not
+            # counted as a bad token).
+            raise exceptions.PermissionDenied(tokens.READ_ONLY_REFUSAL)
+        return user, token
 
     def _authenticate(self, parts: list[str]) -> tuple[Any, ApiToken]:
         if len(parts) != 2:

@@ -264,6 +264,7 @@ class ApiTokenSerializer(serializers.ModelSerializer):
             "last_used_at",
             "expires_at",
             "revoked_at",
+            "read_only",
         ]
         read_only_fields = fields
 
@@ -279,10 +280,15 @@ class ApiTokenCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=tokens.NAME_MAX_LENGTH, trim_whitespace=True)
     expires_in_days = serializers.IntegerField(
         min_value=1,
-        max_value=tokens.MAX_EXPIRY_DAYS,
         required=False,
         allow_null=True,
-        help_text=f"From 1 to {tokens.MAX_EXPIRY_DAYS}; omit or null for a token that does not expire.",
+        help_text="From 1 to API_TOKEN_MAX_DAYS (365 unless configured); omit or null for "
+        "the longest a token may last.",
+    )
+    read_only = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="The token may only read (GET, HEAD, OPTIONS); anything else gets 403.",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -291,8 +297,7 @@ class ApiTokenCreateSerializer(serializers.Serializer):
         # short-lived token could be turned into a permanent one.
         caller = self.context["request"].auth
         outlives = isinstance(caller, ApiToken) and (
-            caller.expires_at is not None
-            and (attrs["expires_at"] is None or attrs["expires_at"] > caller.expires_at)
+            caller.expires_at is not None and attrs["expires_at"] > caller.expires_at
         )
         if outlives:
             raise serializers.ValidationError(

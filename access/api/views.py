@@ -570,6 +570,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                 request.user,
                 serializer.validated_data["name"],
                 expires_at=serializer.validated_data["expires_at"],
+                read_only=serializer.validated_data["read_only"],
             )
         except DjangoValidationError as exc:
             raise exceptions.ValidationError(as_serializer_error(exc)) from exc

@@ -22,7 +22,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from access import drivers
+from access import drivers, tokens
 from access.choices import (
     AssignmentState,
     GrantSource,
@@ -207,11 +207,12 @@ OFFBOARD_REASON = "The user was deactivated"
 
 def offboard_user(user: User, *, actor: Any) -> int:
     """A deactivated user keeps no access: every current grant is revoked (removed from AWS
-    by the usual path) and their pending requests are canceled, each audited. Returns how
-    many grants were ended."""
+    by the usual path), their pending requests are canceled and their API tokens revoked,
+    each audited. Returns how many grants were ended."""
     now = timezone.now()
     ended = 0
     with transaction.atomic():
+        tokens.revoke_user_tokens(user, actor=actor, reason=OFFBOARD_REASON)
         for grant in Grant.objects.filter(user=user, status__in=ACTIVE_STATUSES).select_related(
             "user", "resource", "access_level"
         ):
@@ -494,6 +495,26 @@ def reapply_present(app_id: int, resource_types: list[str]) -> int:
     return len(pks)
 
 
+def reapply_for_users(user_ids: list[int], resource_types: list[str]) -> int:
+    """Asks for a fresh apply of these users' assignments in AWS of these types (their OIDC
+    subject was cleared: each such grant then waits for the new one). Returns how many."""
+    pks = list(
+        Assignment.objects.filter(
+            user_id__in=user_ids,
+            resource__type__in=resource_types,
+            state=AssignmentState.PRESENT,
+            grants__status=GrantStatus.ACTIVE,
+        )
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    if pks:
+        Assignment.objects.filter(pk__in=pks).update(reapply_requested=True)
+    for pk in pks:
+        enqueue_reconcile(pk)
+    return len(pks)
+
+
 def reassert_revocations(keys: set[tuple[int, int, int]]) -> set[tuple[int, int, int]]:
     """Sync found access in AWS for these (user, resource, level) triples. Those whose
     Portcullis grants have all ended were revoked (or were being revoked) and are back:
@@ -617,7 +638,9 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
                 driver.apply(assignment) if operation == "apply" else driver.remove(assignment)
             )
     except drivers.SubjectUnknown as exc:
-        _record_waiting(assignment, pending, exc.message)
+        # Active grants too: a re-apply after the user's subject was cleared waits as well.
+        active = [g for g in grants if g.status == GrantStatus.ACTIVE]
+        _record_waiting(assignment, pending + active, exc.message)
         return ReconcileResult("waiting", exc.message)
     except drivers.DriverError as exc:
         _record_failure(assignment, operation, pending + ending, exc.message)
@@ -724,6 +747,16 @@ def _record_success(
             fields["removed_at"] = now
         Assignment.objects.filter(pk=assignment.pk).update(**fields)
         note = outcome.note if outcome is not None else ""
+        if state == AssignmentState.PRESENT:
+            # Active grants that waited for a new subject (see _record_waiting) hold again.
+            for grant in assignment.grants.filter(
+                status=GrantStatus.ACTIVE,
+                propagation_status=PropagationStatus.WAITING_FOR_SUBJECT,
+            ):
+                Grant.objects.filter(pk=grant.pk).update(
+                    propagation_status=PropagationStatus.APPLIED, last_error="", updated_at=now
+                )
+                record_event("grant.applied", target=grant, details=grant_details(grant, note=note))
         for grant in applied:
             if Grant.objects.filter(pk=grant.pk, status=GrantStatus.PENDING).update(
                 status=GrantStatus.ACTIVE,
@@ -769,7 +802,9 @@ def _record_waiting(assignment: Assignment, pending: list[Grant], message: str) 
         )
         for grant in pending:
             if (
-                Grant.objects.filter(pk=grant.pk, status=GrantStatus.PENDING)
+                Grant.objects.filter(
+                    pk=grant.pk, status__in=[GrantStatus.PENDING, GrantStatus.ACTIVE]
+                )
                 .exclude(propagation_status=PropagationStatus.WAITING_FOR_SUBJECT)
                 .update(
                     propagation_status=PropagationStatus.WAITING_FOR_SUBJECT,

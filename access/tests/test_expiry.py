@@ -45,7 +45,7 @@ def org(moto_server: str, settings: Any, monkeypatch: pytest.MonkeyPatch) -> see
 @pytest.fixture
 def app(org: seed.SeedResult) -> AwsApp:
     for email in org.users:
-        make_user(email.lower())
+        make_user(email.lower(), email_verified=True)
     app = make_app(org, organization_management=False)
     run = sync(app)
     assert run.status == "succeeded", run.message

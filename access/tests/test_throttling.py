@@ -149,12 +149,17 @@ def test_creating_tokens_has_a_stricter_limit_shared_by_the_api_and_the_page(per
     start = timezone.now()
     with time_machine.travel(start, tick=False):
         for n in range(limit - 1):
-            assert client.post(TOKENS, {"name": f"ci-{n}"}, format="json").status_code == 201
+            assert (
+                client.post(
+                    TOKENS, {"name": f"ci-{n}", "expires_in_days": 1}, format="json"
+                ).status_code
+                == 201
+            )
         page = Client()
         page.force_login(personas.requester)
         assert page.post(reverse("api-token-create"), {"name": "laptop"}).status_code == 200
 
-        refused = client.post(TOKENS, {"name": "one-too-many"}, format="json")
+        refused = client.post(TOKENS, {"name": "one-too-many", "expires_in_days": 1}, format="json")
         assert refused.status_code == 429
         assert 3500 <= int(refused["Retry-After"]) <= 3600
         refused_page = page.post(reverse("api-token-create"), {"name": "one-too-many"})
@@ -166,9 +171,17 @@ def test_creating_tokens_has_a_stricter_limit_shared_by_the_api_and_the_page(per
         # Other calls are not held back, nor is anyone else's token creation.
         assert client.get(TOKENS).status_code == 200
         other = bearer(personas.outsider)
-        assert other.post(TOKENS, {"name": "ci"}, format="json").status_code == 201
+        assert (
+            other.post(TOKENS, {"name": "ci", "expires_in_days": 1}, format="json").status_code
+            == 201
+        )
 
     created = ApiToken.objects.filter(user=personas.requester).exclude(name="tests")
     assert created.count() == limit
     with time_machine.travel(start + timedelta(hours=1, seconds=1), tick=False):
-        assert client.post(TOKENS, {"name": "next-hour"}, format="json").status_code == 201
+        assert (
+            client.post(
+                TOKENS, {"name": "next-hour", "expires_in_days": 1}, format="json"
+            ).status_code
+            == 201
+        )

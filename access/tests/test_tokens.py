@@ -73,7 +73,7 @@ def test_it_records_the_creation_with_its_actor_and_without_the_secret(personas)
     assert event.target_id == str(token.pk)
     assert event.details["name"] == "ci"
     assert event.details["prefix"] == token.prefix
-    assert event.details["expires_at"] is None
+    assert event.details["expires_at"] == token.expires_at.isoformat()
     assert_no_secret_in_audit_log(raw, token.digest)
 
 
@@ -231,13 +231,15 @@ def test_creating_a_token_shows_the_secret_once(personas):
     assert_no_secret_in_audit_log(raw, token.digest)
 
 
-def test_a_token_without_expiry_never_expires(personas):
+def test_a_token_without_a_chosen_expiry_lasts_the_longest_allowed(personas, settings):
+    settings.API_TOKEN_MAX_DAYS = 90
     client = logged_in(personas.requester)
 
     response = client.post(CREATE_URL, {"name": "ci", "expires_in_days": ""})
 
     assert response.status_code == 200
-    assert ApiToken.objects.get(user=personas.requester).expires_at is None
+    expires_at = ApiToken.objects.get(user=personas.requester).expires_at
+    assert abs(expires_at - (timezone.now() + timedelta(days=90))) < timedelta(minutes=1)
 
 
 @pytest.mark.parametrize(

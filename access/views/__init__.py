@@ -70,7 +70,10 @@ def token_create(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             token, raw = tokens.create_api_token(
-                request.user, form.cleaned_data["name"], expires_at=form.expires_at()
+                request.user,
+                form.cleaned_data["name"],
+                expires_at=form.expires_at(),
+                read_only=form.cleaned_data["read_only"],
             )
         except ValidationError as exc:
             form.add_error(None, exc)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from django.utils import timezone
 
+from access import drivers
 from access.choices import ResourceType
 from access.drivers import DriverError, Outcome, SubjectUnknown
 from aws_integration import policies, trust_policy
@@ -99,9 +100,11 @@ def oidc_trust(account_id: str) -> OidcTrust:
 
 
 def subject_of(user: User) -> str:
-    if not user.oidc_subject:
+    """The subject a trust statement names: only one from the issuer AWS trusts now."""
+    subject = drivers.trusted_subject(user)
+    if not subject:
         raise SubjectUnknown()
-    return user.oidc_subject
+    return subject
 
 
 def role_lock_key(account_id: str, role_name: str) -> str:

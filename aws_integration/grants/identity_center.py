@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from allauth.account.models import EmailAddress
 from botocore.exceptions import ClientError
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
@@ -127,7 +128,10 @@ def _code(exc: ClientError) -> str:
 # The user in the identity store -----------------------------------------------------------
 def find_user_id(ic: IdentityCenter, user: User) -> str | None:
     """The portal user's Identity Center user id: the synced link first, else a live
-    look-up by email (exact through GetUserId, then ignoring case through ListUsers)."""
+    look-up by email (exact through GetUserId, then ignoring case through ListUsers).
+
+    The look-up is only for an address verified as the user's, and never finds an Identity
+    Center user linked to someone else: an address typed in is nobody's proof of identity."""
     from aws_integration.models import IdentityCenterUser
 
     linked = (
@@ -139,8 +143,24 @@ def find_user_id(ic: IdentityCenter, user: User) -> str | None:
     if linked:
         return linked
     email = (user.email or "").strip()
-    if not email:
+    if (
+        not email
+        or not EmailAddress.objects.filter(user=user, email__iexact=email, verified=True).exists()
+    ):
         return None
+    found = _look_up_by_email(ic, email)
+    if (
+        found is not None
+        and IdentityCenterUser.objects.filter(app=ic.app, remote_id=found)
+        .exclude(portal_user=None)
+        .exclude(portal_user=user)
+        .exists()
+    ):
+        return None
+    return found
+
+
+def _look_up_by_email(ic: IdentityCenter, email: str) -> str | None:
     with base.aws_errors(f"Looking up {email} in the Identity Center identity store {ic.store_id}"):
         try:
             return ic.store.get_user_id(
@@ -169,7 +189,10 @@ def require_user_id(ic: IdentityCenter, user: User) -> str:
     if user_id is None:
         raise DriverError(
             f"{user.email or user} has no user in the Identity Center identity store "
-            f"{ic.store_id} (none with that email); create one, then the grant is retried.",
+            f"{ic.store_id} linked to them: there is none with that email (create one), "
+            "or their address is not verified yet (they open the link mailed to it, or sign "
+            "in once through single sign-on), or that user is linked to someone else. Then "
+            "the grant is retried.",
             retryable=False,
         )
     return user_id

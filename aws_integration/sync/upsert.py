@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from allauth.account.models import EmailAddress
 from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -142,6 +143,7 @@ class InventoryWriter:
         self.fully_loaded = False
         self.idc_users: dict[str, IdentityCenterUser] | None = None
         self._portal_users: dict[str, tuple[int, str]] | None = None
+        self._link_candidates: dict[str, int] | None = None
         self.counts: dict[str, dict[str, int]] = defaultdict(
             lambda: {"created": 0, "updated": 0, "deleted": 0}
         )
@@ -218,6 +220,22 @@ class InventoryWriter:
                 if email
             }
         return self._portal_users
+
+    def _verified_addresses(self) -> dict[str, int]:
+        """Active portal users by lower-cased email, only for addresses verified as theirs
+        (allauth's EmailAddress.verified: a confirmed link, or an identity provider that
+        vouches for the address). An address two users claim as verified is left out."""
+        if self._link_candidates is None:
+            found: dict[str, set[int]] = defaultdict(set)
+            for user_id, email in EmailAddress.objects.filter(
+                verified=True, user__is_active=True
+            ).values_list("user_id", "email"):
+                if email:
+                    found[email.strip().lower()].add(user_id)
+            self._link_candidates = {
+                email: next(iter(ids)) for email, ids in found.items() if len(ids) == 1
+            }
+        return self._link_candidates
 
     # Applying ---------------------------------------------------------------------------------
     def apply(self, results: Iterable[ScopeResult]) -> None:
@@ -492,7 +510,10 @@ class InventoryWriter:
         if not listed:
             return
         existing = self._load_idc_users()
-        portal = self._portal()
+        # Portal users already linked to one of the app's Identity Center users: a first
+        # match by email never gives them a second.
+        taken = {u.portal_user_id for u in existing.values() if u.portal_user_id}
+        links: list[IdentityCenterUser] = []
         to_create: list[IdentityCenterUser] = []
         updates: dict[tuple[str, ...], list[IdentityCenterUser]] = defaultdict(list)
         seen: set[str] = set()
@@ -501,15 +522,22 @@ class InventoryWriter:
             complete = complete or result.idc_users_complete
             for record in result.idc_users or []:
                 seen.add(record.remote_id)
-                desired = self._user_fields(record, portal)
                 user = existing.get(record.remote_id)
+                desired = self._user_fields(record)
+                desired["portal_user_id"] = self._portal_link(user, record, taken)
+                if desired["portal_user_id"] and (user is None or not user.portal_user_id):
+                    taken.add(desired["portal_user_id"])
                 if user is None:
                     user = IdentityCenterUser(
                         app_id=self.app.pk, remote_id=record.remote_id, **desired
                     )
                     existing[record.remote_id] = user
                     to_create.append(user)
+                    if user.portal_user_id:
+                        links.append(user)
                     continue
+                if desired["portal_user_id"] and not user.portal_user_id:
+                    links.append(user)
                 changed = [f for f in USER_FIELDS if getattr(user, f) != desired[f]]
                 for f in changed:
                     setattr(user, f, desired[f])
@@ -532,6 +560,7 @@ class InventoryWriter:
             IdentityCenterUser.objects.bulk_update(
                 users, [_field_name(f) for f in fields], batch_size=BATCH_SIZE
             )
+        self._record_links(links)
         if complete:
             gone = [u for rid, u in existing.items() if rid not in seen and u.deleted_at is None]
             for chunk in _chunks([u.pk for u in gone]):
@@ -541,15 +570,50 @@ class InventoryWriter:
             self.counts[USER_COUNT]["deleted"] += len(gone)
 
     @staticmethod
-    def _user_fields(record: IdcUserRecord, portal: dict[str, tuple[int, str]]) -> dict[str, Any]:
-        email = record.email[:254]
-        linked = portal.get(email.lower()) if email else None
+    def _user_fields(record: IdcUserRecord) -> dict[str, Any]:
         return {
             "user_name": record.user_name[:255],
-            "email": email,
+            "email": record.email[:254],
             "display_name": record.display_name[:255],
-            "portal_user_id": linked[0] if linked else None,
         }
+
+    def _portal_link(
+        self, user: IdentityCenterUser | None, record: IdcUserRecord, taken: set[int]
+    ) -> int | None:
+        """The portal user an Identity Center user belongs to. The link is by the stable
+        UserId: once made it stays, whatever either side's email becomes, so that taking
+        someone's address never takes their access. Email only proposes the first match,
+        and only for an address verified as the portal user's."""
+        if user is not None and user.portal_user_id:
+            return user.portal_user_id
+        email = record.email.strip().lower()
+        candidate = self._verified_addresses().get(email) if email else None
+        if candidate is None or candidate in taken:
+            return None
+        return candidate
+
+    def _record_links(self, links: list[IdentityCenterUser]) -> None:
+        """One event per Identity Center user newly linked to a portal user."""
+        if not links:
+            return
+        emails = dict(
+            User.objects.filter(pk__in={u.portal_user_id for u in links}).values_list("pk", "email")
+        )
+        for user in links:
+            record_event(
+                "identity_center.user_linked",
+                target_type="access.user",
+                target_id=user.portal_user_id,
+                target_label=emails.get(user.portal_user_id, str(user.portal_user_id)),
+                details={
+                    "app": self.app.name,
+                    "identity_center_user_id": user.remote_id,
+                    "user_name": user.user_name,
+                    "email": user.email,
+                    "portal_user": emails.get(user.portal_user_id, ""),
+                    "matched_by": "verified email",
+                },
+            )
 
     # Observed grants ----------------------------------------------------------------------------
     def reconcile_observed(self) -> None:

@@ -100,7 +100,9 @@ def row_of(app: AwsApp, record: ResourceRecord) -> Resource:
 
 
 def person(name: str, subject: str = "") -> User:
-    return make_user(f"{name}@example.com", oidc_subject=subject or f"{name}-subject")
+    return make_user(
+        f"{name}@example.com", oidc_subject=subject or f"{name}-subject", oidc_issuer=ISSUER
+    )
 
 
 def assign(user: User, resource: Resource, level: str) -> Assignment:
@@ -331,7 +333,7 @@ def test_a_deny_of_all_but_some_sessions_stays_beside_the_others_until_it_is_moo
     assert all("StringNotLike" not in s["Condition"] for s in later["Statement"])
 
 
-def test_session_names_are_what_sts_accepts_and_differ_per_user(db):
+def test_session_names_are_what_sts_accepts_and_differ_per_user(grants_env):
     ada, bob = person("ada"), person("bob", "auth0|5f7c8ec7c33c6c004bbafe82")
     assert driver.session_name(ada) == "ada-subject"
     assert re.fullmatch(r"portcullis-[0-9a-f]{16}", driver.session_name(bob))
@@ -349,6 +351,20 @@ def test_a_user_not_yet_signed_in_through_the_identity_provider_waits(grants_env
         IAM.apply(assign(newcomer, role, "assume"))
 
     assert trust_of("Waiting") == SERVICE_TRUST
+
+
+def test_a_subject_from_another_issuer_is_never_put_in_a_trust_policy(grants_env):
+    role = make_role(grants_env, "OtherIssuer", SERVICE_TRUST)
+    stranger = make_user(
+        "stranger@example.com",
+        oidc_subject="subject-at-another-idp",
+        oidc_issuer="https://idp.other.example.net",
+    )
+
+    with pytest.raises(SubjectUnknown):
+        IAM.apply(assign(stranger, role, "assume"))
+
+    assert trust_of("OtherIssuer") == SERVICE_TRUST
 
 
 def test_without_the_oidc_provider_set_the_grant_fails_telling_the_admin_what_to_set(grants_env):

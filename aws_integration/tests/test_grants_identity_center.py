@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from allauth.account.models import EmailAddress
 from botocore.stub import Stubber
 
 from access.choices import AssignmentState, GrantSource, GrantStatus, ResourceType
@@ -75,7 +76,7 @@ def restore_ada(org: seed.SeedResult) -> None:
 
 @pytest.fixture
 def ada(org) -> User:
-    return make_user(ADA_EMAIL.lower(), first_name="Ada")
+    return make_user(ADA_EMAIL.lower(), email_verified=True, first_name="Ada")
 
 
 @pytest.fixture
@@ -346,7 +347,38 @@ def test_a_user_missing_from_the_identity_store_gets_an_error_saying_to_create_t
     assert error.value.message.startswith(
         f"nobody@example.com has no user in the Identity Center identity store {org.identity_store_id}"
     )
-    assert "create one, then the grant is retried" in error.value.message
+    assert "(create one)" in error.value.message
+    assert members(org, group.remote_id) == before
+
+
+def test_an_unverified_address_finds_no_identity_center_user(org, app, ada):
+    # The address is in the identity store, but nobody verified it as this account's.
+    IdentityCenterUser.objects.filter(portal_user=ada).update(portal_user=None)
+    EmailAddress.objects.filter(user=ada).update(verified=False)
+    group = resource(app, T.IDC_GROUP, name="Data")
+    before = members(org, group.remote_id)
+
+    with pytest.raises(DriverError) as error:
+        apply(assign(ada, group, level(group, "member")))
+
+    assert "not verified yet" in error.value.message
+    assert members(org, group.remote_id) == before
+
+
+def test_the_look_up_by_email_never_finds_an_identity_center_user_linked_to_someone_else(
+    org, app, ada
+):
+    # Ada's Identity Center user is linked to her; another account now holds her address.
+    EmailAddress.objects.filter(user=ada).delete()
+    User.objects.filter(pk=ada.pk).update(email="ada@elsewhere.example")
+    claimant = User.objects.create_user(username="claimant", email=ADA_EMAIL.lower())
+    EmailAddress.objects.create(user=claimant, email=claimant.email, verified=True, primary=True)
+    group = resource(app, T.IDC_GROUP, name="Data")
+    before = members(org, group.remote_id)
+
+    with pytest.raises(DriverError):
+        apply(assign(claimant, group, level(group, "member")))
+
     assert members(org, group.remote_id) == before
 
 

@@ -122,7 +122,7 @@ def test_a_created_role_arrives_in_the_first_member_account_by_default(org, app)
 
 
 def test_a_group_member_added_becomes_an_observed_grant(org, app):
-    user = make_user(PERSON.email)
+    user = make_user(PERSON.email, email_verified=True)
     engine.run_sync(sync_services.request_sync(app, enqueue=False).pk)
     assert not Grant.objects.filter(user=user, resource__name="Data").exists()
 

@@ -175,7 +175,7 @@ def test_it_builds_the_ou_tree_and_hangs_accounts_and_their_resources_under_it(o
 
 
 def test_identity_center_users_are_linked_to_portal_users_by_email_whatever_its_case(org, app):
-    ada = make_user(ADA_EMAIL.lower(), first_name="Ada")
+    ada = make_user(ADA_EMAIL.lower(), email_verified=True, first_name="Ada")
     sync(app)
 
     users = IdentityCenterUser.objects.filter(app=app)
@@ -189,7 +189,7 @@ def test_identity_center_users_are_linked_to_portal_users_by_email_whatever_its_
 
 # Observed grants -------------------------------------------------------------------------------
 def test_a_linked_users_group_membership_is_an_observed_grant_until_it_is_removed_in_aws(org, app):
-    ada = make_user(ADA_EMAIL.lower())
+    ada = make_user(ADA_EMAIL.lower(), email_verified=True)
     sync(app)
 
     engineering = Resource.objects.get(app=app, type=T.IDC_GROUP, name="Engineering")
@@ -236,7 +236,7 @@ def test_a_linked_users_group_membership_is_an_observed_grant_until_it_is_remove
 
 
 def test_a_linked_users_account_assignment_is_an_observed_grant_on_the_account(org, app):
-    ada = make_user(ADA_EMAIL.lower())
+    ada = make_user(ADA_EMAIL.lower(), email_verified=True)
     account_id = org.accounts[1].account_id
     permission_set = org.provisioned_permission_sets[0]
     sso = management("sso-admin")
@@ -266,7 +266,7 @@ def test_a_linked_users_account_assignment_is_an_observed_grant_on_the_account(o
 
 
 def test_grants_from_other_sources_are_neither_touched_nor_doubled(org, app):
-    ada = make_user(ADA_EMAIL.lower())
+    ada = make_user(ADA_EMAIL.lower(), email_verified=True)
     sync(app)
     data = Resource.objects.get(app=app, type=T.IDC_GROUP, name="Data")
     engineering = Resource.objects.get(app=app, type=T.IDC_GROUP, name="Engineering")
@@ -354,7 +354,7 @@ def test_an_account_that_leaves_the_organization_is_swept_with_what_it_holds(aws
 
 # Writing only what changed -------------------------------------------------------------------
 def test_a_resync_with_no_change_writes_no_inventory_row(org, app):
-    make_user(ADA_EMAIL.lower())  # so that observed grants are part of it too
+    make_user(ADA_EMAIL.lower(), email_verified=True)  # so that observed grants are part of it too
     sync(app)
     assert Grant.objects.filter(source=GrantSource.OBSERVED).exists()
 

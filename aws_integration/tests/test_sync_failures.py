@@ -189,7 +189,7 @@ def test_a_failed_organization_listing_keeps_accounts_and_still_syncs_inside_the
 
 
 def test_a_failed_identity_store_listing_leaves_observed_grants_alone(org, app, faults):
-    ada = make_user(ADA_EMAIL.lower())
+    ada = make_user(ADA_EMAIL.lower(), email_verified=True)
     sync(app)
     grant = Grant.objects.get(user=ada, source=GrantSource.OBSERVED)
     faults.deny("identitystore", "ListGroupMemberships")

@@ -46,7 +46,7 @@ def org(moto_server, settings) -> seed.SeedResult:
 
 @pytest.fixture
 def ada(db):
-    return make_user(ADA_EMAIL.lower(), first_name="Ada")
+    return make_user(ADA_EMAIL.lower(), email_verified=True, first_name="Ada")
 
 
 @pytest.fixture
@@ -349,7 +349,7 @@ def test_a_group_is_refreshed_with_its_memberships(org, app, ada):
 
 
 def test_a_membership_refresh_links_a_new_identity_center_user(org, app):
-    grace = make_user("grace.hopper@corp.example")
+    grace = make_user("grace.hopper@corp.example", email_verified=True)
     store = management("identitystore")
     user_id = store.create_user(
         IdentityStoreId=org.identity_store_id,

@@ -76,7 +76,9 @@ def account_id(org: seed.SeedResult) -> str:
 
 @pytest.fixture
 def ada(db: Any) -> User:
-    return make_user("ada@example.com", first_name="Ada", oidc_subject=ADA_SUBJECT)
+    return make_user(
+        "ada@example.com", first_name="Ada", oidc_subject=ADA_SUBJECT, oidc_issuer=ISSUER
+    )
 
 
 @pytest.fixture
@@ -287,7 +289,7 @@ def test_with_no_identity_provider_set_trust_policies_are_neither_observed_nor_s
     aws_settings.oidc_issuer_url = ""
     aws_settings.save()
     remove_subject(account_id, ADA_SUBJECT)
-    stranger = make_user("stranger@example.com", oidc_subject=STRANGER_SUBJECT)
+    stranger = make_user("stranger@example.com", oidc_subject=STRANGER_SUBJECT, oidc_issuer=ISSUER)
     add_subjects(account_id, STRANGER_SUBJECT)
 
     run = sync(app, account_id=account_id)

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from access.demo import DEMO_PASSWORD, create_demo_users
+from access.demo import DEMO_PASSWORD, create_demo_users, refuse_unless_debug
 
 
 class Command(BaseCommand):
@@ -21,6 +21,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, password: str, **options: Any) -> None:
+        refuse_unless_debug("create_demo_users")
         for demo in create_demo_users(password):
             state = "created" if demo.created else "kept"
             self.stdout.write(f"{demo.person.email:<36} {demo.person.role_label:<26} {state}")

@@ -31,7 +31,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
-from access.demo import DEMO_PASSWORD, DEMO_PEOPLE, create_demo_users
+from access.demo import DEMO_PASSWORD, DEMO_PEOPLE, create_demo_users, refuse_unless_debug
 from access.models import Resource
 from aws_integration import seed, standin
 from aws_integration.choices import ValidationStatus
@@ -113,6 +113,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        refuse_unless_debug("demo")
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the stand-ins' request lines
         self._stop = threading.Event()
         self._interruptible = False
