@@ -68,10 +68,45 @@ def parse(url: str, what: str) -> Target:
     return Target(parts.scheme, parts.hostname, port or default_port, path)
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address that a translator (NAT64, as in
+# AWS's IPv6-only subnets with DNS64, or SIIT) or the kernel may connect to: the address
+# is judged by that IPv4 address. The local-use NAT64 prefix is refused outright.
+_EMBEDDING_IPV4 = tuple(
+    ipaddress.IPv6Network(prefix)
+    for prefix in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96")  # NAT64, compatible, SIIT
+)
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (NAT64, 6to4, IPv4-compatible), if any."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in prefix for prefix in _EMBEDDING_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def refusal_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """Why an address may not be fetched, or "" when it is a public one."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
+    reason = _own_refusal_reason(address)
+    if reason or isinstance(address, ipaddress.IPv4Address):
+        return reason
+    if address in _LOCAL_NAT64:
+        return "a local-use NAT64 address, not a public address"
+    if address.is_site_local:
+        return "a site-local address"
+    inner = embedded_ipv4(address)
+    if inner is not None:
+        inner_reason = _own_refusal_reason(inner)
+        if inner_reason:
+            return f"an IPv6 form of {inner}, {inner_reason}"
+    return ""
+
+
+def _own_refusal_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     if address.is_loopback:
         return "a loopback address"
     if address.is_link_local:

@@ -9,6 +9,7 @@ local servers; the refusals of http and of local addresses turn it off, as produ
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import socket
 import ssl
 import threading
@@ -114,6 +115,37 @@ def test_an_issuer_on_a_local_or_private_address_is_refused(
         f"The discovery document: {address} resolves to {address}, {reason}. AWS fetches the "
         "issuer over the internet, so Portcullis fetches only public addresses."
     )
+
+
+@production
+@pytest.mark.parametrize(
+    "address, reason",
+    [
+        # NAT64 (DNS64 in an IPv6-only subnet turns these into the IPv4 address).
+        ("64:ff9b::a9fe:a9fe", "an IPv6 form of 169.254.169.254, a link-local address"),
+        ("64:ff9b::a00:7", "an IPv6 form of 10.0.0.7, a private address"),
+        ("64:ff9b:1::a00:7", "a local-use NAT64 address, not a public address"),
+        # 6to4, IPv4-compatible and IPv4-translated forms.
+        ("2002:a9fe:a9fe::1", "an IPv6 form of 169.254.169.254, a link-local address"),
+        ("::127.0.0.1", "an IPv6 form of 127.0.0.1, a loopback address"),
+        ("::ffff:0:a00:7", "an IPv6 form of 10.0.0.7, a private address"),
+        ("fec0::1", "a site-local address"),
+    ],
+)
+def test_an_ipv6_form_of_a_private_ipv4_address_is_refused(address, reason):
+    # Before, each passed as public: the check looked only at IPv4-mapped forms.
+    with pytest.raises(outbound.FetchRefused) as refused:
+        outbound.fetch_json(f"https://[{address}]/jwks", "The signing keys (jwks_uri)")
+    assert str(refused.value) == (
+        f"The signing keys (jwks_uri): {address} resolves to {address}, {reason}. AWS "
+        "fetches the issuer over the internet, so Portcullis fetches only public addresses."
+    )
+
+
+@production
+def test_an_ipv6_form_of_a_public_ipv4_address_is_judged_as_public():
+    for address in ("64:ff9b::5db8:d70e", "2002:5db8:d70e::1"):
+        assert outbound.refusal_reason(ipaddress.ip_address(address)) == ""
 
 
 @production
