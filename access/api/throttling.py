@@ -54,8 +54,10 @@ class FailedTokenThrottle(_Settings, SimpleRateThrottle):
 
     DRF checks throttles only after authentication, and a bad token is refused (401) in
     authentication: without this, guessing tokens would never be throttled. Once an
-    address is over the rate, every token it presents gets 429 until the window passes,
-    right or wrong, so the guessing learns nothing."""
+    address is over the rate, its bad tokens get 429 until the window passes; a valid
+    token still passes, so that nobody sharing the address (an office's NAT) can lock
+    everyone else's tokens out. That tells a guesser a token is valid once they hold one,
+    which over 200 unknown bits of secret make nothing to learn from."""
 
     scope = "anon"
 
