@@ -10,6 +10,7 @@ X-Forwarded-For hop gets no new allowance.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any
 
@@ -40,7 +41,19 @@ class _Settings:
             ) from exc
 
     def get_ident(self, request: Any) -> str:
-        return client_ip(request) or request.META.get("REMOTE_ADDR", "")
+        return address_key(client_ip(request) or request.META.get("REMOTE_ADDR", ""))
+
+
+def address_key(address: str) -> str:
+    """Who a client IP is counted as: an IPv4 address itself; for IPv6, its /64, which is
+    one site's (one LAN's) and holds more addresses than anyone could count one by one."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((int(parsed) >> 64 << 64, 64)))
+    return str(parsed)
 
 
 class AnonThrottle(_Settings, AnonRateThrottle):

@@ -145,6 +145,18 @@ def test_bad_tokens_from_an_address_do_not_lock_out_the_valid_tokens_used_there(
         assert response.json()["email"] == personas.requester.email
 
 
+def test_an_ipv6_client_is_counted_by_its_64_so_new_addresses_bring_no_new_allowance(personas):
+    # One host is given a /64 and may use any of its 2**64 addresses: before, each new
+    # address came with a fresh allowance of bad tokens.
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        for n in range(rate("anon")):
+            bad_token(remote=f"2001:db8:1:2::{n + 1:x}")
+        assert bad_token(remote="2001:db8:1:2:ffff:ffff:ffff:ffff") == 429
+        # The next /64 is another site.
+        assert bad_token(remote="2001:db8:1:3::1") == 401
+
+
 def test_a_made_up_forwarded_hop_does_not_escape_the_bad_token_limit(personas, settings):
     settings.TRUSTED_PROXY_COUNT = 1
     start = timezone.now()
