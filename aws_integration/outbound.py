@@ -2,8 +2,8 @@
 the signing keys it names), without letting the URL reach inside our network.
 
 The rules: https only; no redirects; at most ``MAX_BODY_BYTES`` read, within
-``TOTAL_SECONDS``; and every address the host resolves to must be public (not loopback,
-link-local, private, shared or reserved). The connection then goes to the address that
+``TOTAL_SECONDS`` (the connection is shut then); and every address the host resolves to
+must be public (not loopback, link-local, private, shared or reserved). The connection then goes to the address that
 was checked, with the certificate verified for the host name, so a DNS answer that
 changes between the check and the fetch (rebinding) cannot send it elsewhere. Outbound
 proxies (HTTPS_PROXY) are not used: a proxy would resolve the name itself, after the check.
@@ -14,11 +14,12 @@ for a test identity provider on this machine; redirects and the size cap stay.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import socket
-import time
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,10 +69,45 @@ def parse(url: str, what: str) -> Target:
     return Target(parts.scheme, parts.hostname, port or default_port, path)
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address that a translator (NAT64, as in
+# AWS's IPv6-only subnets with DNS64, or SIIT) or the kernel may connect to: the address
+# is judged by that IPv4 address. The local-use NAT64 prefix is refused outright.
+_EMBEDDING_IPV4 = tuple(
+    ipaddress.IPv6Network(prefix)
+    for prefix in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96")  # NAT64, compatible, SIIT
+)
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (NAT64, 6to4, IPv4-compatible), if any."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in prefix for prefix in _EMBEDDING_IPV4):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def refusal_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """Why an address may not be fetched, or "" when it is a public one."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
+    reason = _own_refusal_reason(address)
+    if reason or isinstance(address, ipaddress.IPv4Address):
+        return reason
+    if address in _LOCAL_NAT64:
+        return "a local-use NAT64 address, not a public address"
+    if address.is_site_local:
+        return "a site-local address"
+    inner = embedded_ipv4(address)
+    if inner is not None:
+        inner_reason = _own_refusal_reason(inner)
+        if inner_reason:
+            return f"an IPv6 form of {inner}, {inner_reason}"
+    return ""
+
+
+def _own_refusal_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     if address.is_loopback:
         return "a loopback address"
     if address.is_link_local:
@@ -134,6 +170,43 @@ def fetch_json(url: str, what: str) -> Any:
         raise FetchRefused(f"{what} at {url} is not JSON ({content_type}).") from exc
 
 
+class Deadline:
+    """Shuts the connections of one fetch once ``TOTAL_SECONDS`` have passed. The timeout
+    of each read does not bound a server that sends a byte every few seconds (in the
+    headers, the body or a chunk size): every read then gets its byte in time."""
+
+    def __init__(self, pool: urllib3.HTTPConnectionPool) -> None:
+        self.expired = threading.Event()
+        self.connections: list[Any] = []
+        opened = self.connections
+
+        class Watched(pool.ConnectionCls):  # type: ignore[name-defined,misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                opened.append(self)
+
+        pool.ConnectionCls = Watched
+        self.timer = threading.Timer(TOTAL_SECONDS, self.expire)
+        self.timer.daemon = True
+
+    def expire(self) -> None:
+        self.expired.set()
+        for connection in self.connections:
+            sock = connection.sock
+            if sock is not None:
+                # The plain socket's shutdown, also under TLS: the reading thread then
+                # sees the end of the stream.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def __enter__(self) -> Deadline:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+
+
 def fetch_from(address: str, target: Target, url: str, what: str) -> tuple[bytes, str]:
     """The body and content type of one GET of ``target`` at ``address``."""
     timeout = urllib3.Timeout(connect=TIMEOUT_SECONDS, read=TIMEOUT_SECONDS)
@@ -155,31 +228,39 @@ def fetch_from(address: str, target: Target, url: str, what: str) -> tuple[bytes
     host_header = target.host if ":" not in target.host else f"[{target.host}]"
     if target.port != (443 if target.scheme == "https" else 80):
         host_header = f"{host_header}:{target.port}"
-    with pool:
-        response = pool.urlopen(
-            "GET",
-            target.path,
-            headers={"Host": host_header, "Accept": "application/json"},
-            redirect=False,
-            preload_content=False,
-        )
+    too_slow = f"{what} at {url} took longer than {TOTAL_SECONDS} s to arrive."
+    with pool, Deadline(pool) as deadline:
         try:
-            status = response.status
-            if 300 <= status < 400:
-                location = response.headers.get("Location", "nowhere")
-                raise FetchRefused(
-                    f"{what} at {url} answered HTTP {status}, a redirect to {location}. "
-                    "Portcullis follows no redirects: if that is the right place, enter "
-                    "the URL it leads to."
-                )
-            if status != 200:
-                raise FetchRefused(
-                    f"{what} at {url} answered HTTP {status}, not 200: is the issuer URL right?"
-                )
-            body = read_capped(response, url, what)
-            return body, response.headers.get("Content-Type", "no content type")
-        finally:
-            response.release_conn()
+            response = pool.urlopen(
+                "GET",
+                target.path,
+                headers={"Host": host_header, "Accept": "application/json"},
+                redirect=False,
+                preload_content=False,
+            )
+            try:
+                status = response.status
+                if 300 <= status < 400:
+                    location = response.headers.get("Location", "nowhere")
+                    raise FetchRefused(
+                        f"{what} at {url} answered HTTP {status}, a redirect to {location}. "
+                        "Portcullis follows no redirects: if that is the right place, enter "
+                        "the URL it leads to."
+                    )
+                if status != 200:
+                    raise FetchRefused(
+                        f"{what} at {url} answered HTTP {status}, not 200: is the issuer URL right?"
+                    )
+                body = read_capped(response, url, what)
+            finally:
+                response.release_conn()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if deadline.expired.is_set():
+                raise FetchRefused(too_slow) from exc
+            raise
+        if deadline.expired.is_set():  # cut short: what arrived is not the whole body
+            raise FetchRefused(too_slow)
+        return body, response.headers.get("Content-Type", "no content type")
 
 
 def read_capped(response: urllib3.BaseHTTPResponse, url: str, what: str) -> bytes:
@@ -187,14 +268,11 @@ def read_capped(response: urllib3.BaseHTTPResponse, url: str, what: str) -> byte
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise FetchRefused(too_big)
-    deadline = time.monotonic() + TOTAL_SECONDS
     body = bytearray()
     for chunk in response.stream(CHUNK_BYTES, decode_content=True):
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             raise FetchRefused(too_big)
-        if time.monotonic() > deadline:
-            raise FetchRefused(f"{what} at {url} took longer than {TOTAL_SECONDS} s to arrive.")
     return bytes(body)
 
 

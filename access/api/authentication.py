@@ -38,11 +38,14 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         if not parts or parts[0].lower() not in _KEYWORDS:
             # Not ours: let the next authentication class (the session) try.
             return None
-        guard = FailedTokenThrottle(request)
-        guard.refuse_if_over()
         try:
             user, token = self._authenticate(parts)
         except exceptions.AuthenticationFailed:
+            # Only bad tokens are counted and refused: a valid token is never held back by
+            # others' bad ones from the same address (an office behind one NAT, or every
+            # client when the proxies are not counted), and tokens are too long to guess.
+            guard = FailedTokenThrottle(request)
+            guard.refuse_if_over()
             guard.failed()
             raise
         if token.read_only and request.method not in permissions.SAFE_METHODS:

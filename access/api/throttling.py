@@ -10,6 +10,7 @@ X-Forwarded-For hop gets no new allowance.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any
 
@@ -40,7 +41,19 @@ class _Settings:
             ) from exc
 
     def get_ident(self, request: Any) -> str:
-        return client_ip(request) or request.META.get("REMOTE_ADDR", "")
+        return address_key(client_ip(request) or request.META.get("REMOTE_ADDR", ""))
+
+
+def address_key(address: str) -> str:
+    """Who a client IP is counted as: an IPv4 address itself; for IPv6, its /64, which is
+    one site's (one LAN's) and holds more addresses than anyone could count one by one."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((int(parsed) >> 64 << 64, 64)))
+    return str(parsed)
 
 
 class AnonThrottle(_Settings, AnonRateThrottle):
@@ -54,8 +67,10 @@ class FailedTokenThrottle(_Settings, SimpleRateThrottle):
 
     DRF checks throttles only after authentication, and a bad token is refused (401) in
     authentication: without this, guessing tokens would never be throttled. Once an
-    address is over the rate, every token it presents gets 429 until the window passes,
-    right or wrong, so the guessing learns nothing."""
+    address is over the rate, its bad tokens get 429 until the window passes; a valid
+    token still passes, so that nobody sharing the address (an office's NAT) can lock
+    everyone else's tokens out. That tells a guesser a token is valid once they hold one,
+    which over 200 unknown bits of secret make nothing to learn from."""
 
     scope = "anon"
 

@@ -9,9 +9,11 @@ local servers; the refusals of http and of local addresses turn it off, as produ
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -114,6 +116,37 @@ def test_an_issuer_on_a_local_or_private_address_is_refused(
         f"The discovery document: {address} resolves to {address}, {reason}. AWS fetches the "
         "issuer over the internet, so Portcullis fetches only public addresses."
     )
+
+
+@production
+@pytest.mark.parametrize(
+    "address, reason",
+    [
+        # NAT64 (DNS64 in an IPv6-only subnet turns these into the IPv4 address).
+        ("64:ff9b::a9fe:a9fe", "an IPv6 form of 169.254.169.254, a link-local address"),
+        ("64:ff9b::a00:7", "an IPv6 form of 10.0.0.7, a private address"),
+        ("64:ff9b:1::a00:7", "a local-use NAT64 address, not a public address"),
+        # 6to4, IPv4-compatible and IPv4-translated forms.
+        ("2002:a9fe:a9fe::1", "an IPv6 form of 169.254.169.254, a link-local address"),
+        ("::127.0.0.1", "an IPv6 form of 127.0.0.1, a loopback address"),
+        ("::ffff:0:a00:7", "an IPv6 form of 10.0.0.7, a private address"),
+        ("fec0::1", "a site-local address"),
+    ],
+)
+def test_an_ipv6_form_of_a_private_ipv4_address_is_refused(address, reason):
+    # Before, each passed as public: the check looked only at IPv4-mapped forms.
+    with pytest.raises(outbound.FetchRefused) as refused:
+        outbound.fetch_json(f"https://[{address}]/jwks", "The signing keys (jwks_uri)")
+    assert str(refused.value) == (
+        f"The signing keys (jwks_uri): {address} resolves to {address}, {reason}. AWS "
+        "fetches the issuer over the internet, so Portcullis fetches only public addresses."
+    )
+
+
+@production
+def test_an_ipv6_form_of_a_public_ipv4_address_is_judged_as_public():
+    for address in ("64:ff9b::5db8:d70e", "2002:5db8:d70e::1"):
+        assert outbound.refusal_reason(ipaddress.ip_address(address)) == ""
 
 
 @production
@@ -237,6 +270,53 @@ def test_signing_keys_larger_than_the_cap_are_refused(admin_client, aws_settings
     )
 
 
+# A bounded time ---------------------------------------------------------------------------------
+DRIP_SECONDS = 6  # how long the slow server keeps sending before it hangs up
+
+
+def drip_server(where: str, wrap: ssl.SSLContext | None = None) -> int:
+    """A server that sends one byte every 0.1 s, in the headers or the body, for
+    DRIP_SECONDS, then closes: each read gets a byte long before its timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        conn = wrap.wrap_socket(raw, server_side=True) if wrap else raw
+        try:
+            conn.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            if where == "headers":
+                conn.sendall(head + b"X-Slow: ")
+            else:
+                conn.sendall(head + b"Content-Length: 4096\r\n\r\n")
+            stop = time.monotonic() + DRIP_SECONDS
+            while time.monotonic() < stop:
+                conn.sendall(b" ")
+                time.sleep(0.1)
+        except OSError:
+            pass  # the client hung up, as it should
+        finally:
+            conn.close()
+            listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_an_answer_that_drips_in_is_cut_off_after_the_total_time(monkeypatch, where):
+    # Before, the total time was checked only between chunks of 16 KiB (and not at all
+    # while the headers came): the fetch waited for the server to hang up.
+    monkeypatch.setattr(outbound, "TOTAL_SECONDS", 1)
+    url = f"http://127.0.0.1:{drip_server(where)}/jwks"
+    with pytest.raises(outbound.FetchRefused) as refused:
+        outbound.fetch_json(url, "The signing keys (jwks_uri)")
+    assert (
+        str(refused.value)
+        == f"The signing keys (jwks_uri) at {url} took longer than 1 s to arrive."
+    )
+
+
 # https with the certificate checked for the name -----------------------------------------------
 def _certificate_authority(tmp: Path) -> tuple[Path, Path, Path]:
     """A CA and a certificate for localhost that it signed: (ca.pem, cert.pem, key.pem)."""
@@ -343,4 +423,19 @@ def test_an_https_issuer_on_this_machine_is_refused_outside_debug(tls_issuer):
     assert not ok
     assert message.startswith(
         "The discovery document: localhost resolves to 127.0.0.1, a loopback address."
+    )
+
+
+def test_an_https_answer_that_drips_in_is_cut_off_after_the_total_time(tmp_path, monkeypatch):
+    # The same under TLS: the deadline shuts the socket under the TLS layer.
+    ca, cert, key = _certificate_authority(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setattr(outbound, "TOTAL_SECONDS", 1)
+    url = f"https://localhost:{drip_server('body', wrap=context)}/jwks"
+    with pytest.raises(outbound.FetchRefused) as refused:
+        outbound.fetch_json(url, "The signing keys (jwks_uri)")
+    assert str(refused.value) == (
+        f"The signing keys (jwks_uri) at {url} took longer than 1 s to arrive."
     )
