@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from django import forms
 from django.db.models import Q, QuerySet, TextField
@@ -14,18 +15,26 @@ from drf_spectacular.utils import extend_schema_field
 from access.choices import GrantSource, GrantStatus, RequestKind, RequestStatus, ResourceType
 from access.models import AccessRequest, Grant, Resource, User
 
+# The largest primary key (BigAutoField): a larger number reached the database and failed
+# there (SQLite: OverflowError, a 500), so it is refused as input instead.
+ID_MAX = 2**63 - 1
+
 
 class IdFilter(filters.NumberFilter):
-    """A primary key: whole numbers only (NumberFilter alone would take 1.5)."""
+    """A primary key: whole numbers from 1 to ID_MAX (NumberFilter alone would take 1.5)."""
 
     field_class = forms.IntegerField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", ID_MAX)
+        super().__init__(*args, **kwargs)
 
 
 def id_filter(help_text: str, **kwargs: object) -> IdFilter:
     # NumberFilter reads as "number" in the schema; say "integer", keeping the help text.
-    return extend_schema_field({"type": "integer", "description": help_text})(
-        IdFilter(help_text=help_text, **kwargs)
-    )
+    schema = {"type": "integer", "minimum": 1, "maximum": ID_MAX, "description": help_text}
+    return extend_schema_field(schema)(IdFilter(help_text=help_text, **kwargs))
 
 
 class ResourceFilter(filters.FilterSet):

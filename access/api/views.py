@@ -20,7 +20,6 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
@@ -70,6 +69,7 @@ from access.models import (
 )
 from access.services import grants as grant_service
 from access.services import requests as request_service
+from audit.api.pagination import CursorPagination
 
 
 class Conflict(exceptions.APIException):
@@ -105,9 +105,6 @@ CONFLICT = {
 
 class Pagination(CursorPagination):
     """Cursor pagination: stable under inserts and as fast on page 1,000 as on page 1."""
-
-    page_size_query_param = "page_size"
-    max_page_size = 500
 
 
 class ResourcePagination(Pagination):
@@ -513,7 +510,12 @@ class ApprovalQueueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def _wants_all(self) -> bool:
         raw = self.request.query_params.get("all", "").strip().lower()
-        return raw in ("1", "true", "yes", "on")
+        if raw in ("", "0", "false", "no", "off"):
+            return False
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        # Anything else used to mean "no" without a word: a typo hid the other requests.
+        raise exceptions.ValidationError({"all": [f"{raw!r} is not true or false."]})
 
 
 class MeView(APIView):
