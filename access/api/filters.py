@@ -31,6 +31,44 @@ class IdFilter(filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+class _RawValue(forms.TextInput):
+    # django-filter's BooleanWidget turns what it cannot read into "not given".
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        return data.get(name)
+
+
+class _TrueOrFalseField(forms.NullBooleanField):
+    widget = _RawValue
+
+    def to_python(self, value: Any) -> bool | None:
+        raw = value.strip().lower() if isinstance(value, str) else value
+        if raw in (None, ""):
+            return None
+        if raw in TRUE_WORDS or raw is True:
+            return True
+        if raw in FALSE_WORDS or raw is False:
+            return False
+        raise forms.ValidationError(f"{value!r} is not true or false.")
+
+    def validate(self, value: Any) -> None:
+        return None
+
+
+class BooleanFilter(filters.BooleanFilter):
+    """true or false (1/0, yes/no, on/off too); anything else is a 400 naming the parameter,
+    where django-filter took it for "not given" (found by fuzzing, tests/test_api_fuzz.py)."""
+
+    field_class = _TrueOrFalseField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["widget"] = _RawValue
+        super().__init__(*args, **kwargs)
+
+
 def id_filter(help_text: str, **kwargs: object) -> IdFilter:
     # NumberFilter reads as "number" in the schema; say "integer", keeping the help text.
     schema = {"type": "integer", "minimum": 1, "maximum": ID_MAX, "description": help_text}
@@ -49,7 +87,7 @@ class ResourceFilter(filters.FilterSet):
         help_text="Part of the name or of a tag value, or the exact remote id or ARN.",
     )
     # Applied in filter_queryset, because its absence is what hides deleted rows.
-    include_deleted = filters.BooleanFilter(
+    include_deleted = BooleanFilter(
         method="filter_include_deleted",
         help_text=(
             "Also list resources deleted in AWS. Only admins and auditors can see them; "
@@ -136,7 +174,7 @@ class ApprovalQueueFilter(filters.FilterSet):
     kind = filters.ChoiceFilter(choices=RequestKind.choices, help_text="New access or extension.")
     resource = id_filter("Id of the resource.", field_name="resource_id")
     # The view decides what "all" means (and whether the caller may ask for it).
-    all = filters.BooleanFilter(
+    all = BooleanFilter(
         method="filter_all",
         help_text=(
             "Admins only: every pending request, not just those awaiting you. Anyone else "

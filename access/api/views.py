@@ -27,6 +27,8 @@ from rest_framework.views import APIView
 
 from access import permissions, tokens
 from access.api.filters import (
+    FALSE_WORDS,
+    TRUE_WORDS,
     AccessRequestFilter,
     ApprovalQueueFilter,
     GrantFilter,
@@ -510,9 +512,9 @@ class ApprovalQueueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def _wants_all(self) -> bool:
         raw = self.request.query_params.get("all", "").strip().lower()
-        if raw in ("", "0", "false", "no", "off"):
+        if raw in ("", *FALSE_WORDS):
             return False
-        if raw in ("1", "true", "yes", "on"):
+        if raw in TRUE_WORDS:
             return True
         # Anything else used to mean "no" without a word: a typo hid the other requests.
         raise exceptions.ValidationError({"all": [f"{raw!r} is not true or false."]})

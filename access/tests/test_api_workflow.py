@@ -990,6 +990,19 @@ def test_an_id_filter_outside_the_ids_range_is_refused_not_a_server_error(person
         assert "Ensure this value is" in " ".join(next(iter(response.json().values())))
 
 
+def test_a_true_or_false_filter_refuses_anything_else(personas):
+    # include_deleted=26970387 was taken for "not given" (found by fuzzing).
+    response = bearer(personas.admin).get("/api/v1/resources/", {"include_deleted": "26970387"})
+
+    assert response.status_code == 400
+    assert response.json() == {"include_deleted": ["'26970387' is not true or false."]}
+    for word in ("true", "False", "1", "no", ""):
+        assert (
+            bearer(personas.admin).get("/api/v1/resources/", {"include_deleted": word}).status_code
+            == 200
+        ), word
+
+
 def test_the_api_lists_refuse_a_page_size_that_is_not_a_whole_number(personas):
     for url in (APPROVALS, REQUESTS, "/api/v1/tokens/", "/api/v1/resources/"):
         response = bearer(personas.requester).get(url, {"page_size": "true"})
