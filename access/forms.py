@@ -210,7 +210,15 @@ class BaseStageFormSet(forms.BaseInlineFormSet):
         if any(self.errors):
             return
         # Checked before Django's own duplicate check, whose message names no stage.
-        orders = [
+        # Saved stages the submission has no row for stay as they are, so they count too
+        # (a stale form would otherwise add a second stage 1: an IntegrityError, a 500).
+        rows = {form.instance.pk for form in self.initial_forms}
+        kept = (
+            []
+            if self.instance.pk is None
+            else [stage.order for stage in self.instance.stages.all() if stage.pk not in rows]
+        )
+        orders = kept + [
             form.cleaned_data["order"]
             for form in self.forms
             if form.cleaned_data

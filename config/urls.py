@@ -32,3 +32,6 @@ urlpatterns = [
     path("api/schema/", ApiSchemaView.as_view(), name="api-schema"),
     path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+# Paths under /api/ that match no endpoint get a JSON 404, like the API's own.
+handler404 = "access.views.not_found"

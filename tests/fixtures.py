@@ -107,6 +107,12 @@ def make_user(
 
 @pytest.fixture
 def personas(db: Any) -> Personas:
+    return create_personas()
+
+
+def create_personas() -> Personas:
+    """The personas and the resource the approver owns; for data shared by a module's tests
+    (see tests/test_authz_matrix.py), the ``personas`` fixture for one test's own."""
     from access.models import App, Resource
     from access.permissions import ADMIN_ROLE, AUDITOR_ROLE
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from django import forms
 from django.db.models import Q, QuerySet, TextField
@@ -14,18 +15,64 @@ from drf_spectacular.utils import extend_schema_field
 from access.choices import GrantSource, GrantStatus, RequestKind, RequestStatus, ResourceType
 from access.models import AccessRequest, Grant, Resource, User
 
+# The largest primary key (BigAutoField): a larger number reached the database and failed
+# there (SQLite: OverflowError, a 500), so it is refused as input instead.
+ID_MAX = 2**63 - 1
+
 
 class IdFilter(filters.NumberFilter):
-    """A primary key: whole numbers only (NumberFilter alone would take 1.5)."""
+    """A primary key: whole numbers from 1 to ID_MAX (NumberFilter alone would take 1.5)."""
 
     field_class = forms.IntegerField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", ID_MAX)
+        super().__init__(*args, **kwargs)
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+class _RawValue(forms.TextInput):
+    # django-filter's BooleanWidget turns what it cannot read into "not given".
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        return data.get(name)
+
+
+class _TrueOrFalseField(forms.NullBooleanField):
+    widget = _RawValue
+
+    def to_python(self, value: Any) -> bool | None:
+        raw = value.strip().lower() if isinstance(value, str) else value
+        if raw in (None, ""):
+            return None
+        if raw in TRUE_WORDS or raw is True:
+            return True
+        if raw in FALSE_WORDS or raw is False:
+            return False
+        raise forms.ValidationError(f"{value!r} is not true or false.")
+
+    def validate(self, value: Any) -> None:
+        return None
+
+
+class BooleanFilter(filters.BooleanFilter):
+    """true or false (1/0, yes/no, on/off too); anything else is a 400 naming the parameter,
+    where django-filter took it for "not given" (found by fuzzing, tests/test_api_fuzz.py)."""
+
+    field_class = _TrueOrFalseField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["widget"] = _RawValue
+        super().__init__(*args, **kwargs)
 
 
 def id_filter(help_text: str, **kwargs: object) -> IdFilter:
     # NumberFilter reads as "number" in the schema; say "integer", keeping the help text.
-    return extend_schema_field({"type": "integer", "description": help_text})(
-        IdFilter(help_text=help_text, **kwargs)
-    )
+    schema = {"type": "integer", "minimum": 1, "maximum": ID_MAX, "description": help_text}
+    return extend_schema_field(schema)(IdFilter(help_text=help_text, **kwargs))
 
 
 class ResourceFilter(filters.FilterSet):
@@ -40,7 +87,7 @@ class ResourceFilter(filters.FilterSet):
         help_text="Part of the name or of a tag value, or the exact remote id or ARN.",
     )
     # Applied in filter_queryset, because its absence is what hides deleted rows.
-    include_deleted = filters.BooleanFilter(
+    include_deleted = BooleanFilter(
         method="filter_include_deleted",
         help_text=(
             "Also list resources deleted in AWS. Only admins and auditors can see them; "
@@ -127,7 +174,7 @@ class ApprovalQueueFilter(filters.FilterSet):
     kind = filters.ChoiceFilter(choices=RequestKind.choices, help_text="New access or extension.")
     resource = id_filter("Id of the resource.", field_name="resource_id")
     # The view decides what "all" means (and whether the caller may ask for it).
-    all = filters.BooleanFilter(
+    all = BooleanFilter(
         method="filter_all",
         help_text=(
             "Admins only: every pending request, not just those awaiting you. Anyone else "

@@ -488,10 +488,15 @@ class RequestsCreatedSerializer(serializers.Serializer):
 class RequestInvalidSerializer(serializers.Serializer):
     """Why nothing was created: problems per item (keyed by its index) and of the whole."""
 
-    items = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()),
+    # Not a DictField: input that is not a list of items at all gets DRF's own messages
+    # ({"items": ["This field is required."]}, or by index and field), which the schema
+    # must allow too.
+    items = serializers.JSONField(
         required=False,
-        help_text='Problems of each item, keyed by its index in "items" ("0", "1", ...).',
+        help_text=(
+            'Problems of each item, keyed by its index in "items" ("0", "1", ...); or what is '
+            "wrong with items as a whole."
+        ),
     )
     non_field_errors = serializers.ListField(child=serializers.CharField(), required=False)
 

@@ -20,7 +20,6 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
@@ -28,6 +27,8 @@ from rest_framework.views import APIView
 
 from access import permissions, tokens
 from access.api.filters import (
+    FALSE_WORDS,
+    TRUE_WORDS,
     AccessRequestFilter,
     ApprovalQueueFilter,
     GrantFilter,
@@ -71,6 +72,7 @@ from access.models import (
 )
 from access.services import grants as grant_service
 from access.services import requests as request_service
+from audit.api.pagination import CursorPagination
 
 
 class Conflict(exceptions.APIException):
@@ -106,9 +108,6 @@ CONFLICT = {
 
 class Pagination(CursorPagination):
     """Cursor pagination: stable under inserts and as fast on page 1,000 as on page 1."""
-
-    page_size_query_param = "page_size"
-    max_page_size = 500
 
 
 class ResourcePagination(Pagination):
@@ -514,7 +513,12 @@ class ApprovalQueueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def _wants_all(self) -> bool:
         raw = self.request.query_params.get("all", "").strip().lower()
-        return raw in ("1", "true", "yes", "on")
+        if raw in ("", *FALSE_WORDS):
+            return False
+        if raw in TRUE_WORDS:
+            return True
+        # Anything else used to mean "no" without a word: a typo hid the other requests.
+        raise exceptions.ValidationError({"all": [f"{raw!r} is not true or false."]})
 
 
 class MeView(APIView):

@@ -579,6 +579,44 @@ def test_the_schema_is_served_to_token_holders(personas):
     assert "apiToken" in response.json()["components"]["securitySchemes"]
 
 
+def test_the_schema_documents_the_errors_each_operation_answers_with(personas):
+    paths = bearer(personas.outsider).get("/api/schema/?format=json").json()["paths"]
+
+    # Found by fuzzing the API from this schema (tests/test_api_fuzz.py): these answers
+    # came back undocumented.
+    assert set(paths["/api/v1/me/"]["get"]["responses"]) == {"200", "401", "403"}
+    # Lists: bad filters (400) and a stale cursor (404, "Invalid cursor").
+    assert set(paths["/api/v1/audit-events/"]["get"]["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "403",
+        "404",
+    }
+    assert set(paths["/api/v1/tokens/{id}/revoke/"]["post"]["responses"]) >= {"401", "404"}
+    created = paths["/api/v1/tokens/"]["post"]
+    assert set(created["responses"]) == {"201", "400", "401", "403"}
+    # A token with a blank name is refused, and the schema says so.
+    body = created["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    component = bearer(personas.outsider).get("/api/schema/?format=json").json()["components"]
+    name = component["schemas"][body.rsplit("/", 1)[1]]["properties"]["name"]
+    assert name["minLength"] == 1
+
+
+def test_a_path_under_the_api_that_matches_nothing_is_a_json_404(personas):
+    # The router's ids exclude dots: /grants/1.5/ reaches no endpoint at all.
+    for path in ("/api/v1/grants/1.5/", "/api/v1/no-such-thing/"):
+        response = bearer(personas.outsider).get(path)
+
+        assert response.status_code == 404
+        assert response["Content-Type"] == "application/json"
+        assert response.json() == {"detail": "No API endpoint has this path."}
+    # Pages keep the HTML page.
+    client = Client()
+    client.force_login(personas.outsider)
+    assert client.get("/no-such-page/")["Content-Type"].startswith("text/html")
+
+
 def test_the_docs_page_sends_anonymous_visitors_to_login(personas):
     response = Client().get("/api/docs/")
 

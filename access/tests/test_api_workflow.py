@@ -961,6 +961,56 @@ def test_my_requests_cost_the_same_queries_for_10_and_50_rows(
         assert all(len(row["stage_reviewers"]) for row in response.json()["results"])
 
 
+def test_the_approval_queue_refuses_an_all_that_is_neither_true_nor_false(personas):
+    # It used to mean "no" without a word (found by fuzzing, tests/test_api_fuzz.py).
+    response = bearer(personas.admin).get(APPROVALS, {"all": "1.5e308"})
+
+    assert response.status_code == 400
+    assert response.json()["all"] == ["'1.5e308' is not true or false."]
+    assert bearer(personas.admin).get(APPROVALS, {"all": "false"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"resource": "-930462432707248783360"},
+        {"resource": str(2**63)},
+        {"resource": "0"},
+    ],
+)
+def test_an_id_filter_outside_the_ids_range_is_refused_not_a_server_error(personas, query):
+    # A number past the database's integer reached the query and failed there (SQLite:
+    # OverflowError, a 500); found by fuzzing (tests/test_api_fuzz.py).
+    client = bearer(personas.requester)
+    client.raise_request_exception = False
+    for url in (REQUESTS, APPROVALS, "/api/v1/resources/"):
+        response = client.get(url, query if "resources" not in url else {"app": query["resource"]})
+
+        assert response.status_code == 400, url
+        assert "Ensure this value is" in " ".join(next(iter(response.json().values())))
+
+
+def test_a_true_or_false_filter_refuses_anything_else(personas):
+    # include_deleted=26970387 was taken for "not given" (found by fuzzing).
+    response = bearer(personas.admin).get("/api/v1/resources/", {"include_deleted": "26970387"})
+
+    assert response.status_code == 400
+    assert response.json() == {"include_deleted": ["'26970387' is not true or false."]}
+    for word in ("true", "False", "1", "no", ""):
+        assert (
+            bearer(personas.admin).get("/api/v1/resources/", {"include_deleted": word}).status_code
+            == 200
+        ), word
+
+
+def test_the_api_lists_refuse_a_page_size_that_is_not_a_whole_number(personas):
+    for url in (APPROVALS, REQUESTS, "/api/v1/tokens/", "/api/v1/resources/"):
+        response = bearer(personas.requester).get(url, {"page_size": "true"})
+
+        assert response.status_code == 400, url
+        assert "'true' is not a page size" in response.json()["page_size"][0]
+
+
 @pytest.mark.parametrize(("persona", "params"), [("admin", {"all": "1"}), ("approver", {})])
 def test_the_approval_queue_costs_the_same_queries_for_10_and_50_rows(
     personas, django_assert_max_num_queries, persona, params

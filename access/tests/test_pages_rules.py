@@ -154,6 +154,19 @@ def test_an_owner_edits_a_rule_and_the_change_is_audited(personas, rule):
     assert set(event.details["changes"]) >= {"max_duration", "stages"}
 
 
+def test_a_form_that_leaves_out_a_saved_stage_cannot_add_a_second_stage_1(personas, rule):
+    # A stale or hand-made form: the saved stage is not among its rows (INITIAL_FORMS=0), so
+    # it stays, and the new row numbered 1 would break the one-stage-per-order constraint.
+    response = logged_in(personas.approver).post(
+        reverse("resource-rule-edit", args=[personas.resource.pk, rule.pk]),
+        rule_data(name="Existing", **{"stages-0-reviewers": "manager"}),
+    )
+    assert response.status_code == 400
+    assert "Each stage needs its own order" in response.content.decode()
+    assert list(rule.stages.values_list("order", "reviewers")) == [(1, "owners")]
+    assert not AuditEvent.objects.filter(action="inventory.request_rule.updated").exists()
+
+
 def test_an_owner_deletes_a_rule_and_it_is_audited(personas, rule):
     client = logged_in(personas.approver)
     url = reverse("resource-rule-delete", args=[personas.resource.pk, rule.pk])

@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django.views.defaults import page_not_found
 
 from access import tokens
 from access.api.throttling import TokenCreateThrottle, throttled_page
@@ -34,6 +35,14 @@ def home(request: HttpRequest) -> HttpResponse:
         .order_by(F("expires_at").asc(nulls_last=True), "id")[:HOME_GRANT_LIMIT]
     )
     return render_page(request, "access/home.html", {"grants": grants})
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 for a path no URL matches: JSON under /api/, as the API's own 404s and its schema
+    say, so a client never has to read an HTML page; the usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "No API endpoint has this path."}, status=404)
+    return page_not_found(request, exception)
 
 
 @require_GET

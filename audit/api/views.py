@@ -7,9 +7,9 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import permissions, viewsets
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 
+from audit.api.pagination import CursorPagination
 from audit.api.serializers import AuditEventSerializer
 from audit.filters import AuditEventFilter
 from audit.models import AuditEvent
@@ -31,8 +31,6 @@ class AuditEventPagination(CursorPagination):
 
     ordering = "-id"
     page_size = 100
-    page_size_query_param = "page_size"
-    max_page_size = 500
 
 
 @extend_schema_view(

@@ -211,6 +211,19 @@ def test_the_api_pages_with_a_cursor_newest_first(client, personas):
     assert "count" not in first
 
 
+@pytest.mark.parametrize("page_size", ["true", "0.2", "0", "-3"])
+def test_a_page_size_that_is_not_a_whole_number_is_refused_and_named(client, personas, page_size):
+    # DRF ignored it and served the default page: found by fuzzing (tests/test_api_fuzz.py).
+    client.force_login(personas.auditor)
+
+    response = client.get(LIST_URL, {"page_size": page_size})
+
+    assert response.status_code == 400
+    assert "whole number from 1 to 500" in response.json()["page_size"][0]
+    # Above the maximum is still cut to it.
+    assert client.get(LIST_URL, {"page_size": 9999}).status_code == 200
+
+
 def test_the_api_list_costs_the_same_queries_for_5_and_50_events(
     client, personas, django_assert_max_num_queries
 ):
