@@ -144,6 +144,13 @@ class Resource(models.Model):
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
 
+    @property
+    def not_requestable_reason(self) -> str:
+        """Why the provider will not grant access to this resource (sync sets it, e.g. an IAM
+        role not tagged requestable); "" when it will."""
+        reason = self.metadata.get("not_requestable") if isinstance(self.metadata, dict) else ""
+        return str(reason or "")
+
 
 class AccessLevel(models.Model):
     """One kind of access to a resource: a permission set, "member", a database user, an EKS policy."""

@@ -254,6 +254,85 @@ def requestable_tag() -> str:
     return settings.PORTCULLIS_REQUESTABLE_TAG
 
 
+def role_not_requestable_reason(
+    name: str, path: str, tags: dict[str, str], ingester_role: str
+) -> str:
+    """Why Portcullis may not grant access to this customer IAM role, "" when it may: the
+    same rule as the policy's tag condition and denies, so sync, the grant driver and AWS
+    agree."""
+    tag = requestable_tag()
+    if name == ingester_role:
+        return f"{name} is Portcullis's own ingester role, which it never edits."
+    if name in PROTECTED_ROLE_NAMES or any(path.startswith(p) for p in PROTECTED_ROLE_PATHS):
+        return (
+            f"{name} is an organization, Identity Center or service-linked role, which "
+            "Portcullis never edits."
+        )
+    if tags.get(tag) != REQUESTABLE_TAG_VALUE:
+        return (
+            f"The role is not tagged {tag}={REQUESTABLE_TAG_VALUE}: Portcullis grants only "
+            "roles an AWS administrator tagged requestable, and its AWS policy lets it edit no "
+            "other. Tag the role in AWS to offer it."
+        )
+    return ""
+
+
+def unscoped_permissions(app: AwsApp) -> list[dict[str, str]]:
+    """What the ingester's policy cannot narrow to requestable resources, and why: shown on
+    the app page so that an admin knows what Portcullis's credentials can still reach."""
+    tag = requestable_tag()
+    limits = []
+    if app.organization_management:
+        limits += [
+            {
+                "what": "Trust policies of requestable roles (iam:UpdateAssumeRolePolicy)",
+                "why": "IAM has no condition key on a trust policy's content: on a role tagged "
+                f"{tag}=true, Portcullis could name any principal, not only its users' subjects.",
+            },
+            {
+                "what": "Inline policies of requestable roles (iam:PutRolePolicy)",
+                "why": "Needed to end live sessions at a revoke (PortcullisRevokedSessions). IAM "
+                "has no condition on the policy's name or content, so on a role tagged "
+                f"{tag}=true Portcullis could also add permissions. Tag only roles whose "
+                "owners accept that.",
+            },
+            {
+                "what": "Roles under /portcullis/: trust policy, deletion, tags "
+                "(iam:UpdateAssumeRolePolicy, iam:DeleteRole, iam:TagRole, iam:UntagRole)",
+                "why": "These calls carry no iam:PermissionsBoundary key; they are limited to the "
+                "/portcullis/ path, where Portcullis creates roles only with its boundary.",
+            },
+            {
+                "what": "The permissions boundary: SSM sessions, EKS and RDS IAM logins on "
+                "every instance, cluster and database of the account",
+                "why": "EC2 instances, EKS clusters and databases are requestable without a tag, "
+                "so the boundary cannot narrow them; each managed role's own policy names one.",
+            },
+            {
+                "what": "EKS access policies of /portcullis/ roles (eks:AssociateAccessPolicy)",
+                "why": "Limited to roles under /portcullis/ and to the AmazonEKS*Policy access "
+                "policies, on every cluster of the account, cluster-admin included: EKS "
+                "clusters are requestable without a tag.",
+            },
+        ]
+    if app.identity_center_management:
+        limits += [
+            {
+                "what": "Group memberships (identitystore:CreateGroupMembership, "
+                "DeleteGroupMembership)",
+                "why": "Identity Center groups carry no tags and these calls no condition keys: "
+                "any group of the app's identity store.",
+            },
+            {
+                "what": "Removing account assignments (sso:DeleteAccountAssignment)",
+                "why": "Allowed for every permission set, so that a permission set untagged after "
+                "a grant cannot keep its assignment; removing access never widens it. Creating "
+                f"one needs the permission set tagged {tag}=true.",
+            },
+        ]
+    return limits
+
+
 # Documents ----------------------------------------------------------------------------------
 def ingester_trust_policy(
     app: AwsApp | None, aws_settings: AwsSettings, *, principal: str | None = None

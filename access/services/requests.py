@@ -342,6 +342,12 @@ def validate_items(
         if resource.deleted_at is not None:
             add(index, f"{resource.name} no longer exists in AWS and cannot be requested.")
             continue
+        if resource.not_requestable_reason:
+            add(
+                index,
+                f"Access to {resource.name} cannot be requested: {resource.not_requestable_reason}",
+            )
+            continue
         if on_behalf and not permissions.can_request_for(requested_by, user, resource):
             add(
                 index,

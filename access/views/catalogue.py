@@ -216,6 +216,8 @@ def resource_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "more_holders": more_holders,
         "can_revoke": holders is not None and may_revoke_holders(user, resource),
         "can_manage_rules": permissions.can_manage_rules(user, resource),
-        "requestable": resource.deleted_at is None and rule.allow_requests,
+        "requestable": resource.deleted_at is None
+        and rule.allow_requests
+        and not resource.not_requestable_reason,
     }
     return render_page(request, "access/resource_detail.html", context)

@@ -297,6 +297,27 @@ def test_grants_from_other_sources_are_neither_touched_nor_doubled(org, app):
 
 
 # Deletions and restorations ------------------------------------------------------------------
+def test_sync_shows_roles_not_tagged_requestable_as_not_requestable_and_why(org, app):
+    account_id = org.accounts[0].account_id
+    role_arn = create_role(account_id, "UntaggedAdmin")
+    try:
+        sync(app)
+        roles = Resource.objects.filter(app=app, type=T.IAM_ROLE, account_id=account_id)
+        assert roles.get(name="DeveloperAccess").not_requestable_reason == ""
+        untagged = roles.get(remote_id=role_arn)
+        assert "not tagged portcullis:requestable=true" in untagged.not_requestable_reason
+        assert "never edits" in roles.get(name=seed.INGESTER_ROLE).not_requestable_reason
+
+        member(account_id, "iam").tag_role(
+            RoleName="UntaggedAdmin", Tags=[{"Key": seed.REQUESTABLE_TAG, "Value": "true"}]
+        )
+        sync(app)
+        untagged.refresh_from_db()
+        assert untagged.not_requestable_reason == ""
+    finally:
+        member(account_id, "iam").delete_role(RoleName="UntaggedAdmin")
+
+
 def test_what_is_deleted_in_aws_is_marked_deleted_after_the_next_sync(org, app):
     account_id = org.accounts[0].account_id
     instance_id = run_instance(account_id, "short-lived")
