@@ -9,13 +9,13 @@ from typing import Any
 
 from aws_integration import clients
 from aws_integration.seed.base import (
-    REQUESTABLE_TAG,
     STANDIN_CREDENTIALS,
     Person,
     SeededAccount,
     SeededAssignment,
     SeedError,
     SeedSize,
+    requestable_tag,
 )
 
 _GROUP_NAMES = ("Engineering", "Data", "Security", "Support", "Finance", "Platform", "SRE")
@@ -209,7 +209,7 @@ def _create_permission_sets(sso: Any, instance_arn: str, count: int) -> dict[str
             # permission sets tagged requestable.
             Tags=[
                 {"Key": "seeded-by", "Value": "portcullis"},
-                {"Key": REQUESTABLE_TAG, "Value": "true"},
+                {"Key": requestable_tag(), "Value": "true"},
             ],
         )["PermissionSet"]["PermissionSetArn"]
         if managed_policy:

@@ -82,7 +82,7 @@ def test_a_full_sync_reads_every_resource_type_with_its_fields_and_access_levels
     role = roles.get(name="DeveloperAccess")
     assert role.remote_id == f"arn:aws:iam::{first.account_id}:role/DeveloperAccess"
     assert role.region == ""
-    assert role.tags[seed.REQUESTABLE_TAG] == "true"
+    assert role.tags[seed.requestable_tag()] == "true"
     assert role.metadata["max_session_duration"] == 4 * 3600
     statement = role.metadata["trust_policy"]["Statement"][0]
     assert statement["Principal"] == {"AWS": f"arn:aws:iam::{org.management_account_id}:root"}
@@ -309,7 +309,7 @@ def test_sync_shows_roles_not_tagged_requestable_as_not_requestable_and_why(org,
         assert "never edits" in roles.get(name=seed.INGESTER_ROLE).not_requestable_reason
 
         member(account_id, "iam").tag_role(
-            RoleName="UntaggedAdmin", Tags=[{"Key": seed.REQUESTABLE_TAG, "Value": "true"}]
+            RoleName="UntaggedAdmin", Tags=[{"Key": seed.requestable_tag(), "Value": "true"}]
         )
         sync(app)
         untagged.refresh_from_db()

@@ -134,12 +134,12 @@ def test_an_iam_role_is_refreshed_by_name_or_by_arn(org, app):
             ],
         }
         iam.update_assume_role_policy(RoleName="EventRole", PolicyDocument=json.dumps(trust))
-        iam.tag_role(RoleName="EventRole", Tags=[{"Key": seed.REQUESTABLE_TAG, "Value": "true"}])
+        iam.tag_role(RoleName="EventRole", Tags=[{"Key": seed.requestable_tag(), "Value": "true"}])
         # An ARN alone names the account.
         assert refresh(app, [ObjectRef("iam_role", remote_id=arn)])["updated"] == 1
         role.refresh_from_db()
         assert role.metadata["trust_policy"] == trust
-        assert role.tags[seed.REQUESTABLE_TAG] == "true"
+        assert role.tags[seed.requestable_tag()] == "true"
     finally:
         iam.delete_role(RoleName="EventRole")
     assert refresh(app, [ObjectRef("iam_role", account_id, "", "EventRole")])["deleted"] == 1
