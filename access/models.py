@@ -173,6 +173,13 @@ class AccessLevel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def not_requestable_reason(self) -> str:
+        """Why the provider will not grant this level (sync sets it, e.g. a permission set
+        not tagged requestable, offered as a level of an account or OU); "" when it will."""
+        reason = self.metadata.get("not_requestable") if isinstance(self.metadata, dict) else ""
+        return str(reason or "")
+
 
 class Owner(models.Model):
     """A user or a group owning a resource: they approve its requests and review its access."""

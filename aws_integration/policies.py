@@ -277,6 +277,19 @@ def role_not_requestable_reason(
     return ""
 
 
+def permission_set_not_requestable_reason(tags: dict[str, str]) -> str:
+    """Why Portcullis may not assign this Identity Center permission set, "" when it may:
+    the rule of the policy's RequestablePermissionSets condition."""
+    tag = requestable_tag()
+    if tags.get(tag) != REQUESTABLE_TAG_VALUE:
+        return (
+            f"The permission set is not tagged {tag}={REQUESTABLE_TAG_VALUE}: Portcullis assigns "
+            "only permission sets an AWS administrator tagged requestable, and its AWS policy "
+            "lets it assign no other. Tag the permission set in AWS to offer it."
+        )
+    return ""
+
+
 def unscoped_permissions(app: AwsApp) -> list[dict[str, str]]:
     """What the ingester's policy cannot narrow to requestable resources, and why: shown on
     the app page so that an admin knows what Portcullis's credentials can still reach."""

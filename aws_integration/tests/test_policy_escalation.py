@@ -158,6 +158,14 @@ def test_it_assigns_only_permission_sets_tagged_requestable(policy):
     assert not iam_evaluator.allowed([policy], *other_instance)
 
 
+def test_it_reads_permission_set_tags_but_cannot_tag_one_to_make_it_requestable(policy):
+    # Sync and the grant driver read the requestable tag; only an AWS administrator sets it.
+    assert can(policy, "sso:ListTagsForResource", PERMISSION_SET) == ALLOW
+    for action in ("sso:TagResource", "sso:UntagResource"):
+        assert can(policy, action, PERMISSION_SET) != ALLOW
+        assert can(policy, action, INSTANCE) != ALLOW
+
+
 def test_it_removes_assignments_of_any_permission_set(policy):
     # Removing access never widens it, and a tag taken off after a grant must not strand it.
     assert iam_evaluator.allowed([policy], *assignment("sso:DeleteAccountAssignment", {}))

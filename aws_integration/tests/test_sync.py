@@ -318,6 +318,45 @@ def test_sync_shows_roles_not_tagged_requestable_as_not_requestable_and_why(org,
         member(account_id, "iam").delete_role(RoleName="UntaggedAdmin")
 
 
+def test_sync_shows_what_depends_on_an_untagged_permission_set_as_not_requestable(org, app):
+    sso = management("sso-admin")
+    untagged = org.provisioned_permission_sets[0]
+    tagged = next(arn for arn in org.permission_sets.values() if arn != untagged)
+    account_id = org.accounts[0].account_id
+    sso.untag_resource(
+        InstanceArn=org.instance_arn, ResourceArn=untagged, TagKeys=[seed.requestable_tag()]
+    )
+    try:
+        sync(app)
+        account = Resource.objects.get(app=app, type=T.ACCOUNT, remote_id=account_id)
+        # The account stays requestable with its tagged permission sets as levels.
+        assert account.not_requestable_reason == ""
+        levels = {lv.remote_id: lv for lv in account.access_levels.all()}
+        assert "not tagged portcullis:requestable=true" in levels[untagged].not_requestable_reason
+        for ou in live(app, T.ORGANIZATIONAL_UNIT):
+            ou_levels = {lv.remote_id: lv for lv in ou.access_levels.all()}
+            assert "not tagged" in ou_levels[untagged].not_requestable_reason
+            assert ou_levels[tagged].not_requestable_reason == ""
+        role = Resource.objects.get(app=app, type=T.IDC_ROLE, remote_id=f"{account_id}/{untagged}")
+        assert "not tagged portcullis:requestable=true" in role.not_requestable_reason
+
+        sso.tag_resource(
+            InstanceArn=org.instance_arn,
+            ResourceArn=untagged,
+            Tags=[{"Key": seed.requestable_tag(), "Value": "true"}],
+        )
+        sync(app)
+        role.refresh_from_db()
+        assert role.not_requestable_reason == ""
+        assert account.access_levels.get(remote_id=untagged).not_requestable_reason == ""
+    finally:
+        sso.tag_resource(
+            InstanceArn=org.instance_arn,
+            ResourceArn=untagged,
+            Tags=[{"Key": seed.requestable_tag(), "Value": "true"}],
+        )
+
+
 def test_what_is_deleted_in_aws_is_marked_deleted_after_the_next_sync(org, app):
     account_id = org.accounts[0].account_id
     instance_id = run_instance(account_id, "short-lived")

@@ -286,7 +286,10 @@ def test_a_permission_set_is_refreshed_on_every_ou(org, app):
     refresh(app, [ref])
     for ou in live(app, T.ORGANIZATIONAL_UNIT):
         assert arn in level_ids(ou)
-        assert ou.access_levels.get(remote_id=arn).metadata == {"session_duration": "PT2H"}
+        level = ou.access_levels.get(remote_id=arn)
+        assert level.metadata["session_duration"] == "PT2H"
+        # Created without the requestable tag: listed, but not offered.
+        assert "not tagged portcullis:requestable=true" in level.not_requestable_reason
 
     sso.delete_permission_set(InstanceArn=org.instance_arn, PermissionSetArn=arn)
     refresh(app, [ref])

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from access.choices import ResourceType
 from aws_integration.policies import MANAGED_PATH, role_not_requestable_reason
 from aws_integration.sync.fetchers.base import (
+    NOT_REQUESTABLE,
     error_code,
     identifier_from_arn,
     paginate,
@@ -35,7 +36,6 @@ RDS_CLUSTER_TYPES = {
     "aurora-postgresql": ResourceType.AURORA_POSTGRES.value,
 }
 DB_USERS_TAG = "portcullis:db-users"
-NOT_REQUESTABLE = "not_requestable"
 
 ASSUME_LEVEL = LevelRecord("assume", "Assume role", "Assume this IAM role.")
 SSM_LEVEL = LevelRecord(
