@@ -125,6 +125,8 @@ def create_grant(
         raise GrantError(f"{resource.name} no longer exists in AWS.")
     if access_level.deleted_at is not None:
         raise GrantError(f"The access level {access_level.name} no longer exists.")
+    if refusal := not_requestable(resource, access_level):
+        raise GrantError(refusal)
     now = timezone.now()
     if expires_at is not None and expires_at <= now:
         raise GrantError("The expiry must be in the future.")
