@@ -151,6 +151,13 @@ class Resource(models.Model):
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
 
+    @property
+    def not_requestable_reason(self) -> str:
+        """Why the provider will not grant access to this resource (sync sets it, e.g. an IAM
+        role not tagged requestable); "" when it will."""
+        reason = self.metadata.get("not_requestable") if isinstance(self.metadata, dict) else ""
+        return str(reason or "")
+
 
 class AccessLevel(models.Model):
     """One kind of access to a resource: a permission set, "member", a database user, an EKS policy."""
@@ -172,6 +179,13 @@ class AccessLevel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def not_requestable_reason(self) -> str:
+        """Why the provider will not grant this level (sync sets it, e.g. a permission set
+        not tagged requestable, offered as a level of an account or OU); "" when it will."""
+        reason = self.metadata.get("not_requestable") if isinstance(self.metadata, dict) else ""
+        return str(reason or "")
 
 
 class Owner(models.Model):

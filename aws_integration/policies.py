@@ -26,6 +26,9 @@ MANAGED_PATH = "/portcullis/"
 BOUNDARY_POLICY_NAME = "PortcullisPermissionsBoundary"
 INGESTER_POLICY_NAME = "PortcullisIngester"
 MANAGED_STATEMENT_SID = "PortcullisManaged"
+# A customer's IAM role or permission set is requestable when its tag
+# settings.PORTCULLIS_REQUESTABLE_TAG has this value (exactly: IAM compares case-sensitively).
+REQUESTABLE_TAG_VALUE = "true"
 PRINCIPAL_PLACEHOLDER = "arn:aws:iam::PORTCULLIS_ACCOUNT_ID:role/SET_PORTCULLIS_AWS_PRINCIPAL_ARN"
 ISSUER_PLACEHOLDER = "oidc.example.com"
 CLIENT_ID_PLACEHOLDER = "SET_THE_OIDC_CLIENT_ID"
@@ -105,11 +108,11 @@ IDENTITY_CENTER_GRANT_ACTIONS = [
     "sso:DescribeAccountAssignmentCreationStatus",
     "sso:DescribeAccountAssignmentDeletionStatus",
 ]
-# Subjects are added to the trust policy of any role an admin makes requestable.
+# Subjects are added to the trust policy of the roles an admin tagged requestable, and of
+# Portcullis's own roles under /portcullis/.
 TRUST_POLICY_GRANT_ACTIONS = ["iam:UpdateAssumeRolePolicy"]
 # A revoke ends the user's live sessions of a role Portcullis holds a trust statement in with
-# a Deny inline policy (PortcullisRevokedSessions). It reaches no further than editing the
-# role's trust policy, which the ingester can already do on the same roles.
+# a Deny inline policy (PortcullisRevokedSessions), on the same roles as the trust edits.
 REVOKE_SESSIONS_ACTIONS = ["iam:PutRolePolicy"]
 # These carry the iam:PermissionsBoundary condition key (AWS sets it on these calls only).
 MANAGED_ROLE_BOUNDED_ACTIONS = [
@@ -137,6 +140,47 @@ GRANT_ACTIONS = (
     + MANAGED_ROLE_LIFECYCLE_ACTIONS
     + EKS_GRANT_ACTIONS
 )
+
+# Roles nobody but their owner (AWS, the organization's administrators) may change, even if
+# someone tagged them requestable: editing one would hand out the keys to an account.
+PROTECTED_ROLE_NAMES = ["OrganizationAccountAccessRole", "AWSControlTowerExecution"]
+PROTECTED_ROLE_PATHS = ["/aws-reserved/", "/aws-service-role/"]
+# Every call that changes a role. Denied on the protected roles whatever else is allowed.
+ROLE_WRITE_ACTIONS = [
+    "iam:CreateRole",
+    "iam:DeleteRole",
+    "iam:UpdateRole",
+    "iam:UpdateRoleDescription",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:PutRolePolicy",
+    "iam:DeleteRolePolicy",
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:PutRolePermissionsBoundary",
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:TagRole",
+    "iam:UntagRole",
+]
+# Never needed, and each one a way around the tag, the path or the boundary: attaching a
+# managed policy (AdministratorAccess) to a role, changing or dropping a role's boundary,
+# rewriting the boundary policy itself, handing a role to a service.
+ESCALATION_ACTIONS = [
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:PutRolePermissionsBoundary",
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:CreatePolicy",
+    "iam:CreatePolicyVersion",
+    "iam:SetDefaultPolicyVersion",
+    "iam:DeletePolicy",
+    "iam:DeletePolicyVersion",
+    "iam:TagPolicy",
+    "iam:UntagPolicy",
+    "iam:PassRole",
+    "iam:CreateServiceLinkedRole",
+]
+# The EKS access policies Portcullis associates (one per access level).
+EKS_ACCESS_POLICIES = "arn:aws:eks::aws:cluster-access-policy/AmazonEKS*Policy"
 SQS_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
 
 # The most a Portcullis-managed role may ever do, whatever policy a grant puts on it.
@@ -201,6 +245,107 @@ def _statement(sid: str, actions: list[str], resource: Any = "*", **extra: Any) 
     return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": resource, **extra}
 
 
+def _deny(sid: str, actions: list[str], **extra: Any) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Deny", "Action": list(actions), **extra}
+
+
+def requestable_tag() -> str:
+    """The tag key that makes a customer's IAM role or permission set requestable."""
+    return settings.PORTCULLIS_REQUESTABLE_TAG
+
+
+def role_not_requestable_reason(
+    name: str, path: str, tags: dict[str, str], ingester_role: str
+) -> str:
+    """Why Portcullis may not grant access to this customer IAM role, "" when it may: the
+    same rule as the policy's tag condition and denies, so sync, the grant driver and AWS
+    agree."""
+    tag = requestable_tag()
+    if name == ingester_role:
+        return f"{name} is Portcullis's own ingester role, which it never edits."
+    if name in PROTECTED_ROLE_NAMES or any(path.startswith(p) for p in PROTECTED_ROLE_PATHS):
+        return (
+            f"{name} is an organization, Identity Center or service-linked role, which "
+            "Portcullis never edits."
+        )
+    if tags.get(tag) != REQUESTABLE_TAG_VALUE:
+        return (
+            f"The role is not tagged {tag}={REQUESTABLE_TAG_VALUE}: Portcullis grants only "
+            "roles an AWS administrator tagged requestable, and its AWS policy lets it edit no "
+            "other. Tag the role in AWS to offer it."
+        )
+    return ""
+
+
+def permission_set_not_requestable_reason(tags: dict[str, str]) -> str:
+    """Why Portcullis may not assign this Identity Center permission set, "" when it may:
+    the rule of the policy's RequestablePermissionSets condition."""
+    tag = requestable_tag()
+    if tags.get(tag) != REQUESTABLE_TAG_VALUE:
+        return (
+            f"The permission set is not tagged {tag}={REQUESTABLE_TAG_VALUE}: Portcullis assigns "
+            "only permission sets an AWS administrator tagged requestable, and its AWS policy "
+            "lets it assign no other. Tag the permission set in AWS to offer it."
+        )
+    return ""
+
+
+def unscoped_permissions(app: AwsApp) -> list[dict[str, str]]:
+    """What the ingester's policy cannot narrow to requestable resources, and why: shown on
+    the app page so that an admin knows what Portcullis's credentials can still reach."""
+    tag = requestable_tag()
+    limits = []
+    if app.organization_management:
+        limits += [
+            {
+                "what": "Trust policies of requestable roles (iam:UpdateAssumeRolePolicy)",
+                "why": "IAM has no condition key on a trust policy's content: on a role tagged "
+                f"{tag}=true, Portcullis could name any principal, not only its users' subjects.",
+            },
+            {
+                "what": "Inline policies of requestable roles (iam:PutRolePolicy)",
+                "why": "Needed to end live sessions at a revoke (PortcullisRevokedSessions). IAM "
+                "has no condition on the policy's name or content, so on a role tagged "
+                f"{tag}=true Portcullis could also add permissions. Tag only roles whose "
+                "owners accept that.",
+            },
+            {
+                "what": "Roles under /portcullis/: trust policy, deletion, tags "
+                "(iam:UpdateAssumeRolePolicy, iam:DeleteRole, iam:TagRole, iam:UntagRole)",
+                "why": "These calls carry no iam:PermissionsBoundary key; they are limited to the "
+                "/portcullis/ path, where Portcullis creates roles only with its boundary.",
+            },
+            {
+                "what": "The permissions boundary: SSM sessions, EKS and RDS IAM logins on "
+                "every instance, cluster and database of the account",
+                "why": "EC2 instances, EKS clusters and databases are requestable without a tag, "
+                "so the boundary cannot narrow them; each managed role's own policy names one.",
+            },
+            {
+                "what": "EKS access policies of /portcullis/ roles (eks:AssociateAccessPolicy)",
+                "why": "Limited to roles under /portcullis/ and to the AmazonEKS*Policy access "
+                "policies, on every cluster of the account, cluster-admin included: EKS "
+                "clusters are requestable without a tag.",
+            },
+        ]
+    if app.identity_center_management:
+        limits += [
+            {
+                "what": "Group memberships (identitystore:CreateGroupMembership, "
+                "DeleteGroupMembership)",
+                "why": "Identity Center groups carry no tags and these calls no condition keys: "
+                "any group of the app's identity store.",
+            },
+            {
+                "what": "Removing account assignments (sso:DeleteAccountAssignment)",
+                "why": "Allowed for every permission set, so that a permission set untagged after "
+                "a grant cannot keep its assignment; removing access never widens it. Creating "
+                f"one needs the permission set tagged {tag}=true.",
+            },
+        ]
+    return limits
+
+
 # Documents ----------------------------------------------------------------------------------
 def ingester_trust_policy(
     app: AwsApp | None, aws_settings: AwsSettings, *, principal: str | None = None
@@ -228,11 +373,20 @@ def ingester_permissions_policy(
     *,
     account_id: str | None = None,
     queue: str | None = None,
+    ingester_role: str | None = None,
 ) -> dict[str, Any]:
     """The least the ingester role needs in ``account_id`` (default: the management account)
     for what the app's toggles turn on: sync reads, grants, managed roles, the SQS queue.
 
-    ``queue`` overrides the queue ARN (the CloudFormation template passes a parameter)."""
+    Its writes reach only what an admin marked requestable: IAM roles tagged
+    ``<requestable tag>=true``, Portcullis's own roles under /portcullis/ (created with the
+    permissions boundary), permission sets with the same tag, EKS access entries of roles
+    under /portcullis/. Explicit denies keep it off its own role and the organization's and
+    AWS's roles, and away from every way around the tag, the path and the boundary, whatever
+    other policy the role is given.
+
+    ``queue`` and ``ingester_role`` override the queue ARN and the ingester role's name
+    (the CloudFormation template passes parameters)."""
     account = account_id or app.management_account_id
     statements: list[dict[str, Any]] = [
         _statement("OrganizationsRead", ORGANIZATIONS_READ_ACTIONS),
@@ -240,38 +394,149 @@ def ingester_permissions_policy(
     if app.identity_center_management:
         statements += [
             _statement("IdentityCenterRead", IDENTITY_CENTER_READ_ACTIONS),
-            _statement("IdentityCenterGrants", IDENTITY_CENTER_GRANT_ACTIONS),
+            *_identity_center_grant_statements(app),
         ]
     if app.organization_management:
         statements += [
             _statement("MemberAccountRead", MEMBER_READ_ACTIONS),
-            _statement(
-                "TrustPolicyGrants",
-                TRUST_POLICY_GRANT_ACTIONS,
-                f"arn:aws:iam::{account}:role/*",
-            ),
-            _statement(
-                "RevokeLiveSessions",
-                REVOKE_SESSIONS_ACTIONS,
-                f"arn:aws:iam::{account}:role/*",
-            ),
-            _statement(
-                "ManagedRolesWithBoundary",
-                MANAGED_ROLE_BOUNDED_ACTIONS,
-                managed_roles_arn(account),
-                Condition={
-                    "StringEquals": {"iam:PermissionsBoundary": boundary_policy_arn(account)}
-                },
-            ),
-            _statement(
-                "ManagedRolesLifecycle", MANAGED_ROLE_LIFECYCLE_ACTIONS, managed_roles_arn(account)
-            ),
-            _statement("EksAccessEntries", EKS_GRANT_ACTIONS),
+            *_role_statements(account, ingester_role or app.ingester_role_name),
+            *_eks_statements(account),
         ]
     queue_resource = queue or (queue_arn(app.sqs_queue_url) if app.sqs_queue_url else "")
     if queue_resource:
         statements.append(_statement("CloudTrailEventsQueue", SQS_ACTIONS, queue_resource))
     return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def requestable_condition() -> dict[str, Any]:
+    """True of a resource an admin tagged requestable (IAM role, permission set)."""
+    return {"StringEquals": {f"aws:ResourceTag/{requestable_tag()}": REQUESTABLE_TAG_VALUE}}
+
+
+def protected_role_arns(account: str, ingester_role: str) -> list[str]:
+    """The roles Portcullis never changes: its own, the organization's administrator roles
+    (at the root path or any other), Identity Center's and the service-linked ones."""
+    arns = []
+    for name in [ingester_role, *PROTECTED_ROLE_NAMES]:
+        arns += [f"arn:aws:iam::{account}:role/{name}", f"arn:aws:iam::{account}:role/*/{name}"]
+    arns += [f"arn:aws:iam::{account}:role{path}*" for path in PROTECTED_ROLE_PATHS]
+    return arns
+
+
+def _role_statements(account: str, ingester_role: str) -> list[dict[str, Any]]:
+    roles = f"arn:aws:iam::{account}:role/*"
+    managed = managed_roles_arn(account)
+    boundary = boundary_policy_arn(account)
+    return [
+        _statement(
+            "RequestableRoles",
+            TRUST_POLICY_GRANT_ACTIONS + REVOKE_SESSIONS_ACTIONS,
+            roles,
+            Condition=requestable_condition(),
+        ),
+        # UpdateAssumeRolePolicy has no boundary key; every role it reaches here was
+        # created with the boundary (CreateRole below), which nothing may take off.
+        _statement("ManagedRolesTrust", TRUST_POLICY_GRANT_ACTIONS, managed),
+        _statement(
+            "ManagedRolesWithBoundary",
+            MANAGED_ROLE_BOUNDED_ACTIONS,
+            managed,
+            Condition={"ArnEquals": {"iam:PermissionsBoundary": boundary}},
+        ),
+        _statement("ManagedRolesLifecycle", MANAGED_ROLE_LIFECYCLE_ACTIONS, managed),
+        _deny(
+            "DenyProtectedRoles",
+            ROLE_WRITE_ACTIONS,
+            Resource=protected_role_arns(account, ingester_role),
+        ),
+        _deny("DenyEscalation", ESCALATION_ACTIONS, Resource="*"),
+        # Tags decide what is requestable: only Portcullis's own roles may be (un)tagged.
+        # A role is created only under /portcullis/ and only with the boundary.
+        _deny(
+            "DenyRolesOutsideThePortcullisPath",
+            ["iam:CreateRole", "iam:TagRole", "iam:UntagRole", "iam:DeleteRole"],
+            NotResource=managed,
+        ),
+        _deny(
+            "DenyRolesWithoutTheBoundary",
+            ["iam:CreateRole"],
+            Resource="*",
+            # A request without a boundary has no key: ArnNotEquals is then true.
+            Condition={"ArnNotEquals": {"iam:PermissionsBoundary": boundary}},
+        ),
+    ]
+
+
+def _identity_center_grant_statements(app: AwsApp) -> list[dict[str, Any]]:
+    # An assignment is authorised on the instance, the account and the permission set
+    # alike; only the permission set carries tags, so it gets its own statement.
+    instance = app.identity_center_instance_arn or "arn:aws:sso:::instance/*"
+    instance_id = instance.rsplit("/", 1)[-1]
+    permission_sets = f"arn:aws:sso:::permissionSet/{instance_id}/*"
+    store = f"arn:aws:identitystore::*:identitystore/{app.identity_store_id or '*'}"
+    assign = ["sso:CreateAccountAssignment"]
+    return [
+        # Groups carry no tags and memberships no condition keys: any group of the
+        # app's identity store (listed on the app page).
+        _statement(
+            "IdentityCenterGroupMemberships",
+            ["identitystore:CreateGroupMembership", "identitystore:DeleteGroupMembership"],
+            [
+                store,
+                "arn:aws:identitystore:::group/*",
+                "arn:aws:identitystore:::user/*",
+                "arn:aws:identitystore:::membership/*",
+            ],
+        ),
+        _statement(
+            "IdentityCenterAssignments",
+            [*assign, "sso:DeleteAccountAssignment"],
+            [instance, "arn:aws:sso:::account/*"],
+        ),
+        _statement(
+            "RequestablePermissionSets",
+            assign,
+            permission_sets,
+            Condition=requestable_condition(),
+        ),
+        # Removing access never widens it: a permission set untagged after a grant must
+        # not leave its assignments in place.
+        _statement("RemoveAssignments", ["sso:DeleteAccountAssignment"], permission_sets),
+        _statement(
+            "IdentityCenterAssignmentStatus",
+            [
+                "sso:DescribeAccountAssignmentCreationStatus",
+                "sso:DescribeAccountAssignmentDeletionStatus",
+            ],
+            instance,
+        ),
+    ]
+
+
+def _eks_statements(account: str) -> list[dict[str, Any]]:
+    only_managed_roles = {"ArnLike": {"eks:principalArn": managed_roles_arn(account)}}
+    return [
+        _statement(
+            "EksAccessEntries",
+            ["eks:CreateAccessEntry", "eks:DeleteAccessEntry"],
+            [
+                f"arn:aws:eks:*:{account}:cluster/*",
+                f"arn:aws:eks:*:{account}:access-entry/*",
+            ],
+            Condition=only_managed_roles,
+        ),
+        _statement(
+            "EksAccessPolicies",
+            ["eks:AssociateAccessPolicy", "eks:DisassociateAccessPolicy"],
+            f"arn:aws:eks:*:{account}:access-entry/*",
+            Condition={
+                "ArnLike": {
+                    "eks:principalArn": managed_roles_arn(account),
+                    "eks:policyArn": EKS_ACCESS_POLICIES,
+                }
+            },
+        ),
+    ]
 
 
 def boundary_policy() -> dict[str, Any]:
@@ -316,6 +581,7 @@ def oidc_trust_statement(
 # CloudFormation -----------------------------------------------------------------------------
 _ACCOUNT_VARIABLE = "${AWS::AccountId}"
 _QUEUE_PARAMETER = "${QueueArn}"
+_ROLE_PARAMETER = "${IngesterRoleName}"
 
 
 def _substituted(value: Any) -> Any:
@@ -336,7 +602,7 @@ def cloudformation_template(app: AwsApp, aws_settings: AwsSettings) -> dict[str,
     installation is a parameter (defaulted to this installation's values) and the account
     ID comes from the stack, so it deploys unchanged as a StackSet."""
     permissions = ingester_permissions_policy(
-        app, account_id=_ACCOUNT_VARIABLE, queue=_QUEUE_PARAMETER
+        app, account_id=_ACCOUNT_VARIABLE, queue=_QUEUE_PARAMETER, ingester_role=_ROLE_PARAMETER
     )
     statements = permissions["Statement"]
     queue_statement = statements.pop()  # the last one: added because a queue was passed

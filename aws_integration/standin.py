@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import logging
 import os
 import socket
@@ -87,6 +88,47 @@ def use_base_amis_only() -> bool:
     return True
 
 
+def add_permission_set_tagging() -> None:
+    """Teaches moto's sso-admin the tag calls it lacks (ListTagsForResource, TagResource,
+    UntagResource) for permission sets, on the tags CreatePermissionSet stored: Portcullis
+    reads them to know which permission sets are requestable. Idempotent; call it before
+    the server handles a request."""
+    from moto.ssoadmin.exceptions import ResourceNotFoundException
+    from moto.ssoadmin.responses import SSOAdminResponse
+
+    if getattr(SSOAdminResponse, "_portcullis_tagging", False):
+        return
+
+    def permission_set(response: Any) -> Any:
+        arn = response._get_param("ResourceArn")
+        instance_arn = response._get_param("InstanceArn")
+        for found in response.ssoadmin_backend.permission_sets:
+            if found.permission_set_arn == arn and instance_arn in ("", None, found.instance_arn):
+                return found
+        raise ResourceNotFoundException(message=f"Could not find the resource {arn}")
+
+    def list_tags_for_resource(self: Any) -> str:
+        return json.dumps({"Tags": list(permission_set(self).tags or [])})
+
+    def tag_resource(self: Any) -> str:
+        found = permission_set(self)
+        new = {t["Key"]: t["Value"] for t in self._get_param("Tags") or []}
+        kept = [t for t in found.tags or [] if t["Key"] not in new]
+        found.tags = kept + [{"Key": k, "Value": v} for k, v in new.items()]
+        return "{}"
+
+    def untag_resource(self: Any) -> str:
+        found = permission_set(self)
+        keys = set(self._get_param("TagKeys") or [])
+        found.tags = [t for t in found.tags or [] if t["Key"] not in keys]
+        return "{}"
+
+    SSOAdminResponse.list_tags_for_resource = list_tags_for_resource
+    SSOAdminResponse.tag_resource = tag_resource
+    SSOAdminResponse.untag_resource = untag_resource
+    SSOAdminResponse._portcullis_tagging = True
+
+
 def start_moto(
     host: str = "127.0.0.1", port: int = 0, *, base_amis_only: bool = True
 ) -> MotoServer:
@@ -97,6 +139,7 @@ def start_moto(
     _check_port_free(host, port, "the stand-in AWS", "--aws-port")
     if base_amis_only:
         use_base_amis_only()
+    add_permission_set_tagging()
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)

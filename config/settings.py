@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -211,6 +212,16 @@ AWS_DEFAULT_REGION = env_str("AWS_DEFAULT_REGION", "us-east-1")
 AWS_MAX_ATTEMPTS = env_int("AWS_MAX_ATTEMPTS", 8)
 # The IAM principal Portcullis itself runs as; ingester roles trust it (with the External ID).
 PORTCULLIS_AWS_PRINCIPAL_ARN = env_str("PORTCULLIS_AWS_PRINCIPAL_ARN")
+# The tag (value "true") that makes a customer's IAM role or permission set requestable;
+# Portcullis's AWS policy lets it edit nothing else outside its own /portcullis/ roles.
+PORTCULLIS_REQUESTABLE_TAG = env_str("PORTCULLIS_REQUESTABLE_TAG", "portcullis:requestable")
+if not re.fullmatch(r"[\w .:/=+\-@]{1,128}", PORTCULLIS_REQUESTABLE_TAG) or (
+    PORTCULLIS_REQUESTABLE_TAG.lower().startswith("aws:")
+):
+    raise ImproperlyConfigured(
+        f"PORTCULLIS_REQUESTABLE_TAG={PORTCULLIS_REQUESTABLE_TAG!r} is not a tag key AWS "
+        "accepts: 1 to 128 letters, digits, spaces and _ . : / = + - @, not starting with aws:."
+    )
 
 # The OIDC issuer check fetches only https URLs on public addresses; with DEBUG it may
 # also fetch http and local ones (a test identity provider on this machine). A setting of

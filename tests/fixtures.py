@@ -154,9 +154,10 @@ def shared_samples(kind: str) -> Path:
 def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    from aws_integration.standin import use_base_amis_only
+    from aws_integration.standin import add_permission_set_tagging, use_base_amis_only
 
     use_base_amis_only()
+    add_permission_set_tagging()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -78,6 +78,16 @@ class DirectGrantForm(forms.ModelForm):
             self.add_error("resource", f"{resource.name} no longer exists in AWS.")
         if level is not None and level.deleted_at is not None:
             self.add_error("access_level", f"The access level {level.name} no longer exists.")
+        # The same refusal as for requests: AWS would refuse the grant anyway.
+        if resource is not None and (refusal := grant_service.not_requestable(resource)):
+            self.add_error("resource", refusal)
+        elif (
+            resource is not None
+            and level is not None
+            and level.resource_id == resource.pk
+            and (refusal := grant_service.not_requestable(resource, level))
+        ):
+            self.add_error("access_level", refusal)
         return cleaned
 
 

@@ -87,6 +87,20 @@ def _load(grant_id: int) -> Grant:
 
 
 # Create ---------------------------------------------------------------------------------------
+def not_requestable(resource: Resource, access_level: AccessLevel | None = None) -> str:
+    """Why access to ``resource`` (at ``access_level``) cannot be requested or granted, as
+    sync found it (an untagged IAM role or permission set): "" when it can. Requests,
+    approvals and admins' direct grants all ask this."""
+    if resource.not_requestable_reason:
+        return f"Access to {resource.name} cannot be requested: {resource.not_requestable_reason}"
+    if access_level is not None and access_level.not_requestable_reason:
+        return (
+            f"Access to {resource.name} ({access_level.name}) cannot be requested: "
+            f"{access_level.not_requestable_reason}"
+        )
+    return ""
+
+
 def create_grant(
     *,
     user: User,
@@ -111,6 +125,8 @@ def create_grant(
         raise GrantError(f"{resource.name} no longer exists in AWS.")
     if access_level.deleted_at is not None:
         raise GrantError(f"The access level {access_level.name} no longer exists.")
+    if refusal := not_requestable(resource, access_level):
+        raise GrantError(refusal)
     now = timezone.now()
     if expires_at is not None and expires_at <= now:
         raise GrantError("The expiry must be in the future.")

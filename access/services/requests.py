@@ -342,6 +342,9 @@ def validate_items(
         if resource.deleted_at is not None:
             add(index, f"{resource.name} no longer exists in AWS and cannot be requested.")
             continue
+        if refusal := grant_service.not_requestable(resource):
+            add(index, refusal)
+            continue
         if on_behalf and not permissions.can_request_for(requested_by, user, resource):
             add(
                 index,
@@ -356,6 +359,9 @@ def validate_items(
             continue
         if level.deleted_at is not None:
             add(index, f"The access level {level.name} of {resource.name} no longer exists.")
+            continue
+        if refusal := grant_service.not_requestable(resource, level):
+            add(index, refusal)
             continue
         item.access_level = level
         if (resource.pk, level.pk) in seen:

@@ -233,6 +233,60 @@ def test_it_refuses_a_direct_grant_on_a_resource_gone_from_aws(admin_client, per
     assert not Grant.objects.exists()
 
 
+PS_REASON = "The permission set is not tagged portcullis:requestable=true: tag it in AWS."
+ROLE_REASON = "The role is not tagged portcullis:requestable=true: tag it in AWS."
+
+
+def test_it_refuses_a_direct_grant_of_a_permission_set_not_tagged_requestable(
+    admin_client, personas, level
+):
+    AccessLevel.objects.filter(pk=level.pk).update(metadata={"not_requestable": PS_REASON})
+    response = post_form(
+        admin_client,
+        add_url(Grant),
+        {
+            "user": str(personas.requester.pk),
+            "resource": str(personas.resource.pk),
+            "access_level": str(level.pk),
+        },
+    )
+    assert response.status_code == 200
+    assert f"Access to prod (ReadOnly) cannot be requested: {PS_REASON}" in form_errors(response)
+    assert not Grant.objects.exists()
+    assert not Assignment.objects.exists()
+
+
+def test_it_refuses_a_direct_grant_of_a_role_not_tagged_requestable(admin_client, personas):
+    role = Resource.objects.create(
+        app=personas.app,
+        type="iam_role",
+        remote_id="arn:aws:iam::111111111111:role/UntaggedAdmin",
+        name="UntaggedAdmin",
+        metadata={"not_requestable": ROLE_REASON},
+    )
+    assume = AccessLevel.objects.create(resource=role, remote_id="assume", name="Assume role")
+    response = post_form(
+        admin_client,
+        add_url(Grant),
+        {
+            "user": str(personas.requester.pk),
+            "resource": str(role.pk),
+            "access_level": str(assume.pk),
+        },
+    )
+    assert response.status_code == 200
+    assert f"Access to UntaggedAdmin cannot be requested: {ROLE_REASON}" in form_errors(response)
+    assert not Grant.objects.exists()
+
+
+def test_the_grant_service_refuses_what_is_not_requestable_whoever_calls_it(personas, level):
+    AccessLevel.objects.filter(pk=level.pk).update(metadata={"not_requestable": PS_REASON})
+    level.refresh_from_db()
+    with pytest.raises(grant_service.GrantError, match="not tagged portcullis:requestable"):
+        grant_to(personas, level)
+    assert not Grant.objects.exists()
+
+
 def test_an_existing_grant_is_read_only_and_shows_its_state_in_aws(admin_client, personas, level):
     grant = grant_to(personas, level)
     make_failing(grant, error="ConflictException: try again")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.test import Client
@@ -292,3 +293,73 @@ def test_a_deleted_resource_is_not_found_by_users(personas):
 def test_the_resource_page_sends_anonymous_people_to_login(personas):
     response = Client().get(reverse("resource-detail", args=[personas.resource.pk]))
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+def test_a_resource_the_provider_will_not_grant_says_why_and_cannot_be_requested(personas):
+    from access.services.requests import RequestItem, validate_items
+
+    reason = "The role is not tagged portcullis:requestable=true: tag it in AWS to offer it."
+    role = make(personas, "UntaggedAdmin", metadata={"not_requestable": reason})
+    body = (
+        logged_in(personas.requester).get(reverse("resource-detail", args=[role.pk])).content
+    ).decode()
+    assert 'id="not-requestable"' in body
+    assert "not tagged portcullis:requestable=true" in body
+    assert f"{reverse('request-new')}?resource={role.pk}" not in body
+
+    level = role.access_levels.get()
+    errors = validate_items(
+        requested_by=personas.requester,
+        user=personas.requester,
+        items=[RequestItem(role.pk, level.pk, timedelta(hours=1))],
+        reason="deploy",
+        ticket="",
+    )
+    assert errors == {0: [f"Access to UntaggedAdmin cannot be requested: {reason}"]}
+
+
+def test_an_account_offers_only_the_permission_sets_the_provider_will_assign(personas):
+    from access.services.requests import RequestItem, validate_items
+
+    reason = "The permission set is not tagged portcullis:requestable=true: tag it in AWS."
+    account = Resource.objects.create(
+        app=personas.app, type=ResourceType.ACCOUNT, remote_id="222222222222", name="staging"
+    )
+    tagged = AccessLevel.objects.create(resource=account, remote_id="ps-ro", name="ReadOnly")
+    untagged = AccessLevel.objects.create(
+        resource=account,
+        remote_id="ps-admin",
+        name="AdministratorAccess",
+        metadata={"not_requestable": reason},
+    )
+    client = logged_in(personas.requester)
+    page = client.get(reverse("resource-detail", args=[account.pk])).content.decode()
+    assert f"{reverse('request-new')}?resource={account.pk}" in page  # ReadOnly still is
+    assert 'data-testid="level-not-requestable"' in page and reason in page
+
+    form = client.get(f"{reverse('request-new')}?resource={account.pk}").content.decode()
+    assert f'<option value="{tagged.pk}"' in form
+    assert f'<option value="{untagged.pk}"' not in form
+
+    def errors_for(level: AccessLevel) -> dict:
+        return validate_items(
+            requested_by=personas.requester,
+            user=personas.requester,
+            items=[RequestItem(account.pk, level.pk, timedelta(hours=1))],
+            reason="deploy",
+            ticket="",
+        )
+
+    assert errors_for(tagged) == {}
+    assert errors_for(untagged) == {
+        0: [f"Access to staging (AdministratorAccess) cannot be requested: {reason}"]
+    }
+
+    untagged.metadata = {}
+    untagged.save()
+    AccessLevel.objects.filter(pk=tagged.pk).update(metadata={"not_requestable": reason})
+    page = client.get(reverse("resource-detail", args=[account.pk])).content.decode()
+    assert f"{reverse('request-new')}?resource={account.pk}" in page
+    AccessLevel.objects.filter(pk=untagged.pk).update(metadata={"not_requestable": reason})
+    page = client.get(reverse("resource-detail", args=[account.pk])).content.decode()
+    assert f"{reverse('request-new')}?resource={account.pk}" not in page  # nothing to offer

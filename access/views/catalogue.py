@@ -195,9 +195,10 @@ def resource_detail(request: HttpRequest, pk: int) -> HttpResponse:
             .order_by("user__email", "id")[: HOLDERS_SHOWN + 1]
         )
         holders, more_holders = rows[:HOLDERS_SHOWN], len(rows) > HOLDERS_SHOWN
+    levels = list(resource.access_levels.filter(deleted_at__isnull=True).order_by("name"))
     context = {
         "resource": resource,
-        "levels": list(resource.access_levels.filter(deleted_at__isnull=True).order_by("name")),
+        "levels": levels,
         "owners": list(resource.owners.select_related("user", "group")),
         "rule": rule,
         "rule_lines": rule.describe(),
@@ -216,6 +217,11 @@ def resource_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "more_holders": more_holders,
         "can_revoke": holders is not None and may_revoke_holders(user, resource),
         "can_manage_rules": permissions.can_manage_rules(user, resource),
-        "requestable": resource.deleted_at is None and rule.allow_requests,
+        # An account or OU stays requestable with the levels (permission sets) AWS assigns;
+        # the others are listed with the reason and not offered.
+        "requestable": resource.deleted_at is None
+        and rule.allow_requests
+        and not resource.not_requestable_reason
+        and any(not level.not_requestable_reason for level in levels),
     }
     return render_page(request, "access/resource_detail.html", context)

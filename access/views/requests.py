@@ -67,7 +67,12 @@ def _form_rows(
             resources.append(resource)
             rule = request_service.rule_for(resource, target)
             chosen = (posted or {}).get(index, {})
-            levels = [lv for lv in resource.access_levels.all() if lv.deleted_at is None]
+            # Levels the provider will not grant (an untagged permission set) are not offered.
+            levels = [
+                lv
+                for lv in resource.access_levels.all()
+                if lv.deleted_at is None and not lv.not_requestable_reason
+            ]
             duration = chosen.get("duration", rule.default_duration)
             row |= {
                 "rule": rule,

@@ -162,6 +162,8 @@ class AwsAppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
             "principal_missing": not settings.PORTCULLIS_AWS_PRINCIPAL_ARN,
             "oidc_missing": not (aws_settings.oidc_issuer_url and aws_settings.oidc_client_id),
             "documents": policies.documents(app, aws_settings),
+            "unscoped_permissions": policies.unscoped_permissions(app),
+            "requestable_tag": policies.requestable_tag(),
             "validations": [
                 {
                     "validation": v,

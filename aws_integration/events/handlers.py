@@ -352,6 +352,29 @@ def change_permission_set(event: ParsedEvent, app: AwsApp) -> list[ObjectRef]:
     return [ObjectRef("permission_set", "", "", arn)]
 
 
+@handles("sso.amazonaws.com", "TagResource", "UntagResource")
+def tag_permission_set(event: ParsedEvent, app: AwsApp) -> list[ObjectRef]:
+    # The requestable tag decides whether a permission set may be assigned: its levels and
+    # its Identity Center roles (re-read with the assignments of the accounts holding one).
+    arn = _text(event.request.get("resourceArn"))
+    if not _PERMISSION_SET_ARN.match(arn):
+        return []  # an instance's or application's tags: nothing Portcullis keeps
+    accounts = (
+        Resource.objects.filter(
+            app=app,
+            type=ResourceType.IDC_ROLE,
+            metadata__permission_set_arn=arn,
+            deleted_at__isnull=True,
+        )
+        .values_list("account_id", flat=True)
+        .distinct()
+    )
+    return [
+        ObjectRef("permission_set", "", "", arn),
+        *(ObjectRef("account_assignment", account_id, "", arn) for account_id in sorted(accounts)),
+    ]
+
+
 # IAM Identity Center: identity store (API) and sso-directory (console) ---------------------
 def _group_id(value: Any) -> str:
     text = _text(value)

@@ -35,6 +35,7 @@ from aws_integration.grants import base
 
 if TYPE_CHECKING:
     from access.models import Assignment, User
+    from aws_integration.models import AwsApp
 
 REVOKED_SESSIONS_POLICY = "PortcullisRevokedSessions"
 # AssumeRoleWithWebIdentity sessions last at most 12 hours: a deny for sessions issued
@@ -364,6 +365,7 @@ class IamRoleDriver:
                     "or database: request access to that resource instead.",
                     retryable=False,
                 )
+            check_requestable(app, role)
             current = trust_policy.parse_policy(role["AssumeRolePolicyDocument"])
             new = _edited(role_name, lambda: with_subject(current, trust, subject))
             changed = write_trust_policy(iam, role_name, current, new)
@@ -392,6 +394,7 @@ class IamRoleDriver:
                 return Outcome(
                     note=f"The IAM role {role_name} no longer exists: nothing to remove."
                 )
+            check_requestable(app, role)
             current = trust_policy.parse_policy(role["AssumeRolePolicyDocument"])
             new = _edited(
                 role_name, lambda: without_subjects(current, trust, subjects_to_remove(assignment))
@@ -406,6 +409,19 @@ class IamRoleDriver:
                 else f"{assignment.user} was no longer in the trust policy of {role['Arn']}"
             )
             + "; their live sessions are denied."
+        )
+
+
+def check_requestable(app: AwsApp, role: dict[str, Any]) -> None:
+    """Refuse to edit a role an admin has not tagged requestable (or one Portcullis never
+    edits), as AWS would with the ingester's policy: the refusal names the tag to set."""
+    tags = {t["Key"]: t["Value"] for t in role.get("Tags") or []}
+    reason = policies.role_not_requestable_reason(
+        role["RoleName"], role.get("Path", "/"), tags, app.ingester_role_name
+    )
+    if reason:
+        raise DriverError(
+            f"Portcullis will not edit the IAM role {role['Arn']}. {reason}", retryable=False
         )
 
 

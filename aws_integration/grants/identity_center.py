@@ -28,6 +28,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 from access.choices import AssignmentState, GrantStatus, ResourceType
 from access.drivers import Driver, DriverError, Outcome
+from aws_integration import policies
 from aws_integration.grants import base
 
 if TYPE_CHECKING:
@@ -388,6 +389,38 @@ def delete_assignment(ic: IdentityCenter, target: Target, user_id: str, what: st
         )
 
 
+def check_requestable(ic: IdentityCenter, permission_set_arn: str, name: str) -> None:
+    """Refuse to assign a permission set an admin has not tagged requestable, as AWS would
+    with the ingester's policy: the refusal names the tag to set. Removing stays allowed."""
+    what = f"Reading the tags of the permission set {name}"
+    with base.aws_errors(what):
+        try:
+            tags = [
+                tag
+                for page in ic.sso.get_paginator("list_tags_for_resource").paginate(
+                    InstanceArn=ic.instance_arn, ResourceArn=permission_set_arn
+                )
+                for tag in page.get("Tags", [])
+            ]
+        except ClientError as exc:
+            if _code(exc) != NOT_FOUND:
+                raise
+            raise DriverError(
+                f"The permission set {name} ({permission_set_arn}) no longer exists in "
+                "Identity Center.",
+                retryable=False,
+            ) from exc
+    reason = policies.permission_set_not_requestable_reason(
+        {t["Key"]: t.get("Value", "") for t in tags}
+    )
+    if reason:
+        raise DriverError(
+            f"Portcullis will not assign the permission set {name} ({permission_set_arn}). "
+            f"{reason}",
+            retryable=False,
+        )
+
+
 def user_assignments_lock(assignment: Assignment) -> str:
     return f"idc-assignments:{assignment.resource.app_id}:{assignment.user_id}"
 
@@ -457,6 +490,7 @@ class AccountAssignmentDriver:
         user_id = require_user_id(ic, assignment.user)
         email = assignment.user.email
         what = f"Assigning {_describe(assignment, target)} to {email}"
+        check_requestable(ic, target.permission_set_arn, assignment.access_level.name)
         with base.aws_errors(what):
             held = target in assigned_targets(ic, user_id, target.account_id)
         state = {"user_id": user_id}
@@ -543,6 +577,7 @@ class OrganizationalUnitDriver:
         user_id = require_user_id(ic, assignment.user)
         email = assignment.user.email
         what = f"Assigning {assignment.access_level.name} below the OU {ou.name} to {email}"
+        check_requestable(ic, permission_set, assignment.access_level.name)
         with base.aws_errors(f"Listing the accounts below the OU {ou.name}"):
             try:
                 accounts = accounts_below(ic, ou.remote_id)

@@ -56,7 +56,6 @@ from aws_integration.seed.base import (
     LARGE,
     MEMBER_ACCOUNT_ROLE,
     REGIONS,
-    REQUESTABLE_TAG,
     SIZES,
     SMALL,
     STANDIN_CREDENTIALS,
@@ -68,6 +67,7 @@ from aws_integration.seed.base import (
     SeedError,
     SeedResult,
     SeedSize,
+    requestable_tag,
 )
 from aws_integration.seed.organization import seed_organization
 
@@ -79,7 +79,6 @@ __all__ = [
     "LARGE",
     "MEMBER_ACCOUNT_ROLE",
     "REGIONS",
-    "REQUESTABLE_TAG",
     "SIZES",
     "SMALL",
     "STANDIN_CREDENTIALS",
@@ -88,6 +87,7 @@ __all__ = [
     "SeedError",
     "SeedResult",
     "SeedSize",
+    "requestable_tag",
     "SeededAccount",
     "SeededAssignment",
     "SeededResource",

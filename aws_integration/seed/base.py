@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from access.choices import ResourceType
+from aws_integration import policies
 
 # Tags and names Portcullis reads back (sync, grant drivers).
-REQUESTABLE_TAG = "portcullis:requestable"
 DB_USERS_TAG = "portcullis:db-users"
 DB_USERS = "app_ro,app_rw"
 MEMBER_ACCOUNT_ROLE = "OrganizationAccountAccessRole"
@@ -26,6 +26,13 @@ STANDIN_CREDENTIALS = {
 }
 
 REGIONS = ("us-east-1", "eu-west-1", "us-west-2", "eu-central-1", "ap-southeast-2")
+
+
+def requestable_tag() -> str:
+    """The tag key (value "true") the seed puts on the roles and permission sets it offers:
+    the installation's PORTCULLIS_REQUESTABLE_TAG, so that the stand-in AWS agrees with what
+    sync, the grant drivers and the ingester's policy look for."""
+    return policies.requestable_tag()
 
 
 class SeedError(Exception):

@@ -15,6 +15,7 @@ from aws_integration.seed.base import (
     SeededAssignment,
     SeedError,
     SeedSize,
+    requestable_tag,
 )
 
 _GROUP_NAMES = ("Engineering", "Data", "Security", "Support", "Finance", "Platform", "SRE")
@@ -204,7 +205,12 @@ def _create_permission_sets(sso: Any, instance_arn: str, count: int) -> dict[str
             Name=name,
             Description=f"{name} (seeded)",
             SessionDuration=duration,
-            Tags=[{"Key": "seeded-by", "Value": "portcullis"}],
+            # Every seeded permission set is offered: the ingester's policy assigns only
+            # permission sets tagged requestable.
+            Tags=[
+                {"Key": "seeded-by", "Value": "portcullis"},
+                {"Key": requestable_tag(), "Value": "true"},
+            ],
         )["PermissionSet"]["PermissionSetArn"]
         if managed_policy:
             sso.attach_managed_policy_to_permission_set(

@@ -14,11 +14,11 @@ from aws_integration.seed.base import (
     DB_USERS_TAG,
     EKS_CLUSTER_ROLE,
     MEMBER_ACCOUNT_ROLE,
-    REQUESTABLE_TAG,
     STANDIN_CREDENTIALS,
     SeededAccount,
     SeededResource,
     SeedSize,
+    requestable_tag,
 )
 
 # A throwaway master password for the stand-in databases (moto never checks it).
@@ -112,7 +112,7 @@ def _create_roles(
         tags = _tags(account)
         if index == 0:
             principal = management_root
-            tags[REQUESTABLE_TAG] = "true"
+            tags[requestable_tag()] = "true"
         elif name == EKS_CLUSTER_ROLE:
             principal = {"Service": "eks.amazonaws.com"}
         elif name in _ROLE_NAMES:

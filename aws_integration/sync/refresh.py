@@ -303,7 +303,10 @@ class _Plan:
                     guarded(
                         members.iam_scope(account_id),
                         lambda ids=ids: members.fetch_iam_roles(
-                            clients.client("iam", session=session), account_id, names=ids
+                            clients.client("iam", session=session),
+                            account_id,
+                            names=ids,
+                            ingester_role=self.target.role_name,
                         ),
                     )
                 )

@@ -73,7 +73,9 @@ def member_account(
                 guarded(
                     members.iam_scope(account_id),
                     lambda: members.fetch_iam_roles(
-                        clients.client("iam", session=session), account_id
+                        clients.client("iam", session=session),
+                        account_id,
+                        ingester_role=target.role_name,
                     ),
                 )
             )

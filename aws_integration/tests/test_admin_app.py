@@ -249,6 +249,17 @@ def test_the_app_page_shows_the_external_id_and_every_document_with_copy_buttons
     assert reverse("admin:aws_integration_awssettings_regenerate_external_id") in page
 
 
+def test_the_app_page_lists_what_the_policy_cannot_narrow_with_the_reason(admin_client, app):
+    page = admin_client.get(change_url(app)).content.decode()
+    assert 'id="unscoped-permissions"' in page
+    limits = policies.unscoped_permissions(app)
+    assert limits
+    for limit in limits:
+        assert escape(limit["what"]) in page
+        assert escape(limit["why"]) in page
+    assert "<code>portcullis:requestable=true</code>" in page
+
+
 def test_without_the_principal_setting_the_page_warns_and_shows_a_placeholder(
     admin_client, app, settings
 ):

@@ -909,6 +909,50 @@ def test_permission_sets_and_account_assignments_follow_sso_events(org, app):
     assert level.deleted_at is not None
 
 
+def test_tagging_a_permission_set_follows_its_tag_and_untag_events(org, app):
+    sso = management("sso-admin")
+    account_id = org.accounts[0].account_id
+    ps_arn = org.provisioned_permission_sets[0]
+    assert full_sync(app).status == SyncStatus.SUCCEEDED
+    account = row(app, ResourceType.ACCOUNT, account_id)
+    idc_role = row(app, ResourceType.IDC_ROLE, f"{account_id}/{ps_arn}")
+    assert idc_role is not None and idc_role.not_requestable_reason == ""
+
+    def tag_event(name: str, **request: Any) -> dict[str, Any]:
+        return cloudtrail(
+            "sso.amazonaws.com-CreatePermissionSet.json",
+            account_id=org.management_account_id,
+            eventName=name,
+            request={"instanceArn": org.instance_arn, "resourceArn": ps_arn, **request},
+            response=None,
+        )
+
+    sso.untag_resource(
+        InstanceArn=org.instance_arn, ResourceArn=ps_arn, TagKeys=[seed.requestable_tag()]
+    )
+    try:
+        send(app.sqs_queue_url, tag_event("UntagResource", tagKeys=[seed.requestable_tag()]))
+        assert poll(app)["handled"] == 1
+        idc_role.refresh_from_db()
+        assert "not tagged portcullis:requestable=true" in idc_role.not_requestable_reason
+        level = account.access_levels.get(remote_id=ps_arn)
+        assert "not tagged portcullis:requestable=true" in level.not_requestable_reason
+    finally:
+        sso.tag_resource(
+            InstanceArn=org.instance_arn,
+            ResourceArn=ps_arn,
+            Tags=[{"Key": seed.requestable_tag(), "Value": "true"}],
+        )
+    send(
+        app.sqs_queue_url,
+        tag_event("TagResource", tags=[{"key": seed.requestable_tag(), "value": "true"}]),
+    )
+    assert poll(app)["handled"] == 1
+    idc_role.refresh_from_db()
+    assert idc_role.not_requestable_reason == ""
+    assert account.access_levels.get(remote_id=ps_arn).not_requestable_reason == ""
+
+
 # Duplicates and order -------------------------------------------------------------------------
 def test_duplicate_and_out_of_order_events_leave_the_right_final_state(org, app):
     ec2 = member(org, "ec2")

@@ -148,11 +148,27 @@ def denied(user: User) -> set[str]:
 
 
 # IAM role helpers -----------------------------------------------------------------------------
-def make_role(app: AwsApp, name: str, trust: dict[str, Any] | str) -> Resource:
+REQUESTABLE_TAGS = [{"Key": "portcullis:requestable", "Value": "true"}]
+
+
+def make_role(
+    app: AwsApp,
+    name: str,
+    trust: dict[str, Any] | str,
+    tags: list[dict[str, str]] | None = None,
+    path: str = "/",
+) -> Resource:
+    """A customer role in the stand-in, tagged requestable unless ``tags`` say otherwise."""
     iam = member_client("iam")
     text = trust if isinstance(trust, str) else json.dumps(trust)
-    iam.create_role(RoleName=name, AssumeRolePolicyDocument=text)
-    return row_of(app, members.role_record(ACCOUNT, iam.get_role(RoleName=name)["Role"]))
+    iam.create_role(
+        RoleName=name,
+        Path=path,
+        AssumeRolePolicyDocument=text,
+        Tags=REQUESTABLE_TAGS if tags is None else tags,
+    )
+    role = iam.get_role(RoleName=name)["Role"]
+    return row_of(app, members.role_record(ACCOUNT, role, app.ingester_role_name))
 
 
 def trust_of(name: str) -> dict[str, Any]:
@@ -595,3 +611,56 @@ def test_a_trust_statement_written_by_an_older_version_binds_session_names_once_
     )
     # Sessions older versions minted through Portcullis carried portcullis-<pk>: denied too.
     assert denies(revoked, f"portcullis-{ada.pk}", at)
+
+
+# Only what an admin marked requestable -------------------------------------------------------
+@pytest.mark.parametrize(
+    "tags",
+    [[], [{"Key": "portcullis:requestable", "Value": "True"}], [{"Key": "team", "Value": "x"}]],
+    ids=["untagged", "value-not-true", "other-tag"],
+)
+def test_a_role_not_tagged_requestable_is_neither_granted_nor_edited(grants_env, tags):
+    role = make_role(grants_env, "Administrator", SERVICE_TRUST, tags=tags)
+    assert "not tagged portcullis:requestable=true" in role.not_requestable_reason
+    assignment = assign(person("ada"), role, "assume")
+
+    with pytest.raises(DriverError) as error:
+        IAM.apply(assignment)
+    assert not error.value.retryable
+    assert "not tagged portcullis:requestable=true" in error.value.message
+    assert trust_of("Administrator") == SERVICE_TRUST
+    with pytest.raises(DriverError):
+        IAM.remove(assignment)
+    iam = member_client("iam")
+    assert iam.list_role_policies(RoleName="Administrator")["PolicyNames"] == []
+
+
+def test_a_tag_taken_off_after_the_grant_stops_portcullis_editing_the_role(grants_env):
+    role = make_role(grants_env, "Deployer", SERVICE_TRUST)
+    assignment = assign(person("ada"), role, "assume")
+    IAM.apply(assignment)
+    iam = member_client("iam")
+    iam.untag_role(RoleName="Deployer", TagKeys=["portcullis:requestable"])
+    before = trust_of("Deployer")
+
+    with pytest.raises(DriverError) as error:
+        IAM.remove(assignment)
+    assert "Tag the role in AWS" in error.value.message
+    assert trust_of("Deployer") == before
+
+
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("PortcullisIngester", "/"),
+        ("OrganizationAccountAccessRole", "/"),
+        ("AWSReservedSSO_Admin_0123456789abcdef", "/aws-reserved/sso.amazonaws.com/"),
+    ],
+)
+def test_its_own_and_the_organizations_roles_are_refused_even_when_tagged(grants_env, name, path):
+    role = make_role(grants_env, name, SERVICE_TRUST, path=path)
+    assert "never edits" in role.not_requestable_reason
+    with pytest.raises(DriverError) as error:
+        IAM.apply(assign(person("ada"), role, "assume"))
+    assert "never edits" in error.value.message
+    assert trust_of(name) == SERVICE_TRUST

@@ -242,6 +242,71 @@ def test_an_identity_center_role_grant_assigns_its_permission_set_in_its_account
     assert accounts_holding(org, ada_id(org), arn) == set()
 
 
+# Only permission sets tagged requestable ---------------------------------------------------------
+@pytest.fixture
+def untagged(org) -> Iterator[str]:
+    """AdministratorAccess with its requestable tag taken off (put back afterwards)."""
+    sso = management("sso-admin")
+    arn = org.permission_sets["AdministratorAccess"]
+    sso.untag_resource(
+        InstanceArn=org.instance_arn, ResourceArn=arn, TagKeys=[seed.requestable_tag()]
+    )
+    yield arn
+    sso.tag_resource(
+        InstanceArn=org.instance_arn,
+        ResourceArn=arn,
+        Tags=[{"Key": seed.requestable_tag(), "Value": "true"}],
+    )
+
+
+def test_a_permission_set_not_tagged_requestable_is_not_assigned(org, app, ada, untagged):
+    account = org.accounts[1]
+    row = resource(app, T.ACCOUNT, remote_id=account.account_id)
+    workloads = resource(app, T.ORGANIZATIONAL_UNIT, name="Workloads")
+    for target in (row, workloads):
+        assignment = assign(ada, target, level(target, untagged))
+        with pytest.raises(DriverError) as error:
+            apply(assignment)
+        assert not error.value.retryable
+        assert "not tagged portcullis:requestable=true" in error.value.message
+        assert "Tag the permission set in AWS" in error.value.message
+    assert accounts_holding(org, ada_id(org), untagged) == set()
+
+
+def test_an_identity_center_role_of_an_untagged_permission_set_is_not_assigned(
+    org, app, ada, untagged
+):
+    role = Resource.objects.filter(
+        app=app, type=T.IDC_ROLE, metadata__permission_set_arn=untagged, deleted_at__isnull=True
+    ).first()
+    assert role is not None
+    with pytest.raises(DriverError, match="not tagged portcullis:requestable=true"):
+        apply(assign(ada, role, level(role, "assigned")))
+    assert accounts_holding(org, ada_id(org), untagged) == set()
+
+
+def test_an_assignment_made_before_the_tag_was_taken_off_can_still_be_removed(org, app, ada):
+    account = org.accounts[1]
+    arn = org.permission_sets["AdministratorAccess"]
+    row = resource(app, T.ACCOUNT, remote_id=account.account_id)
+    assignment = assign(ada, row, level(row, arn))
+    apply(assignment)
+    assert assigned_users(org, account.account_id, arn) == [ada_id(org)]
+    sso = management("sso-admin")
+    sso.untag_resource(
+        InstanceArn=org.instance_arn, ResourceArn=arn, TagKeys=[seed.requestable_tag()]
+    )
+    try:
+        remove(assignment)
+        assert assigned_users(org, account.account_id, arn) == []
+    finally:
+        sso.tag_resource(
+            InstanceArn=org.instance_arn,
+            ResourceArn=arn,
+            Tags=[{"Key": seed.requestable_tag(), "Value": "true"}],
+        )
+
+
 # Organizational units --------------------------------------------------------------------------
 def test_an_ou_grant_assigns_every_account_below_it_including_nested_ous(org, app, ada):
     production, sandbox = org.accounts  # Workloads > Production, and Sandbox at the root

@@ -68,15 +68,18 @@ def principal(settings) -> str:
 
 
 def actions_of(document: dict[str, Any]) -> set[str]:
+    """The actions the document allows (its explicit denies left out)."""
     found: set[str] = set()
     for statement in document["Statement"]:
+        if statement["Effect"] != "Allow":
+            continue
         action = statement["Action"]
         found.update([action] if isinstance(action, str) else action)
     return found
 
 
 def statements_with(document: dict[str, Any], action: str) -> list[dict[str, Any]]:
-    return [s for s in document["Statement"] if action in s["Action"]]
+    return [s for s in document["Statement"] if s["Effect"] == "Allow" and action in s["Action"]]
 
 
 def minified(document: dict[str, Any]) -> str:
@@ -153,15 +156,10 @@ def test_the_permissions_policy_holds_every_listed_action(principal):
 def test_role_creation_is_limited_to_the_portcullis_path_with_the_boundary():
     policy = policies.ingester_permissions_policy(make_app())
     boundary = f"arn:aws:iam::{MANAGEMENT}:policy/portcullis/PortcullisPermissionsBoundary"
-    for action in ("iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy"):
-        (statement,) = [
-            s for s in statements_with(policy, action) if s["Sid"] != "RevokeLiveSessions"
-        ]
+    for action in ("iam:CreateRole", "iam:DeleteRolePolicy"):
+        (statement,) = statements_with(policy, action)
         assert statement["Resource"] == f"arn:aws:iam::{MANAGEMENT}:role/portcullis/*"
-        assert statement["Condition"] == {"StringEquals": {"iam:PermissionsBoundary": boundary}}
-    # Outside /portcullis/, PutRolePolicy serves only the live-session deny of a revoke.
-    (revoke,) = [s for s in policy["Statement"] if s["Sid"] == "RevokeLiveSessions"]
-    assert revoke["Action"] == ["iam:PutRolePolicy"]
+        assert statement["Condition"] == {"ArnEquals": {"iam:PermissionsBoundary": boundary}}
     for action in ("iam:DeleteRole", "iam:TagRole", "iam:UntagRole"):
         (statement,) = statements_with(policy, action)
         assert statement["Resource"] == f"arn:aws:iam::{MANAGEMENT}:role/portcullis/*"
@@ -173,10 +171,21 @@ def test_role_creation_is_limited_to_the_portcullis_path_with_the_boundary():
     assert "iam:AttachRolePolicy" not in granted
 
 
-def test_trust_policy_edits_reach_roles_of_the_account_only():
+def test_trust_policy_edits_reach_requestable_and_portcullis_roles_of_the_account_only():
     policy = policies.ingester_permissions_policy(make_app(), account_id="210987654321")
-    (statement,) = statements_with(policy, "iam:UpdateAssumeRolePolicy")
-    assert statement["Resource"] == "arn:aws:iam::210987654321:role/*"
+    requestable, managed = statements_with(policy, "iam:UpdateAssumeRolePolicy")
+    assert requestable["Resource"] == "arn:aws:iam::210987654321:role/*"
+    assert requestable["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/portcullis:requestable": "true"}
+    }
+    assert managed["Resource"] == "arn:aws:iam::210987654321:role/portcullis/*"
+
+
+def test_the_requestable_tag_is_a_setting(settings):
+    settings.PORTCULLIS_REQUESTABLE_TAG = "acme:grantable"
+    policy = policies.ingester_permissions_policy(make_app())
+    (statement, _) = statements_with(policy, "iam:UpdateAssumeRolePolicy")
+    assert statement["Condition"] == {"StringEquals": {"aws:ResourceTag/acme:grantable": "true"}}
 
 
 def test_the_queue_statement_names_the_queue_and_only_when_there_is_one():
@@ -343,9 +352,13 @@ def test_the_template_takes_the_account_from_the_stack_so_it_works_as_a_stackset
     statements = template["Resources"]["IngesterRole"]["Properties"]["Policies"][0][
         "PolicyDocument"
     ]["Statement"]
-    (create,) = [s for s in statements if "iam:CreateRole" in s.get("Action", [])]
+    (create,) = [
+        s
+        for s in statements
+        if s.get("Effect") == "Allow" and "iam:CreateRole" in s.get("Action", [])
+    ]
     assert create["Resource"] == {"Fn::Sub": "arn:aws:iam::${AWS::AccountId}:role/portcullis/*"}
-    assert create["Condition"]["StringEquals"]["iam:PermissionsBoundary"] == {
+    assert create["Condition"]["ArnEquals"]["iam:PermissionsBoundary"] == {
         "Fn::Sub": "arn:aws:iam::${AWS::AccountId}:policy/portcullis/PortcullisPermissionsBoundary"
     }
     queue = statements[-1]["Fn::If"]

@@ -108,7 +108,7 @@ def test_each_member_account_holds_tagged_iam_roles_with_trust_policies(seeded):
         assert tag_dict(requestable["Tags"]) == {
             "team": account.team,
             "env": account.env,
-            seed.REQUESTABLE_TAG: "true",
+            seed.requestable_tag(): "true",
         }
         trust = requestable["AssumeRolePolicyDocument"]
         if isinstance(trust, str):
@@ -117,7 +117,7 @@ def test_each_member_account_holds_tagged_iam_roles_with_trust_policies(seeded):
             "AWS": f"arn:aws:iam::{seeded.management_account_id}:root"
         }
         eks_role = iam.get_role(RoleName=seed.EKS_CLUSTER_ROLE)["Role"]
-        assert seed.REQUESTABLE_TAG not in tag_dict(eks_role["Tags"])
+        assert seed.requestable_tag() not in tag_dict(eks_role["Tags"])
         assert "eks.amazonaws.com" in json.dumps(eks_role["AssumeRolePolicyDocument"])
 
 
@@ -318,3 +318,32 @@ def test_start_moto_names_the_option_when_the_port_is_taken():
             standin.start_moto(port=port, base_amis_only=False)
     finally:
         server.stop()
+
+
+def test_the_seed_tags_what_it_offers_with_the_installations_requestable_tag(aws, settings):
+    settings.PORTCULLIS_REQUESTABLE_TAG = "acme:grantable"
+    size = seed.SeedSize(
+        **{
+            **seed.SMALL.__dict__,
+            "accounts": 1,
+            "regions": 1,
+            "ec2_per_account": 0,
+            "eks_per_account": 0,
+            "rds_mysql_per_account": 0,
+            "rds_postgres_per_account": 0,
+            "aurora_mysql_per_account": 0,
+            "aurora_postgres_per_account": 0,
+        }
+    )
+    result = seed.seed_organization(size, region="us-east-1", people=PEOPLE)
+    account_id = result.accounts[0].account_id
+    iam = clients.client("iam", session=member_session(account_id))
+    role_tags = tag_dict(iam.get_role(RoleName="DeveloperAccess")["Role"]["Tags"])
+    assert role_tags.get("acme:grantable") == "true"
+    assert "portcullis:requestable" not in role_tags
+    sso = clients.client("sso-admin")
+    for arn in result.permission_sets.values():
+        tags = tag_dict(
+            sso.list_tags_for_resource(InstanceArn=result.instance_arn, ResourceArn=arn)["Tags"]
+        )
+        assert tags.get("acme:grantable") == "true" and "portcullis:requestable" not in tags

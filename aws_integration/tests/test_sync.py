@@ -82,7 +82,7 @@ def test_a_full_sync_reads_every_resource_type_with_its_fields_and_access_levels
     role = roles.get(name="DeveloperAccess")
     assert role.remote_id == f"arn:aws:iam::{first.account_id}:role/DeveloperAccess"
     assert role.region == ""
-    assert role.tags[seed.REQUESTABLE_TAG] == "true"
+    assert role.tags[seed.requestable_tag()] == "true"
     assert role.metadata["max_session_duration"] == 4 * 3600
     statement = role.metadata["trust_policy"]["Statement"][0]
     assert statement["Principal"] == {"AWS": f"arn:aws:iam::{org.management_account_id}:root"}
@@ -297,6 +297,66 @@ def test_grants_from_other_sources_are_neither_touched_nor_doubled(org, app):
 
 
 # Deletions and restorations ------------------------------------------------------------------
+def test_sync_shows_roles_not_tagged_requestable_as_not_requestable_and_why(org, app):
+    account_id = org.accounts[0].account_id
+    role_arn = create_role(account_id, "UntaggedAdmin")
+    try:
+        sync(app)
+        roles = Resource.objects.filter(app=app, type=T.IAM_ROLE, account_id=account_id)
+        assert roles.get(name="DeveloperAccess").not_requestable_reason == ""
+        untagged = roles.get(remote_id=role_arn)
+        assert "not tagged portcullis:requestable=true" in untagged.not_requestable_reason
+        assert "never edits" in roles.get(name=seed.INGESTER_ROLE).not_requestable_reason
+
+        member(account_id, "iam").tag_role(
+            RoleName="UntaggedAdmin", Tags=[{"Key": seed.requestable_tag(), "Value": "true"}]
+        )
+        sync(app)
+        untagged.refresh_from_db()
+        assert untagged.not_requestable_reason == ""
+    finally:
+        member(account_id, "iam").delete_role(RoleName="UntaggedAdmin")
+
+
+def test_sync_shows_what_depends_on_an_untagged_permission_set_as_not_requestable(org, app):
+    sso = management("sso-admin")
+    untagged = org.provisioned_permission_sets[0]
+    tagged = next(arn for arn in org.permission_sets.values() if arn != untagged)
+    account_id = org.accounts[0].account_id
+    sso.untag_resource(
+        InstanceArn=org.instance_arn, ResourceArn=untagged, TagKeys=[seed.requestable_tag()]
+    )
+    try:
+        sync(app)
+        account = Resource.objects.get(app=app, type=T.ACCOUNT, remote_id=account_id)
+        # The account stays requestable with its tagged permission sets as levels.
+        assert account.not_requestable_reason == ""
+        levels = {lv.remote_id: lv for lv in account.access_levels.all()}
+        assert "not tagged portcullis:requestable=true" in levels[untagged].not_requestable_reason
+        for ou in live(app, T.ORGANIZATIONAL_UNIT):
+            ou_levels = {lv.remote_id: lv for lv in ou.access_levels.all()}
+            assert "not tagged" in ou_levels[untagged].not_requestable_reason
+            assert ou_levels[tagged].not_requestable_reason == ""
+        role = Resource.objects.get(app=app, type=T.IDC_ROLE, remote_id=f"{account_id}/{untagged}")
+        assert "not tagged portcullis:requestable=true" in role.not_requestable_reason
+
+        sso.tag_resource(
+            InstanceArn=org.instance_arn,
+            ResourceArn=untagged,
+            Tags=[{"Key": seed.requestable_tag(), "Value": "true"}],
+        )
+        sync(app)
+        role.refresh_from_db()
+        assert role.not_requestable_reason == ""
+        assert account.access_levels.get(remote_id=untagged).not_requestable_reason == ""
+    finally:
+        sso.tag_resource(
+            InstanceArn=org.instance_arn,
+            ResourceArn=untagged,
+            Tags=[{"Key": seed.requestable_tag(), "Value": "true"}],
+        )
+
+
 def test_what_is_deleted_in_aws_is_marked_deleted_after_the_next_sync(org, app):
     account_id = org.accounts[0].account_id
     instance_id = run_instance(account_id, "short-lived")

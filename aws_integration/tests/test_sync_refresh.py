@@ -134,12 +134,12 @@ def test_an_iam_role_is_refreshed_by_name_or_by_arn(org, app):
             ],
         }
         iam.update_assume_role_policy(RoleName="EventRole", PolicyDocument=json.dumps(trust))
-        iam.tag_role(RoleName="EventRole", Tags=[{"Key": seed.REQUESTABLE_TAG, "Value": "true"}])
+        iam.tag_role(RoleName="EventRole", Tags=[{"Key": seed.requestable_tag(), "Value": "true"}])
         # An ARN alone names the account.
         assert refresh(app, [ObjectRef("iam_role", remote_id=arn)])["updated"] == 1
         role.refresh_from_db()
         assert role.metadata["trust_policy"] == trust
-        assert role.tags[seed.REQUESTABLE_TAG] == "true"
+        assert role.tags[seed.requestable_tag()] == "true"
     finally:
         iam.delete_role(RoleName="EventRole")
     assert refresh(app, [ObjectRef("iam_role", account_id, "", "EventRole")])["deleted"] == 1
@@ -286,7 +286,10 @@ def test_a_permission_set_is_refreshed_on_every_ou(org, app):
     refresh(app, [ref])
     for ou in live(app, T.ORGANIZATIONAL_UNIT):
         assert arn in level_ids(ou)
-        assert ou.access_levels.get(remote_id=arn).metadata == {"session_duration": "PT2H"}
+        level = ou.access_levels.get(remote_id=arn)
+        assert level.metadata["session_duration"] == "PT2H"
+        # Created without the requestable tag: listed, but not offered.
+        assert "not tagged portcullis:requestable=true" in level.not_requestable_reason
 
     sso.delete_permission_set(InstanceArn=org.instance_arn, PermissionSetArn=arn)
     refresh(app, [ref])

@@ -81,15 +81,20 @@ def ada(db: Any) -> User:
     )
 
 
+# Portcullis grants (and so removes subjects from) only roles tagged requestable.
+REQUESTABLE = [{"Key": "portcullis:requestable", "Value": "true"}]
+
+
 @pytest.fixture
 def role(account_id: str) -> Iterator[str]:
-    """A customer's role trusting EC2 only; deleted again afterwards."""
+    """A customer's role trusting EC2 only, tagged requestable; deleted again afterwards."""
     iam = member(account_id, "iam")
     arn = iam.create_role(
         RoleName=ROLE,
         AssumeRolePolicyDocument=json.dumps(
             {"Version": "2012-10-17", "Statement": [OWNER_STATEMENT]}
         ),
+        Tags=REQUESTABLE,
     )["Role"]["Arn"]
     yield arn
     iam = member(account_id, "iam")  # the test may have pointed the endpoint elsewhere
@@ -321,6 +326,7 @@ def test_a_role_whose_iam_listing_is_refused_keeps_its_observed_grant(
         AssumeRolePolicyDocument=json.dumps(
             {"Version": "2012-10-17", "Statement": [OWNER_STATEMENT]}
         ),
+        Tags=REQUESTABLE,
     )["Role"]["Arn"]
     try:
         add_subjects(account_id, ADA_SUBJECT)

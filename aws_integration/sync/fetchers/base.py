@@ -71,6 +71,11 @@ def error_code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
 
 
+# The metadata key sync sets, with the reason, on what the provider will not grant (an
+# untagged IAM role or permission set); Resource and AccessLevel.not_requestable_reason read it.
+NOT_REQUESTABLE = "not_requestable"
+
+
 def tag_dict(tags: list[dict[str, str]] | dict[str, str] | None) -> dict[str, str]:
     """AWS tag lists ([{"Key":..,"Value":..}]) or maps (EKS) as one dict."""
     if not tags:

@@ -10,7 +10,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
-from aws_integration.sync.fetchers.base import error_code, identifier_from_arn, paginate
+from aws_integration.policies import permission_set_not_requestable_reason
+from aws_integration.sync.fetchers.base import (
+    NOT_REQUESTABLE,
+    error_code,
+    identifier_from_arn,
+    paginate,
+    tag_dict,
+)
 from aws_integration.sync.records import (
     IdcUserRecord,
     LevelRecord,
@@ -36,19 +43,26 @@ _NOT_FOUND = ("ResourceNotFoundException",)
 
 @dataclass(frozen=True)
 class PermissionSet:
-    """A permission set's name and session length, by ARN."""
+    """A permission set's name and session length, by ARN, and why it may not be assigned
+    ("" when it is tagged requestable)."""
 
     arn: str
     name: str
     description: str = ""
     session_duration: str = ""
+    not_requestable: str = ""
+
+    def requestability(self) -> dict[str, str]:
+        """The metadata that marks what depends on an untagged permission set (its access
+        levels, its Identity Center roles) as not requestable, with the reason."""
+        return {NOT_REQUESTABLE: self.not_requestable} if self.not_requestable else {}
 
     def level(self) -> LevelRecord:
         return LevelRecord(
             remote_id=self.arn,
             name=self.name,
             description=self.description,
-            metadata={"session_duration": self.session_duration},
+            metadata={"session_duration": self.session_duration, **self.requestability()},
         )
 
 
@@ -70,11 +84,20 @@ def _describe_permission_set(sso: Any, instance_arn: str, arn: str) -> Permissio
     ps = sso.describe_permission_set(InstanceArn=instance_arn, PermissionSetArn=arn)[
         "PermissionSet"
     ]
+    tags = tag_dict(
+        paginate(
+            sso.get_paginator("list_tags_for_resource"),
+            "Tags",
+            InstanceArn=instance_arn,
+            ResourceArn=arn,
+        )
+    )
     return PermissionSet(
         arn=arn,
         name=ps.get("Name") or identifier_from_arn(arn),
         description=ps.get("Description", ""),
         session_duration=ps.get("SessionDuration", ""),
+        not_requestable=permission_set_not_requestable_reason(tags),
     )
 
 
@@ -157,6 +180,8 @@ def fetch_account_assignments(
                 account_id=account_id,
                 parent=(ACCOUNT, account_id),
                 metadata={
+                    # Shown on the resource page; requests are refused while it is set.
+                    **ps.requestability(),
                     "permission_set_arn": arn,
                     "permission_set_name": ps.name,
                     "session_duration": ps.session_duration,

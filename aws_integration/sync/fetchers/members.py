@@ -12,8 +12,9 @@ from urllib.parse import unquote
 from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
-from aws_integration.policies import MANAGED_PATH
+from aws_integration.policies import MANAGED_PATH, role_not_requestable_reason
 from aws_integration.sync.fetchers.base import (
+    NOT_REQUESTABLE,
     error_code,
     identifier_from_arn,
     paginate,
@@ -93,8 +94,12 @@ def is_managed_role(role: dict[str, Any]) -> bool:
     return role.get("Path") == MANAGED_PATH
 
 
-def role_record(account_id: str, role: dict[str, Any]) -> ResourceRecord:
+def role_record(account_id: str, role: dict[str, Any], ingester_role: str = "") -> ResourceRecord:
     last_used = role.get("RoleLastUsed") or {}
+    tags = tag_dict(role.get("Tags"))
+    reason = role_not_requestable_reason(
+        role["RoleName"], role.get("Path", "/"), tags, ingester_role
+    )
     return ResourceRecord(
         type=IAM_ROLE,
         remote_id=role["Arn"],
@@ -102,8 +107,10 @@ def role_record(account_id: str, role: dict[str, Any]) -> ResourceRecord:
         arn=role["Arn"],
         account_id=account_id,
         parent=_parent(account_id),
-        tags=tag_dict(role.get("Tags")),
+        tags=tags,
         metadata={
+            # Shown on the resource page; requests are refused while it is set.
+            **({NOT_REQUESTABLE: reason} if reason else {}),
             "role_name": role["RoleName"],
             "role_id": role.get("RoleId", ""),
             "path": role.get("Path", "/"),
@@ -123,14 +130,16 @@ def iam_scope(account_id: str) -> Scope:
     return Scope(account_id, "", "iam")
 
 
-def fetch_iam_roles(iam: Any, account_id: str, names: Iterable[str] | None = None) -> ScopeResult:
+def fetch_iam_roles(
+    iam: Any, account_id: str, names: Iterable[str] | None = None, *, ingester_role: str = ""
+) -> ScopeResult:
     """The account's roles with tags, trust policy, maximum session and last use.
 
     The full listing takes two paginated calls rather than one GetRole per role:
     ListRoles has the maximum session duration, GetAccountAuthorizationDetails the tags
     and the last use."""
     if names is not None:
-        return _fetch_iam_roles_by_name(iam, account_id, frozenset(names))
+        return _fetch_iam_roles_by_name(iam, account_id, frozenset(names), ingester_role)
     result = ScopeResult(scope=iam_scope(account_id))
     details = {
         r["Arn"]: r
@@ -144,12 +153,14 @@ def fetch_iam_roles(iam: Any, account_id: str, names: Iterable[str] | None = Non
         if is_managed_role(role):
             continue
         merged = {**details.get(role["Arn"], {}), **{k: v for k, v in role.items() if v}}
-        result.resources.append(role_record(account_id, merged))
+        result.resources.append(role_record(account_id, merged, ingester_role))
     result.sweeps = [Sweep(type=IAM_ROLE, account_id=account_id)]
     return result
 
 
-def _fetch_iam_roles_by_name(iam: Any, account_id: str, names: frozenset[str]) -> ScopeResult:
+def _fetch_iam_roles_by_name(
+    iam: Any, account_id: str, names: frozenset[str], ingester_role: str
+) -> ScopeResult:
     result = ScopeResult(scope=iam_scope(account_id), complete_scope=False)
     for name in sorted(names):
         try:
@@ -160,7 +171,7 @@ def _fetch_iam_roles_by_name(iam: Any, account_id: str, names: frozenset[str]) -
             raise
         if is_managed_role(role):
             continue  # swept like a role that is gone, should one have been recorded
-        result.resources.append(role_record(account_id, role))
+        result.resources.append(role_record(account_id, role, ingester_role))
     result.sweeps = [Sweep(type=IAM_ROLE, account_id=account_id, predicate=_ids_predicate(names))]
     return result
 
