@@ -10,6 +10,7 @@ from access import services, tokens
 from access.choices import ExtensionPolicy
 from access.models import RequestRule, RequestRuleStage, User
 from access.services.requests import DURATION_CHOICES, humanize
+from access.services.rules import join_words
 
 
 class ApiTokenForm(forms.Form):
@@ -163,6 +164,17 @@ class RequestRuleForm(forms.ModelForm):
             if instance.max_duration is None and instance.pk is not None:
                 self.fields["max_duration"].disabled = True
                 self.fields["max_duration"].help_text = note
+            relaxed = instance.relaxations() if instance.pk is not None else []
+            if relaxed:
+                # While the rule relaxes anything, whom it applies to and its priority
+                # are an admin's (access/services/rules.py refuses the change anyway).
+                scope_note = f"Only an admin can change this: the rule {join_words(relaxed)}."
+                fixed = ["requester_group", "priority"]
+                if not instance.allow_requests:
+                    fixed.append("allow_requests")
+                for name in fixed:
+                    self.fields[name].disabled = True
+                    self.fields[name].help_text = scope_note
             policy = self.fields["extension_policy"]
             if instance.extension_policy == ExtensionPolicy.AUTO_APPROVE:
                 policy.disabled = True

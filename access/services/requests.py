@@ -7,7 +7,7 @@ pages, the API and the admin all call these functions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -206,18 +206,25 @@ class EffectiveRule:
         }
 
 
+def rule_applies_to(rule: RequestRule, group_ids: Collection[int]) -> bool:
+    """Whether a rule is for a requester in these groups: it names one of them, or none."""
+    return rule.requester_group_id is None or rule.requester_group_id in group_ids
+
+
+def applicable_rule(rules: Iterable[RequestRule], group_ids: Collection[int]) -> RequestRule | None:
+    """Of one resource's rules, the one that judges a requester in these groups: the
+    highest priority among those that apply to them, the oldest on a tie (an unsaved rule
+    counts as the newest). ``rule_for`` and the check of rule edits both choose with it."""
+    matching = [rule for rule in rules if rule_applies_to(rule, group_ids)]
+    return min(matching, key=lambda r: (-r.priority, r.pk is None, r.pk or 0), default=None)
+
+
 def rule_for(resource: Resource, requester: User) -> EffectiveRule:
     """The highest-priority rule of the resource that applies to this requester: rules for a
     group they are in, or for everyone. With no rule at all, the default: owners approve,
     at most 7 days, a reason required."""
-    group_ids = list(requester.member_of.values_list("pk", flat=True)) if requester.pk else []
-    rule = (
-        RequestRule.objects.filter(resource=resource)
-        .filter(Q(requester_group__isnull=True) | Q(requester_group_id__in=group_ids))
-        .order_by("-priority", "id")
-        .prefetch_related("stages")
-        .first()
-    )
+    group_ids = set(requester.member_of.values_list("pk", flat=True)) if requester.pk else set()
+    rule = applicable_rule(resource.request_rules.all(), group_ids)
     return EffectiveRule.of(rule) if rule is not None else EffectiveRule(rule=None)
 
 
