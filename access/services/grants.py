@@ -99,7 +99,10 @@ def create_grant(
     reason: str = "",
 ) -> Grant:
     """A new grant, pending until its assignment is applied in the provider (queued once
-    the caller's transaction commits)."""
+    the caller's transaction commits). A grant made directly (with no request behind it)
+    is never for the person making it: see ``check_direct_grant``."""
+    if request is None:
+        check_direct_grant(actor, user)
     if access_level.resource_id != resource.pk:
         raise GrantError(
             f"The access level {access_level.name} belongs to another resource than "
@@ -139,6 +142,17 @@ def create_grant(
         )
         enqueue_reconcile(assignment.pk)
     return grant
+
+
+def check_direct_grant(actor: Any, user: User) -> None:
+    """Nobody grants access to themselves: an admin's own access comes from a request that
+    someone else decides, or from another admin's direct grant (as ``decide`` never lets
+    admins override their own request). Raises GrantError."""
+    if getattr(actor, "pk", None) is not None and actor.pk == user.pk:
+        raise GrantError(
+            "You cannot grant access to yourself: ask another admin to grant it, or request "
+            "it so that someone else decides."
+        )
 
 
 def _assignment_for(user: User, resource: Resource, access_level: AccessLevel) -> Assignment:
