@@ -268,8 +268,21 @@ def _cancel_pending_extensions(grant: Grant, now: datetime) -> None:
             )
 
 
-def extend_grant(grant: Grant, *, by: timedelta, actor: Any, request: Any = None) -> Grant:
-    """Moves a grant's expiry ``by`` later (from now if it is overdue). Audited."""
+def extend_grant(
+    grant: Grant,
+    *,
+    by: timedelta,
+    actor: Any,
+    request: Any = None,
+    maximum: timedelta | None = None,
+) -> Grant:
+    """Moves a grant's expiry ``by`` later (from now if it is overdue), but with ``maximum``
+    never to more than that from now. Audited.
+
+    The cap is computed from the grant's row as locked here, not from the caller's copy:
+    two extensions approved at once then cannot together take the access past the rule's
+    maximum (the second finds the first's expiry and extends by what is left, or not at
+    all)."""
     if grant.expires_at is None:
         raise GrantError("This access does not expire; there is nothing to extend.")
     now = timezone.now()
@@ -277,8 +290,16 @@ def extend_grant(grant: Grant, *, by: timedelta, actor: Any, request: Any = None
         locked = Grant.objects.select_for_update().get(pk=grant.pk)
         if locked.status not in ACTIVE_STATUSES:
             raise GrantError("This access has ended; request it again instead.")
+        if locked.expires_at is None:
+            raise GrantError("This access does not expire; there is nothing to extend.")
         before = locked.expires_at
         after = max(before, now) + by
+        if maximum is not None:
+            after = min(after, now + maximum)
+        if after <= before:
+            raise GrantError(
+                "The access already lasts as long as the rule allows; nothing to extend."
+            )
         Grant.objects.filter(pk=grant.pk).update(
             expires_at=after, warned_day_at=None, warned_hour_at=None, updated_at=now
         )

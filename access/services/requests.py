@@ -630,16 +630,17 @@ def _approve(request: AccessRequest, *, actor: Any, note: str = "") -> None:
         )
     if request.kind == RequestKind.EXTENSION:
         assert request.grant is not None and request.duration is not None
-        by = request.duration
-        maximum = request.rule_snapshot.get("max_duration_seconds")
-        if maximum is not None:
-            # Time passed while the extension waited: never past the rule's maximum from now.
-            by = min(by, max_extension(request.grant, timedelta(seconds=maximum)))
-        if by <= timedelta(0):
-            raise grant_service.GrantError(
-                "The access already lasts as long as the rule allows; nothing to extend."
-            )
-        grant_service.extend_grant(request.grant, by=by, actor=actor, request=request)
+        seconds = request.rule_snapshot.get("max_duration_seconds")
+        # Time passed while the extension waited, and another extension may have been
+        # approved meanwhile: never past the rule's maximum from now (capped on the locked
+        # grant row).
+        grant_service.extend_grant(
+            request.grant,
+            by=request.duration,
+            actor=actor,
+            request=request,
+            maximum=timedelta(seconds=seconds) if seconds is not None else None,
+        )
     else:
         expires = timezone.now() + request.duration if request.duration is not None else None
         grant_service.create_grant(
