@@ -238,10 +238,9 @@ def admins() -> list[int]:
     )
 
 
-def reviewers_of(stage: dict[str, Any] | Stage, request: AccessRequest) -> list[int]:
-    """Who may decide a stage, fixed when the stage starts. A stage with nobody to ask
-    (no owners, no manager) goes to the admins, so no request is stuck."""
-    kind = stage.reviewers if isinstance(stage, Stage) else stage["reviewers"]
+def _named_by(kind: str, request: AccessRequest) -> set[int]:
+    """The active users a stage's kind of reviewer names today: the resource's owners
+    (directly or through a group), the requester's manager, or the admins."""
     ids: set[int] = set()
     if kind == ReviewerKind.OWNERS:
         owners = request.resource.owners.all()
@@ -252,15 +251,33 @@ def reviewers_of(stage: dict[str, Any] | Stage, request: AccessRequest) -> list[
             ).values_list("pk", flat=True)
         )
     elif kind == ReviewerKind.MANAGER:
-        manager = request.user.manager
-        if manager is not None and manager.is_active:
+        manager = User.objects.filter(pk=request.user.manager_id, is_active=True).first()
+        if manager is not None:
             ids.add(manager.pk)
     else:
         ids |= set(admins())
     ids.discard(None)  # type: ignore[arg-type]
+    return ids
+
+
+def reviewers_of(stage: dict[str, Any] | Stage, request: AccessRequest) -> list[int]:
+    """Who may decide a stage, fixed when the stage starts. A stage with nobody to ask
+    (no owners, no manager) goes to the admins, so no request is stuck."""
+    kind = stage.reviewers if isinstance(stage, Stage) else stage["reviewers"]
+    ids = _named_by(kind, request)
     if not ids:
         ids = set(admins())
     return sorted(ids)
+
+
+def still_qualified(stage: dict[str, Any], request: AccessRequest) -> set[int]:
+    """Of the people who may decide a stage, fixed when it started, those who still may:
+    the reviewers its kind names today (an owner removed since, or a manager who no longer
+    is the requester's, drops out), and the admins, who may decide any request. Nobody
+    joins by this: who became an owner or the manager since is not a reviewer of it."""
+    return set(request.stage_reviewers or []) & (
+        _named_by(stage["reviewers"], request) | set(admins())
+    )
 
 
 def _self_ids(request: AccessRequest) -> set[int]:
@@ -275,7 +292,9 @@ def _stage_complete(request: AccessRequest, stage: dict[str, Any]) -> bool:
     )
     if stage["mode"] == StageMode.ANY:
         return bool(approved)
-    needed = set(request.stage_reviewers)
+    # Those who no longer qualify (an owner removed since) cannot approve, so they are
+    # not waited for either.
+    needed = still_qualified(stage, request)
     if not request.rule_snapshot.get("allow_self_approval"):
         # The requester cannot approve, so "all" means all the others; when they were the
         # only reviewer, stage_reviewers holds the admins instead, and all of them decide.
@@ -520,7 +539,12 @@ def can_decide(user: Any, request: AccessRequest) -> bool:
     stage or as an admin overriding), leaving self-approval to ``decide``."""
     if not request.is_pending or not permissions._active(user):
         return False
-    return user.pk in (request.stage_reviewers or []) or permissions.is_admin(user)
+    if permissions.is_admin(user):
+        return True
+    stages = request.stages
+    if not stages or user.pk not in (request.stage_reviewers or []):
+        return False
+    return user.pk in still_qualified(stages[request.current_stage - 1], request)
 
 
 def decide(
@@ -548,6 +572,16 @@ def decide(
             )
         is_reviewer = reviewer.pk in (locked.stage_reviewers or [])
         is_admin = permissions.is_admin(reviewer)
+        if is_reviewer and reviewer.pk not in still_qualified(
+            locked.stages[locked.current_stage - 1], locked
+        ):
+            # Reviewers are fixed when a stage starts; one who has since stopped being an
+            # owner or the requester's manager (or an admin) no longer decides.
+            raise DecisionError(
+                "You no longer review this request: its reviewers were fixed when its stage "
+                f"started, and you are now {_no_longer(locked)}. "
+                "Its other reviewers or an admin decide."
+            )
         if not (is_reviewer or is_admin):
             raise PermissionDenied("You are not a reviewer of this request's current stage.")
         if is_self and not is_reviewer:
@@ -605,6 +639,16 @@ def decide(
                     # Rolls the decision back with it: nothing is half-written.
                     raise DecisionError(f"The access cannot be granted: {exc}") from exc
         return locked
+
+
+def _no_longer(request: AccessRequest) -> str:
+    """What a former reviewer of the current stage is no longer, in words."""
+    kind = request.stages[request.current_stage - 1]["reviewers"]
+    if kind == ReviewerKind.OWNERS:
+        return f"neither an owner of {request.resource.name} nor an admin"
+    if kind == ReviewerKind.MANAGER:
+        return f"neither {request.user.email}'s manager nor an admin"
+    return "no longer an admin"
 
 
 def _emails(ids: list[int]) -> list[str]:
