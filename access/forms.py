@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from access import services, tokens
 from access.choices import ExtensionPolicy
 from access.models import RequestRule, RequestRuleStage, User
-from access.services.requests import DURATION_CHOICES, humanize
+from access.services.requests import DURATION_CHOICES, humanize, unknown_user
 from access.services.rules import join_words
 
 
@@ -40,6 +40,24 @@ class ApiTokenForm(forms.Form):
 
 
 # Requests, decisions and grants ---------------------------------------------------------------
+class OnBehalfField(forms.ModelChoiceField):
+    """The person a request is for. An id that matches nobody is passed on as an unknown
+    user, which the request service refuses with the message it gives for anyone the
+    requester may not ask for: the page does not tell who exists."""
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except ValidationError:
+            try:
+                pk = int(value)
+            except (TypeError, ValueError):
+                raise ValidationError(
+                    self.error_messages["invalid_choice"], code="invalid_choice"
+                ) from None
+            return unknown_user(pk)
+
+
 class RequestDetailsForm(forms.Form):
     """What one submission shares across its resources: why, the ticket, and for whom."""
 
@@ -50,7 +68,7 @@ class RequestDetailsForm(forms.Form):
         help_text="What you need the access for; the approvers read it.",
     )
     ticket = forms.CharField(label="Ticket reference", required=False, max_length=200, strip=True)
-    user = forms.ModelChoiceField(
+    user = OnBehalfField(
         label="On behalf of",
         queryset=User.objects.all(),
         required=False,

@@ -327,6 +327,18 @@ class RequestItem:
     rule: EffectiveRule | None = field(default=None, repr=False)
 
 
+ON_BEHALF_REFUSED = (
+    "You cannot ask for access to {resource} for this person: ask for yourself, for your "
+    "reports, or (as an admin or one of the resource's owners) for any active user."
+)
+
+
+def unknown_user(pk: int) -> User:
+    """Stands for a user id that matches nobody, so that asking on its behalf is refused
+    with the message any other refused person gets."""
+    return User(pk=pk, is_active=False)
+
+
 def pending_timeout() -> timedelta:
     return timedelta(hours=float(getattr(settings, "ACCESS_REQUEST_PENDING_HOURS", 72)))
 
@@ -350,9 +362,9 @@ def validate_items(
 
     if not items:
         add("", "Choose at least one resource.")
-    if not user.is_active:
-        add("", f"{user.email} is deactivated and cannot receive access.")
     on_behalf = user.pk != requested_by.pk
+    if not on_behalf and not user.is_active:
+        add("", f"{user.email} is deactivated and cannot receive access.")
     seen: set[tuple[int, int]] = set()
     for index, item in enumerate(items):
         resource_pk = _as_int(item.resource_id)
@@ -368,12 +380,13 @@ def validate_items(
         if resource.deleted_at is not None:
             add(index, f"{resource.name} no longer exists in AWS and cannot be requested.")
             continue
-        if on_behalf and not permissions.can_request_for(requested_by, user, resource):
-            add(
-                index,
-                f"You may ask for access to {resource.name} only for yourself: on behalf of "
-                "others is for admins, the resource's owners and the person's manager.",
-            )
+        if on_behalf and not (
+            user.is_active and permissions.can_request_for(requested_by, user, resource)
+        ):
+            # One message whether the person may not be asked for, is deactivated or does
+            # not exist (the API passes an unknown id as an inactive, unsaved user): the
+            # answer tells nobody who exists or who left.
+            add(index, ON_BEHALF_REFUSED.format(resource=resource.name))
             continue
         level_pk = _as_int(item.access_level_id)
         level = AccessLevel.objects.filter(pk=level_pk).first() if level_pk is not None else None
