@@ -40,7 +40,7 @@ def rule_change_problems(
     (None: the rule is created, or deleted), as messages for them; empty when they may.
 
     Admins may make any change. Others may not: turn on a relaxation (see
-    ``RequestRule.relaxations``, including letting a relaxing rule take requests again);
+    ``RequestRule.relaxations``), or let a relaxing rule take requests again;
     change a relaxing rule's requester group or priority, or delete it; or make a rule
     that relaxes anything the one that judges their own requests for this resource.
     """
@@ -48,12 +48,22 @@ def rule_change_problems(
         return []
     problems: list[str] = []
     if after is not None:
-        had = set(before.active_relaxations()) if before is not None else set()
-        gained = [r for r in after.active_relaxations() if r not in had]
+        had = set(before.relaxations()) if before is not None else set()
+        gained = [r for r in after.relaxations() if r not in had]
         if gained:
             problems.append(
                 f"Only an admin can make a rule that {join_words(gained)}; leave those settings "
                 "as they are or ask an admin."
+            )
+        elif (
+            before is not None
+            and after.allow_requests
+            and not before.allow_requests
+            and after.relaxations()
+        ):
+            problems.append(
+                f"Only an admin can let {_label(before)} take requests again: it "
+                f"{join_words(after.relaxations())}. Ask an admin."
             )
     if before is not None and before.relaxations():
         relaxed = join_words(before.relaxations())

@@ -437,7 +437,7 @@ def test_the_rule_service_refuses_relaxing_even_without_the_pages_fixed_fields(p
         resource=personas.resource, name="Off", allow_requests=False, auto_approve=True
     )
     # Letting a relaxing rule take requests again turns its relaxations on.
-    with pytest.raises(ValidationError, match="Only an admin can make a rule that approves"):
+    with pytest.raises(ValidationError, match="Only an admin can let “Off” take requests again"):
         save_unguarded(personas.approver, off, edit_data(off, allow_requests="on"))
     off.refresh_from_db()
     assert not off.allow_requests
