@@ -267,7 +267,10 @@ class RequestRule(models.Model):
             found.append("allows access until revoked")
         if self.max_duration is None:
             found.append("has no maximum duration")
-        if self.extension_policy == ExtensionPolicy.AUTO_APPROVE:
+        # An auto-approving rule that judges extensions like requests approves them too.
+        if self.extension_policy == ExtensionPolicy.AUTO_APPROVE or (
+            self.auto_approve and self.extension_policy == ExtensionPolicy.SAME_AS_REQUEST
+        ):
             found.append("approves extensions automatically")
         return found
 

@@ -40,9 +40,10 @@ def rule_change_problems(
     (None: the rule is created, or deleted), as messages for them; empty when they may.
 
     Admins may make any change. Others may not: turn on a relaxation (see
-    ``RequestRule.relaxations``), or let a relaxing rule take requests again;
-    change a relaxing rule's requester group or priority, or delete it; or make a rule
-    that relaxes anything the one that judges their own requests for this resource.
+    ``RequestRule.relaxations``), or let a relaxing rule take requests again; change a
+    relaxing rule's requester group or priority, lengthen its maximum, or delete it; or
+    make a rule that relaxes anything the one that judges their own requests for this
+    resource.
     """
     if permissions.can_relax_rules(actor):
         return []
@@ -78,6 +79,15 @@ def rule_change_problems(
             problems.append(
                 f"Only an admin can change whom {_label(before)} applies to or its priority: "
                 f"it {relaxed}. Ask an admin."
+            )
+        elif (
+            before.max_duration is not None
+            and after.max_duration is not None
+            and after.max_duration > before.max_duration
+        ):
+            problems.append(
+                f"Only an admin can lengthen the maximum duration of {_label(before)}: it "
+                f"{relaxed}. A shorter maximum is yours to set."
             )
     if problems:
         return problems

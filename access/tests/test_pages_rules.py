@@ -478,3 +478,27 @@ def test_the_admin_site_saves_and_deletes_rules_through_the_same_check(
     with pytest.raises(PermissionDenied, match="Only an admin can delete"):
         model_admin.delete_model(request, auto)
     assert RequestRule.objects.filter(pk=auto.pk).exists()
+
+
+def test_an_owner_cannot_lengthen_an_auto_approving_rule_or_let_it_extend(personas, ops):
+    from django.core.exceptions import ValidationError
+
+    ops.members.add(personas.approver)
+    auto = RequestRule.objects.create(
+        resource=personas.resource,
+        name="Ops",
+        requester_group=ops,
+        auto_approve=True,
+        max_duration=timedelta(days=1),
+        extension_policy="not_allowed",
+    )
+    with pytest.raises(ValidationError, match="lengthen the maximum duration of “Ops”"):
+        save_unguarded(personas.approver, auto, edit_data(auto, max_duration=str(7 * 86400)))
+    # An auto-approving rule that judges extensions like requests approves them too.
+    with pytest.raises(ValidationError, match="approves extensions automatically"):
+        save_unguarded(personas.approver, auto, edit_data(auto, extension_policy="same_as_request"))
+    auto.refresh_from_db()
+    assert (auto.max_duration, auto.extension_policy) == (timedelta(days=1), "not_allowed")
+    save_unguarded(personas.approver, auto, edit_data(auto, max_duration=str(3600)))
+    auto.refresh_from_db()
+    assert auto.max_duration == timedelta(hours=1)

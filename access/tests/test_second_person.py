@@ -120,7 +120,9 @@ def _relax_of(rule: RequestRule) -> set[str]:
         relax.add("until_revoked")
     if rule.max_duration is None:
         relax.add("no_maximum")
-    if rule.extension_policy == ExtensionPolicy.AUTO_APPROVE:
+    if rule.extension_policy == ExtensionPolicy.AUTO_APPROVE or (
+        rule.auto_approve and rule.extension_policy == ExtensionPolicy.SAME_AS_REQUEST
+    ):
         relax.add("auto_extensions")
     return relax
 
