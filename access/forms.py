@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 from access import services, tokens
 from access.choices import ExtensionPolicy
 from access.models import RequestRule, RequestRuleStage, User
-from access.services.requests import DURATION_CHOICES, humanize
+from access.services.requests import DURATION_CHOICES, humanize, unknown_user
+from access.services.rules import join_words
 
 
 class ApiTokenForm(forms.Form):
@@ -53,6 +54,24 @@ class ApiTokenForm(forms.Form):
 
 
 # Requests, decisions and grants ---------------------------------------------------------------
+class OnBehalfField(forms.ModelChoiceField):
+    """The person a request is for. An id that matches nobody is passed on as an unknown
+    user, which the request service refuses with the message it gives for anyone the
+    requester may not ask for: the page does not tell who exists."""
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except ValidationError:
+            try:
+                pk = int(value)
+            except (TypeError, ValueError):
+                raise ValidationError(
+                    self.error_messages["invalid_choice"], code="invalid_choice"
+                ) from None
+            return unknown_user(pk)
+
+
 class RequestDetailsForm(forms.Form):
     """What one submission shares across its resources: why, the ticket, and for whom."""
 
@@ -63,7 +82,7 @@ class RequestDetailsForm(forms.Form):
         help_text="What you need the access for; the approvers read it.",
     )
     ticket = forms.CharField(label="Ticket reference", required=False, max_length=200, strip=True)
-    user = forms.ModelChoiceField(
+    user = OnBehalfField(
         label="On behalf of",
         queryset=User.objects.all(),
         required=False,
@@ -177,6 +196,17 @@ class RequestRuleForm(forms.ModelForm):
             if instance.max_duration is None and instance.pk is not None:
                 self.fields["max_duration"].disabled = True
                 self.fields["max_duration"].help_text = note
+            relaxed = instance.relaxations() if instance.pk is not None else []
+            if relaxed:
+                # While the rule relaxes anything, whom it applies to and its priority
+                # are an admin's (access/services/rules.py refuses the change anyway).
+                scope_note = f"Only an admin can change this: the rule {join_words(relaxed)}."
+                fixed = ["requester_group", "priority"]
+                if not instance.allow_requests:
+                    fixed.append("allow_requests")
+                for name in fixed:
+                    self.fields[name].disabled = True
+                    self.fields[name].help_text = scope_note
             policy = self.fields["extension_policy"]
             if instance.extension_policy == ExtensionPolicy.AUTO_APPROVE:
                 policy.disabled = True

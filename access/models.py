@@ -274,6 +274,31 @@ class RequestRule(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def relaxations(self) -> list[str]:
+        """What the rule lets through without someone else deciding, or without an end, in
+        words ("approves requests automatically", ...); empty for a rule that relaxes
+        nothing. Only admins turn these on, and while a rule has any of them only admins
+        change whom it applies to, its priority, or delete it (access/services/rules.py)."""
+        found = []
+        if self.auto_approve:
+            found.append("approves requests automatically")
+        if self.allow_self_approval:
+            found.append("lets a requester approve their own request")
+        if self.allow_until_revoked:
+            found.append("allows access until revoked")
+        if self.max_duration is None:
+            found.append("has no maximum duration")
+        # An auto-approving rule that judges extensions like requests approves them too.
+        if self.extension_policy == ExtensionPolicy.AUTO_APPROVE or (
+            self.auto_approve and self.extension_policy == ExtensionPolicy.SAME_AS_REQUEST
+        ):
+            found.append("approves extensions automatically")
+        return found
+
+    def active_relaxations(self) -> list[str]:
+        """The relaxations that take effect: none while the rule refuses every request."""
+        return self.relaxations() if self.allow_requests else []
+
 
 class RequestRuleStage(models.Model):
     """One approval stage of a rule: who reviews, and whether any one or all must approve."""

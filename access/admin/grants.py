@@ -71,8 +71,17 @@ class DirectGrantForm(forms.ModelForm):
             raise ValidationError(exc.message_dict["expires_at"]) from None
         return expires_at
 
+    # The admin making the grant (set by GrantAdmin.get_form for each request).
+    actor: Any = None
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        user = cleaned.get("user")
+        if user is not None:
+            try:
+                grant_service.check_direct_grant(self.actor, user)
+            except grant_service.GrantError as exc:
+                self.add_error("user", str(exc))
         resource, level = cleaned.get("resource"), cleaned.get("access_level")
         if resource is not None and resource.deleted_at is not None:
             self.add_error("resource", f"{resource.name} no longer exists in AWS.")
@@ -196,6 +205,13 @@ class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.actor = request.user  # a class made for this request
+        return form
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         if request.method == "GET":

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -25,6 +26,7 @@ from access.admin.base import (
 )
 from access.forms import BaseStageFormSet
 from access.models import AccessLevel, App, Owner, RequestRule, RequestRuleStage, Resource
+from access.services import rules as rule_service
 
 
 class DeletedListFilter(admin.SimpleListFilter):
@@ -208,6 +210,24 @@ class RequestRuleStageInline(PortcullisTabularInline):
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 
+class RequestRuleAdminForm(forms.ModelForm):
+    """The admin's rule form: a change is judged by the check the owners' pages use
+    (access/services/rules.py), with the admin making it as the actor."""
+
+    actor: Any = None
+
+    def _post_clean(self) -> None:
+        super()._post_clean()  # the instance now holds the new values
+        rule = self.instance
+        if rule.resource_id is None:
+            return
+        before = RequestRule.objects.filter(pk=rule.pk).first() if rule.pk is not None else None
+        for problem in rule_service.rule_change_problems(
+            self.actor, rule.resource, before=before, after=rule
+        ):
+            self.add_error(None, problem)
+
+
 @admin.register(RequestRule)
 class RequestRuleAdmin(PortcullisModelAdmin):
     list_display = (
@@ -227,8 +247,32 @@ class RequestRuleAdmin(PortcullisModelAdmin):
     inlines = (RequestRuleStageInline,)
     audit_related = ("stages",)
 
+    form = RequestRuleAdminForm
+
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(stage_count=Count("stages"))
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.actor = request.user  # a class made for this request
+        return form
+
+    def _check_delete(self, request: HttpRequest, rule: RequestRule) -> None:
+        try:
+            rule_service.check_rule_change(request.user, rule.resource, before=rule, after=None)
+        except ValidationError as exc:
+            raise PermissionDenied(" ".join(exc.messages)) from exc
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        self._check_delete(request, obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for rule in queryset.select_related("resource"):
+            self._check_delete(request, rule)
+        super().delete_queryset(request, queryset)
 
     @admin.display(description="stages", ordering="stage_count")
     def stage_count(self, obj: RequestRule) -> int:

@@ -414,9 +414,11 @@ class AccessRequestViewSet(
         subject = request.user
         user_id = data.validated_data.get("user")
         if user_id is not None and user_id != request.user.pk:
-            subject = User.objects.filter(pk=user_id).first()
-            if subject is None:
-                raise exceptions.ValidationError({"user": [f"There is no user with id {user_id}."]})
+            # An unknown id is refused like anyone the caller may not ask for, with the
+            # same message, so the answer does not tell whether the user exists.
+            subject = User.objects.filter(pk=user_id).first() or request_service.unknown_user(
+                user_id
+            )
         items = [
             request_service.RequestItem(
                 resource_id=item["resource"],

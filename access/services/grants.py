@@ -113,7 +113,10 @@ def create_grant(
     reason: str = "",
 ) -> Grant:
     """A new grant, pending until its assignment is applied in the provider (queued once
-    the caller's transaction commits)."""
+    the caller's transaction commits). A grant made directly (with no request behind it)
+    is never for the person making it: see ``check_direct_grant``."""
+    if request is None:
+        check_direct_grant(actor, user)
     if access_level.resource_id != resource.pk:
         raise GrantError(
             f"The access level {access_level.name} belongs to another resource than "
@@ -155,6 +158,17 @@ def create_grant(
         )
         enqueue_reconcile(assignment.pk)
     return grant
+
+
+def check_direct_grant(actor: Any, user: User) -> None:
+    """Nobody grants access to themselves: an admin's own access comes from a request that
+    someone else decides, or from another admin's direct grant (as ``decide`` never lets
+    admins override their own request). Raises GrantError."""
+    if getattr(actor, "pk", None) is not None and actor.pk == user.pk:
+        raise GrantError(
+            "You cannot grant access to yourself: ask another admin to grant it, or request "
+            "it so that someone else decides."
+        )
 
 
 def _assignment_for(user: User, resource: Resource, access_level: AccessLevel) -> Assignment:
@@ -271,8 +285,21 @@ def _cancel_pending_extensions(grant: Grant, now: datetime) -> None:
             )
 
 
-def extend_grant(grant: Grant, *, by: timedelta, actor: Any, request: Any = None) -> Grant:
-    """Moves a grant's expiry ``by`` later (from now if it is overdue). Audited."""
+def extend_grant(
+    grant: Grant,
+    *,
+    by: timedelta,
+    actor: Any,
+    request: Any = None,
+    maximum: timedelta | None = None,
+) -> Grant:
+    """Moves a grant's expiry ``by`` later (from now if it is overdue), but with ``maximum``
+    never to more than that from now. Audited.
+
+    The cap is computed from the grant's row as locked here, not from the caller's copy:
+    two extensions approved at once then cannot together take the access past the rule's
+    maximum (the second finds the first's expiry and extends by what is left, or not at
+    all)."""
     if grant.expires_at is None:
         raise GrantError("This access does not expire; there is nothing to extend.")
     now = timezone.now()
@@ -280,8 +307,16 @@ def extend_grant(grant: Grant, *, by: timedelta, actor: Any, request: Any = None
         locked = Grant.objects.select_for_update().get(pk=grant.pk)
         if locked.status not in ACTIVE_STATUSES:
             raise GrantError("This access has ended; request it again instead.")
+        if locked.expires_at is None:
+            raise GrantError("This access does not expire; there is nothing to extend.")
         before = locked.expires_at
         after = max(before, now) + by
+        if maximum is not None:
+            after = min(after, now + maximum)
+        if after <= before:
+            raise GrantError(
+                "The access already lasts as long as the rule allows; nothing to extend."
+            )
         Grant.objects.filter(pk=grant.pk).update(
             expires_at=after, warned_day_at=None, warned_hour_at=None, updated_at=now
         )

@@ -7,7 +7,7 @@ pages, the API and the admin all call these functions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -206,18 +206,25 @@ class EffectiveRule:
         }
 
 
+def rule_applies_to(rule: RequestRule, group_ids: Collection[int]) -> bool:
+    """Whether a rule is for a requester in these groups: it names one of them, or none."""
+    return rule.requester_group_id is None or rule.requester_group_id in group_ids
+
+
+def applicable_rule(rules: Iterable[RequestRule], group_ids: Collection[int]) -> RequestRule | None:
+    """Of one resource's rules, the one that judges a requester in these groups: the
+    highest priority among those that apply to them, the oldest on a tie (an unsaved rule
+    counts as the newest). ``rule_for`` and the check of rule edits both choose with it."""
+    matching = [rule for rule in rules if rule_applies_to(rule, group_ids)]
+    return min(matching, key=lambda r: (-r.priority, r.pk is None, r.pk or 0), default=None)
+
+
 def rule_for(resource: Resource, requester: User) -> EffectiveRule:
     """The highest-priority rule of the resource that applies to this requester: rules for a
     group they are in, or for everyone. With no rule at all, the default: owners approve,
     at most 7 days, a reason required."""
-    group_ids = list(requester.member_of.values_list("pk", flat=True)) if requester.pk else []
-    rule = (
-        RequestRule.objects.filter(resource=resource)
-        .filter(Q(requester_group__isnull=True) | Q(requester_group_id__in=group_ids))
-        .order_by("-priority", "id")
-        .prefetch_related("stages")
-        .first()
-    )
+    group_ids = set(requester.member_of.values_list("pk", flat=True)) if requester.pk else set()
+    rule = applicable_rule(resource.request_rules.all(), group_ids)
     return EffectiveRule.of(rule) if rule is not None else EffectiveRule(rule=None)
 
 
@@ -231,10 +238,9 @@ def admins() -> list[int]:
     )
 
 
-def reviewers_of(stage: dict[str, Any] | Stage, request: AccessRequest) -> list[int]:
-    """Who may decide a stage, fixed when the stage starts. A stage with nobody to ask
-    (no owners, no manager) goes to the admins, so no request is stuck."""
-    kind = stage.reviewers if isinstance(stage, Stage) else stage["reviewers"]
+def _named_by(kind: str, request: AccessRequest) -> set[int]:
+    """The active users a stage's kind of reviewer names today: the resource's owners
+    (directly or through a group), the requester's manager, or the admins."""
     ids: set[int] = set()
     if kind == ReviewerKind.OWNERS:
         owners = request.resource.owners.all()
@@ -245,15 +251,33 @@ def reviewers_of(stage: dict[str, Any] | Stage, request: AccessRequest) -> list[
             ).values_list("pk", flat=True)
         )
     elif kind == ReviewerKind.MANAGER:
-        manager = request.user.manager
-        if manager is not None and manager.is_active:
+        manager = User.objects.filter(pk=request.user.manager_id, is_active=True).first()
+        if manager is not None:
             ids.add(manager.pk)
     else:
         ids |= set(admins())
     ids.discard(None)  # type: ignore[arg-type]
+    return ids
+
+
+def reviewers_of(stage: dict[str, Any] | Stage, request: AccessRequest) -> list[int]:
+    """Who may decide a stage, fixed when the stage starts. A stage with nobody to ask
+    (no owners, no manager) goes to the admins, so no request is stuck."""
+    kind = stage.reviewers if isinstance(stage, Stage) else stage["reviewers"]
+    ids = _named_by(kind, request)
     if not ids:
         ids = set(admins())
     return sorted(ids)
+
+
+def still_qualified(stage: dict[str, Any], request: AccessRequest) -> set[int]:
+    """Of the people who may decide a stage, fixed when it started, those who still may:
+    the reviewers its kind names today (an owner removed since, or a manager who no longer
+    is the requester's, drops out), and the admins, who may decide any request. Nobody
+    joins by this: who became an owner or the manager since is not a reviewer of it."""
+    return set(request.stage_reviewers or []) & (
+        _named_by(stage["reviewers"], request) | set(admins())
+    )
 
 
 def _self_ids(request: AccessRequest) -> set[int]:
@@ -268,7 +292,9 @@ def _stage_complete(request: AccessRequest, stage: dict[str, Any]) -> bool:
     )
     if stage["mode"] == StageMode.ANY:
         return bool(approved)
-    needed = set(request.stage_reviewers)
+    # Those who no longer qualify (an owner removed since) cannot approve, so they are
+    # not waited for either.
+    needed = still_qualified(stage, request)
     if not request.rule_snapshot.get("allow_self_approval"):
         # The requester cannot approve, so "all" means all the others; when they were the
         # only reviewer, stage_reviewers holds the admins instead, and all of them decide.
@@ -301,6 +327,18 @@ class RequestItem:
     rule: EffectiveRule | None = field(default=None, repr=False)
 
 
+ON_BEHALF_REFUSED = (
+    "You cannot ask for access to {resource} for this person: ask for yourself, for your "
+    "reports, or (as an admin or one of the resource's owners) for any active user."
+)
+
+
+def unknown_user(pk: int) -> User:
+    """Stands for a user id that matches nobody, so that asking on its behalf is refused
+    with the message any other refused person gets."""
+    return User(pk=pk, is_active=False)
+
+
 def pending_timeout() -> timedelta:
     return timedelta(hours=float(getattr(settings, "ACCESS_REQUEST_PENDING_HOURS", 72)))
 
@@ -324,9 +362,9 @@ def validate_items(
 
     if not items:
         add("", "Choose at least one resource.")
-    if not user.is_active:
-        add("", f"{user.email} is deactivated and cannot receive access.")
     on_behalf = user.pk != requested_by.pk
+    if not on_behalf and not user.is_active:
+        add("", f"{user.email} is deactivated and cannot receive access.")
     seen: set[tuple[int, int]] = set()
     for index, item in enumerate(items):
         resource_pk = _as_int(item.resource_id)
@@ -342,15 +380,16 @@ def validate_items(
         if resource.deleted_at is not None:
             add(index, f"{resource.name} no longer exists in AWS and cannot be requested.")
             continue
+        if on_behalf and not (
+            user.is_active and permissions.can_request_for(requested_by, user, resource)
+        ):
+            # One message whether the person may not be asked for, is deactivated or does
+            # not exist (the API passes an unknown id as an inactive, unsaved user): the
+            # answer tells nobody who exists or who left.
+            add(index, ON_BEHALF_REFUSED.format(resource=resource.name))
+            continue
         if refusal := grant_service.not_requestable(resource):
             add(index, refusal)
-            continue
-        if on_behalf and not permissions.can_request_for(requested_by, user, resource):
-            add(
-                index,
-                f"You may ask for access to {resource.name} only for yourself: on behalf of "
-                "others is for admins, the resource's owners and the person's manager.",
-            )
             continue
         level_pk = _as_int(item.access_level_id)
         level = AccessLevel.objects.filter(pk=level_pk).first() if level_pk is not None else None
@@ -519,7 +558,12 @@ def can_decide(user: Any, request: AccessRequest) -> bool:
     stage or as an admin overriding), leaving self-approval to ``decide``."""
     if not request.is_pending or not permissions._active(user):
         return False
-    return user.pk in (request.stage_reviewers or []) or permissions.is_admin(user)
+    if permissions.is_admin(user):
+        return True
+    stages = request.stages
+    if not stages or user.pk not in (request.stage_reviewers or []):
+        return False
+    return user.pk in still_qualified(stages[request.current_stage - 1], request)
 
 
 def decide(
@@ -547,6 +591,16 @@ def decide(
             )
         is_reviewer = reviewer.pk in (locked.stage_reviewers or [])
         is_admin = permissions.is_admin(reviewer)
+        if is_reviewer and reviewer.pk not in still_qualified(
+            locked.stages[locked.current_stage - 1], locked
+        ):
+            # Reviewers are fixed when a stage starts; one who has since stopped being an
+            # owner or the requester's manager (or an admin) no longer decides.
+            raise DecisionError(
+                "You no longer review this request: its reviewers were fixed when its stage "
+                f"started, and you are now {_no_longer(locked)}. "
+                "Its other reviewers or an admin decide."
+            )
         if not (is_reviewer or is_admin):
             raise PermissionDenied("You are not a reviewer of this request's current stage.")
         if is_self and not is_reviewer:
@@ -606,6 +660,16 @@ def decide(
         return locked
 
 
+def _no_longer(request: AccessRequest) -> str:
+    """What a former reviewer of the current stage is no longer, in words."""
+    kind = request.stages[request.current_stage - 1]["reviewers"]
+    if kind == ReviewerKind.OWNERS:
+        return f"neither an owner of {request.resource.name} nor an admin"
+    if kind == ReviewerKind.MANAGER:
+        return f"neither {request.user.email}'s manager nor an admin"
+    return "no longer an admin"
+
+
 def _emails(ids: list[int]) -> list[str]:
     return list(User.objects.filter(pk__in=ids).order_by("email").values_list("email", flat=True))
 
@@ -629,16 +693,17 @@ def _approve(request: AccessRequest, *, actor: Any, note: str = "") -> None:
         )
     if request.kind == RequestKind.EXTENSION:
         assert request.grant is not None and request.duration is not None
-        by = request.duration
-        maximum = request.rule_snapshot.get("max_duration_seconds")
-        if maximum is not None:
-            # Time passed while the extension waited: never past the rule's maximum from now.
-            by = min(by, max_extension(request.grant, timedelta(seconds=maximum)))
-        if by <= timedelta(0):
-            raise grant_service.GrantError(
-                "The access already lasts as long as the rule allows; nothing to extend."
-            )
-        grant_service.extend_grant(request.grant, by=by, actor=actor, request=request)
+        seconds = request.rule_snapshot.get("max_duration_seconds")
+        # Time passed while the extension waited, and another extension may have been
+        # approved meanwhile: never past the rule's maximum from now (capped on the locked
+        # grant row).
+        grant_service.extend_grant(
+            request.grant,
+            by=request.duration,
+            actor=actor,
+            request=request,
+            maximum=timedelta(seconds=seconds) if seconds is not None else None,
+        )
     else:
         expires = timezone.now() + request.duration if request.duration is not None else None
         grant_service.create_grant(

@@ -179,6 +179,45 @@ def test_an_admin_grants_directly_until_revoked(admin_client, personas, level):
     assert event.details["source"] == "admin"
 
 
+def test_an_admin_cannot_grant_themselves_access_and_another_admin_can(
+    client, admin_client, personas, level
+):
+    data = {
+        "user": str(personas.admin.pk),
+        "resource": str(personas.resource.pk),
+        "access_level": str(level.pk),
+        "expires_at_0": "",
+        "expires_at_1": "",
+        "reason": "I need it",
+    }
+    response = post_form(admin_client, add_url(Grant), data)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["user"] == [
+        "You cannot grant access to yourself: ask another admin to grant it, or request it "
+        "so that someone else decides."
+    ]
+    assert not Grant.objects.exists()
+    assert not Assignment.objects.exists()
+    assert not events("grant.created")
+    # The service refuses it whoever calls it.
+    with pytest.raises(grant_service.GrantError, match="cannot grant access to yourself"):
+        grant_service.create_grant(
+            user=personas.admin,
+            resource=personas.resource,
+            access_level=level,
+            expires_at=None,
+            source=GrantSource.ADMIN,
+            actor=personas.admin,
+        )
+    assert not Grant.objects.exists()
+    other = make_user("alan.admin@example.com", roles=("Admin",))
+    client.force_login(other)
+    saved(post_form(client, add_url(Grant), data))
+    grant = Grant.objects.get()
+    assert (grant.user, grant.granted_by) == (personas.admin, other)
+
+
 def test_it_refuses_a_direct_grant_of_another_resources_level(admin_client, personas, level):
     other = Resource.objects.create(app=personas.app, type="aws_account", remote_id="2", name="dev")
     foreign = AccessLevel.objects.create(resource=other, remote_id="ps-9", name="Admin")

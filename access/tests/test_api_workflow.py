@@ -322,14 +322,26 @@ def test_it_refuses_asking_on_behalf_of_someone_the_caller_has_no_say_over(perso
     client = bearer(personas.outsider)
 
     response = client.post(REQUESTS, body(level, user=personas.requester.pk), format="json")
-    unknown = client.post(REQUESTS, body(level, user=999999), format="json")
 
     assert response.status_code == 400
-    assert "only for yourself" in response.json()["items"]["0"][0]
-    assert unknown.status_code == 400
-    assert "user" in unknown.json()
+    assert "You cannot ask for access to prod for this person" in response.json()["items"]["0"][0]
     assert not AccessRequest.objects.exists()
     assert not AuditEvent.objects.filter(action="request.created").exists()
+
+
+@pytest.mark.parametrize("caller", ["outsider", "approver"])
+def test_asking_on_behalf_tells_nobody_who_exists_or_who_left(personas, level, caller):
+    # The outsider may ask for nobody else; the owner may ask for anyone active.
+    gone = make_user("gus.gone@example.com", is_active=False)
+    client = bearer(getattr(personas, caller))
+    ids = [gone.pk, 999999] + ([personas.requester.pk] if caller == "outsider" else [])
+
+    answers = [client.post(REQUESTS, body(level, user=pk), format="json") for pk in ids]
+
+    assert [a.status_code for a in answers] == [400] * len(ids)
+    assert all(a.json() == answers[0].json() for a in answers), [a.json() for a in answers]
+    assert "gus.gone" not in str(answers[0].json())
+    assert not AccessRequest.objects.exists()
 
 
 def _bad_item(personas, level, problem: str) -> tuple[dict, str]:

@@ -12,6 +12,7 @@ from access.choices import RequestStatus, ReviewerKind, StageMode
 from access.models import AccessLevel, AccessRequest, Grant, RequestRule, Resource
 from access.services import requests as svc
 from audit.models import AuditEvent
+from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -220,7 +221,33 @@ def test_on_behalf_of_someone_else_is_refused_to_a_plain_user(personas, level):
         },
     )
     assert response.status_code == 400
-    assert "only for yourself" in response.content.decode()
+    assert "You cannot ask for access to prod for this person" in response.content.decode()
+    assert not AccessRequest.objects.exists()
+
+
+def test_the_request_form_tells_nobody_who_exists_or_who_left(personas, level):
+    gone = make_user("gus.gone@example.com", is_active=False)
+    client = logged_in(personas.requester)
+
+    def refusal(user_id):
+        response = client.post(
+            reverse("request-new"),
+            {
+                "resource": [personas.resource.pk],
+                "level-0": level.pk,
+                "duration-0": EIGHT_HOURS,
+                "reason": "x",
+                "user": user_id,
+            },
+        )
+        assert response.status_code == 400
+        return [str(m) for m in response.context["rows"][0]["errors"]] + list(
+            response.context["general_errors"]
+        )
+
+    answers = [refusal(pk) for pk in (personas.outsider.pk, gone.pk, 999999)]
+    assert answers[0] == answers[1] == answers[2], answers
+    assert "gus.gone" not in str(answers)
     assert not AccessRequest.objects.exists()
 
 

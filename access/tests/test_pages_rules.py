@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from access.models import RequestRule
+from access.models import RequestRule, UserGroup
 from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -228,3 +228,290 @@ def test_the_rule_pages_send_anonymous_people_to_login(personas, rule):
     ):
         assert response.status_code == 302 and "/accounts/login/" in response["Location"]
     assert RequestRule.objects.count() == 1
+
+
+# An owner cannot get access with nobody else's approval by editing rules ---------------------
+def ask_for_myself(user, level):
+    from access.services import requests as request_service
+
+    return request_service.submit_requests(
+        requested_by=user,
+        items=[request_service.RequestItem(level.resource_id, level.pk, timedelta(hours=1))],
+        reason="mine",
+    )[0]
+
+
+@pytest.fixture
+def level(personas):
+    from access.models import AccessLevel
+
+    return AccessLevel.objects.create(resource=personas.resource, remote_id="ps", name="ReadOnly")
+
+
+@pytest.fixture
+def ops(personas):
+    from access.models import UserGroup
+
+    return UserGroup.objects.create(name="Ops")
+
+
+def edit_data(rule, **overrides):
+    """The rule as its edit page posts it back, with ``overrides``."""
+    fields = {
+        "name": rule.name,
+        "priority": str(rule.priority),
+        "requester_group": str(rule.requester_group_id or ""),
+        "allow_requests": "on" if rule.allow_requests else None,
+        "auto_approve": "on" if rule.auto_approve else None,
+        "max_duration": str(int(rule.max_duration.total_seconds())) if rule.max_duration else "",
+        "recommended_duration": "",
+        "require_reason": None,
+        "extension_policy": rule.extension_policy,
+        "stages-INITIAL_FORMS": str(rule.stages.count()),
+        "stages-0-order": "",
+    }
+    for index, stage in enumerate(rule.stages.all()):
+        fields |= {
+            f"stages-{index}-id": str(stage.pk),
+            f"stages-{index}-rule": str(rule.pk),
+            f"stages-{index}-order": str(stage.order),
+            f"stages-{index}-reviewers": stage.reviewers,
+            f"stages-{index}-mode": stage.mode,
+        }
+    fields.update(overrides)
+    return rule_data(**fields)
+
+
+def save_unguarded(actor, rule, data):
+    """Saves through the rule service with a form that fixes no field, as a caller other
+    than the owners' page might: the service alone must refuse."""
+    from access.forms import RequestRuleForm, StageFormSet
+    from access.services import rules as rule_service
+
+    form = RequestRuleForm(data, instance=rule, can_relax=True)
+    stages = StageFormSet(data, instance=rule, prefix="stages")
+    assert form.is_valid() and stages.is_valid(), (form.errors, stages.non_form_errors())
+    return rule_service.save_request_rule(form, stages, actor=actor)
+
+
+def test_an_owner_cannot_widen_an_admins_auto_approving_rule_to_themselves(personas, level, ops):
+    from django.core.exceptions import ValidationError
+
+    auto = RequestRule.objects.create(
+        resource=personas.resource, name="Ops", requester_group=ops, auto_approve=True
+    )
+    url = reverse("resource-rule-edit", args=[personas.resource.pk, auto.pk])
+    client = logged_in(personas.approver)
+    assert "Only an admin can change this" in client.get(url).content.decode()
+    # The page keeps the field as it is ...
+    client.post(url, edit_data(auto, requester_group=""))
+    auto.refresh_from_db()
+    assert auto.requester_group == ops
+    # ... and the service refuses the change from any caller.
+    with pytest.raises(ValidationError, match="Only an admin can change whom “Ops” applies to"):
+        save_unguarded(personas.approver, auto, edit_data(auto, requester_group=""))
+    auto.refresh_from_db()
+    assert auto.requester_group == ops
+    assert not [
+        e
+        for e in AuditEvent.objects.filter(action="inventory.request_rule.updated")
+        if "requester_group" in e.details["changes"]
+    ]
+    request = ask_for_myself(personas.approver, level)
+    assert request.status == "pending" and not request.auto_approved
+
+
+def test_an_owner_cannot_delete_a_stricter_rule_that_shadows_a_relaxed_one(personas, level, ops):
+    RequestRule.objects.create(
+        resource=personas.resource, name="Everyone", priority=10, auto_approve=True
+    )
+    strict = RequestRule.objects.create(resource=personas.resource, name="Strict", priority=100)
+    strict.stages.create(order=1, reviewers="owners", mode="any")
+    client = logged_in(personas.approver)
+    response = client.post(
+        reverse("resource-rule-delete", args=[personas.resource.pk, strict.pk]), follow=True
+    )
+    assert "would make “Everyone” judge your own requests" in response.content.decode()
+    assert RequestRule.objects.filter(pk=strict.pk).exists()
+    assert not AuditEvent.objects.filter(action="inventory.request_rule.deleted").exists()
+    request = ask_for_myself(personas.approver, level)
+    assert request.status == "pending" and not request.auto_approved
+
+
+def test_an_owner_cannot_reprioritise_a_stricter_rule_below_a_relaxed_one(personas, level, ops):
+    ops.members.add(personas.approver)
+    RequestRule.objects.create(
+        resource=personas.resource, name="Ops", priority=10, requester_group=ops, auto_approve=True
+    )
+    strict = RequestRule.objects.create(resource=personas.resource, name="Strict", priority=100)
+    strict.stages.create(order=1, reviewers="owners", mode="any")
+    response = logged_in(personas.approver).post(
+        reverse("resource-rule-edit", args=[personas.resource.pk, strict.pk]),
+        edit_data(strict, priority="1"),
+    )
+    assert response.status_code == 400
+    assert "would make “Ops” judge your own requests" in response.content.decode()
+    strict.refresh_from_db()
+    assert strict.priority == 100
+    request = ask_for_myself(personas.approver, level)
+    assert request.status == "pending" and not request.auto_approved
+
+
+def test_an_owner_cannot_move_a_stricter_rule_away_from_their_group(personas, level, ops):
+    ops.members.add(personas.approver)
+    RequestRule.objects.create(resource=personas.resource, name="Everyone", auto_approve=True)
+    strict = RequestRule.objects.create(
+        resource=personas.resource, name="Ops", priority=200, requester_group=ops
+    )
+    strict.stages.create(order=1, reviewers="owners", mode="any")
+    other = UserGroup.objects.create(name="Elsewhere")
+    response = logged_in(personas.approver).post(
+        reverse("resource-rule-edit", args=[personas.resource.pk, strict.pk]),
+        edit_data(strict, requester_group=str(other.pk)),
+    )
+    assert response.status_code == 400
+    strict.refresh_from_db()
+    assert strict.requester_group == ops
+
+
+def test_an_owner_cannot_delete_or_reprioritise_a_relaxing_rule(personas, ops):
+    from django.core.exceptions import ValidationError
+
+    auto = RequestRule.objects.create(
+        resource=personas.resource, name="Ops", requester_group=ops, auto_approve=True
+    )
+    client = logged_in(personas.approver)
+    listing = client.get(reverse("resource-rules", args=[personas.resource.pk])).content.decode()
+    assert "Only an admin can delete it" in listing
+    response = client.post(
+        reverse("resource-rule-delete", args=[personas.resource.pk, auto.pk]), follow=True
+    )
+    assert "Only an admin can delete “Ops”" in response.content.decode()
+    client.post(
+        reverse("resource-rule-edit", args=[personas.resource.pk, auto.pk]),
+        edit_data(auto, priority="500"),
+    )
+    auto.refresh_from_db()
+    assert auto.priority == 100
+    with pytest.raises(ValidationError, match="or its priority"):
+        save_unguarded(personas.approver, auto, edit_data(auto, priority="500"))
+    auto.refresh_from_db()
+    assert auto.priority == 100
+    assert RequestRule.objects.filter(pk=auto.pk).exists()
+
+
+def test_an_owner_still_edits_what_does_not_relax_and_admins_change_anything(personas, level, ops):
+    auto = RequestRule.objects.create(
+        resource=personas.resource,
+        name="Ops",
+        requester_group=ops,
+        auto_approve=True,
+        max_duration=timedelta(days=1),
+    )
+    owner = logged_in(personas.approver)
+    response = owner.post(
+        reverse("resource-rule-edit", args=[personas.resource.pk, auto.pk]),
+        edit_data(auto, name="Ops team", max_duration=str(3600)),
+    )
+    assert response.status_code == 302, response.content.decode()
+    auto.refresh_from_db()
+    assert (auto.name, auto.max_duration, auto.requester_group) == (
+        "Ops team",
+        timedelta(hours=1),
+        ops,
+    )
+    # A stricter rule for everyone, above it, is the owner's to add: it relaxes nothing.
+    assert (
+        owner.post(
+            reverse("resource-rule-new", args=[personas.resource.pk]), rule_data(priority="300")
+        ).status_code
+        == 302
+    )
+    admin = logged_in(personas.admin)
+    response = admin.post(
+        reverse("resource-rule-edit", args=[personas.resource.pk, auto.pk]),
+        edit_data(auto, requester_group=""),
+    )
+    assert response.status_code == 302, response.content.decode()
+    admin.post(reverse("resource-rule-delete", args=[personas.resource.pk, auto.pk]))
+    assert not RequestRule.objects.filter(pk=auto.pk).exists()
+
+
+def test_the_rule_service_refuses_relaxing_even_without_the_pages_fixed_fields(personas):
+    from django.core.exceptions import ValidationError
+
+    rule = RequestRule(resource=personas.resource)
+    with pytest.raises(ValidationError, match="Only an admin can make a rule that approves"):
+        save_unguarded(
+            personas.approver, rule, rule_data(auto_approve="on", **{"stages-0-order": ""})
+        )
+    assert not RequestRule.objects.exists()
+    off = RequestRule.objects.create(
+        resource=personas.resource, name="Off", allow_requests=False, auto_approve=True
+    )
+    # Letting a relaxing rule take requests again turns its relaxations on.
+    with pytest.raises(ValidationError, match="Only an admin can let “Off” take requests again"):
+        save_unguarded(personas.approver, off, edit_data(off, allow_requests="on"))
+    off.refresh_from_db()
+    assert not off.allow_requests
+
+
+def test_the_admin_site_saves_and_deletes_rules_through_the_same_check(
+    personas, ops, rf, monkeypatch
+):
+    from django.contrib import admin
+    from django.core.exceptions import PermissionDenied
+
+    from access import permissions
+
+    auto = RequestRule.objects.create(
+        resource=personas.resource, name="Ops", requester_group=ops, auto_approve=True
+    )
+    data = {
+        "resource": str(personas.resource.pk),
+        "name": "Ops",
+        "priority": "100",
+        "requester_group": "",
+        "allow_requests": "on",
+        "auto_approve": "on",
+        "max_duration": "7 00:00:00",
+        "extension_policy": "same_as_request",
+    }
+    model_admin = admin.site._registry[RequestRule]
+    request = rf.post("/")
+    request.user = personas.admin
+    assert model_admin.get_form(request, auto, change=True)(data, instance=auto).is_valid()
+    auto.refresh_from_db()
+    # Were relaxing ever given to fewer people than the admin site's users, the admin's
+    # rule pages would refuse them what the owners' pages refuse.
+    monkeypatch.setattr(permissions, "can_relax_rules", lambda user: False)
+    form = model_admin.get_form(request, auto, change=True)(data, instance=auto)
+    assert not form.is_valid()
+    assert "Only an admin can change whom “Ops” applies to" in str(form.non_field_errors())
+    with pytest.raises(PermissionDenied, match="Only an admin can delete"):
+        model_admin.delete_model(request, auto)
+    assert RequestRule.objects.filter(pk=auto.pk).exists()
+
+
+def test_an_owner_cannot_lengthen_an_auto_approving_rule_or_let_it_extend(personas, ops):
+    from django.core.exceptions import ValidationError
+
+    ops.members.add(personas.approver)
+    auto = RequestRule.objects.create(
+        resource=personas.resource,
+        name="Ops",
+        requester_group=ops,
+        auto_approve=True,
+        max_duration=timedelta(days=1),
+        extension_policy="not_allowed",
+    )
+    with pytest.raises(ValidationError, match="lengthen the maximum duration of “Ops”"):
+        save_unguarded(personas.approver, auto, edit_data(auto, max_duration=str(7 * 86400)))
+    # An auto-approving rule that judges extensions like requests approves them too.
+    with pytest.raises(ValidationError, match="approves extensions automatically"):
+        save_unguarded(personas.approver, auto, edit_data(auto, extension_policy="same_as_request"))
+    auto.refresh_from_db()
+    assert (auto.max_duration, auto.extension_policy) == (timedelta(days=1), "not_allowed")
+    save_unguarded(personas.approver, auto, edit_data(auto, max_duration=str(3600)))
+    auto.refresh_from_db()
+    assert auto.max_duration == timedelta(hours=1)

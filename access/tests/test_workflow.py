@@ -214,3 +214,60 @@ def test_cancel_is_for_the_requester(personas, level):
     request.refresh_from_db()
     assert request.status == RequestStatus.CANCELED
     assert AuditEvent.objects.filter(action="request.canceled").exists()
+
+
+# Reviewers are fixed when a stage starts, and must still qualify when they decide ------------
+def test_a_removed_owner_can_no_longer_approve_a_request_of_their_stage(personas, level):
+    from access import services
+
+    second = make_user("sam.second@example.com")
+    personas.resource.owners.create(user=second)
+    request = ask(personas, level)
+    assert personas.approver.pk in request.stage_reviewers
+    services.remove_owner(
+        personas.resource.owners.get(user=personas.approver), actor=personas.admin
+    )
+    assert not svc.can_decide(personas.approver, request)
+    with pytest.raises(svc.DecisionError, match="neither an owner of prod nor an admin"):
+        svc.decide(request, reviewer=personas.approver, approve=True)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    assert not request.approvals.exists()
+    assert not Grant.objects.exists()
+    # The owner who still is decides.
+    svc.decide(request, reviewer=second, approve=True)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED
+
+
+def test_a_former_manager_cannot_approve_and_the_new_one_was_not_asked(personas, level):
+    rule(personas, (ReviewerKind.MANAGER, StageMode.ANY))
+    request = ask(personas, level)
+    assert request.stage_reviewers == [personas.manager.pk]
+    new_manager = make_user("nora.new@example.com")
+    personas.requester.manager = new_manager
+    personas.requester.save()
+    with pytest.raises(svc.DecisionError, match="neither rob.requester@example.com's manager"):
+        svc.decide(request, reviewer=personas.manager, approve=True)
+    # Becoming the manager later does not make one a reviewer of a stage already started.
+    with pytest.raises(PermissionDenied):
+        svc.decide(request, reviewer=new_manager, approve=True)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING and not Grant.objects.exists()
+    svc.decide(request, reviewer=personas.admin, approve=True, comment="manager changed")
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED
+
+
+def test_an_all_stage_does_not_wait_for_an_owner_removed_since(personas, level):
+    from access import services
+
+    second = make_user("sam.second@example.com")
+    personas.resource.owners.create(user=second)
+    rule(personas, (ReviewerKind.OWNERS, StageMode.ALL))
+    request = ask(personas, level)
+    assert set(request.stage_reviewers) == {personas.approver.pk, second.pk}
+    services.remove_owner(personas.resource.owners.get(user=second), actor=personas.admin)
+    svc.decide(request, reviewer=personas.approver, approve=True)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED

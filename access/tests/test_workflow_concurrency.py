@@ -70,3 +70,85 @@ def test_two_approvers_at_once_yield_one_decision_and_one_grant(personas, monkey
     assert Approval.objects.filter(request=request).count() == 1
     assert Grant.objects.filter(request=request).count() == 1
     assert AuditEvent.objects.filter(action="request.approved").count() == 1
+
+
+def _extend_at_once(grants: list, requester, monkeypatch) -> list[str]:
+    """Each grant copy is extended by 12 hours in its own thread, both having read the
+    grant before either writes."""
+    start = threading.Barrier(len(grants), timeout=30)
+    outcomes: list[str] = []
+    original = svc._open
+
+    def slow_open(*args, **kwargs):
+        import time
+
+        time.sleep(0.05)  # both have passed the checks before either extends
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(svc, "_open", slow_open)
+
+    def extend(grant) -> None:
+        try:
+            close_old_connections()
+            start.wait()
+            made = svc.request_extension(
+                grant, requested_by=requester, duration=timedelta(hours=12), reason="more"
+            )
+            outcomes.append(made.status)
+        except svc.RequestInvalid as exc:
+            outcomes.append(f"refused: {exc}")
+        except BaseException as exc:
+            outcomes.append(f"error: {exc!r}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=extend, args=(g,)) for g in grants]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_extensions_at_once_never_pass_the_rules_maximum(personas, monkeypatch):
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        pytest.skip(
+            "SQLite's shared-cache in-memory test database uses table locks that do not wait; "
+            "the file database serialises writers with BEGIN IMMEDIATE (settings)."
+        )
+    import time_machine
+    from django.utils import timezone
+
+    from access.choices import ExtensionPolicy, GrantSource
+    from access.models import RequestRule
+    from access.services import grants as grant_service
+
+    RequestRule.objects.create(
+        resource=personas.resource,
+        name="A day at most",
+        max_duration=timedelta(days=1),
+        extension_policy=ExtensionPolicy.AUTO_APPROVE,
+        require_reason=False,
+    ).stages.create(order=1, reviewers="owners", mode="any")
+    level = AccessLevel.objects.create(resource=personas.resource, remote_id="ps", name="ReadOnly")
+    # The clock stands still, so "a day from now" is the same instant for both threads.
+    with time_machine.travel(timezone.now(), tick=False):
+        grant = grant_service.create_grant(
+            user=personas.requester,
+            resource=personas.resource,
+            access_level=level,
+            expires_at=timezone.now() + timedelta(hours=12),
+            source=GrantSource.ADMIN,
+            actor=personas.admin,
+        )
+        copies = [Grant.objects.get(pk=grant.pk) for _ in range(2)]
+        outcomes = _extend_at_once(copies, personas.requester, monkeypatch)
+        limit = timezone.now() + timedelta(days=1)
+
+    assert sorted(o.split(":")[0] for o in outcomes) == ["approved", "refused"], outcomes
+    assert "already lasts as long as the rule allows" in " ".join(outcomes)
+    grant.refresh_from_db()
+    # Each alone fits (12 h left + 12 h = a day); together they would make 36 h.
+    assert grant.expires_at == limit
+    assert AuditEvent.objects.filter(action="grant.extended").count() == 1

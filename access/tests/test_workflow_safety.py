@@ -85,6 +85,35 @@ def test_automatic_extensions_never_take_access_past_the_rules_maximum(
     assert made.expires_at <= timezone.now() + timedelta(days=1, minutes=1)
 
 
+def test_an_extension_judged_on_an_old_copy_of_the_grant_still_stops_at_the_maximum(
+    personas, level, provider, django_capture_on_commit_callbacks
+):
+    # What two extensions made at once see (test_workflow_concurrency runs the threads on
+    # PostgreSQL): both read the grant before either extends it.
+    RequestRule.objects.create(
+        resource=personas.resource,
+        name="A day at most",
+        max_duration=timedelta(days=1),
+        extension_policy=ExtensionPolicy.AUTO_APPROVE,
+        require_reason=False,
+    ).stages.create(order=1, reviewers=ReviewerKind.OWNERS, mode=StageMode.ANY)
+    with time_machine.travel(timezone.now(), tick=False):
+        made = direct_grant(
+            personas, level, django_capture_on_commit_callbacks, expires_in=timedelta(hours=12)
+        )
+        old_copy = Grant.objects.get(pk=made.pk)
+        first = request_service.request_extension(
+            old_copy, requested_by=personas.requester, duration=timedelta(hours=12)
+        )
+        assert first.status == RequestStatus.APPROVED
+        with pytest.raises(request_service.RequestInvalid, match="already lasts as long"):
+            request_service.request_extension(
+                old_copy, requested_by=personas.requester, duration=timedelta(hours=12)
+            )
+        made.refresh_from_db()
+        assert made.expires_at == timezone.now() + timedelta(days=1)
+
+
 # A change that meets a busy assignment is planned again, never dropped
 def test_a_revoke_that_finds_the_assignment_busy_is_still_carried_out_later(
     personas, level, provider, django_capture_on_commit_callbacks

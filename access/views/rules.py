@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -39,8 +39,10 @@ def rule_list(request: HttpRequest, pk: int) -> HttpResponse:
         .annotate(stage_count=Count("stages"))
         .order_by("-priority", "id")
     )
+    can_relax = permissions.can_relax_rules(request.user)
     for rule in rules:
         rule.lines = EffectiveRule.of(rule).describe()  # type: ignore[attr-defined]
+        rule.admin_only = not can_relax and bool(rule.relaxations())  # type: ignore[attr-defined]
     return render_page(request, "access/rules.html", {"resource": resource, "rules": rules})
 
 
@@ -61,9 +63,13 @@ def rule_edit(request: HttpRequest, pk: int, rule_pk: int | None = None) -> Http
         form_ok = form.is_valid()
         stages_ok = stages.is_valid()
         if form_ok and stages_ok:
-            saved = rule_service.save_request_rule(form, stages, actor=request.user)
-            messages.success(request, f"Saved the request rule “{saved}”.")
-            return HttpResponseRedirect(reverse("resource-rules", args=[resource.pk]))
+            try:
+                saved = rule_service.save_request_rule(form, stages, actor=request.user)
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, f"Saved the request rule “{saved}”.")
+                return HttpResponseRedirect(reverse("resource-rules", args=[resource.pk]))
     context = {"resource": resource, "rule": rule, "form": form, "stages": stages}
     status = 400 if request.method == "POST" else 200
     return render_page(request, "access/rule_form.html", context, status=status)
@@ -74,6 +80,11 @@ def rule_edit(request: HttpRequest, pk: int, rule_pk: int | None = None) -> Http
 def rule_delete(request: HttpRequest, pk: int, rule_pk: int) -> HttpResponse:
     resource = _managed_resource(request, pk)
     rule = get_object_or_404(RequestRule, pk=rule_pk, resource=resource)
-    label = rule_service.delete_request_rule(rule, actor=request.user)
-    messages.success(request, f"Deleted the request rule “{label}”.")
+    try:
+        label = rule_service.delete_request_rule(rule, actor=request.user)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+    else:
+        messages.success(request, f"Deleted the request rule “{label}”.")
     return HttpResponseRedirect(reverse("resource-rules", args=[resource.pk]))
