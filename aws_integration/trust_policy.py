@@ -210,6 +210,26 @@ def session_name_for(subject: str) -> str:
     return "portcullis-" + _digest(subject)
 
 
+def binds_session_names(policy: dict[str, Any], issuer_host: str) -> bool:
+    """Whether each subject Portcullis's statements admit may name a session only
+    session_name_for(subject): False for a statement of an older shape (any name) or one
+    bound otherwise, so that the names a revoke denies would not be all a holder could use."""
+    statements, _, _ = _statements(parse_policy(policy))
+    variable = "${" + issuer_host + ":sub}"
+    for statement in statements:
+        if not is_portcullis_statement(statement):
+            continue
+        condition = statement.get("Condition")
+        equals = condition.get("StringEquals") if isinstance(condition, dict) else None
+        bound = equals.get(SESSION_NAME_KEY) if isinstance(equals, dict) else None
+        if not isinstance(bound, str):
+            return False
+        for subject in _subjects_of(statement, issuer_host):
+            if bound.replace(variable, subject) != session_name_for(subject):
+                return False
+    return True
+
+
 def is_portcullis_statement(statement: Any) -> bool:
     """The managed statement, or one of the per-subject statements."""
     if not isinstance(statement, dict):

@@ -286,6 +286,8 @@ def end_live_sessions(
     those) issued until now, merged into the role's PortcullisRevokedSessions policy."""
     whose = ("all but " if all_but else "") + ", ".join(names)
     what = f"Ending the live sessions of {whose} on the IAM role {role_name}"
+    if all_but and not names:
+        what = f"Ending every live session on the IAM role {role_name}"
     existing: dict[str, Any] | None = None
     with base.aws_errors(what):
         try:

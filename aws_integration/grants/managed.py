@@ -387,12 +387,14 @@ def _leave(
     if legacy.eks_cluster and not any(o.resource_id == assignment.resource_id for o in others):
         _unmap_in_eks(app, legacy)
     if leaving:
-        # Its trust policy let holders name their sessions as they liked (older versions
-        # did not bind the name), so a deny by name could miss one. Every session on it is
-        # Portcullis's: deny all but those of the holders still on it, by the names
-        # Portcullis gave them.
-        staying = sorted({name for other in others for name in revoked_session_names(other)})
-        end_live_sessions(iam, legacy.name, staying, all_but=True)
+        if trust_policy.binds_session_names(current, trust.issuer_host):
+            end_live_sessions(iam, legacy.name, revoked_session_names(assignment))
+        else:
+            # Its trust policy let holders name their sessions as they liked (older
+            # versions did not bind the name): the one leaving may have taken the name of
+            # one who stays, so no name can be spared. Every session on it is Portcullis's:
+            # deny them all; those still on it mint new ones, bound to their names now.
+            end_live_sessions(iam, legacy.name, [], all_but=True)
     return f" Left the former role {legacy.name}, which others still hold."
 
 

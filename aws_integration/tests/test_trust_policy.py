@@ -14,6 +14,7 @@ from aws_integration.trust_policy import (
     TrustPolicyError,
     TrustPolicyTooLarge,
     add_subject,
+    binds_session_names,
     check_size,
     parse_policy,
     remove_subject,
@@ -343,3 +344,21 @@ def test_about_forty_uuid_holders_fit_the_default_trust_policy_quota():
         policy, holders = more, holders + 1
     # The binding costs one condition per statement, not one statement per holder.
     assert holders >= 40
+
+
+def test_only_statements_binding_each_subject_to_its_own_name_count_as_binding():
+    bound = grant(grant({"Version": "2012-10-17", "Statement": [OWNER]}), "auth0|bob")
+    assert binds_session_names(bound, ISSUER)
+    assert binds_session_names({"Version": "2012-10-17", "Statement": [OWNER]}, ISSUER)
+    assert not binds_session_names({"Statement": [OWNER, OLD_SHAPE]}, ISSUER)
+
+    # A per-subject statement (edited by someone else) naming another subject, or binding
+    # a name other than the one derived from its subject, lets holders use names a revoke
+    # would not deny.
+    for field, value in ((f"{ISSUER}:sub", ALICE), ("sts:RoleSessionName", "chosen-name")):
+        edited = json.loads(json.dumps(bound))
+        (statement,) = [
+            s for s in edited["Statement"] if s.get("Sid", "").startswith("PortcullisManagedS")
+        ]
+        statement["Condition"]["StringEquals"][field] = value
+        assert not binds_session_names(edited, ISSUER)
