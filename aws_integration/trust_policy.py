@@ -35,6 +35,8 @@ SUBJECT_SID_PREFIX = MANAGED_STATEMENT_SID + "Subject"
 _SUBJECT_SID = re.compile(rf"{SUBJECT_SID_PREFIX}[0-9a-f]{{16}}")
 # AssumeRoleWithWebIdentity's RoleSessionName: 2 to 64 of these (\w is ASCII there).
 _SESSION_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{2,64}")
+# IAM's escapes for characters a condition value would otherwise read as special.
+_POLICY_ESCAPE = re.compile(r"\$\{([$*?])\}")
 DEFAULT_SIZE_LIMIT = 2048
 MAXIMUM_SIZE_LIMIT = 4096
 
@@ -279,10 +281,21 @@ def _subjects_of(statement: dict[str, Any], issuer_host: str) -> set[str]:
     equals = condition.get("StringEquals") if isinstance(condition, dict) else None
     value = equals.get(f"{issuer_host}:sub") if isinstance(equals, dict) else None
     if isinstance(value, str):
-        return {value}
+        return {_unescaped(value)}
     if isinstance(value, list):
-        return {item for item in value if isinstance(item, str)}
+        return {_unescaped(item) for item in value if isinstance(item, str)}
     return set()
+
+
+def _escaped(subject: str) -> str:
+    """The subject as a condition value that IAM reads as these very characters: "${...}"
+    in a value is a policy variable (a subject "${<issuer>:sub}" would admit every token),
+    so each "$" is written as IAM's "${$}"."""
+    return subject.replace("$", "${$}")
+
+
+def _unescaped(value: str) -> str:
+    return _POLICY_ESCAPE.sub(lambda found: found.group(1), value)
 
 
 def _statement(
@@ -301,7 +314,11 @@ def _statement(
         "Condition": {
             "StringEquals": {
                 f"{issuer_host}:aud": client_id,
-                f"{issuer_host}:sub": subjects,
+                f"{issuer_host}:sub": (
+                    _escaped(subjects)
+                    if isinstance(subjects, str)
+                    else [_escaped(s) for s in subjects]
+                ),
                 SESSION_NAME_KEY: session_name,
             }
         },

@@ -579,3 +579,24 @@ def test_a_trust_statement_written_by_an_older_version_binds_session_names_once_
     )
     # Sessions older versions minted through Portcullis carried portcullis-<pk>: denied too.
     assert denies(revoked, f"portcullis-{ada.pk}", at)
+
+
+def test_a_subject_written_like_a_policy_variable_admits_no_other_token(grants_env):
+    role = make_role(grants_env, "Variable", SERVICE_TRUST)
+    subject = f"${{{ISSUER_HOST}:sub}}"
+    IAM.apply(assign(person("mallory", subject), role, "assume"))
+
+    (statement,) = [
+        s
+        for s in as_list(trust_of("Variable")["Statement"])
+        if s.get("Sid", "").startswith(policies.MANAGED_STATEMENT_SID)
+    ]
+    value = statement["Condition"]["StringEquals"][f"{ISSUER_HOST}:sub"]
+    # As IAM reads it for a token of another subject: ${$} is "$", ${<issuer>:sub} that
+    # token's subject.
+    read = re.sub(
+        r"\$\{[^}]*\}",
+        lambda m: {"${$}": "$", subject: "someone-else"}.get(m.group(0), "\0"),
+        value,
+    )
+    assert read == subject

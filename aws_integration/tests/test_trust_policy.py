@@ -362,3 +362,37 @@ def test_only_statements_binding_each_subject_to_its_own_name_count_as_binding()
         ]
         statement["Condition"]["StringEquals"][field] = value
         assert not binds_session_names(edited, ISSUER)
+
+
+def iam_value(value: str, token_subject: str) -> str:
+    """A condition value as IAM reads it for a token of this subject: ${$}, ${*} and ${?}
+    are the characters themselves, ${<issuer>:sub} the token's subject."""
+    specials = {"${$}": "$", "${*}": "*", "${?}": "?", "${" + ISSUER + ":sub}": token_subject}
+    return re.sub(r"\$\{[^}]*\}", lambda m: specials.get(m.group(0), "\0"), value)
+
+
+def admitted_subjects(policy: dict[str, Any], token_subject: str) -> bool:
+    for statement in as_list(policy["Statement"]):
+        equals = statement.get("Condition", {}).get("StringEquals", {})
+        admitted = equals.get(f"{ISSUER}:sub")
+        if statement.get("Effect") == "Allow" and any(
+            iam_value(value, token_subject) == token_subject
+            for value in (admitted if isinstance(admitted, list) else [admitted or ""])
+        ):
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["${" + ISSUER + ":sub}", "a${*}b", "$weird{x}"],
+    ids=["variable", "escape", "dollar"],
+)
+def test_a_subject_holding_policy_variable_syntax_admits_that_subject_only(subject: str):
+    policy = grant({"Version": "2012-10-17", "Statement": [OWNER]}, subject)
+
+    assert admitted_subjects(policy, subject)
+    assert not admitted_subjects(policy, "mallory-subject")
+    assert not admitted_subjects(policy, "a*b")
+    assert subjects_in(policy, ISSUER) == {subject}
+    assert revoke(policy, subject) == {"Version": "2012-10-17", "Statement": [OWNER]}
