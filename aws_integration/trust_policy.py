@@ -11,7 +11,8 @@ A holder may only name their session after their subject: the statement requires
 ``sts:RoleSessionName`` to equal the policy variable ``${<issuer>:sub}``, the subject of the
 very token presented, so every session a holder can mint carries a name Portcullis knows
 (session_name_for) and a revoke can deny. A subject that cannot be a session name (a
-character outside ``[A-Za-z0-9_+=,.@-]``, or longer than 64) gets a statement of its own
+character outside ``[A-Za-z0-9_+=,.@-]``, longer than 64, or starting with the
+``portcullis-`` of derived names) gets a statement of its own
 instead (Sid ``PortcullisManagedSubject<digest>``), binding it to a name derived from it.
 Statements written by older versions (no session-name condition) are read as before and
 brought to this shape by the next edit.
@@ -35,6 +36,7 @@ SUBJECT_SID_PREFIX = MANAGED_STATEMENT_SID + "Subject"
 _SUBJECT_SID = re.compile(rf"{SUBJECT_SID_PREFIX}[0-9a-f]{{16}}")
 # AssumeRoleWithWebIdentity's RoleSessionName: 2 to 64 of these (\w is ASCII there).
 _SESSION_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{2,64}")
+DERIVED_PREFIX = "portcullis-"
 # IAM's escapes for characters a condition value would otherwise read as special.
 _POLICY_ESCAPE = re.compile(r"\$\{([$*?])\}")
 DEFAULT_SIZE_LIMIT = 2048
@@ -200,8 +202,11 @@ def check_size(text: str, limit: int = DEFAULT_SIZE_LIMIT) -> None:
 
 
 def usable_as_session_name(subject: str) -> bool:
-    """Whether AssumeRoleWithWebIdentity accepts the subject itself as RoleSessionName."""
-    return bool(_SESSION_NAME.fullmatch(subject))
+    """Whether the subject itself is the holder's RoleSessionName: AssumeRoleWithWebIdentity
+    accepts it, and it is not in the namespace of the names Portcullis derives
+    ("portcullis-..."), which a subject spelling another holder's derived name (or the
+    portcullis-<pk> of older versions) would otherwise share with them."""
+    return bool(_SESSION_NAME.fullmatch(subject)) and not subject.startswith(DERIVED_PREFIX)
 
 
 def session_name_for(subject: str) -> str:
@@ -209,7 +214,7 @@ def session_name_for(subject: str) -> str:
     itself, or for a subject that cannot be one, a name derived from it."""
     if usable_as_session_name(subject):
         return subject
-    return "portcullis-" + _digest(subject)
+    return DERIVED_PREFIX + _digest(subject)
 
 
 def binds_session_names(policy: dict[str, Any], issuer_host: str) -> bool:

@@ -600,3 +600,31 @@ def test_a_subject_written_like_a_policy_variable_admits_no_other_token(grants_e
         value,
     )
     assert read == subject
+
+
+@pytest.mark.parametrize("taken", ["derived", "legacy"])
+def test_a_subject_spelling_another_holders_session_name_does_not_share_it(grants_env, taken):
+    role = make_role(grants_env, "Names", SERVICE_TRUST)
+    ada = person("ada", "auth0|ada")
+    name = driver.session_name(ada) if taken == "derived" else f"portcullis-{ada.pk}"
+    mallory = person("mallory", name)
+    ada_assignment, mallory_assignment = (
+        assign(ada, role, "assume"),
+        assign(mallory, role, "assume"),
+    )
+    for held in (ada_assignment, mallory_assignment):
+        held.driver_state = IAM.apply(held).state
+    before = trust_of("Names")
+    assert mintable_names(before, "auth0|ada") != mintable_names(before, name)
+    at = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+
+    with time_machine.travel(at, tick=False):
+        IAM.remove(mallory_assignment)
+
+    # Mallory's revoke denies her sessions, not those Ada holds under her own name.
+    revoked = inline_policy(member_client("iam"), "Names", driver.REVOKED_SESSIONS_POLICY)
+    assert_no_session_escapes(
+        before, trust_of("Names"), revoked, gone=name, stays="auth0|ada", at=at
+    )
+    # Nor those older versions named after her (Connect's portcullis-<pk>).
+    assert not denies(revoked, f"portcullis-{ada.pk}", at - timedelta(minutes=5))

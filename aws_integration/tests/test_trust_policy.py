@@ -312,6 +312,7 @@ def test_a_subject_that_cannot_be_a_session_name_gets_a_statement_binding_a_deri
         ("x", False),
         ("user@example.com", True),
         ("ünïcode", False),
+        ("portcullis-0123456789abcdef", False),  # the namespace of derived names
     ],
 )
 def test_the_session_name_is_the_subject_where_aws_accepts_it(subject: str, usable: bool):
