@@ -723,3 +723,31 @@ def test_a_holder_leaving_a_shared_role_keeps_no_session_named_after_one_who_sta
     assert denies(revoked, "cy-subject", later)
     assert not denies(revoked, "bob-subject", later)
     assert subjects_of(trust(shared)) == ["bob-subject"]
+
+
+def test_a_shared_role_left_by_one_databases_holders_allows_only_the_other_database(
+    grants_env, monkeypatch
+):
+    east, west = db_instance(grants_env), db_instance(grants_env, ACCOUNT, OTHER_REGION)
+    ada, bob = person("ada"), person("bob")
+    driver = managed.DRIVERS[east.type]
+    ada_assignment, bob_assignment = assign(ada, east, "app_ro"), assign(bob, west, "app_ro")
+    with monkeypatch.context() as old:
+        old.setattr(managed, "role_name", legacy_role_name)
+        for assignment in (ada_assignment, bob_assignment):
+            assignment.driver_state = driver.apply(assignment).state
+            assignment.state = "present"
+            assignment.save()
+    shared = "portcullis-rds-orders-app_ro"
+    unbind_session_names(shared)
+    (statement,) = permissions(shared)["Statement"]
+    assert f":{OTHER_REGION}:" in statement["Resource"]  # written last, for Bob's database
+
+    # Bob moves to his own role; Ada's move has not happened yet (or keeps failing).
+    driver.apply(bob_assignment)
+
+    assert subjects_of(trust(shared)) == ["ada-subject"]
+    (statement,) = permissions(shared)["Statement"]
+    assert statement["Resource"] == (
+        f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:{east.metadata['dbi_resource_id']}/app_ro"
+    )
