@@ -486,7 +486,12 @@ class ManagedRoleDriver:
                     note=f"Deleted the managed role {found['Arn']} with its last holder."
                 )
             write_trust_policy(iam, role.name, current, new)
-            end_live_sessions(iam, role.name, revoked_session_names(assignment))
+            if trust_policy.binds_session_names(current, trust.issuer_host):
+                end_live_sessions(iam, role.name, revoked_session_names(assignment))
+            else:
+                # Someone edited the trust statement so that holders could pick other
+                # session names: every session on the role is Portcullis's, deny them all.
+                end_live_sessions(iam, role.name, [], all_but=True)
         return Outcome(
             state={"role_arn": found["Arn"]},
             note=f"Removed {assignment.user} from the managed role {found['Arn']}; their live "

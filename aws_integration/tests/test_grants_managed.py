@@ -751,3 +751,23 @@ def test_a_shared_role_left_by_one_databases_holders_allows_only_the_other_datab
     assert statement["Resource"] == (
         f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:{east.metadata['dbi_resource_id']}/app_ro"
     )
+
+
+def test_a_managed_roles_trust_edited_to_free_session_names_makes_a_revoke_deny_all(grants_env):
+    instance = ec2_instance(grants_env)
+    name = name_of(instance, "ssm-session")
+    ada, bob = person("ada"), person("bob")
+    ada_assignment = assign(ada, instance, "ssm-session")
+    ada_assignment.driver_state = DRIVER.apply(ada_assignment).state
+    DRIVER.apply(assign(bob, instance, "ssm-session"))
+    unbind_session_names(name)  # someone with IAM rights in the account
+    at = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+
+    with time_machine.travel(at, tick=False):
+        DRIVER.remove(ada_assignment)
+
+    revoked = inline_policy(member_client("iam"), name, iam_grants.REVOKED_SESSIONS_POLICY)
+    for chosen in ("ada-chose-this", "bob-subject"):
+        assert denies(revoked, chosen, at - timedelta(minutes=5)), chosen
+    assert not denies(revoked, "bob-subject", at + timedelta(minutes=2))
+    assert subjects_of(trust(name)) == ["bob-subject"]
