@@ -398,13 +398,24 @@ class IamRoleDriver:
             changed = write_trust_policy(iam, role_name, current, new)
             # After the trust policy: a session minted meanwhile is issued before "now".
             end_live_sessions(iam, role_name, revoked_session_names(assignment))
+        if trust_policy.binds_session_names(current, trust.issuer_host):
+            sessions = "; their live sessions are denied."
+        else:
+            # The role belongs to the customer, whose own principals may hold sessions of
+            # it: Portcullis cannot deny every session as it does on its own roles.
+            sessions = (
+                "; their live sessions named as Portcullis names them are denied, but the "
+                "trust statement did not bind session names (written by an older version, "
+                "or edited since), so a session they named otherwise lasts until it expires "
+                f"(at most {MAX_SESSION_DURATION.total_seconds() / 3600:g} hours)."
+            )
         return Outcome(
             note=(
                 f"Removed {assignment.user} from the trust policy of {role['Arn']}"
                 if changed
                 else f"{assignment.user} was no longer in the trust policy of {role['Arn']}"
             )
-            + "; their live sessions are denied."
+            + sessions
         )
 
 

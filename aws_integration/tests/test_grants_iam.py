@@ -628,3 +628,24 @@ def test_a_subject_spelling_another_holders_session_name_does_not_share_it(grant
     )
     # Nor those older versions named after her (Connect's portcullis-<pk>).
     assert not denies(revoked, f"portcullis-{ada.pk}", at - timedelta(minutes=5))
+
+
+def test_a_revoke_under_a_statement_not_binding_names_says_which_sessions_may_outlive_it(
+    grants_env,
+):
+    role = make_role(
+        grants_env,
+        "Unbound",
+        {"Version": "2012-10-17", "Statement": [SERVICE_TRUST["Statement"][0], OLD_SHAPE]},
+    )
+    ada = person("ada")
+    assignment = assign(ada, role, "assume")
+    assignment.driver_state = {"role_arn": role.arn, "subject": "ada-subject"}
+
+    outcome = IAM.remove(assignment)
+
+    # Any name was hers to choose: the grant's history must not claim every session ended.
+    assert "a session they named otherwise lasts until it expires" in outcome.note
+    assert "at most 12 hours" in outcome.note
+    assert mintable_names(trust_of("Unbound"), "ada-subject") == set()
+    assert mintable_names(trust_of("Unbound"), "bob-subject") == {"bob-subject"}
