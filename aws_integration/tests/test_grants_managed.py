@@ -26,6 +26,7 @@ from access.choices import AssignmentState, GrantSource, ResourceType
 from access.drivers import DriverError, SubjectUnknown
 from access.models import Resource
 from access.services import grants as grant_service
+from audit.models import AuditEvent
 from aws_integration import clients, policies
 from aws_integration.grants import iam as iam_grants
 from aws_integration.grants import managed
@@ -643,6 +644,9 @@ def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
     # she named them (its older trust statement let her choose), but not Bob's.
     assert subjects_of(trust(shared)) == ["bob-subject"]
     assert_only_bob_keeps_sessions(shared, ada, bob)
+    # The move is in Ada's grant's history: which role she is on now, which she left.
+    (moved,) = AuditEvent.objects.filter(action="grant.reapplied", target_id=str(ada_grant.pk))
+    assert ada_role in moved.details["note"] and f"former role {shared}" in moved.details["note"]
 
     assert grant_service.reconcile_assignment(bob_grant.assignment_id).action == "applied"
 
