@@ -371,6 +371,7 @@ class IamRoleDriver:
                 "role_arn": role["Arn"],
                 "subject": subject,
                 "subjects": subjects_state(assignment, subject),
+                "names_bound_at": _names_bound_at(assignment),
             },
             note=(
                 f"Added {assignment.user} to the trust policy of {role['Arn']}."
@@ -398,7 +399,9 @@ class IamRoleDriver:
             changed = write_trust_policy(iam, role_name, current, new)
             # After the trust policy: a session minted meanwhile is issued before "now".
             end_live_sessions(iam, role_name, revoked_session_names(assignment))
-        if trust_policy.binds_session_names(current, trust.issuer_host):
+        if trust_policy.binds_session_names(current, trust.issuer_host) and _bound_long_enough(
+            assignment
+        ):
             sessions = "; their live sessions are denied."
         else:
             # The role belongs to the customer, whose own principals may hold sessions of
@@ -406,7 +409,8 @@ class IamRoleDriver:
             sessions = (
                 "; their live sessions named as Portcullis names them are denied, but the "
                 "trust statement did not bind session names (written by an older version, "
-                "or edited since), so a session they named otherwise lasts until it expires "
+                "or edited since) or did so only lately, so a session they named otherwise "
+                "lasts until it expires "
                 f"(at most {MAX_SESSION_DURATION.total_seconds() / 3600:g} hours)."
             )
         return Outcome(
@@ -417,6 +421,27 @@ class IamRoleDriver:
             )
             + sessions
         )
+
+
+def _names_bound_at(assignment: Assignment) -> str:
+    """Since when this holder's sessions have been bound to their name: kept from the
+    assignment's state, or now. Empty ("") for an assignment applied by a version before
+    the binding, which could have minted sessions named as it liked until then."""
+    state = assignment.driver_state or {}
+    if state.get("role_arn") and "names_bound_at" not in state:
+        return timezone.now().isoformat()  # applied before: bound from this apply on
+    return state.get("names_bound_at", "")
+
+
+def _bound_long_enough(assignment: Assignment) -> bool:
+    """Whether every session the holder minted before their name was bound has expired."""
+    state = assignment.driver_state or {}
+    if "names_bound_at" not in state:
+        return not state.get("role_arn")  # applied by an older version only: not bound
+    if not state["names_bound_at"]:
+        return True  # applied first by a version that binds the name
+    since = datetime.fromisoformat(state["names_bound_at"])
+    return timezone.now() - since >= MAX_SESSION_DURATION
 
 
 def _edited(role_name: str, edit: Any) -> dict[str, Any]:

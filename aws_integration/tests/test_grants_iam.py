@@ -649,3 +649,33 @@ def test_a_revoke_under_a_statement_not_binding_names_says_which_sessions_may_ou
     assert "at most 12 hours" in outcome.note
     assert mintable_names(trust_of("Unbound"), "ada-subject") == set()
     assert mintable_names(trust_of("Unbound"), "bob-subject") == {"bob-subject"}
+
+
+def test_a_revoke_soon_after_the_statement_binds_names_says_older_sessions_may_outlive_it(
+    grants_env,
+):
+    role = make_role(
+        grants_env,
+        "Upgraded",
+        {"Version": "2012-10-17", "Statement": [SERVICE_TRUST["Statement"][0], OLD_SHAPE]},
+    )
+    ada = person("ada")
+    assignment = assign(ada, role, "assume")
+    # Applied by an older version: until the statement binds names she may mint any.
+    assignment.driver_state = {"role_arn": role.arn, "subject": "ada-subject"}
+    upgraded = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+    with time_machine.travel(upgraded, tick=False):
+        assignment.driver_state = IAM.apply(assignment).state
+    assert mintable_names(trust_of("Upgraded"), "ada-subject") == {"ada-subject"}
+
+    with time_machine.travel(upgraded + timedelta(hours=11), tick=False):
+        soon = IAM.remove(assignment)
+    with time_machine.travel(upgraded + timedelta(hours=12), tick=False):
+        later = IAM.remove(assignment)
+
+    assert "a session they named otherwise lasts until it expires" in soon.note
+    assert later.note.endswith("; their live sessions are denied.")
+    # A grant applied first by this version was bound from its first session on.
+    fresh = assign(person("cy"), role, "assume")
+    fresh.driver_state = IAM.apply(fresh).state
+    assert IAM.remove(fresh).note.endswith("; their live sessions are denied.")
