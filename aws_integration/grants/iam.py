@@ -261,10 +261,13 @@ def revoked_sessions_policy(
     condition: dict[str, Any] = {"DateLessThan": {"aws:TokenIssueTime": before}}
     if patterns:  # none with all_but: every session issued before then
         condition[operator] = {"aws:userid": patterns if len(patterns) > 1 else patterns[0]}
+    sid = "Revoked" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+    # Sids must differ within a policy (the names of one user make one): a deny of every
+    # session written twice within one second is the same deny.
+    kept = [statement for statement in kept if statement.get("Sid") != sid]
     kept.append(
         {
-            # Sids must differ within a policy; the names of one user make one.
-            "Sid": "Revoked" + hashlib.sha256(identity.encode()).hexdigest()[:16],
+            "Sid": sid,
             "Effect": "Deny",
             "Action": "*",
             "Resource": "*",

@@ -679,3 +679,12 @@ def test_a_revoke_soon_after_the_statement_binds_names_says_older_sessions_may_o
     fresh = assign(person("cy"), role, "assume")
     fresh.driver_state = IAM.apply(fresh).state
     assert IAM.remove(fresh).note.endswith("; their live sessions are denied.")
+
+
+def test_two_denies_of_every_session_within_one_second_are_one_statement():
+    at = datetime(2030, 1, 1, 9, 0, 0, 100, tzinfo=UTC)
+    first = driver.revoked_sessions_policy(None, [], at, all_but=True)
+    again = driver.revoked_sessions_policy(
+        first, [], at + timedelta(milliseconds=500), all_but=True
+    )
+    assert again == first  # IAM refuses a policy whose statements share a Sid
