@@ -106,7 +106,8 @@ def remove_subject(policy: dict[str, Any], *, subject: str, issuer_host: str) ->
 
     The statements are dropped with their last subject; a policy that never held the subject
     comes back equal. Those that stay are rebuilt in their canonical form, with the provider
-    and client ID they name.
+    and client ID they name, unless that would make the policy longer than both what it
+    was and the default quota: then they stay as they were, without the subject.
     """
     new = parse_policy(policy)
     subjects = subjects_in(new, issuer_host)
@@ -118,7 +119,32 @@ def remove_subject(policy: dict[str, Any], *, subject: str, issuer_host: str) ->
     provider_arn = (model.get("Principal") or {}).get("Federated", "")
     equals = (model.get("Condition") or {}).get("StringEquals") or {}
     client_id = equals.get(f"{issuer_host}:aud", "")
-    return _rewritten(new, provider_arn, issuer_host, client_id, subjects - {subject})
+    rewritten = _rewritten(
+        parse_policy(new), provider_arn, issuer_host, client_id, subjects - {subject}
+    )
+    if len(serialise(rewritten)) <= max(len(serialise(new)), DEFAULT_SIZE_LIMIT):
+        return rewritten
+    # The canonical shape is longer (an older statement's subjects that cannot be session
+    # names each take a statement of their own) and might not fit the account's quota: a
+    # revoke must never fail for that, so only the subject goes, the rest stays as it was.
+    return _without(new, subject, issuer_host)
+
+
+def _without(policy: dict[str, Any], subject: str, issuer_host: str) -> dict[str, Any]:
+    """The policy with the subject taken out of Portcullis's statements as they are, and
+    those left without a subject dropped."""
+    statements, was_object, _ = _statements(policy)
+    kept = []
+    for statement in statements:
+        if is_portcullis_statement(statement):
+            left = _subjects_of(statement, issuer_host) - {subject}
+            if not left:
+                continue
+            if left != _subjects_of(statement, issuer_host):
+                equals = statement["Condition"]["StringEquals"]
+                equals[f"{issuer_host}:sub"] = [_escaped(s) for s in sorted(left)]
+        kept.append(statement)
+    return _with_statements(policy, kept, was_object)
 
 
 def subjects_in(policy: dict[str, Any], issuer_host: str) -> set[str]:

@@ -688,3 +688,21 @@ def test_two_denies_of_every_session_within_one_second_are_one_statement():
         first, [], at + timedelta(milliseconds=500), all_but=True
     )
     assert again == first  # IAM refuses a policy whose statements share a Sid
+
+
+def test_a_revoke_from_an_older_statement_succeeds_when_binding_names_would_not_fit(grants_env):
+    subjects = [f"auth0|5f7c8ec7c33c6c004bbafe{i:02d}" for i in range(12)]
+    older = {**OLD_SHAPE, "Condition": {"StringEquals": {**OLD_SHAPE["Condition"]["StringEquals"]}}}
+    older["Condition"]["StringEquals"][f"{ISSUER_HOST}:sub"] = subjects
+    role = make_role(grants_env, "Crowded", {"Version": "2012-10-17", "Statement": [older]})
+    ada = person("ada", subjects[0])
+    assignment = assign(ada, role, "assume")
+    assignment.driver_state = {"role_arn": role.arn, "subject": subjects[0]}
+
+    # Each of these subjects would take a statement of its own in the binding shape: far
+    # over the quota. The revoke must not depend on it.
+    outcome = IAM.remove(assignment)
+
+    assert mintable_names(trust_of("Crowded"), subjects[0]) == set()
+    assert mintable_names(trust_of("Crowded"), subjects[1]) == {ANY_NAME}
+    assert "a session they named otherwise lasts until it expires" in outcome.note
