@@ -747,8 +747,9 @@ def documents(app: AwsApp, aws_settings: AwsSettings) -> list[dict[str, str]]:
             "trust policy of each role it grants, with the subjects of the users holding "
             "access; other statements are left untouched. A holder may name a session only "
             "after their subject (sts:RoleSessionName), so a revoke ends every session they "
-            "hold. A subject AWS does not accept as a session name gets a statement of its "
-            "own (Sid PortcullisManagedSubject…).",
+            "hold. A subject AWS does not accept as a session name, or one starting with "
+            "portcullis-, gets a statement of its own (Sid PortcullisManagedSubject…) "
+            "binding a name derived from it.",
             "text": as_json(oidc_trust_statement(aws_settings, account)),
         },
         {

@@ -11,7 +11,8 @@ A holder may only name their session after their subject: the statement requires
 ``sts:RoleSessionName`` to equal the policy variable ``${<issuer>:sub}``, the subject of the
 very token presented, so every session a holder can mint carries a name Portcullis knows
 (session_name_for) and a revoke can deny. A subject that cannot be a session name (a
-character outside ``[A-Za-z0-9_+=,.@-]``, or longer than 64) gets a statement of its own
+character outside ``[A-Za-z0-9_+=,.@-]``, longer than 64, or starting with the
+``portcullis-`` of derived names) gets a statement of its own
 instead (Sid ``PortcullisManagedSubject<digest>``), binding it to a name derived from it.
 Statements written by older versions (no session-name condition) are read as before and
 brought to this shape by the next edit.
@@ -35,6 +36,9 @@ SUBJECT_SID_PREFIX = MANAGED_STATEMENT_SID + "Subject"
 _SUBJECT_SID = re.compile(rf"{SUBJECT_SID_PREFIX}[0-9a-f]{{16}}")
 # AssumeRoleWithWebIdentity's RoleSessionName: 2 to 64 of these (\w is ASCII there).
 _SESSION_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{2,64}")
+DERIVED_PREFIX = "portcullis-"
+# IAM's escapes for characters a condition value would otherwise read as special.
+_POLICY_ESCAPE = re.compile(r"\$\{([$*?])\}")
 DEFAULT_SIZE_LIMIT = 2048
 MAXIMUM_SIZE_LIMIT = 4096
 
@@ -102,7 +106,8 @@ def remove_subject(policy: dict[str, Any], *, subject: str, issuer_host: str) ->
 
     The statements are dropped with their last subject; a policy that never held the subject
     comes back equal. Those that stay are rebuilt in their canonical form, with the provider
-    and client ID they name.
+    and client ID they name, unless that would make the policy longer than both what it
+    was and the default quota: then they stay as they were, without the subject.
     """
     new = parse_policy(policy)
     subjects = subjects_in(new, issuer_host)
@@ -114,7 +119,32 @@ def remove_subject(policy: dict[str, Any], *, subject: str, issuer_host: str) ->
     provider_arn = (model.get("Principal") or {}).get("Federated", "")
     equals = (model.get("Condition") or {}).get("StringEquals") or {}
     client_id = equals.get(f"{issuer_host}:aud", "")
-    return _rewritten(new, provider_arn, issuer_host, client_id, subjects - {subject})
+    rewritten = _rewritten(
+        parse_policy(new), provider_arn, issuer_host, client_id, subjects - {subject}
+    )
+    if len(serialise(rewritten)) <= max(len(serialise(new)), DEFAULT_SIZE_LIMIT):
+        return rewritten
+    # The canonical shape is longer (an older statement's subjects that cannot be session
+    # names each take a statement of their own) and might not fit the account's quota: a
+    # revoke must never fail for that, so only the subject goes, the rest stays as it was.
+    return _without(new, subject, issuer_host)
+
+
+def _without(policy: dict[str, Any], subject: str, issuer_host: str) -> dict[str, Any]:
+    """The policy with the subject taken out of Portcullis's statements as they are, and
+    those left without a subject dropped."""
+    statements, was_object, _ = _statements(policy)
+    kept = []
+    for statement in statements:
+        if is_portcullis_statement(statement):
+            left = _subjects_of(statement, issuer_host) - {subject}
+            if not left:
+                continue
+            if left != _subjects_of(statement, issuer_host):
+                equals = statement["Condition"]["StringEquals"]
+                equals[f"{issuer_host}:sub"] = [_escaped(s) for s in sorted(left)]
+        kept.append(statement)
+    return _with_statements(policy, kept, was_object)
 
 
 def subjects_in(policy: dict[str, Any], issuer_host: str) -> set[str]:
@@ -198,8 +228,11 @@ def check_size(text: str, limit: int = DEFAULT_SIZE_LIMIT) -> None:
 
 
 def usable_as_session_name(subject: str) -> bool:
-    """Whether AssumeRoleWithWebIdentity accepts the subject itself as RoleSessionName."""
-    return bool(_SESSION_NAME.fullmatch(subject))
+    """Whether the subject itself is the holder's RoleSessionName: AssumeRoleWithWebIdentity
+    accepts it, and it is not in the namespace of the names Portcullis derives
+    ("portcullis-..."), which a subject spelling another holder's derived name (or the
+    portcullis-<pk> of older versions) would otherwise share with them."""
+    return bool(_SESSION_NAME.fullmatch(subject)) and not subject.startswith(DERIVED_PREFIX)
 
 
 def session_name_for(subject: str) -> str:
@@ -207,7 +240,27 @@ def session_name_for(subject: str) -> str:
     itself, or for a subject that cannot be one, a name derived from it."""
     if usable_as_session_name(subject):
         return subject
-    return "portcullis-" + _digest(subject)
+    return DERIVED_PREFIX + _digest(subject)
+
+
+def binds_session_names(policy: dict[str, Any], issuer_host: str) -> bool:
+    """Whether each subject Portcullis's statements admit may name a session only
+    session_name_for(subject): False for a statement of an older shape (any name) or one
+    bound otherwise, so that the names a revoke denies would not be all a holder could use."""
+    statements, _, _ = _statements(parse_policy(policy))
+    variable = "${" + issuer_host + ":sub}"
+    for statement in statements:
+        if not is_portcullis_statement(statement):
+            continue
+        condition = statement.get("Condition")
+        equals = condition.get("StringEquals") if isinstance(condition, dict) else None
+        bound = equals.get(SESSION_NAME_KEY) if isinstance(equals, dict) else None
+        if not isinstance(bound, str):
+            return False
+        for subject in _subjects_of(statement, issuer_host):
+            if bound.replace(variable, subject) != session_name_for(subject):
+                return False
+    return True
 
 
 def is_portcullis_statement(statement: Any) -> bool:
@@ -259,10 +312,21 @@ def _subjects_of(statement: dict[str, Any], issuer_host: str) -> set[str]:
     equals = condition.get("StringEquals") if isinstance(condition, dict) else None
     value = equals.get(f"{issuer_host}:sub") if isinstance(equals, dict) else None
     if isinstance(value, str):
-        return {value}
+        return {_unescaped(value)}
     if isinstance(value, list):
-        return {item for item in value if isinstance(item, str)}
+        return {_unescaped(item) for item in value if isinstance(item, str)}
     return set()
+
+
+def _escaped(subject: str) -> str:
+    """The subject as a condition value that IAM reads as these very characters: "${...}"
+    in a value is a policy variable (a subject "${<issuer>:sub}" would admit every token),
+    so each "$" is written as IAM's "${$}"."""
+    return subject.replace("$", "${$}")
+
+
+def _unescaped(value: str) -> str:
+    return _POLICY_ESCAPE.sub(lambda found: found.group(1), value)
 
 
 def _statement(
@@ -281,7 +345,11 @@ def _statement(
         "Condition": {
             "StringEquals": {
                 f"{issuer_host}:aud": client_id,
-                f"{issuer_host}:sub": subjects,
+                f"{issuer_host}:sub": (
+                    _escaped(subjects)
+                    if isinstance(subjects, str)
+                    else [_escaped(s) for s in subjects]
+                ),
                 SESSION_NAME_KEY: session_name,
             }
         },

@@ -798,6 +798,7 @@ def _record_success(
             fields["removed_at"] = now
         Assignment.objects.filter(pk=assignment.pk).update(**fields)
         note = outcome.note if outcome is not None else ""
+        waited: list[int] = []
         if state == AssignmentState.PRESENT:
             # Active grants that waited for a new subject (see _record_waiting) hold again.
             for grant in assignment.grants.filter(
@@ -808,6 +809,19 @@ def _record_success(
                     propagation_status=PropagationStatus.APPLIED, last_error="", updated_at=now
                 )
                 record_event("grant.applied", target=grant, details=grant_details(grant, note=note))
+                waited.append(grant.pk)
+        if state == AssignmentState.PRESENT and outcome is not None and not applied:
+            # Applied again what was in AWS (a requested re-apply, a retry): the driver may
+            # have changed AWS (moved the holders to another role, deleted a former one),
+            # which belongs in the history of each grant the assignment serves.
+            for grant in (
+                assignment.grants.filter(status=GrantStatus.ACTIVE)
+                .exclude(pk__in=waited)
+                .select_related("user", "resource", "access_level")
+            ):
+                record_event(
+                    "grant.reapplied", target=grant, details=grant_details(grant, note=note)
+                )
         for grant in applied:
             if Grant.objects.filter(pk=grant.pk, status=GrantStatus.PENDING).update(
                 status=GrantStatus.ACTIVE,

@@ -265,10 +265,13 @@ def revoked_sessions_policy(
     condition: dict[str, Any] = {"DateLessThan": {"aws:TokenIssueTime": before}}
     if patterns:  # none with all_but: every session issued before then
         condition[operator] = {"aws:userid": patterns if len(patterns) > 1 else patterns[0]}
+    sid = "Revoked" + hashlib.sha256(identity.encode()).hexdigest()[:16]
+    # Sids must differ within a policy (the names of one user make one): a deny of every
+    # session written twice within one second is the same deny.
+    kept = [statement for statement in kept if statement.get("Sid") != sid]
     kept.append(
         {
-            # Sids must differ within a policy; the names of one user make one.
-            "Sid": "Revoked" + hashlib.sha256(identity.encode()).hexdigest()[:16],
+            "Sid": sid,
             "Effect": "Deny",
             "Action": "*",
             "Resource": "*",
@@ -290,6 +293,8 @@ def end_live_sessions(
     those) issued until now, merged into the role's PortcullisRevokedSessions policy."""
     whose = ("all but " if all_but else "") + ", ".join(names)
     what = f"Ending the live sessions of {whose} on the IAM role {role_name}"
+    if all_but and not names:
+        what = f"Ending every live session on the IAM role {role_name}"
     existing: dict[str, Any] | None = None
     with base.aws_errors(what):
         try:
@@ -374,6 +379,7 @@ class IamRoleDriver:
                 "role_arn": role["Arn"],
                 "subject": subject,
                 "subjects": subjects_state(assignment, subject),
+                "names_bound_at": _names_bound_at(assignment),
             },
             note=(
                 f"Added {assignment.user} to the trust policy of {role['Arn']}."
@@ -402,13 +408,27 @@ class IamRoleDriver:
             changed = write_trust_policy(iam, role_name, current, new)
             # After the trust policy: a session minted meanwhile is issued before "now".
             end_live_sessions(iam, role_name, revoked_session_names(assignment))
+        if trust_policy.binds_session_names(current, trust.issuer_host) and _bound_long_enough(
+            assignment
+        ):
+            sessions = "; their live sessions are denied."
+        else:
+            # The role belongs to the customer, whose own principals may hold sessions of
+            # it: Portcullis cannot deny every session as it does on its own roles.
+            sessions = (
+                "; their live sessions named as Portcullis names them are denied, but the "
+                "trust statement did not bind session names (written by an older version, "
+                "or edited since) or did so only lately, so a session they named otherwise "
+                "lasts until it expires "
+                f"(at most {MAX_SESSION_DURATION.total_seconds() / 3600:g} hours)."
+            )
         return Outcome(
             note=(
                 f"Removed {assignment.user} from the trust policy of {role['Arn']}"
                 if changed
                 else f"{assignment.user} was no longer in the trust policy of {role['Arn']}"
             )
-            + "; their live sessions are denied."
+            + sessions
         )
 
 
@@ -423,6 +443,27 @@ def check_requestable(app: AwsApp, role: dict[str, Any]) -> None:
         raise DriverError(
             f"Portcullis will not edit the IAM role {role['Arn']}. {reason}", retryable=False
         )
+
+
+def _names_bound_at(assignment: Assignment) -> str:
+    """Since when this holder's sessions have been bound to their name: kept from the
+    assignment's state, or now. Empty ("") for an assignment applied by a version before
+    the binding, which could have minted sessions named as it liked until then."""
+    state = assignment.driver_state or {}
+    if state.get("role_arn") and "names_bound_at" not in state:
+        return timezone.now().isoformat()  # applied before: bound from this apply on
+    return state.get("names_bound_at", "")
+
+
+def _bound_long_enough(assignment: Assignment) -> bool:
+    """Whether every session the holder minted before their name was bound has expired."""
+    state = assignment.driver_state or {}
+    if "names_bound_at" not in state:
+        return not state.get("role_arn")  # applied by an older version only: not bound
+    if not state["names_bound_at"]:
+        return True  # applied first by a version that binds the name
+    since = datetime.fromisoformat(state["names_bound_at"])
+    return timezone.now() - since >= MAX_SESSION_DURATION
 
 
 def _edited(role_name: str, edit: Any) -> dict[str, Any]:

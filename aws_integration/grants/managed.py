@@ -386,14 +386,31 @@ def _leave(
     write_trust_policy(iam, legacy.name, current, new)
     if legacy.eks_cluster and not any(o.resource_id == assignment.resource_id for o in others):
         _unmap_in_eks(app, legacy)
+    _allow_only_what_stays(iam, legacy, others)
     if leaving:
-        # Its trust policy let holders name their sessions as they liked (older versions
-        # did not bind the name), so a deny by name could miss one. Every session on it is
-        # Portcullis's: deny all but those of the holders still on it, by the names
-        # Portcullis gave them.
-        staying = sorted({name for other in others for name in revoked_session_names(other)})
-        end_live_sessions(iam, legacy.name, staying, all_but=True)
+        if trust_policy.binds_session_names(current, trust.issuer_host):
+            end_live_sessions(iam, legacy.name, revoked_session_names(assignment))
+        else:
+            # Its trust policy let holders name their sessions as they liked (older
+            # versions did not bind the name): the one leaving may have taken the name of
+            # one who stays, so no name can be spared. Every session on it is Portcullis's:
+            # deny them all; those still on it mint new ones, bound to their names now.
+            end_live_sessions(iam, legacy.name, [], all_but=True)
     return f" Left the former role {legacy.name}, which others still hold."
+
+
+def _allow_only_what_stays(iam: Any, legacy: ManagedRole, others: list[Assignment]) -> None:
+    """The old role's permissions name the resource whose grant last wrote them, perhaps the
+    one of the assignment leaving: while those still on it hold one resource, it allows
+    that one only, so they do not keep another's database or instance until they move."""
+    try:
+        staying = [managed_role_of(other) for other in others]
+    except DriverError:
+        return  # a resource not synced yet: its own apply will tell
+    if not staying or staying[0].eks_cluster:
+        return  # EKS: the access entries are the clusters' own, unmapped above
+    if len({(r.resource_arn, r.level) for r in staying}) == 1:
+        _put_permissions(iam, replace(staying[0], name=legacy.name))
 
 
 class ManagedRoleDriver:
@@ -469,7 +486,12 @@ class ManagedRoleDriver:
                     note=f"Deleted the managed role {found['Arn']} with its last holder."
                 )
             write_trust_policy(iam, role.name, current, new)
-            end_live_sessions(iam, role.name, revoked_session_names(assignment))
+            if trust_policy.binds_session_names(current, trust.issuer_host):
+                end_live_sessions(iam, role.name, revoked_session_names(assignment))
+            else:
+                # Someone edited the trust statement so that holders could pick other
+                # session names: every session on the role is Portcullis's, deny them all.
+                end_live_sessions(iam, role.name, [], all_but=True)
         return Outcome(
             state={"role_arn": found["Arn"]},
             note=f"Removed {assignment.user} from the managed role {found['Arn']}; their live "

@@ -664,3 +664,130 @@ def test_its_own_and_the_organizations_roles_are_refused_even_when_tagged(grants
         IAM.apply(assign(person("ada"), role, "assume"))
     assert "never edits" in error.value.message
     assert trust_of(name) == SERVICE_TRUST
+
+
+def test_a_subject_written_like_a_policy_variable_admits_no_other_token(grants_env):
+    role = make_role(grants_env, "Variable", SERVICE_TRUST)
+    subject = f"${{{ISSUER_HOST}:sub}}"
+    IAM.apply(assign(person("mallory", subject), role, "assume"))
+
+    (statement,) = [
+        s
+        for s in as_list(trust_of("Variable")["Statement"])
+        if s.get("Sid", "").startswith(policies.MANAGED_STATEMENT_SID)
+    ]
+    value = statement["Condition"]["StringEquals"][f"{ISSUER_HOST}:sub"]
+    # As IAM reads it for a token of another subject: ${$} is "$", ${<issuer>:sub} that
+    # token's subject.
+    read = re.sub(
+        r"\$\{[^}]*\}",
+        lambda m: {"${$}": "$", subject: "someone-else"}.get(m.group(0), "\0"),
+        value,
+    )
+    assert read == subject
+
+
+@pytest.mark.parametrize("taken", ["derived", "legacy"])
+def test_a_subject_spelling_another_holders_session_name_does_not_share_it(grants_env, taken):
+    role = make_role(grants_env, "Names", SERVICE_TRUST)
+    ada = person("ada", "auth0|ada")
+    name = driver.session_name(ada) if taken == "derived" else f"portcullis-{ada.pk}"
+    mallory = person("mallory", name)
+    ada_assignment, mallory_assignment = (
+        assign(ada, role, "assume"),
+        assign(mallory, role, "assume"),
+    )
+    for held in (ada_assignment, mallory_assignment):
+        held.driver_state = IAM.apply(held).state
+    before = trust_of("Names")
+    assert mintable_names(before, "auth0|ada") != mintable_names(before, name)
+    at = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+
+    with time_machine.travel(at, tick=False):
+        IAM.remove(mallory_assignment)
+
+    # Mallory's revoke denies her sessions, not those Ada holds under her own name.
+    revoked = inline_policy(member_client("iam"), "Names", driver.REVOKED_SESSIONS_POLICY)
+    assert_no_session_escapes(
+        before, trust_of("Names"), revoked, gone=name, stays="auth0|ada", at=at
+    )
+    # Nor those older versions named after her (Connect's portcullis-<pk>).
+    assert not denies(revoked, f"portcullis-{ada.pk}", at - timedelta(minutes=5))
+
+
+def test_a_revoke_under_a_statement_not_binding_names_says_which_sessions_may_outlive_it(
+    grants_env,
+):
+    role = make_role(
+        grants_env,
+        "Unbound",
+        {"Version": "2012-10-17", "Statement": [SERVICE_TRUST["Statement"][0], OLD_SHAPE]},
+    )
+    ada = person("ada")
+    assignment = assign(ada, role, "assume")
+    assignment.driver_state = {"role_arn": role.arn, "subject": "ada-subject"}
+
+    outcome = IAM.remove(assignment)
+
+    # Any name was hers to choose: the grant's history must not claim every session ended.
+    assert "a session they named otherwise lasts until it expires" in outcome.note
+    assert "at most 12 hours" in outcome.note
+    assert mintable_names(trust_of("Unbound"), "ada-subject") == set()
+    assert mintable_names(trust_of("Unbound"), "bob-subject") == {"bob-subject"}
+
+
+def test_a_revoke_soon_after_the_statement_binds_names_says_older_sessions_may_outlive_it(
+    grants_env,
+):
+    role = make_role(
+        grants_env,
+        "Upgraded",
+        {"Version": "2012-10-17", "Statement": [SERVICE_TRUST["Statement"][0], OLD_SHAPE]},
+    )
+    ada = person("ada")
+    assignment = assign(ada, role, "assume")
+    # Applied by an older version: until the statement binds names she may mint any.
+    assignment.driver_state = {"role_arn": role.arn, "subject": "ada-subject"}
+    upgraded = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+    with time_machine.travel(upgraded, tick=False):
+        assignment.driver_state = IAM.apply(assignment).state
+    assert mintable_names(trust_of("Upgraded"), "ada-subject") == {"ada-subject"}
+
+    with time_machine.travel(upgraded + timedelta(hours=11), tick=False):
+        soon = IAM.remove(assignment)
+    with time_machine.travel(upgraded + timedelta(hours=12), tick=False):
+        later = IAM.remove(assignment)
+
+    assert "a session they named otherwise lasts until it expires" in soon.note
+    assert later.note.endswith("; their live sessions are denied.")
+    # A grant applied first by this version was bound from its first session on.
+    fresh = assign(person("cy"), role, "assume")
+    fresh.driver_state = IAM.apply(fresh).state
+    assert IAM.remove(fresh).note.endswith("; their live sessions are denied.")
+
+
+def test_two_denies_of_every_session_within_one_second_are_one_statement():
+    at = datetime(2030, 1, 1, 9, 0, 0, 100, tzinfo=UTC)
+    first = driver.revoked_sessions_policy(None, [], at, all_but=True)
+    again = driver.revoked_sessions_policy(
+        first, [], at + timedelta(milliseconds=500), all_but=True
+    )
+    assert again == first  # IAM refuses a policy whose statements share a Sid
+
+
+def test_a_revoke_from_an_older_statement_succeeds_when_binding_names_would_not_fit(grants_env):
+    subjects = [f"auth0|5f7c8ec7c33c6c004bbafe{i:02d}" for i in range(12)]
+    older = {**OLD_SHAPE, "Condition": {"StringEquals": {**OLD_SHAPE["Condition"]["StringEquals"]}}}
+    older["Condition"]["StringEquals"][f"{ISSUER_HOST}:sub"] = subjects
+    role = make_role(grants_env, "Crowded", {"Version": "2012-10-17", "Statement": [older]})
+    ada = person("ada", subjects[0])
+    assignment = assign(ada, role, "assume")
+    assignment.driver_state = {"role_arn": role.arn, "subject": subjects[0]}
+
+    # Each of these subjects would take a statement of its own in the binding shape: far
+    # over the quota. The revoke must not depend on it.
+    outcome = IAM.remove(assignment)
+
+    assert mintable_names(trust_of("Crowded"), subjects[0]) == set()
+    assert mintable_names(trust_of("Crowded"), subjects[1]) == {ANY_NAME}
+    assert "a session they named otherwise lasts until it expires" in outcome.note

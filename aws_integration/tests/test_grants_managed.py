@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import import_module
 from typing import Any
 
@@ -26,6 +26,7 @@ from access.choices import AssignmentState, GrantSource, ResourceType
 from access.drivers import DriverError, SubjectUnknown
 from access.models import Resource
 from access.services import grants as grant_service
+from audit.models import AuditEvent
 from aws_integration import clients, policies
 from aws_integration.grants import iam as iam_grants
 from aws_integration.grants import managed
@@ -570,17 +571,31 @@ def test_same_named_resources_in_other_regions_and_accounts_get_roles_of_their_o
 
 
 def assert_only_bob_keeps_sessions(role_name: str, ada: Any, bob: Any) -> None:
+    """Every session Ada held on the shared role is denied, whatever she named it (Bob's
+    names too, which she could have taken); Bob can mint sessions again."""
     revoked = inline_policy(member_client("iam"), role_name, iam_grants.REVOKED_SESSIONS_POLICY)
     just_now = timezone.now()
-    for name in ("ada-chose-this", *(p[2:] for p in denied(ada))):
+    for name in ("ada-chose-this", *(p[2:] for p in denied(ada)), *(p[2:] for p in denied(bob))):
         assert denies(revoked, name, just_now), name
+    later = just_now + iam_grants.REVOKE_MARGIN + timedelta(seconds=1)
     for name in (p[2:] for p in denied(bob)):
-        assert not denies(revoked, name, just_now), name
+        assert not denies(revoked, name, later), name
 
 
 def legacy_role_name(kind: str, *parts: str, region: str, identity: str) -> str:
     """How versions before the per-resource names named a managed role."""
     return re.sub(r"[^\w+=,.@-]", "-", "-".join(["portcullis", kind, *parts]))
+
+
+def unbind_session_names(role_name: str) -> None:
+    """Give the role's trust statement the shape of versions before the session-name
+    binding: its holders may name their sessions as they like."""
+    document = trust(role_name)
+    for statement in document["Statement"]:
+        statement["Condition"]["StringEquals"].pop("sts:RoleSessionName", None)
+    member_client("iam").update_assume_role_policy(
+        RoleName=role_name, PolicyDocument=json.dumps(document)
+    )
 
 
 def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
@@ -609,6 +624,7 @@ def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
         for made in (ada_grant, bob_grant):
             assert grant_service.reconcile_assignment(made.assignment_id).action == "applied"
     shared = "portcullis-rds-orders-app_rw"
+    unbind_session_names(shared)
     assert subjects_of(trust(shared)) == ["ada-subject", "bob-subject"]
     (statement,) = permissions(shared)["Statement"]
     assert f":{OTHER_REGION}:" in statement["Resource"]  # Ada's role now names Bob's database
@@ -628,6 +644,9 @@ def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
     # she named them (its older trust statement let her choose), but not Bob's.
     assert subjects_of(trust(shared)) == ["bob-subject"]
     assert_only_bob_keeps_sessions(shared, ada, bob)
+    # The move is in Ada's grant's history: which role she is on now, which she left.
+    (moved,) = AuditEvent.objects.filter(action="grant.reapplied", target_id=str(ada_grant.pk))
+    assert ada_role in moved.details["note"] and f"former role {shared}" in moved.details["note"]
 
     assert grant_service.reconcile_assignment(bob_grant.assignment_id).action == "applied"
 
@@ -656,6 +675,7 @@ def test_a_grant_revoked_before_it_moved_leaves_the_shared_role_to_the_other_hol
             assignment.state = "present"
             assignment.save()
     shared = "portcullis-rds-orders-app_ro"
+    unbind_session_names(shared)
 
     driver.remove(ada_assignment)
 
@@ -665,3 +685,93 @@ def test_a_grant_revoked_before_it_moved_leaves_the_shared_role_to_the_other_hol
     ada_assignment.save()
     driver.remove(bob_assignment)
     assert role(shared) is None
+
+
+def test_a_holder_leaving_a_shared_role_keeps_no_session_named_after_one_who_stays(
+    grants_env, monkeypatch
+):
+    east, west = db_instance(grants_env), db_instance(grants_env, ACCOUNT, OTHER_REGION)
+    ada, bob, cy = person("ada"), person("bob"), person("cy")
+    driver = managed.DRIVERS[east.type]
+    held = [assign(ada, east, "app_ro"), assign(bob, west, "app_ro"), assign(cy, east, "app_ro")]
+    with monkeypatch.context() as old:
+        old.setattr(managed, "role_name", legacy_role_name)
+        for assignment in held:
+            assignment.driver_state = driver.apply(assignment).state
+            assignment.state = "present"
+            assignment.save()
+    shared = "portcullis-rds-orders-app_ro"
+    unbind_session_names(shared)
+    ada_assignment, _, cy_assignment = held
+    # The older trust statement let Ada name her sessions as she liked: after Bob's subject,
+    # or after the name older versions gave his sessions.
+    minted = datetime(2030, 5, 1, 8, 0, tzinfo=UTC)
+    chosen = ["bob-subject", f"portcullis-{bob.pk}", "ada-chose-this"]
+    at = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+
+    with time_machine.travel(at, tick=False):
+        driver.remove(ada_assignment)
+
+    revoked = inline_policy(member_client("iam"), shared, iam_grants.REVOKED_SESSIONS_POLICY)
+    for name in chosen:
+        assert denies(revoked, name, minted), f"Ada's session named {name} outlives her revoke"
+    # Bob and Cy, still entitled, mint sessions again under the now binding statement.
+    later = at + iam_grants.REVOKE_MARGIN + timedelta(minutes=1)
+    for user in (bob, cy):
+        assert not denies(revoked, iam_grants.session_name(user), later)
+
+    # The statement binds names since Ada left: Cy leaving ends Cy's sessions only.
+    with time_machine.travel(later + timedelta(minutes=5), tick=False):
+        driver.remove(cy_assignment)
+    revoked = inline_policy(member_client("iam"), shared, iam_grants.REVOKED_SESSIONS_POLICY)
+    assert denies(revoked, "cy-subject", later)
+    assert not denies(revoked, "bob-subject", later)
+    assert subjects_of(trust(shared)) == ["bob-subject"]
+
+
+def test_a_shared_role_left_by_one_databases_holders_allows_only_the_other_database(
+    grants_env, monkeypatch
+):
+    east, west = db_instance(grants_env), db_instance(grants_env, ACCOUNT, OTHER_REGION)
+    ada, bob = person("ada"), person("bob")
+    driver = managed.DRIVERS[east.type]
+    ada_assignment, bob_assignment = assign(ada, east, "app_ro"), assign(bob, west, "app_ro")
+    with monkeypatch.context() as old:
+        old.setattr(managed, "role_name", legacy_role_name)
+        for assignment in (ada_assignment, bob_assignment):
+            assignment.driver_state = driver.apply(assignment).state
+            assignment.state = "present"
+            assignment.save()
+    shared = "portcullis-rds-orders-app_ro"
+    unbind_session_names(shared)
+    (statement,) = permissions(shared)["Statement"]
+    assert f":{OTHER_REGION}:" in statement["Resource"]  # written last, for Bob's database
+
+    # Bob moves to his own role; Ada's move has not happened yet (or keeps failing).
+    driver.apply(bob_assignment)
+
+    assert subjects_of(trust(shared)) == ["ada-subject"]
+    (statement,) = permissions(shared)["Statement"]
+    assert statement["Resource"] == (
+        f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:{east.metadata['dbi_resource_id']}/app_ro"
+    )
+
+
+def test_a_managed_roles_trust_edited_to_free_session_names_makes_a_revoke_deny_all(grants_env):
+    instance = ec2_instance(grants_env)
+    name = name_of(instance, "ssm-session")
+    ada, bob = person("ada"), person("bob")
+    ada_assignment = assign(ada, instance, "ssm-session")
+    ada_assignment.driver_state = DRIVER.apply(ada_assignment).state
+    DRIVER.apply(assign(bob, instance, "ssm-session"))
+    unbind_session_names(name)  # someone with IAM rights in the account
+    at = datetime(2030, 5, 1, 9, 0, tzinfo=UTC)
+
+    with time_machine.travel(at, tick=False):
+        DRIVER.remove(ada_assignment)
+
+    revoked = inline_policy(member_client("iam"), name, iam_grants.REVOKED_SESSIONS_POLICY)
+    for chosen in ("ada-chose-this", "bob-subject"):
+        assert denies(revoked, chosen, at - timedelta(minutes=5)), chosen
+    assert not denies(revoked, "bob-subject", at + timedelta(minutes=2))
+    assert subjects_of(trust(name)) == ["bob-subject"]

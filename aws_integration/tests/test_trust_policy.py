@@ -14,6 +14,7 @@ from aws_integration.trust_policy import (
     TrustPolicyError,
     TrustPolicyTooLarge,
     add_subject,
+    binds_session_names,
     check_size,
     parse_policy,
     remove_subject,
@@ -311,6 +312,7 @@ def test_a_subject_that_cannot_be_a_session_name_gets_a_statement_binding_a_deri
         ("x", False),
         ("user@example.com", True),
         ("ünïcode", False),
+        ("portcullis-0123456789abcdef", False),  # the namespace of derived names
     ],
 )
 def test_the_session_name_is_the_subject_where_aws_accepts_it(subject: str, usable: bool):
@@ -343,3 +345,55 @@ def test_about_forty_uuid_holders_fit_the_default_trust_policy_quota():
         policy, holders = more, holders + 1
     # The binding costs one condition per statement, not one statement per holder.
     assert holders >= 40
+
+
+def test_only_statements_binding_each_subject_to_its_own_name_count_as_binding():
+    bound = grant(grant({"Version": "2012-10-17", "Statement": [OWNER]}), "auth0|bob")
+    assert binds_session_names(bound, ISSUER)
+    assert binds_session_names({"Version": "2012-10-17", "Statement": [OWNER]}, ISSUER)
+    assert not binds_session_names({"Statement": [OWNER, OLD_SHAPE]}, ISSUER)
+
+    # A per-subject statement (edited by someone else) naming another subject, or binding
+    # a name other than the one derived from its subject, lets holders use names a revoke
+    # would not deny.
+    for field, value in ((f"{ISSUER}:sub", ALICE), ("sts:RoleSessionName", "chosen-name")):
+        edited = json.loads(json.dumps(bound))
+        (statement,) = [
+            s for s in edited["Statement"] if s.get("Sid", "").startswith("PortcullisManagedS")
+        ]
+        statement["Condition"]["StringEquals"][field] = value
+        assert not binds_session_names(edited, ISSUER)
+
+
+def iam_value(value: str, token_subject: str) -> str:
+    """A condition value as IAM reads it for a token of this subject: ${$}, ${*} and ${?}
+    are the characters themselves, ${<issuer>:sub} the token's subject."""
+    specials = {"${$}": "$", "${*}": "*", "${?}": "?", "${" + ISSUER + ":sub}": token_subject}
+    return re.sub(r"\$\{[^}]*\}", lambda m: specials.get(m.group(0), "\0"), value)
+
+
+def admitted_subjects(policy: dict[str, Any], token_subject: str) -> bool:
+    for statement in as_list(policy["Statement"]):
+        equals = statement.get("Condition", {}).get("StringEquals", {})
+        admitted = equals.get(f"{ISSUER}:sub")
+        if statement.get("Effect") == "Allow" and any(
+            iam_value(value, token_subject) == token_subject
+            for value in (admitted if isinstance(admitted, list) else [admitted or ""])
+        ):
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["${" + ISSUER + ":sub}", "a${*}b", "$weird{x}"],
+    ids=["variable", "escape", "dollar"],
+)
+def test_a_subject_holding_policy_variable_syntax_admits_that_subject_only(subject: str):
+    policy = grant({"Version": "2012-10-17", "Statement": [OWNER]}, subject)
+
+    assert admitted_subjects(policy, subject)
+    assert not admitted_subjects(policy, "mallory-subject")
+    assert not admitted_subjects(policy, "a*b")
+    assert subjects_in(policy, ISSUER) == {subject}
+    assert revoke(policy, subject) == {"Version": "2012-10-17", "Statement": [OWNER]}
