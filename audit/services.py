@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from audit import context
 from audit.choices import ActorType
-from audit.models import GENESIS_HASH, AuditEvent
+from audit.models import GENESIS_HASH, AuditEvent, UnknownChainKey, chain_keys
 
 # Stable key for pg_advisory_xact_lock: "audit" in ASCII.
 _CHAIN_LOCK_KEY = 0x6175646974
@@ -137,6 +137,7 @@ def record_event(
             request_id=ctx.request_id,
             ip_address=_normalise_ip(ctx.ip_address),
             prev_hash=prev or GENESIS_HASH,
+            key_id=next(iter(chain_keys()), None),
         )
         event.hash = event.compute_hash()
         event.save()
@@ -150,9 +151,17 @@ class ChainProblem:
 
 
 def verify_chain(chunk_size: int = 5000) -> Iterator[int | ChainProblem]:
-    """Walks the chain in order, yielding each verified id, or the first problem and stopping."""
+    """Walks the chain in order, yielding each verified id, or the first problem and stopping.
+
+    Once one event is keyed (AUDIT_CHAIN_KEY), every later one must be; and while a key is
+    set, the newest event must be keyed, or the keyed part of the chain could have been
+    rewritten as plain SHA-256 by someone without the key."""
     expected_prev = GENESIS_HASH
+    keyed_since: int | None = None
+    pending: AuditEvent | None = None  # the newest event is checked once it is known to be so
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=chunk_size):
+        if pending is not None:
+            yield pending.id
         if event.prev_hash != expected_prev:
             yield ChainProblem(
                 event.id,
@@ -160,8 +169,35 @@ def verify_chain(chunk_size: int = 5000) -> Iterator[int | ChainProblem]:
                 "(an event was removed or inserted)",
             )
             return
-        if event.compute_hash() != event.hash:
+        if event.key_id is None and keyed_since is not None:
+            yield ChainProblem(
+                event.id,
+                f"it is not keyed, but event {keyed_since} before it is (the chain was "
+                "rehashed by someone without AUDIT_CHAIN_KEY)",
+            )
+            return
+        try:
+            matches = event.compute_hash() == event.hash
+        except UnknownChainKey as exc:
+            yield ChainProblem(
+                event.id, f"{exc}: set AUDIT_CHAIN_KEY to the key that signed it, to verify it"
+            )
+            return
+        if not matches:
             yield ChainProblem(event.id, "its contents do not match its hash (the row was changed)")
             return
+        if event.key_id is not None and keyed_since is None:
+            keyed_since = event.id
         expected_prev = event.hash
-        yield event.id
+        pending = event
+    if pending is None:
+        return
+    if pending.key_id is None and chain_keys():
+        yield ChainProblem(
+            pending.id,
+            "AUDIT_CHAIN_KEY is set but the newest event is not keyed: either no event has "
+            "been written since the key was set (write one and verify again), or the chain "
+            "was rehashed by someone without the key",
+        )
+        return
+    yield pending.id

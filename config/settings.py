@@ -302,6 +302,14 @@ SPECTACULAR_SETTINGS = {
 # The audit app imports no other app; the rule deciding who may read the log
 # lives with every other rule, in access.permissions.
 AUDIT_READ_RULE = "access.permissions.can_view_audit_log"
+# Keys (comma-separated, kept outside the database) chaining audit events with HMAC-SHA256:
+# the first signs new events, all verify. Unset: plain SHA-256.
+AUDIT_CHAIN_KEY = [key.strip() for key in env_str("AUDIT_CHAIN_KEY").split(",") if key.strip()]
+if any(len(key) < 32 for key in AUDIT_CHAIN_KEY):
+    raise ImproperlyConfigured(
+        "AUDIT_CHAIN_KEY: each key must be at least 32 characters; generate one with: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
 # Trust X-Forwarded-For for the client IP (only behind a proxy that sets it).
 USE_X_FORWARDED_FOR = env_bool("USE_X_FORWARDED_FOR", False)
 
