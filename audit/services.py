@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -21,7 +21,13 @@ from django.utils import timezone
 
 from audit import context
 from audit.choices import ActorType
-from audit.models import GENESIS_HASH, AuditEvent, UnknownChainKey, chain_keys
+from audit.models import (
+    GENESIS_HASH,
+    AuditEvent,
+    AuditEventQuerySet,
+    UnknownChainKey,
+    chain_keys,
+)
 
 # Stable key for pg_advisory_xact_lock: "audit" in ASCII.
 _CHAIN_LOCK_KEY = 0x6175646974
@@ -36,6 +42,8 @@ _SECRET_KEY = re.compile(
 # with hyphens (X-Api-Key); matching is done on the snake_case form of the key.
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|-")
 _MAX_LABEL = 500
+# Events inserted per statement by record_events.
+_BULK_SIZE = 500
 
 
 def _is_secret_key(key: str) -> bool:
@@ -87,6 +95,17 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
 
 
+@dataclass(frozen=True)
+class PendingEvent:
+    """One event for :func:`record_events`: what ``record_event`` takes besides the actor."""
+
+    action: str
+    target_type: str = ""
+    target_id: str | int = ""
+    target_label: str = ""
+    details: dict[str, Any] | None = None
+
+
 def record_event(
     action: str,
     *,
@@ -104,6 +123,42 @@ def record_event(
     fills the target fields unless they are given. Secret-looking keys in
     ``details`` are redacted before anything is stored.
     """
+    if target is not None:
+        target_type = target_type or target._meta.label_lower
+        target_id = target_id or target.pk
+        target_label = target_label or str(target)
+    pending = PendingEvent(action, target_type, target_id, target_label, details)
+    with transaction.atomic():
+        _lock_chain()
+        event = _chain(_new_events([pending], actor=actor, actor_name=actor_name))[0]
+        event.save()
+    return event
+
+
+def record_events(
+    events: Sequence[PendingEvent], *, actor: Any = None, actor_name: str = ""
+) -> list[AuditEvent]:
+    """Appends ``events``, in order, inside the current transaction, as one call of
+    ``record_event`` each would, but with one lock, one read of the chain's head and
+    inserts of many rows at a time: for the thousands of rows a sync writes."""
+    if not events:
+        return []
+    with transaction.atomic():
+        _lock_chain()
+        rows = _chain(_new_events(events, actor=actor, actor_name=actor_name))
+        for start in range(0, len(rows), _BULK_SIZE):
+            # The model's manager refuses bulk_create to everyone else: this is the chain.
+            created = super(AuditEventQuerySet, AuditEvent.objects.all()).bulk_create(
+                rows[start : start + _BULK_SIZE]
+            )
+            ids = [row.pk for row in created]
+            # The chain is ordered by id: the rows must have been numbered as listed.
+            if None in ids or ids != sorted(ids):
+                raise RuntimeError("Audit events were not numbered in the order given.")
+    return rows
+
+
+def _new_events(events: Sequence[PendingEvent], *, actor: Any, actor_name: str) -> list[AuditEvent]:
     ctx = context.current()
     if actor is not None and getattr(actor, "is_authenticated", False):
         actor_type = ActorType.API if ctx.via_api_token else ActorType.USER
@@ -113,35 +168,41 @@ def record_event(
         actor_type = ActorType.SYSTEM
         actor_id = None
         name = actor_name or "system"
-    if target is not None:
-        target_type = target_type or target._meta.label_lower
-        target_id = target_id or target.pk
-        target_label = target_label or str(target)
-    payload = _json_normalise(redact(details or {}))
-    if ctx.via_api_token:
-        payload.setdefault("api_token", ctx.via_api_token)
-
-    with transaction.atomic():
-        _lock_chain()
-        prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-        event = AuditEvent(
-            occurred_at=timezone.now(),
-            actor_type=actor_type,
-            actor_id=actor_id,
-            actor_name=name[:255],
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
-            target_label=str(target_label)[:_MAX_LABEL],
-            details=payload,
-            request_id=ctx.request_id,
-            ip_address=_normalise_ip(ctx.ip_address),
-            prev_hash=prev or GENESIS_HASH,
-            key_id=next(iter(chain_keys()), None),
+    now = timezone.now()
+    ip_address = _normalise_ip(ctx.ip_address)
+    key_id = next(iter(chain_keys()), None)
+    rows = []
+    for pending in events:
+        payload = _json_normalise(redact(pending.details or {}))
+        if ctx.via_api_token:
+            payload.setdefault("api_token", ctx.via_api_token)
+        rows.append(
+            AuditEvent(
+                occurred_at=now,
+                actor_type=actor_type,
+                actor_id=actor_id,
+                actor_name=name[:255],
+                action=pending.action,
+                target_type=pending.target_type,
+                target_id=str(pending.target_id),
+                target_label=str(pending.target_label)[:_MAX_LABEL],
+                details=payload,
+                request_id=ctx.request_id,
+                ip_address=ip_address,
+                key_id=key_id,
+            )
         )
-        event.hash = event.compute_hash()
-        event.save()
-    return event
+    return rows
+
+
+def _chain(rows: list[AuditEvent]) -> list[AuditEvent]:
+    """Links ``rows`` after the newest event; the caller holds the chain lock."""
+    prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+    prev = prev or GENESIS_HASH
+    for row in rows:
+        row.prev_hash = prev
+        row.hash = prev = row.compute_hash()
+    return rows
 
 
 @dataclass(frozen=True)
