@@ -9,6 +9,7 @@ write lock from its start (``transaction_mode = IMMEDIATE`` in settings).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,8 @@ _MAX_LABEL = 500
 _BULK_SIZE = 500
 
 
+# Keys repeat (a sync writes thousands of events with the same few): decide each once.
+@functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(_WORD_BOUNDARY.sub("_", key)))
 
