@@ -93,6 +93,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         "ip_address",
         "prev_hash",
         "hash",
+        "key_id",
     )
     readonly_fields = fields
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -12,6 +14,26 @@ from django.db import models
 from audit.choices import ActorType
 
 GENESIS_HASH = "0" * 64
+_KEY_ID_MESSAGE = b"portcullis audit chain key id"
+
+
+class UnknownChainKey(LookupError):
+    """An event is keyed with a key that AUDIT_CHAIN_KEY does not hold."""
+
+
+def key_id(key: bytes) -> str:
+    """A short name for a chain key, stored with each event it signs; it reveals nothing of it."""
+    return hmac.new(key, _KEY_ID_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+
+@functools.cache
+def _keys_by_id(keys: tuple[str, ...]) -> dict[str, bytes]:
+    return {key_id(key.encode()): key.encode() for key in keys}
+
+
+def chain_keys() -> dict[str, bytes]:
+    """AUDIT_CHAIN_KEY's keys by key id; the first one signs, in insertion order."""
+    return _keys_by_id(tuple(settings.AUDIT_CHAIN_KEY))
 
 
 class AppendOnlyError(Exception):
@@ -39,6 +61,11 @@ class AuditEvent(models.Model):
     triggers installed by the migrations refuse them too. ``hash`` covers the
     previous event's hash and the canonical JSON of this event's fields, so a
     row changed behind the triggers' back breaks the chain (``manage.py audit_verify``).
+
+    With ``AUDIT_CHAIN_KEY`` set, events are chained with HMAC-SHA256 under that key
+    instead, and ``key_id`` names the key: whoever can write to the database but does not
+    hold the key cannot rehash the chain. Events written before the key was set keep
+    their plain SHA-256 hash, and the first keyed event's HMAC covers the last of them.
     """
 
     occurred_at = models.DateTimeField(db_index=True)
@@ -62,6 +89,8 @@ class AuditEvent(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # Null: plain SHA-256 (events written without AUDIT_CHAIN_KEY).
+    key_id = models.CharField(max_length=16, null=True, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -84,7 +113,7 @@ class AuditEvent(models.Model):
         raise AppendOnlyError("Audit events are never deleted.")
 
     def canonical_payload(self) -> dict[str, Any]:
-        return {
+        payload = {
             "occurred_at": self.occurred_at.isoformat(timespec="microseconds"),
             "actor_type": self.actor_type,
             "actor_id": self.actor_id,
@@ -97,9 +126,23 @@ class AuditEvent(models.Model):
             "request_id": self.request_id,
             "ip_address": self.ip_address,
         }
+        # Only keyed events name their key, so events from before keys keep their hashes.
+        if self.key_id is not None:
+            payload["key_id"] = self.key_id
+        return payload
 
     def compute_hash(self) -> str:
+        """SHA-256, or HMAC-SHA256 under the key ``key_id`` names (UnknownChainKey if absent)."""
         body = json.dumps(
             self.canonical_payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
-        return hashlib.sha256(f"{self.prev_hash}\n{body}".encode()).hexdigest()
+        message = f"{self.prev_hash}\n{body}".encode()
+        if self.key_id is None:
+            return hashlib.sha256(message).hexdigest()
+        key = chain_keys().get(self.key_id)
+        if key is None:
+            raise UnknownChainKey(
+                f"event {self.pk} is keyed with key id {self.key_id}, which AUDIT_CHAIN_KEY "
+                "does not hold"
+            )
+        return hmac.new(key, message, hashlib.sha256).hexdigest()

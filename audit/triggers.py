@@ -1,8 +1,11 @@
-"""Database triggers that refuse UPDATE and DELETE on audit events.
+"""Database triggers that refuse UPDATE, DELETE and (on PostgreSQL) TRUNCATE on audit events.
 
-Installed by a migration on SQLite and PostgreSQL. ``drop`` exists for test
-database teardown only (Django's flush deletes every row between
-transactional tests on SQLite).
+Installed by migrations on SQLite and PostgreSQL. ``drop`` and
+``drop_truncate`` exist for test database teardown only: Django's flush
+between transactional tests empties every table, with DELETE on SQLite and
+TRUNCATE on PostgreSQL. Nothing in the application calls them; lifting a
+trigger takes the table owner's rights, which the application's role does not
+have when it runs as a restricted role (see ``grant_app_role``).
 """
 
 from __future__ import annotations
@@ -32,8 +35,18 @@ _PG_CREATE = [
     f"CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON {TABLE} "
     "FOR EACH ROW EXECUTE FUNCTION audit_event_refuse_change();",
 ]
+# TRUNCATE fires no row trigger: a statement trigger refuses it.
+_PG_CREATE_TRUNCATE = [
+    f"DROP TRIGGER IF EXISTS audit_event_no_truncate ON {TABLE};",
+    f"CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON {TABLE} "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_event_refuse_change();",
+]
+_PG_DROP_TRUNCATE = [
+    f"DROP TRIGGER IF EXISTS audit_event_no_truncate ON {TABLE};",
+]
 _PG_DROP = [
     f"DROP TRIGGER IF EXISTS audit_event_no_change ON {TABLE};",
+    *_PG_DROP_TRUNCATE,
 ]
 
 
@@ -48,6 +61,19 @@ def install(connection: BaseDatabaseWrapper) -> None:
         _run(connection, _SQLITE_CREATE)
     elif connection.vendor == "postgresql":
         _run(connection, _PG_CREATE)
+        _run(connection, _PG_CREATE_TRUNCATE)
+
+
+def install_truncate(connection: BaseDatabaseWrapper) -> None:
+    """The TRUNCATE trigger alone (PostgreSQL; SQLite has no TRUNCATE)."""
+    if connection.vendor == "postgresql":
+        _run(connection, _PG_CREATE)
+        _run(connection, _PG_CREATE_TRUNCATE)
+
+
+def drop_truncate(connection: BaseDatabaseWrapper) -> None:
+    if connection.vendor == "postgresql":
+        _run(connection, _PG_DROP_TRUNCATE)
 
 
 def drop(connection: BaseDatabaseWrapper) -> None:

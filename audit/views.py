@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET
 
 from audit.filters import AuditEventFilter, recent_values
-from audit.models import GENESIS_HASH, AuditEvent
+from audit.models import GENESIS_HASH, AuditEvent, UnknownChainKey
 
 PAGE_SIZE = 50
 
@@ -122,12 +122,16 @@ def event_detail(request: HttpRequest, pk: int) -> HttpResponse:
         AuditEvent.objects.filter(pk__gt=event.pk).order_by("id").values("pk", "prev_hash").first()
     )
     expected_prev = previous["hash"] if previous else GENESIS_HASH
+    try:
+        hash_matches: bool | None = event.compute_hash() == event.hash
+    except UnknownChainKey:
+        hash_matches = None  # keyed with a key this server does not hold
     context = {
         "event": event,
         "details_pretty": pretty_details(event.details),
         "previous": previous,
         "following": following,
-        "hash_matches_contents": event.compute_hash() == event.hash,
+        "hash_matches_contents": hash_matches,
         "prev_hash_matches": event.prev_hash == expected_prev,
         "is_first": previous is None,
         "following_links_here": following is None or following["prev_hash"] == event.hash,

@@ -16,12 +16,14 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps as global_apps
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
+
+from audit.services import record_event
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ NAME_PREFIX = "Portcullis: "
 MINUTES = "I"
 HOURLY = "H"
 DAILY = "D"
+_PERIOD_MINUTES = {HOURLY: 60, DAILY: 24 * 60}
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,11 @@ class ScheduleSpec:
             "repeats": -1,
             "cron": None,
             "cluster": None,
+            "intended_date_kwarg": None,
         }
+
+    def period(self) -> timedelta:
+        return timedelta(minutes=self.minutes or _PERIOD_MINUTES[self.schedule_type])
 
 
 SCHEDULES = [
@@ -118,6 +125,12 @@ class InstallResult:
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    # name -> field -> [found, restored]; for removed ones, their func.
+    changes: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.created or self.updated or self.removed)
 
     def __str__(self) -> str:
         return (
@@ -153,12 +166,23 @@ def install_schedules(
             if not rows:
                 manager.create(name=spec.name, next_run=now, **wanted)
                 result.created.append(spec.name)
+                result.changes[spec.name] = {"func": [None, spec.func]}
                 continue
             row, extra = rows[0], rows[1:]
             for duplicate in extra:  # a copy made by hand in the admin
                 duplicate.delete()
             changed = [name for name, value in wanted.items() if getattr(row, name) != value]
+            # A next run beyond one period from now was postponed by hand: it would stop
+            # the task (the grant timer, say) until then.
+            if row.next_run is None or row.next_run > now + spec.period():
+                wanted = {**wanted, "next_run": now}
+                changed.append("next_run")
             if changed or extra:
+                result.changes[spec.name] = {
+                    name: [_plain(getattr(row, name)), _plain(wanted[name])] for name in changed
+                }
+                if extra:
+                    result.changes[spec.name]["duplicates_removed"] = [len(extra), 0]
                 for name in changed:
                     setattr(row, name, wanted[name])
                 row.save(update_fields=changed or None)
@@ -168,9 +192,39 @@ def install_schedules(
         declared = {spec.name for spec in specs}
         for row in manager.filter(name__startswith=NAME_PREFIX).exclude(name__in=declared):
             result.removed.append(row.name)
+            result.changes[row.name] = {"func": [row.func, None]}
             row.delete()
-    if result.created or result.updated or result.removed:
+    if result.drifted:
         logger.info("Schedules installed: %s.", result)
+    return result
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def restore_schedules(*, actor: Any = None) -> InstallResult:
+    """Reinstalls the declared schedules, and audits what it found missing or changed.
+
+    The daily validations run it: schedules are declared in code only (the task admin is
+    read-only), so any difference was made behind Portcullis's back."""
+    with transaction.atomic():
+        result = install_schedules()
+        if result.drifted:
+            record_event(
+                "schedules.restored",
+                actor=actor,
+                target_type="django_q.schedule",
+                target_label="Background schedules",
+                details={
+                    "created": result.created,
+                    "updated": result.updated,
+                    "removed": result.removed,
+                    "changes": result.changes,
+                },
+            )
+    if result.drifted:
+        logger.warning("Background schedules had drifted and were restored: %s.", result)
     return result
 
 

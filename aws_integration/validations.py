@@ -18,6 +18,8 @@ Checks and their keys:
   IAM, EC2, EKS and RDS reads in each region to sync.
 - ``sqs.receive``: read the CloudTrail events queue without consuming a message.
 - ``oidc.discovery``: the OIDC issuer's discovery document.
+- ``tasks.schedules``: the background schedules match those declared in code; a missing
+  or changed one (the grant timer paused, say) is reinstalled, audited, and reported.
 
 ``details`` of a failed check: ``code`` and ``message`` (the first AWS error, as AWS
 gave it), ``errors`` (every error: action, region, code, message), ``missing_actions``
@@ -44,6 +46,7 @@ from audit.services import record_event
 from aws_integration import clients, policies, services, validators
 from aws_integration.choices import Severity, ValidationStatus
 from aws_integration.models import AwsApp, AwsSettings, Validation
+from aws_integration.schedules import InstallResult, restore_schedules
 from aws_integration.services import get_aws_settings
 
 logger = logging.getLogger(__name__)
@@ -100,6 +103,11 @@ WHY = {
     "sqs.receive": (
         "Real-time sync long-polls this queue for CloudTrail events; without receive "
         "permission, changes in AWS arrive only with the next full sync."
+    ),
+    "tasks.schedules": (
+        "Sync, the SQS poller, the validations and the grant timer (which ends access at "
+        "expiry) run on schedules declared in code; a paused, changed or deleted schedule "
+        "stops them."
     ),
     "oidc.discovery": (
         "Users connect to AWS with an ID token from this issuer; AWS and Portcullis "
@@ -177,10 +185,16 @@ def _probe(check: Check, action: str, call: Callable[[], Any], **context: Any) -
 
 
 # Entry points ------------------------------------------------------------------------
-def run_validations(app: AwsApp, *, actor: Any = None) -> list[Validation]:
-    """Runs every check of ``app`` against AWS and stores the results (one audit event)."""
+def run_validations(
+    app: AwsApp, *, actor: Any = None, schedules: InstallResult | None = None
+) -> list[Validation]:
+    """Runs every check of ``app`` against AWS and stores the results (one audit event).
+
+    ``schedules`` is what restoring the schedules found, when the caller already did it."""
     aws_settings = get_aws_settings()
-    checks = list(_run_checks(app, aws_settings))
+    if schedules is None:
+        schedules = restore_schedules(actor=actor)
+    checks = [*_run_checks(app, aws_settings), _schedules_check(schedules)]
     failed = [check.key for check in checks if check.failed]
     now = timezone.now()
     with transaction.atomic():
@@ -220,9 +234,10 @@ def run_all_validations() -> dict[str, int]:
     """The daily schedule: validates every active AWS app; one app's error does not
     stop the others. Returns the number of failed checks per app name."""
     results: dict[str, int] = {}
+    schedules = restore_schedules()
     for app in AwsApp.objects.filter(is_active=True).order_by("pk"):
         try:
-            validations = run_validations(app)
+            validations = run_validations(app, schedules=schedules)
         except Exception:
             logger.exception("Validating app %s (%s) failed.", app.pk, app.name)
             continue
@@ -530,6 +545,24 @@ def _oidc_check(aws_settings: AwsSettings) -> Check:
     if not ok:
         check.status = ValidationStatus.FAILED
         check.details["code"] = "OidcDiscoveryFailed"
+    return check
+
+
+def _schedules_check(result: InstallResult) -> Check:
+    check = Check("tasks.schedules", "Background schedules as declared in code", Severity.HIGH)
+    if result.drifted:
+        check.status = ValidationStatus.FAILED
+        check.details.update(
+            code="SchedulesRestored",
+            message=(
+                "Schedules were missing or changed outside Portcullis and have been "
+                f"restored ({result}). Find out who changed them: the audit log has the "
+                "schedules.restored event with what was found."
+            ),
+            created=result.created,
+            updated=result.updated,
+            removed=result.removed,
+        )
     return check
 
 

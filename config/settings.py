@@ -110,6 +110,28 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] not in ("django.db.backends.postgresql",):
     raise ImproperlyConfigured("DATABASE_URL must be a sqlite:// or postgres:// URL.")
 DATABASES = {"default": _db}
+# The tables' owner, for migrate and grant_app_role only: the application itself then
+# connects (DATABASE_URL) as a role that may not alter, empty or unprotect the audit log.
+MIGRATE_DATABASE_URL = env_str("MIGRATE_DATABASE_URL")
+MIGRATE_DATABASE: dict | None = None
+if MIGRATE_DATABASE_URL:
+    try:
+        MIGRATE_DATABASE = dj_database_url.parse(MIGRATE_DATABASE_URL)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"MIGRATE_DATABASE_URL is not a database URL: {exc}") from exc
+    if _db["ENGINE"] != "django.db.backends.postgresql" or (
+        MIGRATE_DATABASE["ENGINE"] != _db["ENGINE"]
+    ):
+        raise ImproperlyConfigured(
+            "MIGRATE_DATABASE_URL is for PostgreSQL only: set it, and DATABASE_URL, to "
+            "postgres:// URLs, or unset it."
+        )
+    if MIGRATE_DATABASE["NAME"] != _db["NAME"]:
+        raise ImproperlyConfigured(
+            f"MIGRATE_DATABASE_URL names database {MIGRATE_DATABASE['NAME']!r} but "
+            f"DATABASE_URL names {_db['NAME']!r}: both must name the same database "
+            "(only the role, and perhaps the host, differ)."
+        )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Cache: Redis when configured (shared rate limits across web processes), else local memory.
@@ -338,6 +360,14 @@ if env_bool("USE_X_FORWARDED_FOR", False):
 # allauth reads the client IP through AccountAdapter.get_client_ip, which uses the same
 # rule; its own setting is kept in step for any code of allauth that reads it directly.
 ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
+# Keys (comma-separated, kept outside the database) chaining audit events with HMAC-SHA256:
+# the first signs new events, all verify. Unset: plain SHA-256.
+AUDIT_CHAIN_KEY = [key.strip() for key in env_str("AUDIT_CHAIN_KEY").split(",") if key.strip()]
+if any(len(key) < 32 for key in AUDIT_CHAIN_KEY):
+    raise ImproperlyConfigured(
+        "AUDIT_CHAIN_KEY: each key must be at least 32 characters; generate one with: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
 
 # Internationalisation and static files --------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -56,26 +56,7 @@ SHADOWED: dict[str, str] = {
 
 # Cells the app does not meet yet: (URL, method, persona) -> the bug. Their tests are
 # expected failures (strict: once the app meets the cell, the test says to remove it).
-_DJANGO_Q_ADMIN = (
-    "issue 8 #5: the django-q2 admin edits schedules and tasks (a schedule may name any "
-    "function; the grant timer's schedule can be paused or deleted, unaudited)"
-)
-KNOWN_BUGS: dict[tuple[str, str, str], str] = {
-    ("admin:django_q_schedule_add", "GET", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_schedule_add", "POST", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_schedule_delete", "GET", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_schedule_delete", "POST", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_schedule_change", "POST", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_success_delete", "GET", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_success_delete", "POST", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_success_change", "POST", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_failure_delete", "GET", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_failure_delete", "POST", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_failure_change", "POST", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_ormq_delete", "GET", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_ormq_delete", "POST", "admin"): _DJANGO_Q_ADMIN,
-    ("admin:django_q_ormq_change", "POST", "admin"): _DJANGO_Q_ADMIN,
-}
+KNOWN_BUGS: dict[tuple[str, str, str], str] = {}
 
 # fmt: off
 TABLE = """

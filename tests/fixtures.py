@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import pytest
 import requests
@@ -47,6 +48,31 @@ def _audit_triggers_around_flush(request: pytest.FixtureRequest) -> Iterator[Non
     triggers.install(connection)
     yield
     triggers.drop(connection)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _audit_truncate_trigger_around_flush() -> Iterator[None]:
+    """On PostgreSQL, Django empties tables between transactional tests with TRUNCATE,
+    which the audit log's TRUNCATE trigger refuses. Test flushes alone lift it, inside
+    the flush's own transaction, so the trigger is back before anything else runs."""
+    from django.db import transaction
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    from audit import triggers
+
+    original = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self: DatabaseOperations, sql_list: list[str]) -> None:
+        if not any(triggers.TABLE in sql for sql in sql_list):
+            original(self, sql_list)
+            return
+        with transaction.atomic(using=self.connection.alias):
+            triggers.drop_truncate(self.connection)
+            original(self, sql_list)
+            triggers.install_truncate(self.connection)
+
+    with mock.patch.object(DatabaseOperations, "execute_sql_flush", execute_sql_flush):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -100,10 +100,16 @@ class AuditedAdminMixin:
             # Deletions first, so a row can be removed and re-added in one save.
             for obj in formset.deleted_objects:
                 pk, label = obj.pk, str(obj)
+                cascaded = services.cascade_snapshot(obj)
                 obj.delete()
                 obj.pk = pk
                 services.record_deleted(
-                    obj, actor=request.user, before=originals.get(pk, {}), pk=pk, label=label
+                    obj,
+                    actor=request.user,
+                    before=originals.get(pk, {}),
+                    pk=pk,
+                    label=label,
+                    cascaded=cascaded,
                 )
             for obj, _fields in formset.changed_objects:
                 obj.save()
@@ -124,12 +130,16 @@ class AuditedAdminMixin:
 
     # Deleting -------------------------------------------------------------------
     def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
-        before = services.snapshot(obj, related=self.audit_related)
         pk, label = obj.pk, str(obj)
         with transaction.atomic():
+            before = services.snapshot(obj, related=self.audit_related)
+            # The rows the deletion takes with it (a resource's levels, rules, grants...).
+            cascaded = services.cascade_snapshot(obj)
             super().delete_model(request, obj)  # type: ignore[misc]
             obj.pk = pk
-            services.record_deleted(obj, actor=request.user, before=before, pk=pk, label=label)
+            services.record_deleted(
+                obj, actor=request.user, before=before, pk=pk, label=label, cascaded=cascaded
+            )
 
     def delete_queryset(self, request: HttpRequest, queryset: models.QuerySet) -> None:
         # The changelist's "delete selected" runs outside the view's transaction: make
@@ -137,13 +147,21 @@ class AuditedAdminMixin:
         with transaction.atomic():
             objects = list(queryset)
             states = [
-                (obj, obj.pk, str(obj), services.snapshot(obj, related=self.audit_related))
+                (
+                    obj,
+                    obj.pk,
+                    str(obj),
+                    services.snapshot(obj, related=self.audit_related),
+                    services.cascade_snapshot(obj),
+                )
                 for obj in objects
             ]
             super().delete_queryset(request, queryset)  # type: ignore[misc]
-            for obj, pk, label, before in states:
+            for obj, pk, label, before, cascaded in states:
                 obj.pk = pk
-                services.record_deleted(obj, actor=request.user, before=before, pk=pk, label=label)
+                services.record_deleted(
+                    obj, actor=request.user, before=before, pk=pk, label=label, cascaded=cascaded
+                )
 
 
 class GrantProtectionMixin:

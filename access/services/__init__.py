@@ -13,10 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.admin.utils import NestedObjects
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models, transaction
+from django.db import models, router, transaction
 
 from access.models import (
     AccessLevel,
@@ -140,19 +141,48 @@ def record_updated(
     ]
 
 
+def cascade_snapshot(obj: models.Model) -> dict[str, list[dict[str, Any]]]:
+    """What deleting ``obj`` removes with it (the rows its deletion cascades to, at any
+    depth), as model label -> snapshots ordered by id; read before the deletion."""
+    collector = NestedObjects(using=router.db_for_write(type(obj), instance=obj))
+    collector.collect([obj])
+    # obj itself, and the rows of the parent models it inherits from (the same object).
+    itself = {type(obj), *obj._meta.get_parent_list()}
+    cascaded: dict[str, list[dict[str, Any]]] = {}
+    for model, instances in collector.data.items():
+        rows = [
+            snapshot(child)
+            for child in sorted(instances, key=lambda child: child.pk)
+            if not (model in itself and child.pk == obj.pk)
+        ]
+        if rows:
+            cascaded[model._meta.label_lower] = rows
+    return dict(sorted(cascaded.items()))
+
+
 def record_deleted(
-    obj: models.Model, *, actor: Any, before: dict[str, Any], pk: Any, label: str
+    obj: models.Model,
+    *,
+    actor: Any,
+    before: dict[str, Any],
+    pk: Any,
+    label: str,
+    cascaded: dict[str, list[dict[str, Any]]] | None = None,
 ) -> AuditEvent:
-    """Records the deletion of ``obj`` (already deleted: its id and label are passed in)."""
+    """Records the deletion of ``obj`` (already deleted: its id and label are passed in),
+    with ``cascaded``, the snapshots of the rows removed with it (cascade_snapshot)."""
     if isinstance(obj, Owner):
         return _record_owner("owner.removed", obj, actor=actor, values=before, label=label)
+    details: dict[str, Any] = {"before": before}
+    if cascaded:
+        details["cascaded"] = cascaded
     return record_event(
         f"{action_prefix(type(obj))}.deleted",
         actor=actor,
         target_type=obj._meta.label_lower,
         target_id=pk,
         target_label=label,
-        details={"before": before},
+        details=details,
     )
 
 

@@ -182,6 +182,55 @@ def test_deleting_a_resource_records_it_with_its_values(admin_client, personas):
     assert event.details["before"]["remote_id"] == "i-1"
 
 
+def test_deleting_a_resource_snapshots_the_rows_it_takes_with_it(admin_client, personas):
+    resource = Resource.objects.create(
+        app=personas.app, type="aws_ec2_instance", remote_id="i-2", name="builder"
+    )
+    level = AccessLevel.objects.create(resource=resource, remote_id="ssm", name="SSM session")
+    Owner.objects.create(resource=resource, user=personas.approver)
+    grant = Grant.objects.create(
+        user=personas.requester,
+        resource=resource,
+        access_level=level,
+        source="request",
+        status="revoked",
+    )
+    url = reverse("admin:access_resource_delete", args=[resource.pk])
+
+    saved(admin_client.post(url, {"post": "yes"}))
+
+    cascaded = only_event("inventory.resource.deleted").details["cascaded"]
+    assert [row["remote_id"] for row in cascaded["access.accesslevel"]] == ["ssm"]
+    assert [row["user"] for row in cascaded["access.owner"]] == [personas.approver.pk]
+    assert [(row["id"], row["status"]) for row in cascaded["access.grant"]] == [
+        (grant.pk, "revoked")
+    ]
+    assert "access.resource" not in cascaded
+
+
+def test_a_bulk_delete_snapshots_each_objects_own_cascade(admin_client, personas):
+    levels = [
+        AccessLevel.objects.create(resource=personas.resource, remote_id=f"lv-{i}", name=f"L{i}")
+        for i in range(2)
+    ]
+    grant = Grant.objects.create(
+        user=personas.requester,
+        resource=personas.resource,
+        access_level=levels[0],
+        source="request",
+        status="expired",
+    )
+
+    admin_client.post(
+        changelist(AccessLevel),
+        {"action": "delete_selected", "_selected_action": [lv.pk for lv in levels], "post": "yes"},
+    )
+
+    by_level = {e.target_id: e.details for e in events("inventory.access_level.deleted")}
+    assert [g["id"] for g in by_level[str(levels[0].pk)]["cascaded"]["access.grant"]] == [grant.pk]
+    assert "cascaded" not in by_level[str(levels[1].pk)]
+
+
 def test_bulk_delete_in_the_list_records_one_event_per_object(admin_client, personas):
     levels = [
         AccessLevel.objects.create(resource=personas.resource, remote_id=f"ps-{i}", name=f"L{i}")

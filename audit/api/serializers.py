@@ -32,5 +32,6 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "ip_address",
             "prev_hash",
             "hash",
+            "key_id",
         )
         read_only_fields = fields

@@ -46,6 +46,7 @@ def test_auditors_and_admins_list_audit_events(client, personas, persona):
         "ip_address": None,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
+        "key_id": None,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
 from audit import triggers
@@ -109,3 +110,36 @@ def test_an_event_with_a_chosen_id_is_refused():
 
     with pytest.raises(AppendOnlyError):
         AuditEvent.objects.create(pk=event.pk, action="test.forged", prev_hash="", hash="x")
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_to_truncate_the_audit_log():
+    """TRUNCATE fires no row trigger; a statement trigger refuses it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE")
+    event = record_event("test.one")
+
+    with pytest.raises(DatabaseError, match=triggers.MESSAGE):
+        _raw("TRUNCATE audit_auditevent", [])
+    with pytest.raises(DatabaseError, match=triggers.MESSAGE):
+        _raw("TRUNCATE audit_auditevent, access_user CASCADE", [])
+
+    assert list(verify_chain()) == [event.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_truncate_trigger_is_back_after_a_transactional_tests_flush():
+    """Transactional tests' flushes lift the trigger only inside the flush itself."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE")
+    record_event("test.one")
+    call_command("flush", interactive=False, verbosity=0)
+
+    assert not AuditEvent.objects.exists()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'audit_event_no_truncate' "
+            "AND tgrelid = %s::regclass",
+            [triggers.TABLE],
+        )
+        assert cursor.fetchone() == (1,)

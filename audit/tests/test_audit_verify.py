@@ -142,3 +142,88 @@ def test_it_shows_progress_on_a_terminal_and_not_otherwise(chain):
     assert "verifying" in terminal.getvalue()
     assert f"{AuditEvent.objects.count()}/{AuditEvent.objects.count()}" in terminal.getvalue()
     assert piped.getvalue() == ""
+
+
+def _verify_with_head(head: str) -> str:
+    out = StringIO()
+    call_command("audit_verify", "--expect-head", head, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def _head(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("head: "))[6:]
+
+
+def _rehash_from(events: list[AuditEvent], start: int, **changes: object) -> None:
+    """A forger with write access rewrites event ``start`` and recomputes every hash after it,
+    so the chain is intact again; only a head kept elsewhere (or a key) tells. A ``key_id``
+    change applies to every rewritten event (a forger without the key writes plain hashes)."""
+    prev = events[start - 1].hash if start else events[0].prev_hash
+    with transaction.atomic():
+        triggers.drop(connection)
+        for n, original in enumerate(events[start:]):
+            event = AuditEvent.objects.get(pk=original.pk)
+            for name, value in changes.items():
+                if n == 0 or name == "key_id":
+                    setattr(event, name, value)
+            event.prev_hash = prev
+            event.hash = event.compute_hash()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE audit_auditevent SET actor_name = %s, key_id = %s, prev_hash = %s, "
+                    "hash = %s WHERE id = %s",
+                    [event.actor_name, event.key_id, event.prev_hash, event.hash, event.pk],
+                )
+            prev = event.hash
+        triggers.install(connection)
+
+
+def test_it_prints_the_head_to_keep_elsewhere(chain):
+    assert _head(_verify()) == f"{chain[-1].hash}:{len(chain)}"
+
+
+def test_an_expected_head_is_found_in_a_longer_chain(chain):
+    head = _head(_verify())
+    record_event("test.later")
+
+    output = _verify_with_head(head)
+
+    assert f"audit chain intact: {len(chain) + 1} events" in output
+    assert f"expected head found: {chain[-1].hash}" in output
+    assert f"expected head found: {chain[-1].hash}" in _verify_with_head(chain[-1].hash)
+
+
+def test_it_fails_when_the_newest_events_were_removed(chain):
+    head = _head(_verify())
+    _behind_the_triggers_back("DELETE FROM audit_auditevent WHERE id >= %s", [chain[3].pk])
+    assert "audit chain intact: 3 events" in _verify()  # the chain alone cannot tell
+
+    with pytest.raises(CommandError) as refused:
+        _verify_with_head(head)
+    assert "audit chain is shorter than the expected head: 3 events, not at least 5" in str(
+        refused.value
+    )
+    with pytest.raises(CommandError, match="does not hold the expected head"):
+        _verify_with_head(chain[-1].hash)
+
+
+def test_it_fails_when_the_chain_was_rehashed(chain):
+    head = _head(_verify())
+    _rehash_from(chain, 1, actor_name="someone else")
+    assert "audit chain intact: 5 events" in _verify()  # the chain alone cannot tell
+
+    with pytest.raises(CommandError) as refused:
+        _verify_with_head(head)
+    assert f"event number 5 (id {chain[-1].pk}) has hash" in str(refused.value)
+    assert f"not {chain[-1].hash}; the chain was rewritten" in str(refused.value)
+
+
+def test_it_fails_when_the_head_is_found_at_another_place(chain):
+    with pytest.raises(CommandError, match="differs from the expected head: event number 4"):
+        _verify_with_head(f"{chain[-1].hash}:4")
+
+
+@pytest.mark.parametrize("head", ["abc", "0" * 64 + ":0", "0" * 64 + ":x", "g" * 64])
+def test_it_refuses_a_malformed_expected_head(chain, head):
+    with pytest.raises(CommandError, match="is not HASH or HASH:COUNT"):
+        _verify_with_head(head)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from audit import context
 from audit.choices import ActorType
 from audit.models import GENESIS_HASH, AuditEvent
-from audit.services import REDACTED, ChainProblem, record_event, verify_chain
+from audit.services import (
+    REDACTED,
+    ChainProblem,
+    PendingEvent,
+    record_event,
+    record_events,
+    verify_chain,
+)
 
 
 @pytest.mark.django_db
@@ -119,3 +127,37 @@ def test_details_that_are_not_json_are_stored_as_text():
     stored = AuditEvent.objects.get(pk=event.pk)
     assert stored.details == {"when": "2025-01-31", "id": str(ident), "tags": ["a", "b"]}
     assert stored.compute_hash() == stored.hash
+
+
+@pytest.mark.django_db
+def test_events_recorded_in_bulk_extend_the_chain_in_order(settings):
+    first = record_event("test.single")
+    settings.AUDIT_CHAIN_KEY = ["k" * 40]
+    rows = record_events(
+        [
+            PendingEvent("test.bulk", "test.thing", n, f"thing {n}", {"n": n, "password": "x"})
+            for n in range(1203)  # more than one insert's worth
+        ]
+    )
+    last = record_event("test.single")
+
+    stored = list(AuditEvent.objects.order_by("id"))
+    assert [e.pk for e in stored] == [first.pk, *(r.pk for r in rows), last.pk]
+    assert [e.target_id for e in stored[1:-1]] == [str(n) for n in range(1203)]
+    assert stored[1].prev_hash == first.hash
+    assert last.prev_hash == rows[-1].hash
+    assert stored[5].details == {"n": 4, "password": "[redacted]"}
+    assert all(e.key_id for e in stored[1:])
+    assert list(verify_chain())[-1] == last.pk
+    assert all(e.compute_hash() == e.hash for e in stored)
+
+
+@pytest.mark.django_db
+def test_bulk_events_roll_back_with_their_transaction():
+    record_event("test.kept")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        record_events([PendingEvent("test.lost") for _ in range(3)])
+        raise RuntimeError("the change failed")
+
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["test.kept"]
+    assert record_events([]) == []

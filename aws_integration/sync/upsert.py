@@ -10,6 +10,13 @@ finds nothing new writes no inventory row at all.
 ``Resource.last_seen_at`` moves only when a row is created, changed or restored. Bumping
 it on every sync would rewrite every row each time; when a resource was last confirmed
 is instead ``SyncScope.last_success_at`` of its scope (account × region × service).
+
+Every row it creates, changes or marks deleted (resources, access levels, Identity
+Center users) gets its own audit event, written in bulk in the transaction that writes
+the rows (``audit.services.record_events``), named as the admin names its edits of the
+same rows (``inventory.resource``, ...): ``<kind>.created`` with the row's values,
+``<kind>.updated`` with the changed fields before and after, ``<kind>.gone`` when AWS no
+longer shows it. So each inventory row's history is in the audit log, not only counts.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from django.utils import timezone
 
 from access.choices import GrantSource, GrantStatus, PropagationStatus, ResourceType
 from access.models import AccessLevel, Grant, Resource, User
+from access.services import action_prefix
 from access.services import grants as grant_service
-from audit.services import record_event
+from audit.services import PendingEvent, record_event, record_events
 from aws_integration import policies, trust_policy
 from aws_integration.models import (
     AwsApp,
@@ -79,6 +87,15 @@ USER_FIELDS = ("user_name", "email", "display_name", "portal_user_id")
 LEVEL_COUNT = "access_level"
 USER_COUNT = "identity_center_user"
 GRANT_COUNT = "observed_grant"
+RESOURCE_TARGET = Resource._meta.label_lower
+LEVEL_TARGET = AccessLevel._meta.label_lower
+USER_TARGET = IdentityCenterUser._meta.label_lower
+# The admin's action names for the same rows: a row's history reads the same either way.
+RESOURCE_EVENT = action_prefix(Resource)
+LEVEL_EVENT = action_prefix(AccessLevel)
+USER_EVENT = action_prefix(IdentityCenterUser)
+# Bookkeeping, not part of a row's history.
+UNAUDITED_FIELDS = frozenset({"last_seen_at", "first_seen_at"})
 
 
 def _json(value: Any) -> Any:
@@ -89,6 +106,19 @@ def _json(value: Any) -> Any:
 def _chunks(items: list[Any], size: int = BATCH_SIZE) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _audit_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _values(obj: Any, attributes: Iterable[str]) -> dict[str, Any]:
+    """The audited values of ``attributes``, named as fields (parent, not parent_id)."""
+    return {
+        obj._meta.get_field(a).name: _audit_value(getattr(obj, a))
+        for a in attributes
+        if a not in UNAUDITED_FIELDS
+    }
 
 
 def _field_name(attribute: str) -> str:
@@ -158,6 +188,8 @@ class InventoryWriter:
         self._oidc_read = False
         self.deleted_pks: set[int] = set()
         self.gone_accounts: set[str] = set()
+        # Audit events of the rows written by the current apply(), recorded with them.
+        self.events: list[PendingEvent] = []
 
     # Loading ----------------------------------------------------------------------------------
     def load(self, where: Q | None = None) -> None:
@@ -251,11 +283,17 @@ class InventoryWriter:
                 self.failed[name] = result
         if not ok:
             return
-        with transaction.atomic():
-            self._upsert_resources(ok)
-            self._sweep(ok)
-            self._upsert_levels(ok)
-            self._upsert_idc_users(ok)
+        try:
+            with transaction.atomic():
+                self._upsert_resources(ok)
+                self._sweep(ok)
+                self._upsert_levels(ok)
+                users_before = self._idc_user_values(ok)
+                self._upsert_idc_users(ok)
+                self._audit_idc_users(users_before)
+                self._record_events()
+        finally:
+            self.events.clear()
         for result in ok:
             if result.memberships is not None:
                 self.memberships.update(result.memberships)
@@ -312,6 +350,8 @@ class InventoryWriter:
         to_create: list[Resource] = []
         updates: dict[tuple[str, ...], list[Resource]] = defaultdict(list)
         orphans: list[tuple[Resource, ResourceKey]] = []
+        # pk -> (row, audited values before, attributes changed), for existing rows.
+        updated: dict[int, tuple[Resource, dict[str, Any], set[str]]] = {}
         for key, record in records.items():
             desired = {
                 "name": record.name[:255],
@@ -337,6 +377,7 @@ class InventoryWriter:
                 to_create.append(row)
             else:
                 changed = [f for f in RESOURCE_FIELDS if getattr(row, f) != desired[f]]
+                before = _values(row, [*changed, "parent_id", "deleted_at"])
                 for f in changed:
                     setattr(row, f, desired[f])
                 if parent_id is not None and row.parent_id != parent_id:
@@ -353,6 +394,7 @@ class InventoryWriter:
                     changed.append("last_seen_at")
                     updates[tuple(changed)].append(row)
                     self.counts[record.type]["updated"] += 1
+                    updated[row.pk] = (row, before, set(changed))
             if record.parent is not None and parent_id is None:
                 orphans.append((row, record.parent))
 
@@ -374,13 +416,30 @@ class InventoryWriter:
             )
         # Parents created in this batch (nested OUs, a new account's resources).
         adopted = []
+        created_pks = {row.pk for row in to_create}
         for row, parent_key in orphans:
             parent_id = self._resolve(parent_key)
             if parent_id is not None and row.parent_id != parent_id:
+                if row.pk not in created_pks:
+                    _, before, changed = updated.setdefault(
+                        row.pk, (row, _values(row, ["parent_id", "deleted_at"]), set())
+                    )
+                    changed.add("parent_id")
                 row.parent_id = parent_id
                 adopted.append(row)
         if adopted:
             Resource.objects.bulk_update(adopted, ["parent"], batch_size=BATCH_SIZE)
+        for row in to_create:
+            self._audit(
+                f"{RESOURCE_EVENT}.created",
+                row,
+                after=_values(row, ["type", "remote_id", *RESOURCE_FIELDS, "parent_id"]),
+            )
+        for row, before, changed in updated.values():
+            after = _values(row, changed)
+            self._audit(
+                f"{RESOURCE_EVENT}.updated", row, before={f: before[f] for f in after}, after=after
+            )
 
     def _sweep(self, results: list[ScopeResult]) -> None:
         doomed: dict[int, Resource] = {}
@@ -419,6 +478,17 @@ class InventoryWriter:
         for row in doomed.values():
             row.deleted_at = self.now
             self.counts[row.type]["deleted"] += 1
+            self._audit(
+                f"{RESOURCE_EVENT}.gone",
+                row,
+                before={"deleted_at": None},
+                after={"deleted_at": _audit_value(self.now)},
+                reason=(
+                    "its account left the organization"
+                    if row.account_id in self.gone_accounts and row.type in IN_ACCOUNT_TYPES
+                    else REVOKE_REASON
+                ),
+            )
         self.deleted_pks.update(doomed)
 
     def _upsert_levels(self, results: list[ScopeResult]) -> None:
@@ -448,6 +518,7 @@ class InventoryWriter:
 
         to_create: list[AccessLevel] = []
         updates: dict[tuple[str, ...], list[AccessLevel]] = defaultdict(list)
+        level_updates: dict[int, tuple[AccessLevel, dict[str, Any]]] = {}
 
         def upsert(resource_pk: int, record: LevelRecord, *, create: bool) -> None:
             desired = {
@@ -463,6 +534,7 @@ class InventoryWriter:
                     )
                 return
             changed = [f for f in LEVEL_FIELDS if getattr(level, f) != desired[f]]
+            before = _values(level, [*changed, "deleted_at"])
             for f in changed:
                 setattr(level, f, desired[f])
             if level.deleted_at is not None:
@@ -471,6 +543,10 @@ class InventoryWriter:
             if changed:
                 updates[tuple(changed)].append(level)
                 self.counts[LEVEL_COUNT]["updated"] += 1
+                # A level merged after its resource's listing keeps its first "before".
+                earlier = level_updates.setdefault(level.pk, (level, {}))[1]
+                for f in changed:
+                    earlier.setdefault(f, before[f])
 
         for resource_pk, records in wanted.items():
             seen = set()
@@ -504,6 +580,23 @@ class InventoryWriter:
         for level in removed.values():
             level.deleted_at = self.now
         self.counts[LEVEL_COUNT]["deleted"] += len(removed)
+        for level in to_create:
+            self._audit_level(
+                f"{LEVEL_EVENT}.created",
+                level,
+                after=_values(level, ["resource_id", "remote_id", *LEVEL_FIELDS]),
+            )
+        for level, before in level_updates.values():
+            self._audit_level(
+                f"{LEVEL_EVENT}.updated", level, before=before, after=_values(level, before)
+            )
+        for level in removed.values():
+            self._audit_level(
+                f"{LEVEL_EVENT}.gone",
+                level,
+                before={"deleted_at": None},
+                after={"deleted_at": _audit_value(self.now)},
+            )
 
     def _upsert_idc_users(self, results: list[ScopeResult]) -> None:
         listed = [r for r in results if r.idc_users is not None]
@@ -614,6 +707,78 @@ class InventoryWriter:
                     "matched_by": "verified email",
                 },
             )
+
+    # Audit events of inventory rows -------------------------------------------------------------
+    def _audit(
+        self,
+        action: str,
+        row: Resource,
+        *,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> None:
+        details: dict[str, Any] = {"app": self.app.name, **self._source()}
+        if before is not None:
+            details["before"] = before
+        if after is not None:
+            details["after"] = after
+        self.events.append(
+            PendingEvent(action, RESOURCE_TARGET, row.pk, str(row), {**details, **extra})
+        )
+
+    def _audit_level(self, action: str, level: AccessLevel, **values: dict[str, Any]) -> None:
+        row = self.by_pk.get(level.resource_id)
+        label = f"{row.name if row else level.resource_id}: {level.name}"
+        details = {"app": self.app.name, "resource_id": level.resource_id, **self._source()}
+        self.events.append(
+            PendingEvent(action, LEVEL_TARGET, level.pk, label, {**details, **values})
+        )
+
+    def _source(self) -> dict[str, Any]:
+        return {"sync_run": self.run.pk} if self.run is not None else {"source": "sync"}
+
+    def _idc_user_values(self, results: list[ScopeResult]) -> dict[str, dict[str, Any]] | None:
+        """The Identity Center users' values before this batch, when it lists users."""
+        if not any(r.idc_users is not None for r in results):
+            return None
+        return {rid: self._user_values(user) for rid, user in self._load_idc_users().items()}
+
+    @staticmethod
+    def _user_values(user: IdentityCenterUser) -> dict[str, Any]:
+        return _values(
+            user,
+            [
+                f.attname
+                for f in IdentityCenterUser._meta.concrete_fields
+                if f.attname not in ("id", "app_id")
+            ],
+        )
+
+    def _audit_idc_users(self, before: dict[str, dict[str, Any]] | None) -> None:
+        """Events for the Identity Center users this batch created, changed or marked gone,
+        by comparing their values before and after it."""
+        if before is None or self.idc_users is None:
+            return
+        for remote_id, user in self.idc_users.items():
+            after = self._user_values(user)
+            old = before.get(remote_id)
+            if old == after:
+                continue
+            details: dict[str, Any] = {"app": self.app.name, **self._source()}
+            if old is None:
+                action, details["after"] = f"{USER_EVENT}.created", after
+            else:
+                changed = [f for f in after if old.get(f) != after[f]]
+                details["before"] = {f: old.get(f) for f in changed}
+                details["after"] = {f: after[f] for f in changed}
+                gone = after.get("deleted_at") and not old.get("deleted_at")
+                action = f"{USER_EVENT}.gone" if gone else f"{USER_EVENT}.updated"
+            self.events.append(PendingEvent(action, USER_TARGET, user.pk or "", str(user), details))
+
+    def _record_events(self) -> None:
+        if self.events:
+            record_events(self.events)
 
     # Observed grants ----------------------------------------------------------------------------
     def reconcile_observed(self) -> None:

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
+from access.models import Resource
 from access.tests.test_admin import add_url, change_url, form_errors
 from audit.models import AuditEvent
 from aws_integration import policies, services
@@ -459,6 +460,7 @@ def test_the_app_list_costs_the_same_queries_for_2_and_20_apps(
 
 
 def test_deleting_an_app_is_audited(admin_client, app, personas):
+    resource = Resource.objects.create(app=app, type="aws_account", remote_id="1", name="dev")
     url = reverse("admin:aws_integration_awsapp_delete", args=[app.pk])
     assert admin_client.get(url).status_code == 200
     response = admin_client.post(url, {"post": "yes"})
@@ -467,3 +469,7 @@ def test_deleting_an_app_is_audited(admin_client, app, personas):
     (event,) = AuditEvent.objects.filter(action="aws_integration.awsapp.deleted")
     assert event.actor_id == personas.admin.pk
     assert event.details["before"]["management_account_id"] == "123456789012"
+    # What went with it: its inventory, not the app's own parent row.
+    cascaded = event.details["cascaded"]
+    assert [row["id"] for row in cascaded["access.resource"]] == [resource.pk]
+    assert "access.app" not in cascaded

@@ -69,7 +69,7 @@ def test_installing_twice_leaves_the_same_rows():
 
 
 def test_it_corrects_a_drifted_schedule_and_keeps_its_next_run():
-    next_run = timezone.now() + timedelta(hours=3)
+    next_run = timezone.now() + timedelta(seconds=30)
     polling = Schedule.objects.get(name="Portcullis: AWS SQS polling")
     Schedule.objects.filter(pk=polling.pk).update(
         func="somewhere.else", minutes=30, repeats=2, next_run=next_run
@@ -127,3 +127,32 @@ def test_a_spec_refuses_a_name_without_the_prefix_or_minutes_on_a_daily_schedule
         schedules.ScheduleSpec("Sync", "x.y", schedules.DAILY)
     with pytest.raises(ValueError, match="minutes goes with the MINUTES type"):
         schedules.ScheduleSpec("Portcullis: x", "x.y", schedules.DAILY, minutes=5)
+
+
+def test_it_brings_forward_a_postponed_next_run():
+    """A next run beyond one period away could only be set by hand: it stops the task."""
+    timer = Schedule.objects.get(name="Portcullis: grant timer")
+    Schedule.objects.filter(pk=timer.pk).update(next_run=timezone.now() + timedelta(days=365))
+
+    result = schedules.install_schedules()
+
+    timer.refresh_from_db()
+    assert result.updated == ["Portcullis: grant timer"]
+    assert list(result.changes["Portcullis: grant timer"]) == ["next_run"]
+    assert timer.next_run <= timezone.now()
+
+
+def test_restoring_audits_what_it_found_and_nothing_when_all_is_in_order():
+    from audit.models import AuditEvent
+
+    assert not schedules.restore_schedules().drifted
+    assert not AuditEvent.objects.filter(action="schedules.restored").exists()
+    Schedule.objects.filter(name="Portcullis: grant timer").update(intended_date_kwarg="when")
+
+    result = schedules.restore_schedules()
+
+    assert result.updated == ["Portcullis: grant timer"]
+    event = AuditEvent.objects.get(action="schedules.restored")
+    assert event.details["changes"] == {
+        "Portcullis: grant timer": {"intended_date_kwarg": ["when", None]}
+    }

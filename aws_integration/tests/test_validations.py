@@ -95,6 +95,7 @@ def test_every_check_passes_against_the_seeded_organization(app, seeded):
         "member_accounts",
         "sqs.receive",
         "oidc.discovery",
+        "tasks.schedules",
         *(f"member.{account}" for account in accounts),
     }
     failed = {k: v.details for k, v in results.items() if v.status == ValidationStatus.FAILED}
@@ -406,3 +407,53 @@ def test_throttling_and_server_errors_are_retried_not_reported(app, aws_faults, 
 
     assert throttle.hits and failure.hits
     assert [v.key for v in app.validations.filter(status=ValidationStatus.FAILED)] == []
+
+
+def test_the_daily_run_restores_a_tampered_grant_timer_and_reports_it(app):
+    from django_q.models import Schedule
+
+    timer = Schedule.objects.get(name="Portcullis: grant timer")
+    # Paused for decades, and made to run something else.
+    Schedule.objects.filter(pk=timer.pk).update(
+        func="os.system", args="'id'", next_run="2099-01-01T00:00:00Z"
+    )
+    Schedule.objects.filter(name="Portcullis: grant sweep").delete()
+
+    validations.run_all_validations()
+
+    timer.refresh_from_db()
+    assert (timer.func, timer.args) == ("access.tasks.run_grant_timer", None)
+    assert timer.next_run.year < 2099
+    assert Schedule.objects.filter(
+        name="Portcullis: grant sweep", func="access.tasks.sweep"
+    ).exists()
+    check = by_key(app)["tasks.schedules"]
+    assert check.status == ValidationStatus.FAILED
+    assert check.details["code"] == "SchedulesRestored"
+    assert check.details["updated"] == ["Portcullis: grant timer"]
+    assert check.details["created"] == ["Portcullis: grant sweep"]
+    event = AuditEvent.objects.get(action="schedules.restored")
+    changes = event.details["changes"]["Portcullis: grant timer"]
+    assert changes["func"] == ["os.system", "access.tasks.run_grant_timer"]
+    assert changes["args"] == ["'id'", None]
+    assert changes["next_run"][0].startswith("2099-01-01")
+
+    # Restored: the next run finds nothing to report, and audits nothing more.
+    validations.run_all_validations()
+
+    assert by_key(app)["tasks.schedules"].status == ValidationStatus.PASSED
+    assert AuditEvent.objects.filter(action="schedules.restored").count() == 1
+
+
+def test_validating_one_app_restores_the_schedules_too(app, personas):
+    from django_q.models import Schedule
+
+    Schedule.objects.filter(name="Portcullis: AWS validations").delete()
+
+    validations.run_validations(app, actor=personas.admin)
+
+    assert Schedule.objects.filter(name="Portcullis: AWS validations").exists()
+    assert by_key(app)["tasks.schedules"].status == ValidationStatus.FAILED
+    event = AuditEvent.objects.get(action="schedules.restored")
+    assert event.actor_id == personas.admin.pk
+    assert event.details["created"] == ["Portcullis: AWS validations"]
