@@ -178,6 +178,12 @@ ESCALATION_ACTIONS = [
     "iam:UntagPolicy",
     "iam:PassRole",
     "iam:CreateServiceLinkedRole",
+    # It writes the trust policies of its own roles and of requestable ones: in its account,
+    # one naming its session would let it assume the role with no Allow of its own (the
+    # trust policy grants it), then use what the role holds, an EKS cluster-admin access
+    # entry included. Portcullis assumes the ingester role from its own principal; the
+    # ingester never assumes a role.
+    "sts:AssumeRole",
 ]
 # The EKS access policies Portcullis associates (one per access level).
 EKS_ACCESS_POLICIES = "arn:aws:eks::aws:cluster-access-policy/AmazonEKS*Policy"

@@ -141,6 +141,22 @@ def test_it_writes_permissions_only_of_roles_carrying_the_boundary(policy):
         assert can(policy, action, managed) != ALLOW
 
 
+@pytest.mark.parametrize(
+    "role",
+    [
+        f"{ROLE}/portcullis/portcullis-eks-prod-admin-eu-west-1-0123456789",
+        f"{ROLE}/Developer",
+        f"arn:aws:iam::{MANAGEMENT}:role/portcullis/portcullis-ec2-x",
+    ],
+)
+def test_it_cannot_assume_a_role_whose_trust_policy_it_wrote(policy, role):
+    # It writes the trust policy of its own roles and of requestable ones. In its account, a
+    # trust policy naming the ingester's session lets it assume the role with no Allow of
+    # its own (the trust policy grants it): only an explicit Deny stops it from then using
+    # the role itself, e.g. an EKS access entry with the cluster-admin access policy.
+    assert can(policy, "sts:AssumeRole", role, **REQUESTABLE) == DENY
+
+
 # Identity Center ------------------------------------------------------------------------
 def assignment(action: str, permission_set_context: dict[str, str]) -> list[Request]:
     return [
