@@ -325,13 +325,23 @@ def unscoped_permissions(app: AwsApp) -> list[dict[str, str]]:
                 "what": "The permissions boundary: SSM sessions, EKS and RDS IAM logins on "
                 "every instance, cluster and database of the account",
                 "why": "EC2 instances, EKS clusters and databases are requestable without a tag, "
-                "so the boundary cannot narrow them; each managed role's own policy names one.",
+                "so the boundary cannot narrow them; each managed role's own policy names one. "
+                "The boundary denies everything to a session not federated through Portcullis's "
+                "OIDC provider, so a /portcullis/ role the ingester made trust another principal "
+                "gives that principal none of it; a role trusting the provider still admits "
+                "any subject the ingester writes in, which is how grants work.",
             },
             {
                 "what": "EKS access policies of /portcullis/ roles (eks:AssociateAccessPolicy)",
                 "why": "Limited to roles under /portcullis/ and to the AmazonEKS*Policy access "
                 "policies, on every cluster of the account, cluster-admin included: EKS "
-                "clusters are requestable without a tag.",
+                "clusters are requestable without a tag. EKS applies no IAM policy to a "
+                "session's calls to the cluster (the boundary does not reach them): a "
+                "/portcullis/ role whose trust policy names another AWS principal gives that "
+                "principal the role's access entry. The ingester itself may not assume roles; "
+                "allow Portcullis's own principal sts:AssumeRole on the ingester roles only, "
+                "and an organization resource control policy denying sts:AssumeRole on "
+                "role/portcullis/* closes it for every other account.",
             },
         ]
     if app.identity_center_management:
@@ -545,12 +555,32 @@ def _eks_statements(account: str) -> list[dict[str, Any]]:
     ]
 
 
-def boundary_policy() -> dict[str, Any]:
-    """The permissions boundary of every role Portcullis creates under /portcullis/."""
-    return {
-        "Version": POLICY_VERSION,
-        "Statement": [_statement(sid, actions) for sid, actions in BOUNDARY_ACTIONS.items()],
-    }
+def boundary_policy(account_id: str, issuer_url: str) -> dict[str, Any]:
+    """The permissions boundary of every role Portcullis creates under /portcullis/ in
+    ``account_id``.
+
+    The ingester creates these roles and writes their trust policies, so it could make one
+    that trusts itself, Portcullis's principal or any other account, and then start sessions
+    on every instance and log in to every database. The boundary therefore denies everything
+    to a session not federated through Portcullis's OIDC provider in this account (the one
+    its trust statement names): using a managed role takes a token of Portcullis's identity
+    provider, not only the ingester's credentials."""
+    statements = [_statement(sid, actions) for sid, actions in BOUNDARY_ACTIONS.items()]
+    statements.append(
+        _deny(
+            "OnlyPortcullisUsers",
+            ["*"],
+            Resource="*",
+            # A session from sts:AssumeRole has no aws:FederatedProvider: StringNotEquals
+            # is then true and the Deny applies.
+            Condition={
+                "StringNotEquals": {
+                    "aws:FederatedProvider": oidc_provider_arn(account_id, issuer_url)
+                }
+            },
+        )
+    )
+    return {"Version": POLICY_VERSION, "Statement": statements}
 
 
 def oidc_provider(aws_settings: AwsSettings) -> dict[str, Any]:
@@ -675,7 +705,9 @@ def cloudformation_template(app: AwsApp, aws_settings: AwsSettings) -> dict[str,
                     "ManagedPolicyName": BOUNDARY_POLICY_NAME,
                     "Path": MANAGED_PATH,
                     "Description": "The most a role created by Portcullis may do.",
-                    "PolicyDocument": boundary_policy(),
+                    "PolicyDocument": _substituted(
+                        boundary_policy(_ACCOUNT_VARIABLE, aws_settings.oidc_issuer_url)
+                    ),
                 },
             },
             "IngesterRole": {
@@ -736,8 +768,11 @@ def documents(app: AwsApp, aws_settings: AwsSettings) -> list[dict[str, str]]:
             "key": "boundary-policy",
             "title": "Permissions boundary",
             "help": f"Managed policy {BOUNDARY_POLICY_NAME} at path {MANAGED_PATH} in each "
-            f"account: {boundary_policy_arn(account)}. Every role Portcullis creates carries it.",
-            "text": as_json(boundary_policy()),
+            f"account: {boundary_policy_arn(account)}. Every role Portcullis creates carries it. "
+            "It allows nothing to a session not federated through Portcullis's OIDC provider "
+            "of the same account; member accounts get it with their own account ID from the "
+            "CloudFormation template below.",
+            "text": as_json(boundary_policy(account, aws_settings.oidc_issuer_url)),
         },
         {
             "key": "oidc-provider",

@@ -157,6 +157,39 @@ def test_it_cannot_assume_a_role_whose_trust_policy_it_wrote(policy, role):
     assert can(policy, "sts:AssumeRole", role, **REQUESTABLE) == DENY
 
 
+# The boundary: only Portcullis's users, through its OIDC provider ------------------------
+PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/login.example.com/oauth2/default"
+BOUNDED = [
+    ("ssm:StartSession", f"arn:aws:ec2:eu-west-1:{ACCOUNT}:instance/i-0123456789abcdef0"),
+    ("rds-db:connect", f"arn:aws:rds-db:eu-west-1:{ACCOUNT}:dbuser:db-ABCDEFGHIJKL/admin"),
+    ("eks:DescribeCluster", f"arn:aws:eks:eu-west-1:{ACCOUNT}:cluster/prod"),
+]
+
+
+@pytest.fixture
+def boundary() -> dict[str, Any]:
+    return policies.boundary_policy(ACCOUNT, "https://login.example.com/oauth2/default")
+
+
+@pytest.mark.parametrize(("action", "resource"), BOUNDED)
+def test_the_boundary_admits_only_sessions_federated_through_portcullis_provider(
+    boundary, action, resource
+):
+    # The ingester may create a /portcullis/ role with the boundary and any trust policy,
+    # and give it any inline policy: what the boundary allows must then need a token of
+    # Portcullis's identity provider, not only the ingester's credentials.
+    portcullis_user = {"aws:FederatedProvider": PROVIDER}
+    assert can(boundary, action, resource, **portcullis_user) == ALLOW
+    # sts:AssumeRole by the ingester, Portcullis's principal or another account: no key.
+    assert can(boundary, action, resource) == DENY
+    for provider in (
+        f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com",
+        f"arn:aws:iam::{MANAGEMENT}:oidc-provider/login.example.com/oauth2/default",
+        "accounts.google.com",
+    ):
+        assert can(boundary, action, resource, **{"aws:FederatedProvider": provider}) == DENY
+
+
 # Identity Center ------------------------------------------------------------------------
 def assignment(action: str, permission_set_context: dict[str, str]) -> list[Request]:
     return [
@@ -278,6 +311,8 @@ def test_the_template_deploys_the_same_policy_in_a_member_account():
         },
     )
     assert resolved == policies.ingester_permissions_policy(app, account_id=ACCOUNT)
+    boundary = template["Resources"]["PermissionsBoundary"]["Properties"]["PolicyDocument"]
+    assert _resolve(boundary, {"AWS::AccountId": ACCOUNT}) == policies.boundary_policy(ACCOUNT, "")
 
 
 # parliament -------------------------------------------------------------------------------
@@ -343,7 +378,7 @@ def test_parliament_finds_nothing_but_the_explained_false_positives():
         "trust": policies.ingester_trust_policy(
             app, settings, principal="arn:aws:iam::999999999999:role/portcullis-web"
         ),
-        "boundary": policies.boundary_policy(),
+        "boundary": policies.boundary_policy(ACCOUNT, "https://login.example.com"),
     }
     found: set[tuple[str, str, str]] = set()
     for name, document in documents.items():
