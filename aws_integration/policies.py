@@ -350,7 +350,18 @@ def unscoped_permissions(app: AwsApp) -> list[dict[str, str]]:
                 "what": "Group memberships (identitystore:CreateGroupMembership, "
                 "DeleteGroupMembership)",
                 "why": "Identity Center groups carry no tags and these calls no condition keys: "
-                "any group of the app's identity store.",
+                "any group of the app's identity store, and so whatever its account "
+                "assignments give, permission sets not tagged "
+                f"{tag}=true (an administrators' group's) included. The tag limits only the "
+                "assignments Portcullis creates.",
+            },
+            {
+                "what": "Whom and where a requestable permission set is assigned "
+                "(sso:CreateAccountAssignment)",
+                "why": "AWS authorises an assignment on the instance, the account and the "
+                "permission set, with no condition on the user or group it names: a permission "
+                f"set tagged {tag}=true can be assigned to anyone, on any account of the "
+                "organization, the management account included.",
             },
             {
                 "what": "Removing account assignments (sso:DeleteAccountAssignment)",

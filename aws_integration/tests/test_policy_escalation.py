@@ -241,6 +241,39 @@ def test_eks_access_entries_only_for_its_own_roles(policy, principal):
     assert can(policy, create, f"arn:aws:eks:eu-west-1:{MANAGEMENT}:cluster/prod") != ALLOW
 
 
+# What reaches beyond what is requestable is on the app page ------------------------------
+BEYOND_REQUESTABLE = [
+    # Any group: one holding an untagged administrators' permission set too.
+    ("identitystore:CreateGroupMembership", "arn:aws:identitystore:::group/admins", {}),
+    # A requestable permission set, for any user or group, on any account (management too).
+    ("sso:CreateAccountAssignment", f"arn:aws:sso:::account/{MANAGEMENT}", {}),
+    ("sso:DeleteAccountAssignment", PERMISSION_SET, {}),
+    ("iam:UpdateAssumeRolePolicy", f"{ROLE}/Developer", REQUESTABLE),
+    ("iam:PutRolePolicy", f"{ROLE}/Developer", REQUESTABLE),
+    ("iam:UpdateAssumeRolePolicy", f"{ROLE}/portcullis/portcullis-ec2-x", {}),
+    (
+        "eks:AssociateAccessPolicy",
+        ENTRY,
+        {"eks:principalArn": f"{ROLE}/portcullis/x", "eks:policyArn": CLUSTER_ADMIN},
+    ),
+]
+
+
+@pytest.mark.parametrize(("action", "resource", "context"), BEYOND_REQUESTABLE)
+def test_what_the_policy_allows_beyond_requestable_resources_is_on_the_app_page(
+    policy, action, resource, context
+):
+    assert can(policy, action, resource, **context) == ALLOW
+    limits = policies.unscoped_permissions(make_app(ingester_role_name=INGESTER))
+    assert any(action in limit["what"] for limit in limits), action
+
+
+def test_the_app_page_says_a_group_membership_is_not_limited_by_the_permission_set_tag():
+    limits = policies.unscoped_permissions(make_app())
+    (groups,) = [x for x in limits if "identitystore:CreateGroupMembership" in x["what"]]
+    assert "not tagged" in groups["why"]
+
+
 # The evaluator itself --------------------------------------------------------------------
 def test_the_evaluator_refuses_what_it_does_not_model():
     for condition in (
