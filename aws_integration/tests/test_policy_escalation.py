@@ -280,6 +280,10 @@ def test_the_evaluator_refuses_what_it_does_not_model():
         {"StringEqualsIfExists": {"aws:ResourceTag/x": "y"}},
         {"ForAnyValue:StringEquals": {"aws:TagKeys": "y"}},
         {"NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}},
+        # AWS substitutes a policy variable in a condition value; compared as written, a
+        # StringEquals would never hold and a StringNotEquals always.
+        {"StringEquals": {"aws:PrincipalTag/team": "${aws:username}"}},
+        {"StringNotEquals": {"aws:FederatedProvider": "${aws:PrincipalAccount}"}},
     ):
         document = {
             "Statement": [
