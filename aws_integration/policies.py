@@ -484,6 +484,14 @@ def _role_statements(account: str, ingester_role: str) -> list[dict[str, Any]]:
             ["iam:CreateRole", "iam:TagRole", "iam:UntagRole", "iam:DeleteRole"],
             NotResource=managed,
         ),
+        # Not even its own: a /portcullis/ role tagged requestable would fall under
+        # RequestableRoles, whose PutRolePolicy asks for no boundary.
+        _deny(
+            "DenyTaggingRolesRequestable",
+            ["iam:CreateRole", "iam:TagRole"],
+            Resource="*",
+            Condition={"Null": {f"aws:RequestTag/{requestable_tag()}": "false"}},
+        ),
         _deny(
             "DenyRolesWithoutTheBoundary",
             ["iam:CreateRole"],

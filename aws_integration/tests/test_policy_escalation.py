@@ -87,6 +87,19 @@ def test_it_cannot_tag_a_customer_role_to_make_it_requestable(policy):
         assert can(policy, action, f"{ROLE}/portcullis/portcullis-ec2-x") == ALLOW
 
 
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_it_cannot_tag_even_its_own_roles_requestable(policy, value):
+    # A /portcullis/ role tagged requestable would fall under RequestableRoles, whose
+    # PutRolePolicy asks for no boundary: on a role someone else made under /portcullis/
+    # without it, the ingester could then write any permissions.
+    managed = f"{ROLE}/portcullis/portcullis-ec2-x"
+    assert can(policy, "iam:TagRole", managed, **{f"aws:RequestTag/{TAG[16:]}": value}) == DENY
+    # Its own tags stay allowed.
+    assert can(policy, "iam:TagRole", managed, **{"aws:RequestTag/portcullis:managed": "true"}) == (
+        ALLOW
+    )
+
+
 def test_it_cannot_delete_policies_of_or_delete_a_customer_role(policy):
     for action in ("iam:DeleteRolePolicy", "iam:DeleteRole"):
         assert can(policy, action, f"{ROLE}/Developer", **REQUESTABLE) != ALLOW
