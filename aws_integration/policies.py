@@ -319,7 +319,10 @@ def unscoped_permissions(app: AwsApp) -> list[dict[str, str]]:
                 "what": "Roles under /portcullis/: trust policy, deletion, tags "
                 "(iam:UpdateAssumeRolePolicy, iam:DeleteRole, iam:TagRole, iam:UntagRole)",
                 "why": "These calls carry no iam:PermissionsBoundary key; they are limited to the "
-                "/portcullis/ path, where Portcullis creates roles only with its boundary.",
+                "/portcullis/ path, where Portcullis creates roles only with its boundary. A "
+                "role someone else creates there (without the boundary) gets no such limit: "
+                "Portcullis could make it trust any principal. Keep other roles, Portcullis's "
+                "own principal included, off the /portcullis/ path.",
             },
             {
                 "what": "The permissions boundary: SSM sessions, EKS and RDS IAM logins on "
@@ -337,11 +340,13 @@ def unscoped_permissions(app: AwsApp) -> list[dict[str, str]]:
                 "policies, on every cluster of the account, cluster-admin included: EKS "
                 "clusters are requestable without a tag. EKS applies no IAM policy to a "
                 "session's calls to the cluster (the boundary does not reach them): a "
-                "/portcullis/ role whose trust policy names another AWS principal gives that "
-                "principal the role's access entry. The ingester itself may not assume roles; "
-                "allow Portcullis's own principal sts:AssumeRole on the ingester roles only, "
-                "and an organization resource control policy denying sts:AssumeRole on "
-                "role/portcullis/* closes it for every other account.",
+                "/portcullis/ role whose trust policy names another principal (an AWS "
+                "account, another OIDC provider of the account such as GitHub Actions') gives "
+                "that principal the role's access entry. The ingester itself may not assume "
+                "roles; allow Portcullis's own principal sts:AssumeRole on the ingester roles "
+                "only. An organization resource control policy denying sts:AssumeRole and "
+                "sts:AssumeRoleWithSAML on role/portcullis/*, and sts:AssumeRoleWithWebIdentity "
+                "there unless aws:FederatedProvider is Portcullis's provider, closes it.",
             },
         ]
     if app.identity_center_management:

@@ -281,6 +281,16 @@ def test_what_the_policy_allows_beyond_requestable_resources_is_on_the_app_page(
     assert any(action in limit["what"] for limit in limits), action
 
 
+def test_the_app_page_says_what_a_role_without_the_boundary_under_its_path_is_open_to(policy):
+    # UpdateAssumeRolePolicy has no boundary key: a role under /portcullis/ is open to a new
+    # trust policy whether Portcullis made it or not.
+    unbounded = f"{ROLE}/portcullis/made-by-someone-else"
+    assert can(policy, "iam:UpdateAssumeRolePolicy", unbounded) == ALLOW
+    limits = policies.unscoped_permissions(make_app())
+    (managed,) = [x for x in limits if x["what"].startswith("Roles under /portcullis/")]
+    assert "without the boundary" in managed["why"]
+
+
 def test_the_app_page_says_a_group_membership_is_not_limited_by_the_permission_set_tag():
     limits = policies.unscoped_permissions(make_app())
     (groups,) = [x for x in limits if "identitystore:CreateGroupMembership" in x["what"]]
