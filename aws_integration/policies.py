@@ -185,6 +185,47 @@ ESCALATION_ACTIONS = [
     # ingester never assumes a role.
     "sts:AssumeRole",
 ]
+# Never needed either, and each one a way to become someone AWS trusts, whatever other
+# policy the role is given: pointing Portcullis's OIDC provider (which every grant's trust
+# policy names) at another issuer or client, adding an identity provider, making IAM users
+# and credentials.
+IDENTITY_ESCALATION_ACTIONS = [
+    "iam:CreateOpenIDConnectProvider",
+    "iam:UpdateOpenIDConnectProviderThumbprint",
+    "iam:AddClientIDToOpenIDConnectProvider",
+    "iam:RemoveClientIDFromOpenIDConnectProvider",
+    "iam:DeleteOpenIDConnectProvider",
+    "iam:TagOpenIDConnectProvider",
+    "iam:CreateSAMLProvider",
+    "iam:UpdateSAMLProvider",
+    "iam:CreateUser",
+    "iam:CreateAccessKey",
+    "iam:CreateLoginProfile",
+    "iam:UpdateLoginProfile",
+    "iam:PutUserPolicy",
+    "iam:AttachUserPolicy",
+    "iam:AddUserToGroup",
+    "iam:PutGroupPolicy",
+    "iam:AttachGroupPolicy",
+]
+# The permission-set tag is what makes one assignable: Portcullis never writes a permission
+# set, its tags or its policies, nor Identity Center users and groups.
+PERMISSION_SET_ESCALATION_ACTIONS = [
+    "sso:CreatePermissionSet",
+    "sso:UpdatePermissionSet",
+    "sso:DeletePermissionSet",
+    "sso:TagResource",
+    "sso:UntagResource",
+    "sso:PutInlinePolicyToPermissionSet",
+    "sso:AttachManagedPolicyToPermissionSet",
+    "sso:AttachCustomerManagedPolicyReferenceToPermissionSet",
+    "sso:PutPermissionsBoundaryToPermissionSet",
+    "sso:ProvisionPermissionSet",
+    "identitystore:CreateUser",
+    "identitystore:UpdateUser",
+    "identitystore:CreateGroup",
+    "identitystore:UpdateGroup",
+]
 # The EKS access policies Portcullis associates (one per access level).
 EKS_ACCESS_POLICIES = "arn:aws:eks::aws:cluster-access-policy/AmazonEKS*Policy"
 SQS_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
@@ -482,6 +523,7 @@ def _role_statements(account: str, ingester_role: str) -> list[dict[str, Any]]:
             Resource=protected_role_arns(account, ingester_role),
         ),
         _deny("DenyEscalation", ESCALATION_ACTIONS, Resource="*"),
+        _deny("DenyIdentityEscalation", IDENTITY_ESCALATION_ACTIONS, Resource="*"),
         # Tags decide what is requestable: only Portcullis's own roles may be (un)tagged.
         # A role is created only under /portcullis/ and only with the boundary.
         _deny(
@@ -542,6 +584,7 @@ def _identity_center_grant_statements(app: AwsApp) -> list[dict[str, Any]]:
         # Removing access never widens it: a permission set untagged after a grant must
         # not leave its assignments in place.
         _statement("RemoveAssignments", ["sso:DeleteAccountAssignment"], permission_sets),
+        _deny("DenyPermissionSetChanges", PERMISSION_SET_ESCALATION_ACTIONS, Resource="*"),
         _statement(
             "IdentityCenterAssignmentStatus",
             [

@@ -112,6 +112,20 @@ def test_every_way_around_the_tag_and_the_boundary_is_denied(policy, action, rol
     assert can(policy, action, role, **context) == DENY
 
 
+@pytest.mark.parametrize(
+    "action", policies.IDENTITY_ESCALATION_ACTIONS + policies.PERMISSION_SET_ESCALATION_ACTIONS
+)
+def test_identity_providers_users_and_permission_sets_stay_out_of_reach_whatever_it_is_given(
+    policy, action
+):
+    # Pointing the OIDC provider every grant trusts at another issuer, IAM users with keys,
+    # rewriting or re-tagging a permission set: denied even beside an administrator policy.
+    administrator = {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    provider = f"arn:aws:iam::{ACCOUNT}:oidc-provider/login.example.com"
+    for resource in (provider, f"arn:aws:iam::{ACCOUNT}:user/escalated", PERMISSION_SET):
+        assert decision([policy, administrator], Request(action, resource, REQUESTABLE)) == DENY
+
+
 def test_it_cannot_attach_a_managed_policy_anywhere(policy):
     for role in (f"{ROLE}/Developer", f"{ROLE}/portcullis/portcullis-ec2-x"):
         assert (
