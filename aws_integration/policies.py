@@ -178,6 +178,53 @@ ESCALATION_ACTIONS = [
     "iam:UntagPolicy",
     "iam:PassRole",
     "iam:CreateServiceLinkedRole",
+    # It writes the trust policies of its own roles and of requestable ones: in its account,
+    # one naming its session would let it assume the role with no Allow of its own (the
+    # trust policy grants it), then use what the role holds, an EKS cluster-admin access
+    # entry included. Portcullis assumes the ingester role from its own principal; the
+    # ingester never assumes a role.
+    "sts:AssumeRole",
+]
+# Never needed either, and each one a way to become someone AWS trusts, whatever other
+# policy the role is given: pointing Portcullis's OIDC provider (which every grant's trust
+# policy names) at another issuer or client, adding an identity provider, making IAM users
+# and credentials.
+IDENTITY_ESCALATION_ACTIONS = [
+    "iam:CreateOpenIDConnectProvider",
+    "iam:UpdateOpenIDConnectProviderThumbprint",
+    "iam:AddClientIDToOpenIDConnectProvider",
+    "iam:RemoveClientIDFromOpenIDConnectProvider",
+    "iam:DeleteOpenIDConnectProvider",
+    "iam:TagOpenIDConnectProvider",
+    "iam:CreateSAMLProvider",
+    "iam:UpdateSAMLProvider",
+    "iam:CreateUser",
+    "iam:CreateAccessKey",
+    "iam:CreateLoginProfile",
+    "iam:UpdateLoginProfile",
+    "iam:PutUserPolicy",
+    "iam:AttachUserPolicy",
+    "iam:AddUserToGroup",
+    "iam:PutGroupPolicy",
+    "iam:AttachGroupPolicy",
+]
+# The permission-set tag is what makes one assignable: Portcullis never writes a permission
+# set, its tags or its policies, nor Identity Center users and groups.
+PERMISSION_SET_ESCALATION_ACTIONS = [
+    "sso:CreatePermissionSet",
+    "sso:UpdatePermissionSet",
+    "sso:DeletePermissionSet",
+    "sso:TagResource",
+    "sso:UntagResource",
+    "sso:PutInlinePolicyToPermissionSet",
+    "sso:AttachManagedPolicyToPermissionSet",
+    "sso:AttachCustomerManagedPolicyReferenceToPermissionSet",
+    "sso:PutPermissionsBoundaryToPermissionSet",
+    "sso:ProvisionPermissionSet",
+    "identitystore:CreateUser",
+    "identitystore:UpdateUser",
+    "identitystore:CreateGroup",
+    "identitystore:UpdateGroup",
 ]
 # The EKS access policies Portcullis associates (one per access level).
 EKS_ACCESS_POLICIES = "arn:aws:eks::aws:cluster-access-policy/AmazonEKS*Policy"
@@ -313,19 +360,34 @@ def unscoped_permissions(app: AwsApp) -> list[dict[str, str]]:
                 "what": "Roles under /portcullis/: trust policy, deletion, tags "
                 "(iam:UpdateAssumeRolePolicy, iam:DeleteRole, iam:TagRole, iam:UntagRole)",
                 "why": "These calls carry no iam:PermissionsBoundary key; they are limited to the "
-                "/portcullis/ path, where Portcullis creates roles only with its boundary.",
+                "/portcullis/ path, where Portcullis creates roles only with its boundary. A "
+                "role someone else creates there (without the boundary) gets no such limit: "
+                "Portcullis could make it trust any principal. Keep other roles, Portcullis's "
+                "own principal included, off the /portcullis/ path.",
             },
             {
                 "what": "The permissions boundary: SSM sessions, EKS and RDS IAM logins on "
                 "every instance, cluster and database of the account",
                 "why": "EC2 instances, EKS clusters and databases are requestable without a tag, "
-                "so the boundary cannot narrow them; each managed role's own policy names one.",
+                "so the boundary cannot narrow them; each managed role's own policy names one. "
+                "The boundary denies everything to a session not federated through Portcullis's "
+                "OIDC provider, so a /portcullis/ role the ingester made trust another principal "
+                "gives that principal none of it; a role trusting the provider still admits "
+                "any subject the ingester writes in, which is how grants work.",
             },
             {
                 "what": "EKS access policies of /portcullis/ roles (eks:AssociateAccessPolicy)",
                 "why": "Limited to roles under /portcullis/ and to the AmazonEKS*Policy access "
                 "policies, on every cluster of the account, cluster-admin included: EKS "
-                "clusters are requestable without a tag.",
+                "clusters are requestable without a tag. EKS applies no IAM policy to a "
+                "session's calls to the cluster (the boundary does not reach them): a "
+                "/portcullis/ role whose trust policy names another principal (an AWS "
+                "account, another OIDC provider of the account such as GitHub Actions') gives "
+                "that principal the role's access entry. The ingester itself may not assume "
+                "roles; allow Portcullis's own principal sts:AssumeRole on the ingester roles "
+                "only. An organization resource control policy denying sts:AssumeRole and "
+                "sts:AssumeRoleWithSAML on role/portcullis/*, and sts:AssumeRoleWithWebIdentity "
+                "there unless aws:FederatedProvider is Portcullis's provider, closes it.",
             },
         ]
     if app.identity_center_management:
@@ -334,7 +396,18 @@ def unscoped_permissions(app: AwsApp) -> list[dict[str, str]]:
                 "what": "Group memberships (identitystore:CreateGroupMembership, "
                 "DeleteGroupMembership)",
                 "why": "Identity Center groups carry no tags and these calls no condition keys: "
-                "any group of the app's identity store.",
+                "any group of the app's identity store, and so whatever its account "
+                "assignments give, permission sets not tagged "
+                f"{tag}=true (an administrators' group's) included. The tag limits only the "
+                "assignments Portcullis creates.",
+            },
+            {
+                "what": "Whom and where a requestable permission set is assigned "
+                "(sso:CreateAccountAssignment)",
+                "why": "AWS authorises an assignment on the instance, the account and the "
+                "permission set, with no condition on the user or group it names: a permission "
+                f"set tagged {tag}=true can be assigned to anyone, on any account of the "
+                "organization, the management account included.",
             },
             {
                 "what": "Removing account assignments (sso:DeleteAccountAssignment)",
@@ -450,12 +523,21 @@ def _role_statements(account: str, ingester_role: str) -> list[dict[str, Any]]:
             Resource=protected_role_arns(account, ingester_role),
         ),
         _deny("DenyEscalation", ESCALATION_ACTIONS, Resource="*"),
+        _deny("DenyIdentityEscalation", IDENTITY_ESCALATION_ACTIONS, Resource="*"),
         # Tags decide what is requestable: only Portcullis's own roles may be (un)tagged.
         # A role is created only under /portcullis/ and only with the boundary.
         _deny(
             "DenyRolesOutsideThePortcullisPath",
             ["iam:CreateRole", "iam:TagRole", "iam:UntagRole", "iam:DeleteRole"],
             NotResource=managed,
+        ),
+        # Not even its own: a /portcullis/ role tagged requestable would fall under
+        # RequestableRoles, whose PutRolePolicy asks for no boundary.
+        _deny(
+            "DenyTaggingRolesRequestable",
+            ["iam:CreateRole", "iam:TagRole"],
+            Resource="*",
+            Condition={"Null": {f"aws:RequestTag/{requestable_tag()}": "false"}},
         ),
         _deny(
             "DenyRolesWithoutTheBoundary",
@@ -502,6 +584,7 @@ def _identity_center_grant_statements(app: AwsApp) -> list[dict[str, Any]]:
         # Removing access never widens it: a permission set untagged after a grant must
         # not leave its assignments in place.
         _statement("RemoveAssignments", ["sso:DeleteAccountAssignment"], permission_sets),
+        _deny("DenyPermissionSetChanges", PERMISSION_SET_ESCALATION_ACTIONS, Resource="*"),
         _statement(
             "IdentityCenterAssignmentStatus",
             [
@@ -539,12 +622,32 @@ def _eks_statements(account: str) -> list[dict[str, Any]]:
     ]
 
 
-def boundary_policy() -> dict[str, Any]:
-    """The permissions boundary of every role Portcullis creates under /portcullis/."""
-    return {
-        "Version": POLICY_VERSION,
-        "Statement": [_statement(sid, actions) for sid, actions in BOUNDARY_ACTIONS.items()],
-    }
+def boundary_policy(account_id: str, issuer_url: str) -> dict[str, Any]:
+    """The permissions boundary of every role Portcullis creates under /portcullis/ in
+    ``account_id``.
+
+    The ingester creates these roles and writes their trust policies, so it could make one
+    that trusts itself, Portcullis's principal or any other account, and then start sessions
+    on every instance and log in to every database. The boundary therefore denies everything
+    to a session not federated through Portcullis's OIDC provider in this account (the one
+    its trust statement names): using a managed role takes a token of Portcullis's identity
+    provider, not only the ingester's credentials."""
+    statements = [_statement(sid, actions) for sid, actions in BOUNDARY_ACTIONS.items()]
+    statements.append(
+        _deny(
+            "OnlyPortcullisUsers",
+            ["*"],
+            Resource="*",
+            # A session from sts:AssumeRole has no aws:FederatedProvider: StringNotEquals
+            # is then true and the Deny applies.
+            Condition={
+                "StringNotEquals": {
+                    "aws:FederatedProvider": oidc_provider_arn(account_id, issuer_url)
+                }
+            },
+        )
+    )
+    return {"Version": POLICY_VERSION, "Statement": statements}
 
 
 def oidc_provider(aws_settings: AwsSettings) -> dict[str, Any]:
@@ -669,7 +772,9 @@ def cloudformation_template(app: AwsApp, aws_settings: AwsSettings) -> dict[str,
                     "ManagedPolicyName": BOUNDARY_POLICY_NAME,
                     "Path": MANAGED_PATH,
                     "Description": "The most a role created by Portcullis may do.",
-                    "PolicyDocument": boundary_policy(),
+                    "PolicyDocument": _substituted(
+                        boundary_policy(_ACCOUNT_VARIABLE, aws_settings.oidc_issuer_url)
+                    ),
                 },
             },
             "IngesterRole": {
@@ -730,8 +835,11 @@ def documents(app: AwsApp, aws_settings: AwsSettings) -> list[dict[str, str]]:
             "key": "boundary-policy",
             "title": "Permissions boundary",
             "help": f"Managed policy {BOUNDARY_POLICY_NAME} at path {MANAGED_PATH} in each "
-            f"account: {boundary_policy_arn(account)}. Every role Portcullis creates carries it.",
-            "text": as_json(boundary_policy()),
+            f"account: {boundary_policy_arn(account)}. Every role Portcullis creates carries it. "
+            "It allows nothing to a session not federated through Portcullis's OIDC provider "
+            "of the same account; member accounts get it with their own account ID from the "
+            "CloudFormation template below.",
+            "text": as_json(boundary_policy(account, aws_settings.oidc_issuer_url)),
         },
         {
             "key": "oidc-provider",

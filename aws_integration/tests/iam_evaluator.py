@@ -57,8 +57,10 @@ def _resource_matches(patterns: Any, arn: str) -> bool:
 
 def _values(value: Any) -> list[str]:
     values = [value] if isinstance(value, (str, bool)) else value
-    if not isinstance(values, list):
+    if not isinstance(values, list) or not all(isinstance(v, (str, bool)) for v in values):
         raise Unsupported(f"condition values must be strings: {value!r}")
+    if any(isinstance(v, str) and "${" in v for v in values):
+        raise Unsupported(f"policy variables are not modelled: {value!r}")
     return [str(v).lower() if isinstance(v, bool) else v for v in values]
 
 

@@ -122,7 +122,7 @@ def test_the_documents_fit_the_iam_size_limits(aws_settings, principal):
     # managed policies: 6,144 (whitespace not counted).
     assert len(minified(policies.ingester_trust_policy(app, aws_settings))) < 2048
     assert len(minified(policies.ingester_permissions_policy(app))) < 10240
-    assert len(minified(policies.boundary_policy())) < 6144
+    assert len(minified(policies.boundary_policy(MANAGEMENT, ISSUER))) < 6144
 
 
 # Trust policy ------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_the_cross_check_sees_the_calls_it_checks():
 
 # Boundary, OIDC -------------------------------------------------------------------------
 def test_the_boundary_allows_only_sessions_eks_and_database_logins():
-    granted = actions_of(policies.boundary_policy())
+    granted = actions_of(policies.boundary_policy(MANAGEMENT, ISSUER))
     assert {"ssm:StartSession", "eks:DescribeCluster", "rds-db:connect"} <= granted
     assert {a.split(":")[0] for a in granted} <= {"ssm", "ec2", "eks", "rds", "rds-db"}
     assert not any(a.endswith("*") for a in granted)

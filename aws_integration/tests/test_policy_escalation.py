@@ -87,6 +87,19 @@ def test_it_cannot_tag_a_customer_role_to_make_it_requestable(policy):
         assert can(policy, action, f"{ROLE}/portcullis/portcullis-ec2-x") == ALLOW
 
 
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_it_cannot_tag_even_its_own_roles_requestable(policy, value):
+    # A /portcullis/ role tagged requestable would fall under RequestableRoles, whose
+    # PutRolePolicy asks for no boundary: on a role someone else made under /portcullis/
+    # without it, the ingester could then write any permissions.
+    managed = f"{ROLE}/portcullis/portcullis-ec2-x"
+    assert can(policy, "iam:TagRole", managed, **{f"aws:RequestTag/{TAG[16:]}": value}) == DENY
+    # Its own tags stay allowed.
+    assert can(policy, "iam:TagRole", managed, **{"aws:RequestTag/portcullis:managed": "true"}) == (
+        ALLOW
+    )
+
+
 def test_it_cannot_delete_policies_of_or_delete_a_customer_role(policy):
     for action in ("iam:DeleteRolePolicy", "iam:DeleteRole"):
         assert can(policy, action, f"{ROLE}/Developer", **REQUESTABLE) != ALLOW
@@ -97,6 +110,20 @@ def test_it_cannot_delete_policies_of_or_delete_a_customer_role(policy):
 def test_every_way_around_the_tag_and_the_boundary_is_denied(policy, action, role):
     context = {**REQUESTABLE, "iam:PermissionsBoundary": BOUNDARY}
     assert can(policy, action, role, **context) == DENY
+
+
+@pytest.mark.parametrize(
+    "action", policies.IDENTITY_ESCALATION_ACTIONS + policies.PERMISSION_SET_ESCALATION_ACTIONS
+)
+def test_identity_providers_users_and_permission_sets_stay_out_of_reach_whatever_it_is_given(
+    policy, action
+):
+    # Pointing the OIDC provider every grant trusts at another issuer, IAM users with keys,
+    # rewriting or re-tagging a permission set: denied even beside an administrator policy.
+    administrator = {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    provider = f"arn:aws:iam::{ACCOUNT}:oidc-provider/login.example.com"
+    for resource in (provider, f"arn:aws:iam::{ACCOUNT}:user/escalated", PERMISSION_SET):
+        assert decision([policy, administrator], Request(action, resource, REQUESTABLE)) == DENY
 
 
 def test_it_cannot_attach_a_managed_policy_anywhere(policy):
@@ -139,6 +166,55 @@ def test_it_writes_permissions_only_of_roles_carrying_the_boundary(policy):
         assert can(policy, action, managed, **{"iam:PermissionsBoundary": BOUNDARY}) == ALLOW
         # A role someone else made under /portcullis/ without the boundary.
         assert can(policy, action, managed) != ALLOW
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        f"{ROLE}/portcullis/portcullis-eks-prod-admin-eu-west-1-0123456789",
+        f"{ROLE}/Developer",
+        f"arn:aws:iam::{MANAGEMENT}:role/portcullis/portcullis-ec2-x",
+    ],
+)
+def test_it_cannot_assume_a_role_whose_trust_policy_it_wrote(policy, role):
+    # It writes the trust policy of its own roles and of requestable ones. In its account, a
+    # trust policy naming the ingester's session lets it assume the role with no Allow of
+    # its own (the trust policy grants it): only an explicit Deny stops it from then using
+    # the role itself, e.g. an EKS access entry with the cluster-admin access policy.
+    assert can(policy, "sts:AssumeRole", role, **REQUESTABLE) == DENY
+
+
+# The boundary: only Portcullis's users, through its OIDC provider ------------------------
+PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/login.example.com/oauth2/default"
+BOUNDED = [
+    ("ssm:StartSession", f"arn:aws:ec2:eu-west-1:{ACCOUNT}:instance/i-0123456789abcdef0"),
+    ("rds-db:connect", f"arn:aws:rds-db:eu-west-1:{ACCOUNT}:dbuser:db-ABCDEFGHIJKL/admin"),
+    ("eks:DescribeCluster", f"arn:aws:eks:eu-west-1:{ACCOUNT}:cluster/prod"),
+]
+
+
+@pytest.fixture
+def boundary() -> dict[str, Any]:
+    return policies.boundary_policy(ACCOUNT, "https://login.example.com/oauth2/default")
+
+
+@pytest.mark.parametrize(("action", "resource"), BOUNDED)
+def test_the_boundary_admits_only_sessions_federated_through_portcullis_provider(
+    boundary, action, resource
+):
+    # The ingester may create a /portcullis/ role with the boundary and any trust policy,
+    # and give it any inline policy: what the boundary allows must then need a token of
+    # Portcullis's identity provider, not only the ingester's credentials.
+    portcullis_user = {"aws:FederatedProvider": PROVIDER}
+    assert can(boundary, action, resource, **portcullis_user) == ALLOW
+    # sts:AssumeRole by the ingester, Portcullis's principal or another account: no key.
+    assert can(boundary, action, resource) == DENY
+    for provider in (
+        f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com",
+        f"arn:aws:iam::{MANAGEMENT}:oidc-provider/login.example.com/oauth2/default",
+        "accounts.google.com",
+    ):
+        assert can(boundary, action, resource, **{"aws:FederatedProvider": provider}) == DENY
 
 
 # Identity Center ------------------------------------------------------------------------
@@ -192,12 +268,59 @@ def test_eks_access_entries_only_for_its_own_roles(policy, principal):
     assert can(policy, create, f"arn:aws:eks:eu-west-1:{MANAGEMENT}:cluster/prod") != ALLOW
 
 
+# What reaches beyond what is requestable is on the app page ------------------------------
+BEYOND_REQUESTABLE = [
+    # Any group: one holding an untagged administrators' permission set too.
+    ("identitystore:CreateGroupMembership", "arn:aws:identitystore:::group/admins", {}),
+    # A requestable permission set, for any user or group, on any account (management too).
+    ("sso:CreateAccountAssignment", f"arn:aws:sso:::account/{MANAGEMENT}", {}),
+    ("sso:DeleteAccountAssignment", PERMISSION_SET, {}),
+    ("iam:UpdateAssumeRolePolicy", f"{ROLE}/Developer", REQUESTABLE),
+    ("iam:PutRolePolicy", f"{ROLE}/Developer", REQUESTABLE),
+    ("iam:UpdateAssumeRolePolicy", f"{ROLE}/portcullis/portcullis-ec2-x", {}),
+    (
+        "eks:AssociateAccessPolicy",
+        ENTRY,
+        {"eks:principalArn": f"{ROLE}/portcullis/x", "eks:policyArn": CLUSTER_ADMIN},
+    ),
+]
+
+
+@pytest.mark.parametrize(("action", "resource", "context"), BEYOND_REQUESTABLE)
+def test_what_the_policy_allows_beyond_requestable_resources_is_on_the_app_page(
+    policy, action, resource, context
+):
+    assert can(policy, action, resource, **context) == ALLOW
+    limits = policies.unscoped_permissions(make_app(ingester_role_name=INGESTER))
+    assert any(action in limit["what"] for limit in limits), action
+
+
+def test_the_app_page_says_what_a_role_without_the_boundary_under_its_path_is_open_to(policy):
+    # UpdateAssumeRolePolicy has no boundary key: a role under /portcullis/ is open to a new
+    # trust policy whether Portcullis made it or not.
+    unbounded = f"{ROLE}/portcullis/made-by-someone-else"
+    assert can(policy, "iam:UpdateAssumeRolePolicy", unbounded) == ALLOW
+    limits = policies.unscoped_permissions(make_app())
+    (managed,) = [x for x in limits if x["what"].startswith("Roles under /portcullis/")]
+    assert "without the boundary" in managed["why"]
+
+
+def test_the_app_page_says_a_group_membership_is_not_limited_by_the_permission_set_tag():
+    limits = policies.unscoped_permissions(make_app())
+    (groups,) = [x for x in limits if "identitystore:CreateGroupMembership" in x["what"]]
+    assert "not tagged" in groups["why"]
+
+
 # The evaluator itself --------------------------------------------------------------------
 def test_the_evaluator_refuses_what_it_does_not_model():
     for condition in (
         {"StringEqualsIfExists": {"aws:ResourceTag/x": "y"}},
         {"ForAnyValue:StringEquals": {"aws:TagKeys": "y"}},
         {"NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}},
+        # AWS substitutes a policy variable in a condition value; compared as written, a
+        # StringEquals would never hold and a StringNotEquals always.
+        {"StringEquals": {"aws:PrincipalTag/team": "${aws:username}"}},
+        {"StringNotEquals": {"aws:FederatedProvider": "${aws:PrincipalAccount}"}},
     ):
         document = {
             "Statement": [
@@ -262,6 +385,8 @@ def test_the_template_deploys_the_same_policy_in_a_member_account():
         },
     )
     assert resolved == policies.ingester_permissions_policy(app, account_id=ACCOUNT)
+    boundary = template["Resources"]["PermissionsBoundary"]["Properties"]["PolicyDocument"]
+    assert _resolve(boundary, {"AWS::AccountId": ACCOUNT}) == policies.boundary_policy(ACCOUNT, "")
 
 
 # parliament -------------------------------------------------------------------------------
@@ -327,7 +452,7 @@ def test_parliament_finds_nothing_but_the_explained_false_positives():
         "trust": policies.ingester_trust_policy(
             app, settings, principal="arn:aws:iam::999999999999:role/portcullis-web"
         ),
-        "boundary": policies.boundary_policy(),
+        "boundary": policies.boundary_policy(ACCOUNT, "https://login.example.com"),
     }
     found: set[tuple[str, str, str]] = set()
     for name, document in documents.items():
