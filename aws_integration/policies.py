@@ -288,6 +288,12 @@ def oidc_provider_arn(account_id: str, issuer_url: str) -> str:
     return f"arn:aws:iam::{account_id}:oidc-provider/{host_path}"
 
 
+def _provider_names(account_id: str, issuer_url: str) -> list[str]:
+    """The values aws:FederatedProvider may take for Portcullis's OIDC provider."""
+    host_path = issuer_host_path(issuer_url) or ISSUER_PLACEHOLDER
+    return [oidc_provider_arn(account_id, issuer_url), host_path, f"https://{host_path}"]
+
+
 def _statement(sid: str, actions: list[str], resource: Any = "*", **extra: Any) -> dict[str, Any]:
     return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": resource, **extra}
 
@@ -639,10 +645,13 @@ def boundary_policy(account_id: str, issuer_url: str) -> dict[str, Any]:
             ["*"],
             Resource="*",
             # A session from sts:AssumeRole has no aws:FederatedProvider: StringNotEquals
-            # is then true and the Deny applies.
+            # is then true and the Deny applies. AWS's documentation gives the provider's
+            # ARN as the value for IAM OIDC providers, and reports have seen the issuer:
+            # both name the one provider this account has for that issuer, so both pass
+            # (a value that matched neither would deny every grant of a managed role).
             Condition={
                 "StringNotEquals": {
-                    "aws:FederatedProvider": oidc_provider_arn(account_id, issuer_url)
+                    "aws:FederatedProvider": _provider_names(account_id, issuer_url)
                 }
             },
         )
