@@ -11,10 +11,11 @@ import smtplib
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.models import EmailAddress
 from allauth.account.utils import user_email
 from allauth.core.exceptions import ImmediateHttpResponse
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
-from allauth.socialaccount.models import SocialLogin
+from allauth.socialaccount.models import SocialAccount, SocialLogin
 from allauth.socialaccount.providers.base import AuthProcess
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -102,6 +103,27 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             user.email = normalise_identifier(user.email)
         return user
 
+    def authenticate_by_email(self, sociallogin: SocialLogin) -> tuple[Any, str] | None:
+        """The account a first SSO login signs in to by the address the provider vouches
+        for. allauth also matches an address nobody verified in Portcullis (any signed-in
+        person may add one at /accounts/email/, or sign up with it) and only disables the
+        account's password. Such a match is taken only when the address is the account's
+        own and the account has no other way in: no other address (a password reset could
+        be sent there) and no other single sign-on identity. Otherwise pre_social_login
+        refuses the login."""
+        found = super().authenticate_by_email(sociallogin)
+        if found is None:
+            return None
+        user, email = found
+        if EmailAddress.objects.filter(user=user, email__iexact=email, verified=True).exists():
+            return found
+        sole_address = (user.email or "").lower() == email.lower() and not (
+            EmailAddress.objects.filter(user=user).exclude(email__iexact=email).exists()
+        )
+        if sole_address and not SocialAccount.objects.filter(user=user).exists():
+            return found
+        return None
+
     def pre_social_login(self, request: HttpRequest, sociallogin: SocialLogin) -> None:
         """Refuses, with a page saying why, an SSO login that would not lead to exactly
         one legitimate account. Runs after allauth has looked the identity up by its
@@ -124,7 +146,26 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
                     "your identity provider to release the email claim to Portcullis."
                 ),
             )
-        if get_user_model().objects.filter(email__iexact=email).exists():
+        # Any account that has this address, as its own or as one only proposed.
+        claimed = (
+            get_user_model().objects.filter(email__iexact=email).exists()
+            or EmailAddress.objects.filter(email__iexact=email).exists()
+        )
+        if claimed and any(a.verified for a in sociallogin.email_addresses):
+            # The provider vouches for the address, but the account that claims it never
+            # verified it and has another way in (authenticate_by_email).
+            self._refuse(
+                request,
+                sociallogin,
+                email,
+                reason="unverified_account_email",
+                message=(
+                    f"A Portcullis account claims {email}, but that address was never "
+                    "verified in Portcullis, so single sign-on cannot be linked to it. Ask "
+                    "a Portcullis administrator."
+                ),
+            )
+        if claimed:
             # The account exists, but the lookup by email did not match it, because
             # the provider did not mark the address as verified.
             self._refuse(

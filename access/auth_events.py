@@ -13,6 +13,7 @@ from typing import Any
 
 from allauth.account import signals as account_signals
 from allauth.account.authentication import get_authentication_records
+from allauth.account.models import EmailAddress
 from allauth.socialaccount.signals import social_account_added
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
@@ -127,6 +128,16 @@ def _sso_connected(
             "passwordless": not user.has_usable_password(),
         },
     )
+    matched_by = getattr(sociallogin, "_did_authenticate_by_email", None)
+    if matched_by and not EmailAddress.objects.filter(
+        user=user, email__iexact=matched_by, verified=True
+    ):
+        # Tokens made with that password are as suspect as the password itself.
+        tokens.revoke_user_tokens(
+            user,
+            actor=user,
+            reason="Single sign-on signed in to the account by an address it never verified.",
+        )
 
 
 # Passwords and email addresses ------------------------------------------------------------

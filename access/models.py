@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -573,7 +574,15 @@ class ApiToken(models.Model):
         return API_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
     @property
+    def ends_at(self) -> datetime | None:
+        """When the token stops working: its expiry, or API_TOKEN_MAX_DAYS after it was
+        made when that comes first (the setting may have been lowered since)."""
+        if self.created_at is None:
+            return self.expires_at
+        longest = self.created_at + timedelta(days=int(settings.API_TOKEN_MAX_DAYS))
+        return longest if self.expires_at is None else min(self.expires_at, longest)
+
+    @property
     def is_usable(self) -> bool:
-        return self.revoked_at is None and (
-            self.expires_at is None or self.expires_at > timezone.now()
-        )
+        ends_at = self.ends_at
+        return self.revoked_at is None and (ends_at is None or ends_at > timezone.now())

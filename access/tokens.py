@@ -38,7 +38,7 @@ def token_status(token: ApiToken) -> str:
     """``active``, ``expired`` or ``revoked``, as shown on the tokens page and in the API."""
     if token.revoked_at is not None:
         return "revoked"
-    if token.expires_at is not None and token.expires_at <= timezone.now():
+    if token.ends_at is not None and token.ends_at <= timezone.now():
         return "expired"
     return "active"
 

@@ -13,15 +13,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from allauth.account.models import EmailAddress
 from allauth.socialaccount.models import SocialAccount
 from django.core.cache import cache
 from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
 
+from access import tokens
 from access.models import User
 from audit.models import AuditEvent
-from tests.fixtures import PASSWORD, set_idp_user
+from tests.fixtures import PASSWORD, make_user, set_idp_user
 
 SSO_LOGIN_URL = reverse("openid_connect_login", kwargs={"provider_id": "sso"})
 SSO_CALLBACK_URL = reverse("openid_connect_callback", kwargs={"provider_id": "sso"})
@@ -310,3 +312,66 @@ def test_an_sso_login_through_another_issuer_records_no_subject(client, db, sso,
 
     assert User.objects.get(email="other-issuer@example.com").oidc_subject == ""
     assert not events("user.subject_learned")
+
+
+def test_a_first_sso_login_is_not_taken_into_an_account_that_only_proposed_the_address(
+    client, db, sso
+):
+    # Anyone with an account can add an address at /accounts/email/ without opening the
+    # link mailed to it: that must not make the address's owner sign in to their account.
+    mallory = make_user("mallory@example.com", email_verified=True)
+    token, _ = tokens.create_api_token(mallory, "watching")
+    other = Client()
+    other.force_login(mallory)
+    other.post("/accounts/email/", {"action_add": "", "email": "victor@example.com"})
+    assert EmailAddress.objects.filter(user=mallory, email="victor@example.com").exists()
+    sub = new_subject()
+    set_idp_user(sso, sub, {"email": "victor@example.com", "email_verified": True})
+
+    response = sign_in_with_sso(client, sso, sub)
+
+    assert response.status_code == 403
+    assert "never verified" in response.content.decode()
+    assert not SocialAccount.objects.filter(uid=sub).exists()
+    assert not client.get("/").wsgi_request.user.is_authenticated
+    [failed] = events("auth.login_failed")
+    assert failed.details["reason"] == "unverified_account_email"
+    assert failed.details["identifier"] == "victor@example.com"
+
+
+def test_an_account_with_another_verified_address_is_not_taken_by_an_unverified_match(
+    client, db, sso
+):
+    # Signed up with someone else's address, and holding an address of one's own from
+    # which the password can be reset: the owner's SSO login would be reachable again.
+    mallory = make_user("victor@example.com")
+    EmailAddress.objects.create(user=mallory, email="victor@example.com", primary=True)
+    EmailAddress.objects.create(user=mallory, email="mallory@example.com", verified=True)
+    sub = new_subject()
+    set_idp_user(sso, sub, {"email": "victor@example.com", "email_verified": True})
+
+    response = sign_in_with_sso(client, sso, sub)
+
+    assert response.status_code == 403
+    assert not SocialAccount.objects.filter(uid=sub).exists()
+    mallory.refresh_from_db()
+    assert mallory.check_password(PASSWORD)
+    assert events("auth.login_failed")[0].details["reason"] == "unverified_account_email"
+
+
+def test_an_sso_login_into_an_account_never_verified_revokes_its_api_tokens(client, personas, sso):
+    # Whoever set the password may not own the address: allauth disables the password, and
+    # the tokens made with it go too.
+    requester = personas.requester
+    token, _ = tokens.create_api_token(requester, "made with the password")
+    sub = new_subject()
+    set_idp_user(sso, sub, {"email": requester.email, "email_verified": True})
+
+    assert sign_in_with_sso(client, sso, sub).status_code == 302
+
+    assert client.get("/").wsgi_request.user == requester
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    [revoked] = events("api_token.revoked")
+    assert revoked.details["prefix"] == token.prefix
+    assert "never verified" in revoked.details["reason"]

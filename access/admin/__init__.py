@@ -2,6 +2,7 @@
 (Admin role only)."""
 
 from access.admin import (  # noqa: F401  (registers the ModelAdmins)
+    accounts,
     assignments,
     grants,
     inventory,

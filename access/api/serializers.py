@@ -296,15 +296,14 @@ class ApiTokenCreateSerializer(serializers.Serializer):
         # A token may mint tokens, but none that outlives it: otherwise a leaked
         # short-lived token could be turned into a permanent one.
         caller = self.context["request"].auth
-        outlives = isinstance(caller, ApiToken) and (
-            caller.expires_at is not None and attrs["expires_at"] > caller.expires_at
-        )
+        ends_at = caller.ends_at if isinstance(caller, ApiToken) else None
+        outlives = ends_at is not None and attrs["expires_at"] > ends_at
         if outlives:
             raise serializers.ValidationError(
                 {
                     "expires_in_days": (
                         "A token created with an API token cannot outlive it: this one expires "
-                        f"at {caller.expires_at.isoformat(timespec='minutes')}. Choose a shorter "
+                        f"at {ends_at.isoformat(timespec='minutes')}. Choose a shorter "
                         "expiry, or create the token while signed in to the web pages."
                     )
                 }

@@ -620,3 +620,58 @@ def test_adding_a_group_records_user_group_created_with_its_members(admin_client
     event = only_event("user_group.created")
     assert event.details["after"]["members"] == [personas.requester.pk]
     assert event.details["after"]["admins"] == []
+
+
+# allauth's models: addresses and single sign-on identities decide who an account is --------
+# allauth's admin pages are a superuser's only (the Admin role has no model permissions).
+@pytest.fixture
+def superuser(db):
+    return User.objects.create_superuser("root", "root@example.com", "a-long-root-passphrase")
+
+
+@pytest.fixture
+def superuser_client(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+def test_marking_an_address_verified_in_the_admin_is_recorded(
+    superuser_client, superuser, personas
+):
+    from allauth.account.models import EmailAddress
+
+    address = EmailAddress.objects.create(
+        user=personas.requester, email="rob@elsewhere.example", verified=False
+    )
+
+    saved(post_form(superuser_client, change_url(address), {"verified": "on"}))
+
+    changed = only_event("account.emailaddress.updated")
+    assert changed.actor == superuser
+    assert changed.target_id == str(address.pk)
+    assert changed.details["before"]["verified"] is False
+    assert changed.details["after"]["verified"] is True
+
+
+def test_giving_someone_a_single_sign_on_identity_in_the_admin_is_recorded(
+    superuser_client, superuser, personas
+):
+    from allauth.socialaccount.models import SocialAccount
+
+    saved(
+        post_form(
+            superuser_client,
+            add_url(SocialAccount),
+            {
+                "user": str(personas.approver.pk),
+                "provider": "sso",
+                "uid": "sub-of-someone-else",
+                "extra_data": '{"sub": "sub-of-someone-else"}',
+            },
+        )
+    )
+
+    created = only_event("socialaccount.socialaccount.created")
+    assert created.actor == superuser
+    assert created.details["after"]["uid"] == "sub-of-someone-else"
+    assert created.details["after"]["user"] == personas.approver.pk

@@ -86,6 +86,36 @@ def test_every_token_expires_by_the_maximum_lifetime(personas, settings):
         assert bearer(raw).get(ME_URL).status_code == 401
 
 
+def test_lowering_the_maximum_lifetime_ends_tokens_made_under_the_old_one(personas, settings):
+    # API_TOKEN_MAX_DAYS bounds every token, not only those made after it was set.
+    settings.API_TOKEN_MAX_DAYS = 365
+    token, raw = create_api_token(personas.requester, "ci")
+    settings.API_TOKEN_MAX_DAYS = 30
+
+    with time_machine.travel(timezone.now() + timedelta(days=31)):
+        assert bearer(raw).get(ME_URL).status_code == 401
+        listed = bearer_session(personas.requester).get(TOKENS_URL).json()["results"]
+        assert [t["status"] for t in listed if t["id"] == token.pk] == ["expired"]
+
+
+def test_a_token_cut_short_by_a_lowered_maximum_mints_none_that_outlives_it(personas, settings):
+    settings.API_TOKEN_MAX_DAYS = 365
+    _, raw = create_api_token(personas.requester, "ci")
+    settings.API_TOKEN_MAX_DAYS = 30
+
+    with time_machine.travel(timezone.now() + timedelta(days=20)):
+        response = bearer(raw).post(TOKENS_URL, {"name": "renewed"}, format="json")
+
+    assert response.status_code == 400
+    assert "cannot outlive it" in response.json()["expires_in_days"][0]
+
+
+def bearer_session(user) -> APIClient:
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
 def test_a_token_longer_than_the_maximum_lifetime_is_refused_naming_the_limit(personas, settings):
     settings.API_TOKEN_MAX_DAYS = 30
     client = APIClient()
