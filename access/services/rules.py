@@ -126,6 +126,26 @@ def check_rule_change(
         raise ValidationError(problems)
 
 
+def _stages(rule: RequestRule) -> list[tuple[int, str, str]]:
+    return sorted(rule.stages.values_list("order", "reviewers", "mode"))
+
+
+def check_stage_change(
+    actor: Any, rule: RequestRule | None, *, before: list[tuple[int, str, str]], after: RequestRule
+) -> None:
+    """While a rule lets a requester approve their own request, only admins change its
+    stages: an owner who made the owners (or anyone they are) its reviewers would approve
+    their own access. Called once the stages are saved, inside the save's transaction, so
+    a refusal rolls them back. Raises ValidationError."""
+    if permissions.can_relax_rules(actor) or rule is None or not rule.allow_self_approval:
+        return
+    if before != _stages(after):
+        raise ValidationError(
+            f"Only an admin can change who reviews {_label(rule)} or how: it "
+            f"{join_words(rule.relaxations())}. Ask an admin."
+        )
+
+
 def _lock(resource: Resource) -> None:
     # Two changes judged at once could each leave the actor's own rule alone and together
     # not: the resource's rule changes are made one at a time.
@@ -143,11 +163,13 @@ def save_request_rule(form: Any, stages: Any, *, actor: Any) -> RequestRule:
         if rule.pk is not None:
             original = RequestRule.objects.get(pk=rule.pk)
             before = services.snapshot(original, related=RELATED)
+        stages_before = _stages(original) if original is not None else []
         check_rule_change(actor, rule.resource, before=original, after=rule)
         rule.full_clean()
         rule = form.save()
         stages.instance = rule
         stages.save()
+        check_stage_change(actor, original, before=stages_before, after=rule)
         after = services.snapshot(rule, related=RELATED)
         if before is None:
             services.record_created(rule, actor=actor, after=after)

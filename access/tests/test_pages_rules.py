@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import reverse
 
@@ -515,3 +516,29 @@ def test_an_owner_cannot_lengthen_an_auto_approving_rule_or_let_it_extend(person
     save_unguarded(personas.approver, auto, edit_data(auto, max_duration=str(3600)))
     auto.refresh_from_db()
     assert auto.max_duration == timedelta(hours=1)
+
+
+def test_an_owner_cannot_make_themselves_a_reviewer_of_a_self_approving_rule(personas, level):
+    from django.core.exceptions import ValidationError
+
+    from access.services import requests as request_service
+
+    # An admin lets reviewers approve their own requests, and only admins review.
+    admins_only = RequestRule.objects.create(
+        resource=personas.resource,
+        name="Break glass",
+        allow_self_approval=True,
+        max_duration=timedelta(hours=1),
+    )
+    admins_only.stages.create(order=1, reviewers="admins", mode="any")
+    data = edit_data(admins_only, **{"stages-0-reviewers": "owners"})
+    client = logged_in(personas.approver)
+    url = reverse("resource-rule-edit", args=[personas.resource.pk, admins_only.pk])
+    client.post(url, data)
+    with pytest.raises(ValidationError, match="Only an admin can change who reviews"):
+        save_unguarded(personas.approver, admins_only, data)
+    assert list(admins_only.stages.values_list("reviewers", flat=True)) == ["admins"]
+    request = ask_for_myself(personas.approver, level)
+    assert personas.approver.pk not in request.stage_reviewers
+    with pytest.raises(PermissionDenied):
+        request_service.decide(request, reviewer=personas.approver, approve=True)

@@ -127,6 +127,10 @@ def _relax_of(rule: RequestRule) -> set[str]:
     return relax
 
 
+def _stages_of(rule: RequestRule) -> list[tuple[int, str, str]]:
+    return sorted(rule.stages.values_list("order", "reviewers", "mode"))
+
+
 class SecondPersonMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -158,6 +162,7 @@ class SecondPersonMachine(RuleBasedStateMachine):
         self.may_auto: set[int] = set()
         self.may_auto_extend: set[int] = set()
         self.may_self_approve: set[int] = set()
+        self.admin_stages: dict[int, list[tuple[int, str, str]]] = {}
         self.judging_pk: int | None = None
         self.judging_relax: set[str] = set()
 
@@ -179,6 +184,8 @@ class SecondPersonMachine(RuleBasedStateMachine):
             )
             if not made.auto_approve:
                 made.stages.create(order=1, reviewers=spec["reviewers"], mode="any")
+            if made.allow_self_approval:
+                self.admin_stages[made.pk] = _stages_of(made)
             if made.relaxations():
                 self.admin_relaxing[made.pk] = (
                     made.requester_group_id,
@@ -200,7 +207,9 @@ class SecondPersonMachine(RuleBasedStateMachine):
                 self.may_auto.add(judging.pk)
             if judging.auto_approve or judging.extension_policy == ExtensionPolicy.AUTO_APPROVE:
                 self.may_auto_extend.add(judging.pk)
-            if judging.allow_self_approval:
+            # Self-approval is what the admin set up only where the admin also made the
+            # owners (the owner among them) a stage's reviewers.
+            if judging.allow_self_approval and judging.stages.filter(reviewers="owners").exists():
                 self.may_self_approve.add(judging.pk)
         self.configured = True
 
@@ -484,6 +493,10 @@ class SecondPersonMachine(RuleBasedStateMachine):
                 f"the relaxing rule {made.pk} now applies to other people or has another priority"
             )
             assert _relax_of(made) <= relax
+            if made.allow_self_approval:
+                assert _stages_of(made) == self.admin_stages[made.pk], (
+                    f"the self-approving rule {made.pk} now has other reviewers"
+                )
             assert allow_requests or not made.allow_requests
 
 
