@@ -92,6 +92,25 @@ def grant_app_role(role: str, *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
                 "and so may rewrite the audit log. Run migrate as the owner "
                 "(MIGRATE_DATABASE_URL) and give the application a role of its own."
             )
+        # A database's owner owns its public schema (pg_database_owner), and a schema's
+        # owner may drop any table in it, the audit log included, whatever was granted;
+        # a role that may create schemas or objects on the search path can shadow tables.
+        cursor.execute(
+            "SELECT current_database(), has_database_privilege(%s, current_database(), "
+            "'CREATE'), has_schema_privilege(%s, current_schema(), 'CREATE')",
+            [role, role],
+        )
+        database, creates_schemas, creates_here = cursor.fetchone()
+        if creates_schemas or creates_here:
+            where = f"database {database}" if creates_schemas else f"schema {schema}"
+            raise RoleError(
+                f"Role {role!r} owns or may create objects in {where}, and so could drop "
+                "or shadow the audit log. Give the database and the schema another owner "
+                "and revoke CREATE from the role and from PUBLIC, e.g. "
+                f"ALTER DATABASE {database} OWNER TO {owner}; "
+                f"REVOKE CREATE ON DATABASE {database} FROM PUBLIC, {role}; "
+                f"REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC, {role};"
+            )
         if me != owner:
             raise RoleError(
                 f"grant_app_role runs as the tables' owner {owner!r}, not as {me!r}: "

@@ -189,3 +189,32 @@ def test_migrate_database_url_must_name_the_same_database(granted: RoleDatabase)
     refused = granted.manage("check", migrate_url=other)
     assert refused.returncode == 1
     assert "both must name the same database" in refused.stderr
+
+
+def test_grant_app_role_refuses_a_role_that_may_create_in_the_database(granted: RoleDatabase):
+    # The owner of a database owns its public schema (pg_database_owner), and a schema's
+    # owner may DROP any table in it, the audit log included, whatever its grants; and a
+    # role that may create schemas or objects on the search path can shadow the tables.
+    with granted.connect(as_app=False) as conn:
+        conn.execute(f'ALTER DATABASE "{granted.name}" OWNER TO "{granted.role}"')
+    try:
+        refused = granted.manage("grant_app_role", granted.role, migrate_url=granted.owner_url)
+        assert refused.returncode == 1, refused.stdout
+        assert "owns or may create objects in" in refused.stderr
+        assert f"database {granted.name}" in refused.stderr
+    finally:
+        with granted.connect(as_app=False) as conn:
+            conn.execute(f'ALTER DATABASE "{granted.name}" OWNER TO "{granted.server["user"]}"')
+
+
+def test_grant_app_role_refuses_a_role_that_may_create_in_the_schema(granted: RoleDatabase):
+    with granted.connect(as_app=False) as conn:
+        conn.execute(f'GRANT CREATE ON SCHEMA public TO "{granted.role}"')
+    try:
+        refused = granted.manage("grant_app_role", granted.role, migrate_url=granted.owner_url)
+        assert refused.returncode == 1, refused.stdout
+        assert "owns or may create objects in" in refused.stderr
+        assert "schema public" in refused.stderr
+    finally:
+        with granted.connect(as_app=False) as conn:
+            conn.execute(f'REVOKE CREATE ON SCHEMA public FROM "{granted.role}"')
