@@ -132,6 +132,18 @@ def test_the_app_role_writes_and_verifies_events(granted: RoleDatabase):
         "DROP TRIGGER audit_event_no_truncate ON audit_auditevent",
         "DROP TABLE audit_auditevent",
         "CREATE TABLE portcullis_intruder (id int)",
+        # The triggers' function is the owner's, and the app may create nothing to shadow it.
+        "CREATE OR REPLACE FUNCTION audit_event_refuse_change() RETURNS trigger "
+        "AS $$ BEGIN RETURN NULL; END; $$ LANGUAGE plpgsql",
+        "CREATE FUNCTION public.audit_event_refuse_change(int) RETURNS int "
+        "AS 'SELECT 1' LANGUAGE sql",
+        "CREATE TRIGGER intruder BEFORE INSERT ON audit_auditevent "
+        "FOR EACH ROW EXECUTE FUNCTION audit_event_refuse_change()",
+        "SET session_replication_role = replica",
+        # Renumbering the chain (it is ordered by id).
+        "SELECT setval('audit_auditevent_id_seq', 1)",
+        "ALTER SEQUENCE audit_auditevent_id_seq RESTART WITH 1",
+        "CREATE SCHEMA intruder",
     ],
 )
 def test_the_app_role_cannot_change_empty_or_unprotect_the_audit_log(
