@@ -230,3 +230,20 @@ def test_grant_app_role_refuses_a_role_that_may_create_in_the_schema(granted: Ro
     finally:
         with granted.connect(as_app=False) as conn:
             conn.execute(f'REVOKE CREATE ON SCHEMA public FROM "{granted.role}"')
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO django_migrations (app, name, applied) "
+        "VALUES ('audit', '9999_protection_to_come', now())",
+        "DELETE FROM django_migrations WHERE app = 'audit'",
+        "UPDATE django_migrations SET name = name",
+    ],
+)
+def test_the_app_role_cannot_mark_migrations_applied_or_unapplied(granted: RoleDatabase, sql: str):
+    """migrate, run as the owner, skips what django_migrations lists as applied."""
+    with granted.connect(as_app=True) as conn:
+        assert conn.execute("SELECT count(*) FROM django_migrations").fetchone()[0] > 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql)
