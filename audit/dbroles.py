@@ -22,6 +22,7 @@ from audit.triggers import TABLE
 # The connection settings MIGRATE_DATABASE_URL replaces; the database name stays (it is
 # the same database, and in tests it is the test database's name).
 _OWNER_KEYS = ("USER", "PASSWORD", "HOST", "PORT")
+MIGRATIONS_TABLE = "django_migrations"
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
@@ -54,7 +55,7 @@ def grant_app_role(role: str, *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
 
     Every table and sequence of the schema, present and future (default privileges of the
     owner), may be read and written, except that the audit log may only be read and
-    appended to. Idempotent: run it again after migrate at any time."""
+    appended to, and django_migrations only read. Idempotent: run it again after migrate at any time."""
     connection = connections[using]
     if connection.vendor != "postgresql":
         raise RoleError("grant_app_role is for PostgreSQL; SQLite has no roles.")
@@ -92,6 +93,25 @@ def grant_app_role(role: str, *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
                 "and so may rewrite the audit log. Run migrate as the owner "
                 "(MIGRATE_DATABASE_URL) and give the application a role of its own."
             )
+        # A database's owner owns its public schema (pg_database_owner), and a schema's
+        # owner may drop any table in it, the audit log included, whatever was granted;
+        # a role that may create schemas or objects on the search path can shadow tables.
+        cursor.execute(
+            "SELECT current_database(), has_database_privilege(%s, current_database(), "
+            "'CREATE'), has_schema_privilege(%s, current_schema(), 'CREATE')",
+            [role, role],
+        )
+        database, creates_schemas, creates_here = cursor.fetchone()
+        if creates_schemas or creates_here:
+            where = f"database {database}" if creates_schemas else f"schema {schema}"
+            raise RoleError(
+                f"Role {role!r} owns or may create objects in {where}, and so could drop "
+                "or shadow the audit log. Give the database and the schema another owner "
+                "and revoke CREATE from the role and from PUBLIC, e.g. "
+                f"ALTER DATABASE {database} OWNER TO {owner}; "
+                f"REVOKE CREATE ON DATABASE {database} FROM PUBLIC, {role}; "
+                f"REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC, {role};"
+            )
         if me != owner:
             raise RoleError(
                 f"grant_app_role runs as the tables' owner {owner!r}, not as {me!r}: "
@@ -107,6 +127,9 @@ def grant_app_role(role: str, *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
             f"GRANT USAGE, SELECT ON SEQUENCES TO {role_q}",
             f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {table} FROM {role_q}",
+            # The owner's migrate trusts this table: a row written by the application's
+            # role would have it skip a migration (one that protects the log, say).
+            f"REVOKE INSERT, UPDATE, DELETE ON {quote(MIGRATIONS_TABLE)} FROM {role_q}",
         ]
         for sql in statements:
             cursor.execute(sql)

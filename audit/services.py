@@ -260,8 +260,9 @@ def verify_chain(chunk_size: int = 5000) -> Iterator[int | ChainProblem]:
         yield ChainProblem(
             pending.id,
             "AUDIT_CHAIN_KEY is set but the newest event is not keyed: either no event has "
-            "been written since the key was set (write one and verify again), or the chain "
-            "was rehashed by someone without the key",
+            "been written since the key was set, or the keyed events were removed or "
+            "rehashed by someone without the key. Check with --expect-head against a head "
+            "kept elsewhere before writing one: the next keyed event would cover the tail",
         )
         return
     yield pending.id

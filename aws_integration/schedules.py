@@ -145,12 +145,14 @@ def install_schedules(
     schedule_model: Any = None,
     specs: list[ScheduleSpec] | None = None,
     now: datetime | None = None,
+    only_declared: bool = False,
 ) -> InstallResult:
     """Makes the Schedule rows match the declarations; running it twice changes nothing.
 
     ``schedule_model`` is the model to write through (post_migrate passes the historical
     one); a schedule that already exists keeps its next run, so re-installing does not
-    postpone or hurry anything."""
+    postpone or hurry anything. ``only_declared`` removes every undeclared schedule, not
+    only those named with the prefix."""
     if schedule_model is None:
         from django_q.models import Schedule
 
@@ -190,7 +192,10 @@ def install_schedules(
             else:
                 result.unchanged.append(spec.name)
         declared = {spec.name for spec in specs}
-        for row in manager.filter(name__startswith=NAME_PREFIX).exclude(name__in=declared):
+        undeclared = (
+            manager.all() if only_declared else manager.filter(name__startswith=NAME_PREFIX)
+        )
+        for row in undeclared.exclude(name__in=declared):
             result.removed.append(row.name)
             result.changes[row.name] = {"func": [row.func, None]}
             row.delete()
@@ -209,7 +214,9 @@ def restore_schedules(*, actor: Any = None) -> InstallResult:
     The daily validations run it: schedules are declared in code only (the task admin is
     read-only), so any difference was made behind Portcullis's back."""
     with transaction.atomic():
-        result = install_schedules()
+        # Any other schedule was made outside the code (in django-q2's admin before it
+        # became read-only, say), and its func may be any importable function: os.system.
+        result = install_schedules(only_declared=True)
         if result.drifted:
             record_event(
                 "schedules.restored",

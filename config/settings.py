@@ -133,6 +133,8 @@ if MIGRATE_DATABASE_URL:
             "(only the role, and perhaps the host, differ)."
         )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Error pages and mails hide the connection URLs too (they hold passwords).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.reporting.SafeSettingsFilter"
 
 # Cache: Redis when configured (shared rate limits across web processes), else local memory.
 REDIS_URL = env_str("REDIS_URL")

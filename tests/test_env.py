@@ -39,3 +39,16 @@ def test_it_reads_rates_and_names_a_bad_one(monkeypatch):
         monkeypatch.setenv("PORTCULLIS_RATE", bad)
         with pytest.raises(ImproperlyConfigured, match="PORTCULLIS_RATE=.* is not a rate"):
             env_rate("PORTCULLIS_RATE", "1/s")
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "MIGRATE_DATABASE_URL", "REDIS_URL"])
+def test_error_reports_hide_the_passwords_in_connection_urls(settings, name):
+    """Django's error page and the error mails to ADMINS list the settings; a URL with a
+    password (the tables' owner's, in MIGRATE_DATABASE_URL) must not be among them."""
+    from django.views.debug import get_default_exception_reporter_filter
+
+    setattr(settings, name, "postgres://owner:owner-password@db.internal:5432/portcullis")
+
+    shown = get_default_exception_reporter_filter().get_safe_settings()
+
+    assert "owner-password" not in str(shown[name])

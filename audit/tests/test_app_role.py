@@ -132,6 +132,18 @@ def test_the_app_role_writes_and_verifies_events(granted: RoleDatabase):
         "DROP TRIGGER audit_event_no_truncate ON audit_auditevent",
         "DROP TABLE audit_auditevent",
         "CREATE TABLE portcullis_intruder (id int)",
+        # The triggers' function is the owner's, and the app may create nothing to shadow it.
+        "CREATE OR REPLACE FUNCTION audit_event_refuse_change() RETURNS trigger "
+        "AS $$ BEGIN RETURN NULL; END; $$ LANGUAGE plpgsql",
+        "CREATE FUNCTION public.audit_event_refuse_change(int) RETURNS int "
+        "AS 'SELECT 1' LANGUAGE sql",
+        "CREATE TRIGGER intruder BEFORE INSERT ON audit_auditevent "
+        "FOR EACH ROW EXECUTE FUNCTION audit_event_refuse_change()",
+        "SET session_replication_role = replica",
+        # Renumbering the chain (it is ordered by id).
+        "SELECT setval('audit_auditevent_id_seq', 1)",
+        "ALTER SEQUENCE audit_auditevent_id_seq RESTART WITH 1",
+        "CREATE SCHEMA intruder",
     ],
 )
 def test_the_app_role_cannot_change_empty_or_unprotect_the_audit_log(
@@ -189,3 +201,49 @@ def test_migrate_database_url_must_name_the_same_database(granted: RoleDatabase)
     refused = granted.manage("check", migrate_url=other)
     assert refused.returncode == 1
     assert "both must name the same database" in refused.stderr
+
+
+def test_grant_app_role_refuses_a_role_that_may_create_in_the_database(granted: RoleDatabase):
+    # The owner of a database owns its public schema (pg_database_owner), and a schema's
+    # owner may DROP any table in it, the audit log included, whatever its grants; and a
+    # role that may create schemas or objects on the search path can shadow the tables.
+    with granted.connect(as_app=False) as conn:
+        conn.execute(f'ALTER DATABASE "{granted.name}" OWNER TO "{granted.role}"')
+    try:
+        refused = granted.manage("grant_app_role", granted.role, migrate_url=granted.owner_url)
+        assert refused.returncode == 1, refused.stdout
+        assert "owns or may create objects in" in refused.stderr
+        assert f"database {granted.name}" in refused.stderr
+    finally:
+        with granted.connect(as_app=False) as conn:
+            conn.execute(f'ALTER DATABASE "{granted.name}" OWNER TO "{granted.server["user"]}"')
+
+
+def test_grant_app_role_refuses_a_role_that_may_create_in_the_schema(granted: RoleDatabase):
+    with granted.connect(as_app=False) as conn:
+        conn.execute(f'GRANT CREATE ON SCHEMA public TO "{granted.role}"')
+    try:
+        refused = granted.manage("grant_app_role", granted.role, migrate_url=granted.owner_url)
+        assert refused.returncode == 1, refused.stdout
+        assert "owns or may create objects in" in refused.stderr
+        assert "schema public" in refused.stderr
+    finally:
+        with granted.connect(as_app=False) as conn:
+            conn.execute(f'REVOKE CREATE ON SCHEMA public FROM "{granted.role}"')
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO django_migrations (app, name, applied) "
+        "VALUES ('audit', '9999_protection_to_come', now())",
+        "DELETE FROM django_migrations WHERE app = 'audit'",
+        "UPDATE django_migrations SET name = name",
+    ],
+)
+def test_the_app_role_cannot_mark_migrations_applied_or_unapplied(granted: RoleDatabase, sql: str):
+    """migrate, run as the owner, skips what django_migrations lists as applied."""
+    with granted.connect(as_app=True) as conn:
+        assert conn.execute("SELECT count(*) FROM django_migrations").fetchone()[0] > 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql)

@@ -163,3 +163,20 @@ def test_a_short_key_is_refused_at_start():
     )
     assert result.returncode == 1
     assert "AUDIT_CHAIN_KEY: each key must be at least 32 characters" in result.stderr
+
+
+def test_removing_every_keyed_event_is_found_by_a_kept_head_not_by_the_key(mixed_chain):
+    """Whoever may delete rows (the tables' owner) can cut the chain back to before the key;
+    the next keyed event then covers the cut, and only a head kept elsewhere finds it."""
+    from audit.tests.test_audit_verify import _behind_the_triggers_back
+
+    head = f"{mixed_chain[-1].hash}:{len(mixed_chain)}"
+    _behind_the_triggers_back("DELETE FROM audit_auditevent WHERE key_id IS NOT NULL", [])
+    assert "newest event is not keyed" in _refusal()
+    assert "--expect-head" in _refusal()
+
+    record_event("test.after_the_cut")
+
+    assert "audit chain intact: 3 events" in _verify()
+    with pytest.raises(CommandError, match="shorter than the expected head"):
+        call_command("audit_verify", "--expect-head", head, stdout=StringIO(), stderr=StringIO())

@@ -156,3 +156,20 @@ def test_restoring_audits_what_it_found_and_nothing_when_all_is_in_order():
     assert event.details["changes"] == {
         "Portcullis: grant timer": {"intended_date_kwarg": ["when", None]}
     }
+
+
+def test_restoring_removes_and_audits_a_schedule_not_declared_in_code():
+    """One made in django-q2's admin before it became read-only runs any function."""
+    from audit.models import AuditEvent
+
+    Schedule.objects.create(
+        name="Nightly report", func="os.system", args="'id'", schedule_type=Schedule.DAILY
+    )
+
+    result = schedules.restore_schedules()
+
+    assert result.removed == ["Nightly report"]
+    assert not Schedule.objects.filter(name="Nightly report").exists()
+    assert set(Schedule.objects.values_list("name", flat=True)) == set(EXPECTED)
+    event = AuditEvent.objects.get(action="schedules.restored")
+    assert event.details["changes"]["Nightly report"] == {"func": ["os.system", None]}
