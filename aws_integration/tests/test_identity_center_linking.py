@@ -142,6 +142,8 @@ def test_the_upgrade_undoes_links_an_unverified_address_made_and_the_next_sync_r
     idc_grace = IdentityCenterUser.objects.get(app=app, remote_id=org.users[other_email])
     IdentityCenterUser.objects.filter(pk=idc_ada.pk).update(portal_user=mallory)
     IdentityCenterUser.objects.filter(pk=idc_grace.pk).update(portal_user=grace)
+    sync(app)  # Ada's access shows as Mallory's observed grants
+    assert Grant.objects.filter(user=mallory, source=GrantSource.OBSERVED).exists()
     before = AuditEvent.objects.count()
     settings.AUDIT_CHAIN_KEY = [chain_key] if chain_key else []
 
