@@ -147,6 +147,40 @@ def _without(policy: dict[str, Any], subject: str, issuer_host: str) -> dict[str
     return _with_statements(policy, kept, was_object)
 
 
+def without_other_issuers(policy: dict[str, Any], issuer_host: str) -> dict[str, Any]:
+    """Return a copy of the policy without Portcullis's statements of another issuer.
+
+    After an issuer change the statements naming the former provider or issuer host still
+    admit the subjects it gave, which no user holds any more: they are dropped by every
+    edit, whether or not a subject of the new issuer is known. The owner's statements, and
+    ours of this issuer, are kept as they are."""
+    new = parse_policy(policy)
+    statements, was_object, _ = _statements(new)
+    kept = [
+        s for s in statements if not (is_portcullis_statement(s) and _hosts_of(s) - {issuer_host})
+    ]
+    if len(kept) == len(statements):
+        return new
+    return _with_statements(new, kept, was_object)
+
+
+def _hosts_of(statement: dict[str, Any]) -> set[str]:
+    """The issuer hosts a statement names: its provider's, and its condition keys'."""
+    hosts: set[str] = set()
+    principal = statement.get("Principal")
+    federated = principal.get("Federated") if isinstance(principal, dict) else None
+    for arn in federated if isinstance(federated, list) else [federated]:
+        if isinstance(arn, str) and ":oidc-provider/" in arn:
+            hosts.add(arn.split(":oidc-provider/", 1)[1].rstrip("/"))
+    condition = statement.get("Condition")
+    for operator in condition.values() if isinstance(condition, dict) else []:
+        for key in operator if isinstance(operator, dict) else []:
+            host, _, name = key.rpartition(":")
+            if host and name in {"sub", "aud", "amr"} and not host.startswith(("aws", "sts")):
+                hosts.add(host)
+    return hosts
+
+
 def subjects_in(policy: dict[str, Any], issuer_host: str) -> set[str]:
     """Return the subjects Portcullis's statements admit for this issuer."""
     statements, _, _ = _statements(parse_policy(policy))

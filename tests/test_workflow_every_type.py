@@ -491,6 +491,10 @@ def test_an_issuer_change_clears_the_old_subjects_and_trust_policy_grants_wait_f
         GrantStatus.ACTIVE,
         PropagationStatus.WAITING_FOR_SUBJECT,
     )
+    # The former issuer's statement is gone from AWS already, while the grant waits.
+    assert held_in_trust_policy(org, row, access_level) == set()
+    trust = role_in(row.account_id, row.metadata["role_name"])["AssumeRolePolicyDocument"]
+    assert SUBJECT not in json.dumps(trust)
     # The old issuer's subject no longer counts, even offered again.
     assert not identity.learn_subject(ada, SUBJECT, issuer=ISSUER)
 
@@ -506,6 +510,53 @@ def test_an_issuer_change_clears_the_old_subjects_and_trust_policy_grants_wait_f
     expire(grant, django_capture_on_commit_callbacks)
     trust = role_in(row.account_id, row.metadata["role_name"])["AssumeRolePolicyDocument"]
     assert "subject-at-the-new-idp" not in json.dumps(trust)
+
+
+@pytest.mark.parametrize(
+    ("type_", "level_id", "held"),
+    [
+        (T.IAM_ROLE, "assume", held_in_trust_policy),
+        (T.EC2_INSTANCE, "ssm-session", held_by_managed_role),
+    ],
+    ids=["iam-role", "managed-role"],
+)
+def test_a_grant_ending_while_it_waits_for_the_new_issuers_subject_leaves_no_old_subject(
+    org,
+    ada,
+    owner,
+    member_app,
+    django_capture_on_commit_callbacks,
+    type_,
+    level_id,
+    held,
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        assert identity.learn_subject(ada, SUBJECT, issuer=ISSUER)
+    filters = {"name": TRUSTED_ROLE} if type_ == T.IAM_ROLE else {}
+    row = resource(member_app, type_, **filters)
+    access_level = level(row, level_id)
+    grant = request_and_approve(ada, owner, row, access_level, django_capture_on_commit_callbacks)
+    assert grant.propagation_status == PropagationStatus.APPLIED, grant.last_error
+    assert held(org, row, access_level) == {SUBJECT}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        update_aws_settings(
+            get_aws_settings(), {"oidc_issuer_url": "https://idp.new.example.com"}, owner
+        )
+    grant.refresh_from_db()
+    assert grant.propagation_status == PropagationStatus.WAITING_FOR_SUBJECT
+    assert held(org, row, access_level) == set()
+
+    expire(grant, django_capture_on_commit_callbacks)
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.REVOKED
+    assert held(org, row, access_level) == set()
+    if type_ == T.IAM_ROLE:
+        # The revoke still denies the sessions the old subject may hold.
+        revoked = member(row.account_id, "iam").get_role_policy(
+            RoleName=TRUSTED_ROLE, PolicyName="PortcullisRevokedSessions"
+        )["PolicyDocument"]
+        assert f"*:{SUBJECT}" in json.dumps(revoked)
 
 
 # A revoked membership put back in AWS ----------------------------------------------------------

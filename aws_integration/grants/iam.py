@@ -149,7 +149,8 @@ def with_subject(policy: dict[str, Any], trust: OidcTrust, subject: str) -> dict
 def without_subjects(
     policy: dict[str, Any], trust: OidcTrust, subjects: set[str]
 ) -> dict[str, Any]:
-    new = trust_policy.parse_policy(policy)
+    """The trust policy no longer admitting the subjects, nor any subject of a former issuer."""
+    new = trust_policy.without_other_issuers(policy, trust.issuer_host)
     for subject in sorted(subjects):
         new = trust_policy.remove_subject(new, subject=subject, issuer_host=trust.issuer_host)
     return _without_managed_statement(new)
@@ -352,11 +353,15 @@ class IamRoleDriver:
         resource = assignment.resource
         app = base.app_of(assignment)
         trust = oidc_trust(resource.account_id)
-        subject = subject_of(assignment.user)
+        # No subject from the issuer AWS trusts now: the grant waits for it, but the
+        # statements of a former issuer still go (the re-apply after an issuer change).
+        subject = drivers.trusted_subject(assignment.user)
         role_name = role_name_of(resource.arn or resource.remote_id)
         iam = base.client_for(app, resource.account_id, "iam")
         with role_lock(resource.account_id, role_name):
             role = get_role(iam, role_name)
+            if role is None and not subject:
+                raise SubjectUnknown()
             if role is None:
                 raise DriverError(
                     f"The IAM role {role_name} no longer exists in account "
@@ -372,6 +377,10 @@ class IamRoleDriver:
                 )
             check_requestable(app, role)
             current = trust_policy.parse_policy(role["AssumeRolePolicyDocument"])
+            if not subject:
+                new = _edited(role_name, lambda: without_subjects(current, trust, set()))
+                write_trust_policy(iam, role_name, current, new)
+                raise SubjectUnknown()
             new = _edited(role_name, lambda: with_subject(current, trust, subject))
             changed = write_trust_policy(iam, role_name, current, new)
         return Outcome(

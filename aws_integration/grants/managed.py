@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from access import drivers
 from access.choices import AssignmentState, ResourceType
-from access.drivers import DriverError, Outcome
+from access.drivers import DriverError, Outcome, SubjectUnknown
 from access.models import Assignment
 from access.services import leases
 from aws_integration import policies, trust_policy
@@ -42,7 +43,6 @@ from aws_integration.grants.iam import (
     revoked_session_names,
     role_lock,
     role_lock_key,
-    subject_of,
     subjects_state,
     subjects_to_remove,
     with_subject,
@@ -413,6 +413,25 @@ def _allow_only_what_stays(iam: Any, legacy: ManagedRole, others: list[Assignmen
         _put_permissions(iam, replace(staying[0], name=legacy.name))
 
 
+def _drop_other_issuers(
+    iam: Any, app: AwsApp, role: ManagedRole, found: dict[str, Any], trust: OidcTrust
+) -> None:
+    """Take a former issuer's statements out of the role's trust policy; the role goes
+    when nobody of the current issuer is left on it, as with its last holder."""
+    _check_ours(role, found)
+    current = trust_policy.parse_policy(found["AssumeRolePolicyDocument"])
+    try:
+        new = without_subjects(current, trust, set())
+    except trust_policy.TrustPolicyError as error:
+        raise DriverError(f"Role {role.name}: {error}", retryable=False) from error
+    if new == current:
+        return
+    if not trust_policy.subjects_in(new, trust.issuer_host):
+        _delete_role(iam, app, role)
+        return
+    write_trust_policy(iam, role.name, current, new)
+
+
 class ManagedRoleDriver:
     """A role Portcullis creates per (resource, access level), shared by its holders."""
 
@@ -427,10 +446,16 @@ class ManagedRoleDriver:
         role = managed_role_of(assignment)
         app = base.app_of(assignment)
         trust = oidc_trust(role.account_id)
-        subject = subject_of(assignment.user)
+        subject = drivers.trusted_subject(assignment.user)
         iam = base.client_for(app, role.account_id, "iam")
         with role_lock(role.account_id, role.name):
             found = get_role(iam, role.name)
+            if not subject:
+                # The grant waits for a subject of the issuer AWS trusts now; meanwhile the
+                # statements of a former issuer go (the re-apply after an issuer change).
+                if found is not None:
+                    _drop_other_issuers(iam, app, role, found, trust)
+                raise SubjectUnknown()
             created = found is None
             if found is None:
                 found = _create_role(iam, role, trust, subject)

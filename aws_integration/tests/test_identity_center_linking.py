@@ -118,3 +118,56 @@ def test_an_identity_center_user_stays_with_the_portal_user_it_was_first_linked_
     assert not Grant.objects.filter(user=mallory).exists()
     assert AuditEvent.objects.filter(action="identity_center.user_linked").count() == 1
     assert ada_in_engineering(org)
+
+
+@pytest.mark.parametrize("chain_key", ["", "k" * 32], ids=["sha256", "hmac"])
+def test_the_upgrade_undoes_links_an_unverified_address_made_and_the_next_sync_redoes_the_rest(
+    org, app, settings, chain_key
+):
+    from importlib import import_module
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection
+
+    from audit.services import ChainProblem, verify_chain
+
+    sync(app)
+    other_email = next(e for e in org.users if e != ADA_EMAIL)
+    # Links as versions before the link by UserId made them: by any address of the user.
+    mallory = make_user("mallory@example.com")
+    EmailAddress.objects.create(user=mallory, email=ADA_EMAIL.lower(), verified=False)
+    grace = make_user(other_email.upper(), email_verified=True)  # verified, in another case
+    idc_ada = IdentityCenterUser.objects.get(app=app, remote_id=org.users[ADA_EMAIL])
+    idc_grace = IdentityCenterUser.objects.get(app=app, remote_id=org.users[other_email])
+    IdentityCenterUser.objects.filter(pk=idc_ada.pk).update(portal_user=mallory)
+    IdentityCenterUser.objects.filter(pk=idc_grace.pk).update(portal_user=grace)
+    sync(app)  # Ada's access shows as Mallory's observed grants
+    assert Grant.objects.filter(user=mallory, source=GrantSource.OBSERVED).exists()
+    before = AuditEvent.objects.count()
+    settings.AUDIT_CHAIN_KEY = [chain_key] if chain_key else []
+
+    import_module(
+        "aws_integration.migrations.0005_unlink_identity_center_users_without_a_verified_email"
+    ).unlink_unverified(apps, SimpleNamespace(connection=connection))
+
+    idc_ada.refresh_from_db()
+    idc_grace.refresh_from_db()
+    assert idc_ada.portal_user is None
+    assert idc_grace.portal_user == grace
+    (unlinked,) = AuditEvent.objects.filter(action="identity_center.user_unlinked")
+    assert AuditEvent.objects.count() == before + 1
+    assert (unlinked.target_type, unlinked.target_id) == ("access.user", str(mallory.pk))
+    assert unlinked.details["identity_center_user_id"] == org.users[ADA_EMAIL]
+    assert unlinked.details["portal_user"] == "mallory@example.com"
+    assert (unlinked.key_id is not None) == bool(chain_key)
+    assert not [p for p in verify_chain() if isinstance(p, ChainProblem)]
+
+    # The next sync gives Mallory nothing back; it links the real Ada, verified.
+    ada = make_user(ADA_EMAIL.lower(), email_verified=True)
+    sync(app)
+    idc_ada.refresh_from_db()
+    assert idc_ada.portal_user == ada
+    linked = AuditEvent.objects.get(action="identity_center.user_linked")
+    assert linked.target_id == str(ada.pk)
+    assert not Grant.objects.filter(user=mallory, status=GrantStatus.ACTIVE).exists()

@@ -21,6 +21,7 @@ from aws_integration.trust_policy import (
     serialise,
     session_name_for,
     subjects_in,
+    without_other_issuers,
 )
 from tests.fixtures import shared_samples
 
@@ -397,3 +398,47 @@ def test_a_subject_holding_policy_variable_syntax_admits_that_subject_only(subje
     assert not admitted_subjects(policy, "a*b")
     assert subjects_in(policy, ISSUER) == {subject}
     assert revoke(policy, subject) == {"Version": "2012-10-17", "Statement": [OWNER]}
+
+
+def test_a_former_issuers_statements_go_and_every_other_statement_stays():
+    old = add_subject(
+        {"Version": "2012-10-17", "Statement": []},
+        provider_arn="arn:aws:iam::111122223333:oidc-provider/idp.old.example.com",
+        issuer_host="idp.old.example.com",
+        client_id=CLIENT_ID,
+        subject="auth0|old subject",  # a statement of its own, Sid PortcullisManagedSubject...
+    )
+    old = add_subject(
+        old,
+        provider_arn="arn:aws:iam::111122223333:oidc-provider/idp.old.example.com",
+        issuer_host="idp.old.example.com",
+        client_id=CLIENT_ID,
+        subject="old-subject",
+    )
+    owners = [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        },
+        {  # the owner's own trust in another provider, under a Sid that is not ours
+            "Sid": "OwnersOwnProvider",
+            "Effect": "Allow",
+            "Principal": {"Federated": "arn:aws:iam::111122223333:oidc-provider/token.ci.example"},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {"token.ci.example:sub": "repo:acme/app"}},
+        },
+    ]
+    policy = grant({"Version": "2012-10-17", "Statement": owners + old["Statement"]})
+    assert len(as_list(policy["Statement"])) == 3  # a grant rewrites ours for this issuer
+
+    mixed = {"Version": "2012-10-17", "Statement": owners + old["Statement"] + [managed(policy)]}
+    mixed["Statement"][-1] = {**managed(policy), "Sid": "PortcullisManagedSubject" + "0" * 16}
+    kept = without_other_issuers(mixed, ISSUER)
+
+    assert kept["Statement"] == owners + [mixed["Statement"][-1]]
+    assert subjects_in(kept, ISSUER) == {ALICE}
+    assert "old" not in json.dumps(kept)
+    assert without_other_issuers(kept, ISSUER) == kept
+    only_ours = without_other_issuers(old, ISSUER)
+    assert only_ours["Statement"] == []
