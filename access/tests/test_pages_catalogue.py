@@ -363,3 +363,19 @@ def test_an_account_offers_only_the_permission_sets_the_provider_will_assign(per
     AccessLevel.objects.filter(pk=untagged.pk).update(metadata={"not_requestable": reason})
     page = client.get(reverse("resource-detail", args=[account.pk])).content.decode()
     assert f"{reverse('request-new')}?resource={account.pk}" not in page  # nothing to offer
+
+
+def test_the_catalogue_does_not_let_you_pick_what_cannot_be_requested(personas):
+    reason = "The role is not tagged portcullis:requestable=true: tag it in AWS to offer it."
+    refused = make(personas, "UntaggedAdmin", metadata={"not_requestable": reason})
+    offered = make(personas, "TaggedDeveloper")
+
+    body = logged_in(personas.requester).get(reverse("catalogue")).content.decode()
+
+    def checkbox(resource: Resource) -> str:
+        start = body.index(f'id="pick-{resource.pk}"')
+        return body[start : body.index(">", start)]
+
+    assert "disabled" in checkbox(refused)
+    assert "not tagged portcullis:requestable=true" in checkbox(refused)
+    assert "disabled" not in checkbox(offered)

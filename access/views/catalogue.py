@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET
 from access import permissions
 from access.choices import ResourceType
 from access.models import AccessLevel, AccessRequest, Grant, Resource, User
+from access.services import grants as grant_service
 from access.services.requests import rule_for
 from access.views.common import int_or_none, render_page
 
@@ -139,6 +140,15 @@ def catalogue(request: HttpRequest) -> HttpResponse:
             rows = list(queryset.order_by("name", "id")[: PAGE_SIZE + 1])
             resources = rows[:PAGE_SIZE]
             has_next, has_previous = len(rows) > PAGE_SIZE, cursor is not None
+        for resource in resources:
+            # The checkbox says why a row cannot be picked, before a request is written.
+            resource.refusal = grant_service.not_requestable(resource) or (
+                ""
+                if any(
+                    not grant_service.not_requestable(resource, lv) for lv in resource.live_levels
+                )
+                else "No access level to request"
+            )
         if resources:
             next_after = resources[-1].pk if has_next else None
             previous_before = resources[0].pk if has_previous else None
