@@ -165,6 +165,20 @@ def test_the_demo_serves_working_logins_and_stops_everything_on_ctrl_c(demo_env,
         assert runs == [("full", "succeeded")], runs
         assert resources > 50, log.read_text()  # the small seed: ~100 objects
         assert "standin_change run-instance" in log.read_text()
+        # A printed command works as pasted into a fresh shell (no DEBUG, no secrets set).
+        printed = next(
+            line.strip()
+            for line in log.read_text().splitlines()
+            if "standin_change create-role" in line
+        )
+        pasted = subprocess.run(
+            ["bash", "-c", printed],
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert pasted.returncode == 0, pasted.stderr
 
         children = descendants(process.pid)
         # The web server, the task cluster and the cluster's own processes.

@@ -350,8 +350,16 @@ class Command(BaseCommand):
         w(f"  - Sign in as the admin and open the demo app: {url}{app_page}")
         w('    (its validations, "Refresh validations", and "Sync now" for another full sync);')
         w(f"    its sync runs: {url}{runs_page}")
+        database = (
+            f"DATABASE_URL={shlex.quote(os.environ['DATABASE_URL'])} "
+            if os.environ.get("DATABASE_URL")
+            else ""
+        )
         manage = (
-            f"AWS_ENDPOINT_URL={demo.moto.url} {sys.executable} {settings.BASE_DIR / 'manage.py'}"
+            # DEBUG=true as `make demo` runs it (without it settings ask for production
+            # secrets), and the demo's database when it is not the default one.
+            f"DEBUG=true {database}AWS_ENDPOINT_URL={demo.moto.url} {sys.executable} "
+            f"{settings.BASE_DIR / 'manage.py'}"
         )
         w(
             "  - Make a change in the stand-in AWS; its CloudTrail event arrives through the "
