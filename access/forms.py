@@ -198,13 +198,11 @@ class RequestRuleForm(forms.ModelForm):
                 self.fields["max_duration"].help_text = note
             relaxed = instance.relaxations() if instance.pk is not None else []
             if relaxed:
-                # While the rule relaxes anything, whom it applies to and its priority
-                # are an admin's (access/services/rules.py refuses the change anyway).
+                # While the rule relaxes anything, whom it applies to, its priority and
+                # whether it takes requests are an admin's (access/services/rules.py refuses
+                # the change anyway).
                 scope_note = f"Only an admin can change this: the rule {join_words(relaxed)}."
-                fixed = ["requester_group", "priority"]
-                if not instance.allow_requests:
-                    fixed.append("allow_requests")
-                for name in fixed:
+                for name in ("requester_group", "priority", "allow_requests"):
                     self.fields[name].disabled = True
                     self.fields[name].help_text = scope_note
             policy = self.fields["extension_policy"]

@@ -542,3 +542,53 @@ def test_an_owner_cannot_make_themselves_a_reviewer_of_a_self_approving_rule(per
     assert personas.approver.pk not in request.stage_reviewers
     with pytest.raises(PermissionDenied):
         request_service.decide(request, reviewer=personas.approver, approve=True)
+
+
+def test_an_owner_cannot_stop_a_relaxing_rule_taking_requests(personas, ops):
+    from django.core.exceptions import ValidationError
+
+    auto = RequestRule.objects.create(
+        resource=personas.resource, name="Ops", requester_group=ops, auto_approve=True
+    )
+    url = reverse("resource-rule-edit", args=[personas.resource.pk, auto.pk])
+    client = logged_in(personas.approver)
+    page = client.get(url).content.decode()
+    assert 'name="allow_requests" disabled' in page or (
+        'disabled id="id_allow_requests"' in page
+    ), page
+    # The page keeps the field as it is ...
+    client.post(url, edit_data(auto, allow_requests=None))
+    auto.refresh_from_db()
+    assert auto.allow_requests
+    # ... and the service refuses the change from any caller: once off, the owner could
+    # not turn it on again, and nobody could request the resource.
+    with pytest.raises(ValidationError, match="Only an admin can stop “Ops” taking requests"):
+        save_unguarded(personas.approver, auto, edit_data(auto, allow_requests=None))
+    auto.refresh_from_db()
+    assert auto.allow_requests
+    assert not [
+        e
+        for e in AuditEvent.objects.filter(action="inventory.request_rule.updated")
+        if "allow_requests" in e.details["changes"]
+    ]
+    # An admin may, and back.
+    admin = logged_in(personas.admin)
+    assert admin.post(url, edit_data(auto, allow_requests=None)).status_code == 302
+    auto.refresh_from_db()
+    assert not auto.allow_requests
+    assert admin.post(url, edit_data(auto, allow_requests="on")).status_code == 302
+    auto.refresh_from_db()
+    assert auto.allow_requests
+
+
+def test_an_owner_still_stops_and_restarts_a_rule_that_relaxes_nothing(personas, rule):
+    url = reverse("resource-rule-edit", args=[personas.resource.pk, rule.pk])
+    client = logged_in(personas.approver)
+    response = client.post(url, edit_data(rule, allow_requests=None))
+    assert response.status_code == 302, response.content.decode()
+    rule.refresh_from_db()
+    assert not rule.allow_requests
+    response = client.post(url, edit_data(rule, allow_requests="on"))
+    assert response.status_code == 302, response.content.decode()
+    rule.refresh_from_db()
+    assert rule.allow_requests
