@@ -232,7 +232,12 @@ class StageForm(forms.ModelForm):
 
 class BaseStageFormSet(forms.BaseInlineFormSet):
     """A rule that is not auto-approved has 1 to 3 stages numbered 1, 2, 3 (used by the admin
-    and the owners' rule pages alike)."""
+    and the owners' rule pages alike). ``can_relax``: whether the editor may tick
+    auto-approve, which the messages offer only then."""
+
+    def __init__(self, *args: Any, can_relax: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.can_relax = can_relax
 
     def clean(self) -> None:
         if any(self.errors):
@@ -255,7 +260,10 @@ class BaseStageFormSet(forms.BaseInlineFormSet):
         ]
         rule = self.instance
         problems = services.rule_stage_problems(
-            allow_requests=rule.allow_requests, auto_approve=rule.auto_approve, orders=orders
+            allow_requests=rule.allow_requests,
+            auto_approve=rule.auto_approve,
+            orders=orders,
+            can_relax=self.can_relax,
         )
         if problems:
             raise ValidationError(problems)

@@ -383,7 +383,10 @@ def test_an_owner_cannot_delete_or_reprioritise_a_relaxing_rule(personas, ops):
     )
     client = logged_in(personas.approver)
     listing = client.get(reverse("resource-rules", args=[personas.resource.pk])).content.decode()
-    assert "Only an admin can delete it" in listing
+    assert (
+        "Only an admin can change whom it applies to, its priority or whether it allows "
+        "requests, lengthen its maximum duration, or delete it."
+    ) in listing
     response = client.post(
         reverse("resource-rule-delete", args=[personas.resource.pk, auto.pk]), follow=True
     )
@@ -592,3 +595,37 @@ def test_an_owner_still_stops_and_restarts_a_rule_that_relaxes_nothing(personas,
     assert response.status_code == 302, response.content.decode()
     rule.refresh_from_db()
     assert rule.allow_requests
+
+
+def test_the_rules_list_names_all_an_owner_may_not_change_of_a_relaxing_rule(personas):
+    RequestRule.objects.create(
+        resource=personas.resource,
+        name="Break glass",
+        allow_self_approval=True,
+        max_duration=timedelta(hours=1),
+    )
+    url = reverse("resource-rules", args=[personas.resource.pk])
+    listing = logged_in(personas.approver).get(url).content.decode()
+    assert (
+        "Only an admin can change whom it applies to, its priority or whether it allows "
+        "requests, lengthen its maximum duration, change its approval stages while it allows "
+        "self-approval, or delete it."
+    ) in listing
+    assert (
+        "Only an admin can change whom" not in logged_in(personas.admin).get(url).content.decode()
+    )
+
+
+@pytest.mark.parametrize(("persona", "offered"), [("approver", False), ("admin", True)])
+def test_a_rule_without_stages_offers_auto_approve_only_to_who_may_tick_it(
+    personas, persona, offered
+):
+    response = logged_in(getattr(personas, persona)).post(
+        reverse("resource-rule-new", args=[personas.resource.pk]),
+        rule_data(**{"stages-0-order": ""}),
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "add a stage (who approves, any or all)" in page
+    assert ("or tick auto-approve" in page) is offered
+    assert not RequestRule.objects.exists()
