@@ -198,13 +198,11 @@ class RequestRuleForm(forms.ModelForm):
                 self.fields["max_duration"].help_text = note
             relaxed = instance.relaxations() if instance.pk is not None else []
             if relaxed:
-                # While the rule relaxes anything, whom it applies to and its priority
-                # are an admin's (access/services/rules.py refuses the change anyway).
+                # While the rule relaxes anything, whom it applies to, its priority and
+                # whether it takes requests are an admin's (access/services/rules.py refuses
+                # the change anyway).
                 scope_note = f"Only an admin can change this: the rule {join_words(relaxed)}."
-                fixed = ["requester_group", "priority"]
-                if not instance.allow_requests:
-                    fixed.append("allow_requests")
-                for name in fixed:
+                for name in ("requester_group", "priority", "allow_requests"):
                     self.fields[name].disabled = True
                     self.fields[name].help_text = scope_note
             policy = self.fields["extension_policy"]
@@ -234,7 +232,12 @@ class StageForm(forms.ModelForm):
 
 class BaseStageFormSet(forms.BaseInlineFormSet):
     """A rule that is not auto-approved has 1 to 3 stages numbered 1, 2, 3 (used by the admin
-    and the owners' rule pages alike)."""
+    and the owners' rule pages alike). ``can_relax``: whether the editor may tick
+    auto-approve, which the messages offer only then."""
+
+    def __init__(self, *args: Any, can_relax: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.can_relax = can_relax
 
     def clean(self) -> None:
         if any(self.errors):
@@ -257,7 +260,10 @@ class BaseStageFormSet(forms.BaseInlineFormSet):
         ]
         rule = self.instance
         problems = services.rule_stage_problems(
-            allow_requests=rule.allow_requests, auto_approve=rule.auto_approve, orders=orders
+            allow_requests=rule.allow_requests,
+            auto_approve=rule.auto_approve,
+            orders=orders,
+            can_relax=self.can_relax,
         )
         if problems:
             raise ValidationError(problems)

@@ -336,9 +336,10 @@ def default_username(email: str, *, exclude_pk: int | None = None) -> str:
 
 # Request rules ----------------------------------------------------------------
 def rule_stage_problems(
-    *, allow_requests: bool, auto_approve: bool, orders: list[int]
+    *, allow_requests: bool, auto_approve: bool, orders: list[int], can_relax: bool = True
 ) -> list[str]:
-    """What is wrong with a rule's approval stages, as messages for the person editing it.
+    """What is wrong with a rule's approval stages, as messages for the person editing it
+    (``can_relax``: whether they may tick auto-approve, which the messages then offer).
 
     A rule that takes requests and does not approve them automatically needs 1 to 3
     stages numbered 1, 2, 3 in order; an auto-approving rule has none.
@@ -355,7 +356,8 @@ def rule_stage_problems(
     if not orders:
         return [
             "A rule that is not auto-approved needs at least one approval stage: "
-            "add a stage (who approves, any or all), or tick auto-approve."
+            "add a stage (who approves, any or all)"
+            + (", or tick auto-approve." if can_relax else ".")
         ]
     problems = []
     if len(orders) > MAX_RULE_STAGES:

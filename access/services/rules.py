@@ -4,7 +4,7 @@ event the admin records.
 
 Every change, from the owners' pages or the admin, is first judged by
 ``check_rule_change``: an owner may not relax a rule, may not change whom a relaxing rule
-applies to, its priority, or delete it, and may not make a relaxing rule the one that
+applies to, its priority, whether it takes requests, or delete it, and may not make a relaxing rule the one that
 judges their own requests (by adding, editing, re-prioritising or deleting another rule).
 Otherwise an owner could give themselves access with nobody else's decision.
 """
@@ -40,8 +40,8 @@ def rule_change_problems(
     (None: the rule is created, or deleted), as messages for them; empty when they may.
 
     Admins may make any change. Others may not: turn on a relaxation (see
-    ``RequestRule.relaxations``), or let a relaxing rule take requests again; change a
-    relaxing rule's requester group or priority, lengthen its maximum, or delete it; or
+    ``RequestRule.relaxations``); change a relaxing rule's requester group, priority or
+    whether it takes requests (either way), lengthen its maximum, or delete it; or
     make a rule that relaxes anything the one that judges their own requests for this
     resource.
     """
@@ -55,16 +55,6 @@ def rule_change_problems(
             problems.append(
                 f"Only an admin can make a rule that {join_words(gained)}; leave those settings "
                 "as they are or ask an admin."
-            )
-        elif (
-            before is not None
-            and after.allow_requests
-            and not before.allow_requests
-            and after.relaxations()
-        ):
-            problems.append(
-                f"Only an admin can let {_label(before)} take requests again: it "
-                f"{join_words(after.relaxations())}. Ask an admin."
             )
     if before is not None and before.relaxations():
         relaxed = join_words(before.relaxations())
@@ -80,6 +70,15 @@ def rule_change_problems(
                 f"Only an admin can change whom {_label(before)} applies to or its priority: "
                 f"it {relaxed}. Ask an admin."
             )
+        elif after.allow_requests != before.allow_requests:
+            # Both ways: an owner who stopped an admin's rule taking requests could not
+            # start it again, and nobody could request the resource meanwhile.
+            change = (
+                f"let {_label(before)} take requests again"
+                if after.allow_requests
+                else f"stop {_label(before)} taking requests"
+            )
+            problems.append(f"Only an admin can {change}: it {relaxed}. Ask an admin.")
         elif (
             before.max_duration is not None
             and after.max_duration is not None

@@ -188,7 +188,10 @@ def test_it_refuses_every_admin_page_to_people_without_the_admin_role(
         # signed in (allauth would send them straight back: a loop).
         assert response.status_code == 302, url
         assert response["Location"].startswith(reverse("admin:login")), url
-        assert client.get(response["Location"]).status_code == 403, url
+        refused = client.get(response["Location"])
+        assert refused.status_code == 403, url
+    # The portal's refusal page, not a bare "403 Forbidden".
+    assert "You don't have access to this page" in refused.content.decode()
 
 
 def test_it_refuses_admin_posts_to_people_without_the_admin_role(client, personas, inventory):

@@ -383,7 +383,10 @@ def test_an_owner_cannot_delete_or_reprioritise_a_relaxing_rule(personas, ops):
     )
     client = logged_in(personas.approver)
     listing = client.get(reverse("resource-rules", args=[personas.resource.pk])).content.decode()
-    assert "Only an admin can delete it" in listing
+    assert (
+        "Only an admin can change whom it applies to, its priority or whether it allows "
+        "requests, lengthen its maximum duration, or delete it."
+    ) in listing
     response = client.post(
         reverse("resource-rule-delete", args=[personas.resource.pk, auto.pk]), follow=True
     )
@@ -542,3 +545,87 @@ def test_an_owner_cannot_make_themselves_a_reviewer_of_a_self_approving_rule(per
     assert personas.approver.pk not in request.stage_reviewers
     with pytest.raises(PermissionDenied):
         request_service.decide(request, reviewer=personas.approver, approve=True)
+
+
+def test_an_owner_cannot_stop_a_relaxing_rule_taking_requests(personas, ops):
+    from django.core.exceptions import ValidationError
+
+    auto = RequestRule.objects.create(
+        resource=personas.resource, name="Ops", requester_group=ops, auto_approve=True
+    )
+    url = reverse("resource-rule-edit", args=[personas.resource.pk, auto.pk])
+    client = logged_in(personas.approver)
+    page = client.get(url).content.decode()
+    assert 'name="allow_requests" disabled' in page or (
+        'disabled id="id_allow_requests"' in page
+    ), page
+    # The page keeps the field as it is ...
+    client.post(url, edit_data(auto, allow_requests=None))
+    auto.refresh_from_db()
+    assert auto.allow_requests
+    # ... and the service refuses the change from any caller: once off, the owner could
+    # not turn it on again, and nobody could request the resource.
+    with pytest.raises(ValidationError, match="Only an admin can stop “Ops” taking requests"):
+        save_unguarded(personas.approver, auto, edit_data(auto, allow_requests=None))
+    auto.refresh_from_db()
+    assert auto.allow_requests
+    assert not [
+        e
+        for e in AuditEvent.objects.filter(action="inventory.request_rule.updated")
+        if "allow_requests" in e.details["changes"]
+    ]
+    # An admin may, and back.
+    admin = logged_in(personas.admin)
+    assert admin.post(url, edit_data(auto, allow_requests=None)).status_code == 302
+    auto.refresh_from_db()
+    assert not auto.allow_requests
+    assert admin.post(url, edit_data(auto, allow_requests="on")).status_code == 302
+    auto.refresh_from_db()
+    assert auto.allow_requests
+
+
+def test_an_owner_still_stops_and_restarts_a_rule_that_relaxes_nothing(personas, rule):
+    url = reverse("resource-rule-edit", args=[personas.resource.pk, rule.pk])
+    client = logged_in(personas.approver)
+    response = client.post(url, edit_data(rule, allow_requests=None))
+    assert response.status_code == 302, response.content.decode()
+    rule.refresh_from_db()
+    assert not rule.allow_requests
+    response = client.post(url, edit_data(rule, allow_requests="on"))
+    assert response.status_code == 302, response.content.decode()
+    rule.refresh_from_db()
+    assert rule.allow_requests
+
+
+def test_the_rules_list_names_all_an_owner_may_not_change_of_a_relaxing_rule(personas):
+    RequestRule.objects.create(
+        resource=personas.resource,
+        name="Break glass",
+        allow_self_approval=True,
+        max_duration=timedelta(hours=1),
+    )
+    url = reverse("resource-rules", args=[personas.resource.pk])
+    listing = logged_in(personas.approver).get(url).content.decode()
+    assert (
+        "Only an admin can change whom it applies to, its priority or whether it allows "
+        "requests, lengthen its maximum duration, change its approval stages while it allows "
+        "self-approval, or delete it."
+    ) in listing
+    assert (
+        "Only an admin can change whom" not in logged_in(personas.admin).get(url).content.decode()
+    )
+
+
+@pytest.mark.parametrize(("persona", "offered"), [("approver", False), ("admin", True)])
+def test_a_rule_without_stages_offers_auto_approve_only_to_who_may_tick_it(
+    personas, persona, offered
+):
+    response = logged_in(getattr(personas, persona)).post(
+        reverse("resource-rule-new", args=[personas.resource.pk]),
+        rule_data(**{"stages-0-order": ""}),
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "add a stage (who approves, any or all)" in page
+    assert ("or tick auto-approve" in page) is offered
+    assert not RequestRule.objects.exists()

@@ -56,8 +56,9 @@ def rule_edit(request: HttpRequest, pk: int, rule_pk: int | None = None) -> Http
         else RequestRule(resource=resource)
     )
     data = request.POST if request.method == "POST" else None
-    form = RequestRuleForm(data, instance=rule, can_relax=permissions.can_relax_rules(request.user))
-    stages = StageFormSet(data, instance=rule, prefix="stages")
+    can_relax = permissions.can_relax_rules(request.user)
+    form = RequestRuleForm(data, instance=rule, can_relax=can_relax)
+    stages = StageFormSet(data, instance=rule, prefix="stages", can_relax=can_relax)
     if request.method == "POST":
         # The form first: it sets the rule's flags that the stage check reads.
         form_ok = form.is_valid()

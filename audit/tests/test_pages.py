@@ -327,3 +327,19 @@ def test_the_page_never_counts_the_whole_table(client, personas):
     assert audit_queries
     assert not any("COUNT(" in sql.upper() for sql in audit_queries)
     assert all("LIMIT" in sql.upper() for sql in audit_queries)
+
+
+def test_the_refusal_is_the_portals_page_saying_who_is_signed_in(client, personas):
+    client.force_login(personas.outsider)
+
+    response = client.get(LIST_URL)
+
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "You don't have access to this page" in page
+    assert f'data-testid="signed-in-as">{personas.outsider.email}<' in page
+    # The portal's layout, with a way home and a way to switch account (logout is a POST).
+    assert 'class="brand"' in page and "portcullis/portal.css" in page
+    assert f'href="{reverse("home")}"' in page
+    assert f'action="{reverse("account_logout")}"' in page
+    assert "csrfmiddlewaretoken" in page
