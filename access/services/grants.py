@@ -529,32 +529,21 @@ def reapply_present(app_id: int, resource_types: list[str]) -> int:
     """Asks for a fresh apply of every assignment in AWS of these types (an OU's assignment
     reaches accounts that joined the OU since). The request is kept on the assignment until
     an apply succeeds, so a busy or failed attempt does not lose it. Returns how many."""
-    pks = list(
-        Assignment.objects.filter(
-            resource__app_id=app_id,
-            resource__type__in=resource_types,
-            state=AssignmentState.PRESENT,
-            grants__status=GrantStatus.ACTIVE,
-        )
-        .values_list("pk", flat=True)
-        .distinct()
-    )
-    if pks:
-        Assignment.objects.filter(pk__in=pks).update(reapply_requested=True)
-    for pk in pks:
-        enqueue_reconcile(pk)
-    return len(pks)
+    return _reapply(resource__app_id=app_id, resource__type__in=resource_types)
 
 
 def reapply_for_users(user_ids: list[int], resource_types: list[str]) -> int:
     """Asks for a fresh apply of these users' assignments in AWS of these types (their OIDC
     subject was cleared: each such grant then waits for the new one). Returns how many."""
+    return _reapply(user_id__in=user_ids, resource__type__in=resource_types)
+
+
+def _reapply(**where: Any) -> int:
+    """Marks the assignments in AWS with a current grant matching ``where`` for re-apply and
+    plans each."""
     pks = list(
         Assignment.objects.filter(
-            user_id__in=user_ids,
-            resource__type__in=resource_types,
-            state=AssignmentState.PRESENT,
-            grants__status=GrantStatus.ACTIVE,
+            state=AssignmentState.PRESENT, grants__status=GrantStatus.ACTIVE, **where
         )
         .values_list("pk", flat=True)
         .distinct()
