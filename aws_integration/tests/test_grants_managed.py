@@ -598,6 +598,20 @@ def unbind_session_names(role_name: str) -> None:
     )
 
 
+def share_one_legacy_role(monkeypatch, driver, assignments) -> str:
+    """Apply the assignments as an older version did (one role for same-named databases,
+    trust statement not binding session names); returns that role's name."""
+    with monkeypatch.context() as old:
+        old.setattr(managed, "role_name", legacy_role_name)
+        for assignment in assignments:
+            assignment.driver_state = driver.apply(assignment).state
+            assignment.state = "present"
+            assignment.save()
+    shared = "portcullis-rds-orders-app_ro"
+    unbind_session_names(shared)
+    return shared
+
+
 def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
     grants_env, monkeypatch, settings
 ):
@@ -668,14 +682,7 @@ def test_a_grant_revoked_before_it_moved_leaves_the_shared_role_to_the_other_hol
     ada, bob = person("ada"), person("bob")
     driver = managed.DRIVERS[east.type]
     ada_assignment, bob_assignment = assign(ada, east, "app_ro"), assign(bob, west, "app_ro")
-    with monkeypatch.context() as old:
-        old.setattr(managed, "role_name", legacy_role_name)
-        for assignment in (ada_assignment, bob_assignment):
-            assignment.driver_state = driver.apply(assignment).state
-            assignment.state = "present"
-            assignment.save()
-    shared = "portcullis-rds-orders-app_ro"
-    unbind_session_names(shared)
+    shared = share_one_legacy_role(monkeypatch, driver, [ada_assignment, bob_assignment])
 
     driver.remove(ada_assignment)
 
@@ -694,14 +701,7 @@ def test_a_holder_leaving_a_shared_role_keeps_no_session_named_after_one_who_sta
     ada, bob, cy = person("ada"), person("bob"), person("cy")
     driver = managed.DRIVERS[east.type]
     held = [assign(ada, east, "app_ro"), assign(bob, west, "app_ro"), assign(cy, east, "app_ro")]
-    with monkeypatch.context() as old:
-        old.setattr(managed, "role_name", legacy_role_name)
-        for assignment in held:
-            assignment.driver_state = driver.apply(assignment).state
-            assignment.state = "present"
-            assignment.save()
-    shared = "portcullis-rds-orders-app_ro"
-    unbind_session_names(shared)
+    shared = share_one_legacy_role(monkeypatch, driver, held)
     ada_assignment, _, cy_assignment = held
     # The older trust statement let Ada name her sessions as she liked: after Bob's subject,
     # or after the name older versions gave his sessions.
@@ -736,14 +736,7 @@ def test_a_shared_role_left_by_one_databases_holders_allows_only_the_other_datab
     ada, bob = person("ada"), person("bob")
     driver = managed.DRIVERS[east.type]
     ada_assignment, bob_assignment = assign(ada, east, "app_ro"), assign(bob, west, "app_ro")
-    with monkeypatch.context() as old:
-        old.setattr(managed, "role_name", legacy_role_name)
-        for assignment in (ada_assignment, bob_assignment):
-            assignment.driver_state = driver.apply(assignment).state
-            assignment.state = "present"
-            assignment.save()
-    shared = "portcullis-rds-orders-app_ro"
-    unbind_session_names(shared)
+    shared = share_one_legacy_role(monkeypatch, driver, [ada_assignment, bob_assignment])
     (statement,) = permissions(shared)["Statement"]
     assert f":{OTHER_REGION}:" in statement["Resource"]  # written last, for Bob's database
 
