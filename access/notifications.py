@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config import queue
+
 if TYPE_CHECKING:
     from access.models import AccessRequest, Grant
 
@@ -23,13 +25,11 @@ def link(path: str) -> str:
 
 
 def _send(recipients: list[str], subject: str, body: str) -> None:
-    from access import tasks
-
     recipients = sorted({r for r in recipients if r})
     if not recipients:
         return
     transaction.on_commit(
-        lambda: tasks.enqueue("access.tasks.deliver_email", recipients, subject, body)
+        lambda: queue.enqueue("access.tasks.deliver_email", recipients, subject, body)
     )
 
 

@@ -7,7 +7,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
@@ -30,18 +29,6 @@ TIMER_LEASE_LENGTH = timedelta(seconds=60)
 ENGINE_ERROR_PAUSE = timedelta(seconds=30)
 # How long a waiting successor's announcement lasts unless renewed (it renews every tick).
 ANNOUNCEMENT = timedelta(seconds=5)
-
-
-def enqueue(func: str, *args: Any) -> None:
-    """Queue a task; with TASKS_INLINE (tests, one-off commands) run it here and now."""
-    if getattr(settings, "TASKS_INLINE", False):
-        from django.utils.module_loading import import_string
-
-        import_string(func)(*args)
-        return
-    from django_q.tasks import async_task
-
-    async_task(func, *args, group=func.rsplit(".", 1)[-1])
 
 
 def reconcile_assignment(assignment_id: int) -> str:

@@ -34,6 +34,7 @@ from access.choices import (
 from access.models import AccessLevel, AccessRequest, Assignment, Grant, Resource, User
 from access.services import leases
 from audit.services import record_event
+from config import queue
 
 logger = logging.getLogger("access.grants")
 
@@ -376,16 +377,14 @@ def enqueue_reconcile(assignment_id: int) -> None:
     """Plans the assignment's reconciliation now (in the caller's transaction): the grant
     engine (the timer's loop) picks planned assignments up within a tick. When no engine
     runs, a task is queued once the transaction commits instead."""
-    from access import tasks
-
     now = timezone.now()
     Assignment.objects.filter(pk=assignment_id).update(next_attempt_at=now)
 
-    def queue() -> None:
+    def queue_task() -> None:
         if getattr(settings, "TASKS_INLINE", False) or not engine_running():
-            tasks.enqueue("access.tasks.reconcile_assignment", assignment_id)
+            queue.enqueue("access.tasks.reconcile_assignment", assignment_id)
 
-    transaction.on_commit(queue)
+    transaction.on_commit(queue_task)
 
 
 ENGINE_LEASE = "grant-timer"
@@ -435,8 +434,6 @@ def retry_now(grants: list[Grant], *, actor: Any) -> int:
 
 def retry_due_assignments(now: datetime | None = None, limit: int = 500) -> int:
     """Queue every assignment whose backoff has run out. Returns how many."""
-    from access import tasks
-
     now = now or timezone.now()
     if engine_running():
         return 0  # the engine takes due assignments itself, within a tick
@@ -453,7 +450,7 @@ def retry_due_assignments(now: datetime | None = None, limit: int = 500) -> int:
         if Assignment.objects.filter(pk=pk, next_attempt_at__lte=now).update(
             next_attempt_at=now + LEASE
         ):
-            tasks.enqueue("access.tasks.reconcile_assignment", pk)
+            queue.enqueue("access.tasks.reconcile_assignment", pk)
             queued += 1
     return queued
 

@@ -14,6 +14,7 @@ from access import drivers, tasks
 from access.choices import GrantSource, GrantStatus
 from access.models import AccessLevel, Assignment, Grant
 from access.services import grants as grant_service
+from config import queue
 
 
 class ThreadSafeProvider:
@@ -47,7 +48,7 @@ def test_the_engine_applies_new_grants_and_removes_expired_ones_without_the_task
         )
     settings.TASKS_INLINE = False
     queued: list[tuple] = []
-    monkeypatch.setattr(tasks, "enqueue", lambda *args: queued.append(args))
+    monkeypatch.setattr(queue, "enqueue", lambda *args: queued.append(args))
     provider = ThreadSafeProvider()
     monkeypatch.setitem(drivers._registry, personas.resource.type, provider)
     levels = [

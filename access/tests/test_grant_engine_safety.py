@@ -18,6 +18,7 @@ from access.choices import GrantSource, GrantStatus
 from access.models import AccessLevel, Grant
 from access.services import grants as grant_service
 from access.services import leases
+from config import queue
 
 
 class Provider:
@@ -75,7 +76,7 @@ def provider(personas, monkeypatch, settings):
 @pytest.fixture
 def queued(monkeypatch):
     made: list[tuple] = []
-    monkeypatch.setattr(tasks, "enqueue", lambda *args: made.append(args))
+    monkeypatch.setattr(queue, "enqueue", lambda *args: made.append(args))
     return made
 
 

@@ -27,6 +27,7 @@ from access.services import grants as grant_service
 from access.services import requests as request_service
 from access.tests.test_admin_grants import FakeProvider
 from access.tests.test_pages_rules import rule_data
+from config import queue
 
 pytestmark = pytest.mark.django_db
 
@@ -175,7 +176,6 @@ def test_a_due_retry_is_queued_once_not_on_every_tick(
     made = direct_grant(personas, level, django_capture_on_commit_callbacks)
     settings.TASKS_INLINE = False
     queued: list[int] = []
-    from access import tasks
 
     def remember(func, *args):
         queued.append(args[0])
@@ -183,7 +183,7 @@ def test_a_due_retry_is_queued_once_not_on_every_tick(
     import unittest.mock
 
     with (
-        unittest.mock.patch.object(tasks, "enqueue", remember),
+        unittest.mock.patch.object(queue, "enqueue", remember),
         time_machine.travel(timezone.now() + timedelta(minutes=1), tick=False),
     ):
         grant_service.retry_due_assignments(timezone.now())

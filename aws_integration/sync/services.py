@@ -14,6 +14,7 @@ from audit.services import record_event
 from aws_integration import validators
 from aws_integration.choices import SyncKind, SyncStatus
 from aws_integration.models import AwsApp, SyncRun
+from config import queue
 
 RUN_SYNC_TASK = "aws_integration.sync.tasks.run_sync"
 
@@ -96,6 +97,4 @@ def request_sync(
 
 
 def _enqueue(run_id: int) -> None:
-    from django_q.tasks import async_task
-
-    async_task(RUN_SYNC_TASK, run_id, task_name=f"sync-run-{run_id}", group="aws-sync")
+    queue.enqueue(RUN_SYNC_TASK, run_id, task_name=f"sync-run-{run_id}", group="aws-sync")

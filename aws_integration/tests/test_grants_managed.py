@@ -21,7 +21,6 @@ from botocore.stub import Stubber
 from django.apps import apps
 from django.utils import timezone
 
-from access import tasks
 from access.choices import AssignmentState, GrantSource, ResourceType
 from access.drivers import DriverError, SubjectUnknown
 from access.models import Resource
@@ -47,6 +46,7 @@ from aws_integration.tests.test_grants_iam import (
     row_of,
     subjects_of,
 )
+from config import queue
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db
@@ -616,7 +616,7 @@ def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
     grants_env, monkeypatch, settings
 ):
     settings.GRANT_TIMER_TICK = 0
-    monkeypatch.setattr(tasks, "enqueue", lambda *args: None)
+    monkeypatch.setattr(queue, "enqueue", lambda *args: None)
     east, west = db_instance(grants_env), db_instance(grants_env, ACCOUNT, OTHER_REGION)
     ada, bob = person("ada"), person("bob")
     admin = make_user("admin@example.com")
