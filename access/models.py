@@ -409,7 +409,6 @@ class Assignment(models.Model):
     )
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    lease_until = models.DateTimeField(null=True, blank=True)
     alerted_at = models.DateTimeField(
         null=True, blank=True, help_text="When the failing alert was raised (cleared on success)."
     )
@@ -526,11 +525,13 @@ class Approval(models.Model):
 
 
 class Lease(models.Model):
-    """A named lease on a background loop (the grant timer), claimed by conditional update
-    so that only one worker runs it at a time."""
+    """A named lease: only its holder does the thing it names until ``until`` (the grant
+    engine, an app's events poller, an assignment being reconciled, a shared document in
+    the provider). Claimed and renewed by conditional update; see access/leases.py."""
 
-    # Names carry what they lock, e.g. "lock:iam-role:<account>:<role name>" (up to 64).
+    # Names carry what they lock, e.g. "assignment:42", "lock:iam-role:<account>:<role>".
     name = models.CharField(max_length=255, unique=True)
+    # "host:pid:claim", so the admin and logs say which process holds it.
     holder = models.CharField(max_length=64, blank=True)
     until = models.DateTimeField(null=True, blank=True)
 

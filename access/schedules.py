@@ -1,19 +1,11 @@
 """The access workflow's schedules (installed by aws_integration.schedules.install_schedules,
-which reads every app's SCHEDULES; plain dicts here because access imports no provider app)."""
+which reads every app's SCHEDULES; plain dicts here because access imports no provider app).
+
+The grant engine is not scheduled: every task cluster runs it as a loop (access/loops.py)."""
 
 SCHEDULES = [
-    # The grant engine: each run loops under a lease, revoking grants the moment they
-    # expire and reconciling in AWS (on a pool of threads) every assignment planned for
-    # now; a newer run takes over from it within a tick. One run a minute keeps it going;
-    # django-q2's scheduler alone only looks every 30 s.
-    {
-        "name": "Portcullis: grant timer",
-        "func": "access.tasks.run_grant_timer",
-        "schedule_type": "I",
-        "minutes": 1,
-    },
-    # The safety net under the timer: expired grants, due retries, pending requests past
-    # their deadline and expiry warnings, even if no timer ran.
+    # The safety net under the engine's own sweep: expired grants, work left unplanned,
+    # pending requests past their deadline and expiry warnings.
     {
         "name": "Portcullis: grant sweep",
         "func": "access.tasks.sweep",

@@ -107,8 +107,6 @@ class AwsApp(App):
         help_text="Regions to sync; empty means every region enabled in the account.",
     )
     full_sync_interval = models.DurationField(default=timedelta(hours=1))
-    # Lease for the SQS poller: a worker claims it with a conditional update.
-    poller_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "AWS app"

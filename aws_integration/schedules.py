@@ -81,14 +81,6 @@ SCHEDULES = [
         schedule_type=MINUTES,
         minutes=2,
     ),
-    # Each run long-polls every app's queue for up to ~55 s under a lease, so one run a
-    # minute keeps a poller listening continuously, and two never poll the same queue.
-    ScheduleSpec(
-        name=f"{NAME_PREFIX}AWS SQS polling",
-        func="aws_integration.events.tasks.poll_all_queues",
-        schedule_type=MINUTES,
-        minutes=1,
-    ),
     ScheduleSpec(
         name=f"{NAME_PREFIX}AWS validations",
         func="aws_integration.validations.run_all_validations",
@@ -175,7 +167,7 @@ def install_schedules(
                 duplicate.delete()
             changed = [name for name, value in wanted.items() if getattr(row, name) != value]
             # A next run beyond one period from now was postponed by hand: it would stop
-            # the task (the grant timer, say) until then.
+            # the task (the grant sweep, say) until then.
             if row.next_run is None or row.next_run > now + spec.period():
                 wanted = {**wanted, "next_run": now}
                 changed.append("next_run")

@@ -19,7 +19,7 @@ Checks and their keys:
 - ``sqs.receive``: read the CloudTrail events queue without consuming a message.
 - ``oidc.discovery``: the OIDC issuer's discovery document.
 - ``tasks.schedules``: the background schedules match those declared in code; a missing
-  or changed one (the grant timer paused, say) is reinstalled, audited, and reported.
+  or changed one (the sweep paused, say) is reinstalled, audited, and reported.
 
 ``details`` of a failed check: ``code`` and ``message`` (the first AWS error, as AWS
 gave it), ``errors`` (every error: action, region, code, message), ``missing_actions``
@@ -105,8 +105,8 @@ WHY = {
         "permission, changes in AWS arrive only with the next full sync."
     ),
     "tasks.schedules": (
-        "Sync, the SQS poller, the validations and the grant timer (which ends access at "
-        "expiry) run on schedules declared in code; a paused, changed or deleted schedule "
+        "Sync, the validations and the grant sweep (the safety net under the grant "
+        "engine) run on schedules declared in code; a paused, changed or deleted schedule "
         "stops them."
     ),
     "oidc.discovery": (

@@ -16,9 +16,8 @@ ORM broker, with ``--q-workers`` workers) and, acting as the portal, submits one
 grants expire within one minute (``--spread``), starting ``--lead`` seconds (30) after the
 first approval, in a scattered order so that expiries interleave with the approvals still
 going on (a grant approved too late for its moment gets ``--first-expiry``, 5 s; the
-``expiry_window`` figure says how wide the expiries really spread). The cluster's own schedules drive
-expiry ("Portcullis: grant timer" every minute); the benchmark only queues the first timer
-run itself, at the start.
+``expiry_window`` figure says how wide the expiries really spread). The cluster's grant engine (a loop
+it runs from its start) drives expiry.
 
 Meanwhile a thread of this process lists every group's memberships in the stand-in over
 and over, and notes when each membership appears and disappears: the figures are what
@@ -341,7 +340,6 @@ def prepare(seeded: dict[str, Any]) -> tuple[Any, list[Any], list[Any]]:
 def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str) -> int:
     from django.db import connection, transaction
     from django.utils import timezone
-    from django_q.tasks import async_task
 
     from access.choices import AssignmentState, GrantStatus
     from access.models import Assignment, Grant
@@ -357,10 +355,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
     cluster = start_cluster(database_url, seeded["url"], args.q_workers)
     watcher = Watcher(seeded, tracked)
     try:
-        # django-q2's scheduler first looks at the schedules 30 s after the cluster starts,
-        # then every 30 s: the first grant timer run is queued here so that it runs from
-        # the start; the schedule ("Portcullis: grant timer", every minute) keeps it going.
-        async_task("access.tasks.run_grant_timer", group="run_grant_timer")
+        # The cluster runs the grant engine as a loop from its start (config/loops.py).
         watcher.start()
         time.sleep(2)  # the cluster's workers start
         say(f"Approving {total} requests...")

@@ -50,6 +50,20 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    """A positive number of seconds (a tick)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from exc
+    if not value > 0:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be more than 0.")
+    return value
+
+
 def env_positive_int(name: str, default: int) -> int:
     """A whole number of at least 1 (a count, a number of days)."""
     value = env_int(name, default)

@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_positive_int, env_rate, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_positive_int, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTCULLIS_VAR_DIR", str(BASE_DIR / "var")))
@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_filters",
     "import_export",
+    # Before django_q: its qcluster command is replaced by one that also runs the loops.
+    "config.apps.PortcullisConfig",
     "django_q",
     "csp",
     "audit",
@@ -257,17 +259,20 @@ OIDC_DISCOVERY_ALLOW_LOCAL = DEBUG
 ACCESS_REQUEST_PENDING_HOURS = env_int("ACCESS_REQUEST_PENDING_HOURS", 72)
 # Consecutive failed attempts at a grant or revoke in AWS before the admin alert.
 GRANT_ALERT_AFTER_ATTEMPTS = env_int("GRANT_ALERT_AFTER_ATTEMPTS", 3)
-# Threads of the grant engine (the grant timer's loop) applying and removing access in AWS.
+# Threads of the grant engine (access.engine) applying and removing access in AWS.
 GRANT_ENGINE_THREADS = env_int("GRANT_ENGINE_THREADS", 8)
+# Seconds between the grant engine's looks for due work (it wakes sooner for an expiry).
+GRANT_ENGINE_TICK = env_float("GRANT_ENGINE_TICK", 0.25)
 # Run background tasks in the caller instead of queueing them (tests, one-off scripts).
 TASKS_INLINE = env_bool("TASKS_INLINE", False)
 
 # Background work (django-q2) ------------------------------------------------
 Q_CLUSTER = {
     "name": "portcullis",
-    # Two workers are held by long-running loops (the SQS poller and the grant timer); the
-    # others run everything else, e.g. applying an approval in AWS within seconds.
-    "workers": env_int("Q_WORKERS", 4),
+    # Workers for bounded tasks (syncs, validations, mail). The long-running loops (the
+    # grant engine, the events poller) do not take workers: `manage.py qcluster` runs each
+    # in a process of its own beside these (config/loops.py).
+    "workers": env_int("Q_WORKERS", 2),
     "timeout": env_int("Q_TIMEOUT", 600),
     "retry": env_int("Q_TIMEOUT", 600) + 60,
     "max_attempts": 3,

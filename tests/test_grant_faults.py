@@ -1,7 +1,7 @@
 """Grants of Identity Center group memberships while AWS misbehaves, through the fault proxy
 (tests/aws_faults.py) in front of the stand-in: throttling and 5xx on a share of the calls
 are retried (by botocore, then by the assignment's backoff, driven here by
-retry_due_assignments with a moved clock) until every grant and revoke is done; a grant
+engine.reconcile_due with a moved clock) until every grant and revoke is done; a grant
 whose calls AWS refuses shows its failure, raises the failing alert after
 GRANT_ALERT_AFTER_ATTEMPTS attempts, and is retried until it goes through. What the
 identity store holds is read from the stand-in directly, past the proxy."""
@@ -17,7 +17,7 @@ import time_machine
 from django.test import override_settings
 from django.utils import timezone
 
-from access import drivers
+from access import drivers, engine
 from access.choices import (
     AssignmentState,
     GrantSource,
@@ -131,7 +131,7 @@ def retry_until(done: Any, capture: Any, *, rounds: int = 25) -> datetime:
         clock = max(clock, due) + timedelta(seconds=1)
         # Ticking: botocore's retry limiter measures real time passing.
         with time_machine.travel(clock, tick=True), capture(execute=True):
-            grants.retry_due_assignments(timezone.now())
+            engine.reconcile_due(timezone.now())
     assert done(), f"not done after {rounds} rounds of retries"
     return clock
 

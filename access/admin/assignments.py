@@ -10,8 +10,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
+from access import leases
 from access.admin.base import AdminRoleMixin, HistoryAdminMixin, PortcullisTabularInline
 from access.admin.requests import ReadOnlyAdminMixin
+from access.leases import LeaseKind
 from access.models import Assignment, Grant
 
 ERROR_PREVIEW = 80
@@ -73,7 +75,7 @@ class AssignmentAdmin(HistoryAdminMixin, ReadOnlyAdminMixin, AdminRoleMixin, adm
         "alerted_at",
         "last_error",
         "driver_state",
-        "lease_until",
+        "held_by",
         "applied_at",
         "removed_at",
         "created_at",
@@ -83,6 +85,10 @@ class AssignmentAdmin(HistoryAdminMixin, ReadOnlyAdminMixin, AdminRoleMixin, adm
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("user", "resource", "access_level")
+
+    @admin.display(description="being reconciled by")
+    def held_by(self, obj: Assignment) -> str:
+        return leases.held_by(leases.name(LeaseKind.ASSIGNMENT, obj.pk)) or "nobody"
 
     @admin.display(description="last error")
     def last_error_preview(self, obj: Assignment) -> str:

@@ -11,18 +11,18 @@ their audit events in one transaction.
 from __future__ import annotations
 
 import logging
-import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from access import drivers, tokens
+from access import drivers, leases, tokens
 from access.choices import (
     AssignmentState,
     GrantSource,
@@ -31,10 +31,9 @@ from access.choices import (
     RequestKind,
     RequestStatus,
 )
+from access.leases import LeaseKind
 from access.models import AccessLevel, AccessRequest, Assignment, Grant, Resource, User
-from access.services import leases
 from audit.services import record_event
-from config import queue
 
 logger = logging.getLogger("access.grants")
 
@@ -49,12 +48,11 @@ RETRY_BACKOFF = (
     timedelta(minutes=30),
     timedelta(hours=1),
 )
-# A lease on an assignment outlives any driver call (an account assignment is polled up to
-# ~2 minutes); a crashed worker's lease simply runs out.
-LEASE = timedelta(minutes=5)
+# The lease on an assignment being reconciled (and on the shared document its driver
+# edits) is renewed while the driver call runs, however long (an account assignment is
+# polled up to ~2 minutes); a dead process's leases run out within this.
+LEASE = timedelta(seconds=4)
 RESOURCE_BUSY_RETRY = timedelta(seconds=1)
-# How often a running driver call renews its leases.
-HEARTBEAT = LEASE / 3
 # A reconciliation still to do with nothing planned this long after the last change is
 # considered lost and planned again by the sweep.
 STALL_AFTER = timedelta(minutes=2)
@@ -157,7 +155,7 @@ def create_grant(
                 grant, request_id=request.pk if request is not None else None, reason=reason
             ),
         )
-        enqueue_reconcile(assignment.pk)
+        plan_reconcile(assignment.pk)
     return grant
 
 
@@ -229,7 +227,7 @@ def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False
             details=grant_details(grant, reason=reason),
         )
         _cancel_pending_extensions(grant, now)
-        enqueue_reconcile(grant.assignment_id)
+        plan_reconcile(grant.assignment_id)
     return True
 
 
@@ -340,11 +338,9 @@ def extend_grant(
 def expire_due_grants(
     now: datetime | None = None, limit: int = 1000, *, reconcile_now: bool = False
 ) -> int:
-    """Revokes every grant whose expiry has passed. Returns how many it ended.
-
-    With ``reconcile_now`` (the grant timer) the caller also takes the access away in the
-    provider at once, instead of leaving it to the queued reconciliation alone, which
-    may wait behind a backlog of other tasks; whichever comes second finds nothing to do."""
+    """Revokes every grant whose expiry has passed (the grant engine then takes the access
+    away in the provider). Returns how many it ended. With ``reconcile_now`` (one-off
+    runs) the access is also taken away here and now."""
     now = now or timezone.now()
     due = list(
         Grant.objects.filter(
@@ -373,35 +369,24 @@ def next_expiry(after: datetime | None = None) -> datetime | None:
 
 
 # Reconciliation --------------------------------------------------------------------------------
-def enqueue_reconcile(assignment_id: int) -> None:
-    """Plans the assignment's reconciliation now (in the caller's transaction): the grant
-    engine (the timer's loop) picks planned assignments up within a tick. When no engine
-    runs, a task is queued once the transaction commits instead."""
-    now = timezone.now()
-    Assignment.objects.filter(pk=assignment_id).update(next_attempt_at=now)
-
-    def queue_task() -> None:
-        if getattr(settings, "TASKS_INLINE", False) or not engine_running():
-            queue.enqueue("access.tasks.reconcile_assignment", assignment_id)
-
-    transaction.on_commit(queue_task)
-
-
-ENGINE_LEASE = "grant-timer"
-
-
-def engine_running() -> bool:
-    """Whether a grant engine (the timer's loop) holds its lease now."""
-    from access.models import Lease
-
-    return Lease.objects.filter(name=ENGINE_LEASE, until__gt=timezone.now()).exists()
+# Planning is one path: plan_reconcile() marks the assignment due (next_attempt_at), in the
+# caller's transaction, and the grant engine (access.engine) picks due assignments up within
+# a tick. Retries after a failure are planned the same way, with a backoff; the engine's
+# sweep is the safety net for an assignment left with work and nothing planned.
+def plan_reconcile(assignment_id: int) -> None:
+    """Plans the assignment's reconciliation for now. With TASKS_INLINE (tests, one-off
+    commands) it is also run here once the transaction commits."""
+    Assignment.objects.filter(pk=assignment_id).update(next_attempt_at=timezone.now())
+    if settings.TASKS_INLINE:
+        transaction.on_commit(lambda: reconcile_assignment(assignment_id))
 
 
 def due_assignments(now: datetime, *, limit: int, exclude: set[int]) -> list[int]:
-    """Assignments whose reconciliation is planned for now or earlier and that nobody holds."""
+    """Assignments whose reconciliation is planned for now or earlier, oldest first. One
+    held by another process (a reconcile still running elsewhere) answers "busy" and is
+    planned again a second later."""
     return list(
         Assignment.objects.filter(next_attempt_at__lte=now)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .exclude(pk__in=exclude)
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
@@ -409,8 +394,7 @@ def due_assignments(now: datetime, *, limit: int, exclude: set[int]) -> list[int
 
 
 def retry_now(grants: list[Grant], *, actor: Any) -> int:
-    """An admin asks for another attempt in AWS for these grants now (audited per grant).
-    The backoff's next attempt stays: it is the backstop if this attempt never runs."""
+    """An admin asks for another attempt in AWS for these grants now (audited per grant)."""
     grants = [g for g in grants if g.status in CURRENT_STATUSES and g.assignment_id]
     with transaction.atomic():
         for grant in grants:
@@ -428,38 +412,13 @@ def retry_now(grants: list[Grant], *, actor: Any) -> int:
                 ),
             )
         for pk in sorted({g.assignment_id for g in grants}):
-            enqueue_reconcile(pk)
+            plan_reconcile(pk)
     return len(grants)
 
 
-def retry_due_assignments(now: datetime | None = None, limit: int = 500) -> int:
-    """Queue every assignment whose backoff has run out. Returns how many."""
-    now = now or timezone.now()
-    if engine_running():
-        return 0  # the engine takes due assignments itself, within a tick
-    due = list(
-        Assignment.objects.filter(next_attempt_at__lte=now)
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    queued = 0
-    for pk in due:
-        # Claimed before it is queued: the timer looks every tick, and an attempt must be
-        # queued once, not on every tick until a worker runs it. Should the queued task be
-        # lost, the assignment comes due again when this claim runs out.
-        if Assignment.objects.filter(pk=pk, next_attempt_at__lte=now).update(
-            next_attempt_at=now + LEASE
-        ):
-            queue.enqueue("access.tasks.reconcile_assignment", pk)
-            queued += 1
-    return queued
-
-
 def requeue_stalled(now: datetime | None = None, limit: int = 500) -> int:
-    """The backstop for reconciliations that were never queued or were lost (a worker
-    crashed, a busy assignment's holder had already looked): assignments whose grants
-    still wait to be applied or removed, with no attempt planned and no lease held, get
-    an attempt now. Returns how many."""
+    """The safety net under planning: assignments whose grants still wait to be applied
+    or removed, with no attempt planned, get an attempt now. Returns how many."""
     now = now or timezone.now()
     stalled = list(
         Assignment.objects.filter(
@@ -468,7 +427,6 @@ def requeue_stalled(now: datetime | None = None, limit: int = 500) -> int:
             updated_at__lte=now - STALL_AFTER,
         )
         .exclude(state=AssignmentState.WAITING, grants__status=GrantStatus.PENDING)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .values_list("pk", flat=True)
         .distinct()[:limit]
     )
@@ -487,7 +445,7 @@ def retry_waiting_for_subject(user: User) -> int:
         )
     )
     for pk in pks:
-        enqueue_reconcile(pk)
+        plan_reconcile(pk)
     return len(pks)
 
 
@@ -495,18 +453,6 @@ def retry_waiting_for_subject(user: User) -> int:
 class ReconcileResult:
     action: str  # "applied", "removed", "nothing", "busy", "failed", "waiting"
     error: str = ""
-
-
-def _claim(assignment_id: int, now: datetime) -> bool:
-    return bool(
-        Assignment.objects.filter(pk=assignment_id)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + LEASE)
-    )
-
-
-def _release(assignment_id: int) -> None:
-    Assignment.objects.filter(pk=assignment_id).update(lease_until=None)
 
 
 def _work_left(assignment: Assignment) -> bool:
@@ -548,7 +494,7 @@ def _reapply(**where: Any) -> int:
     if pks:
         Assignment.objects.filter(pk__in=pks).update(reapply_requested=True)
     for pk in pks:
-        enqueue_reconcile(pk)
+        plan_reconcile(pk)
     return len(pks)
 
 
@@ -590,7 +536,7 @@ def reassert_revocations(keys: set[tuple[int, int, int]]) -> set[tuple[int, int,
                     "note": "Sync found this access in AWS after its grants ended; removing it again.",
                 },
             )
-            enqueue_reconcile(assignment.pk)
+            plan_reconcile(assignment.pk)
     return handled
 
 
@@ -601,19 +547,18 @@ def reconcile_assignment(assignment_id: int, *, force: bool = False) -> Reconcil
     the holder checks again for work that arrived while it was busy."""
     result = ReconcileResult("nothing")
     while True:
-        now = timezone.now()
-        if not _claim(assignment_id, now):
-            # Whoever holds it may already have looked for new work: plan an attempt
-            # shortly, so that this change is never dropped.
-            Assignment.objects.filter(pk=assignment_id).filter(
-                Q(next_attempt_at__isnull=True) | Q(next_attempt_at__gt=now + RESOURCE_BUSY_RETRY)
-            ).update(next_attempt_at=now + RESOURCE_BUSY_RETRY)
-            return ReconcileResult("busy") if result.action == "nothing" else result
-        try:
+        with leases.hold(leases.name(LeaseKind.ASSIGNMENT, assignment_id), LEASE) as lease:
+            if lease is None:
+                # Whoever holds it may already have looked for new work: plan an attempt
+                # shortly, so that this change is never dropped.
+                now = timezone.now()
+                Assignment.objects.filter(pk=assignment_id).filter(
+                    Q(next_attempt_at__isnull=True)
+                    | Q(next_attempt_at__gt=now + RESOURCE_BUSY_RETRY)
+                ).update(next_attempt_at=now + RESOURCE_BUSY_RETRY)
+                return ReconcileResult("busy") if result.action == "nothing" else result
             result = _reconcile_once(assignment_id, force=force)
             force = False
-        finally:
-            _release(assignment_id)
         assignment = Assignment.objects.filter(pk=assignment_id).first()
         if (
             assignment is None
@@ -657,20 +602,17 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
             return ReconcileResult("removed")
         operation = "remove"
 
-    resource_lease = None
     try:
         driver = drivers.get_driver(assignment.resource.type)
-        lock_key = _lock_key(driver, assignment)
-        if lock_key:
-            resource_lease = leases.claim(lock_key, LEASE)
-            if resource_lease is None:
+        lock_name = _lock_name(driver, assignment)
+        with leases.hold(lock_name, LEASE) if lock_name else nullcontext(lock_name) as lock:
+            if lock is None:
                 # Another worker is changing this resource's shared document: try again
-                # in a moment (the grant timer picks up due retries every tick).
+                # in a moment (the grant engine picks up due attempts every tick).
                 Assignment.objects.filter(pk=assignment.pk).update(
                     next_attempt_at=timezone.now() + RESOURCE_BUSY_RETRY
                 )
                 return ReconcileResult("busy")
-        with _Heartbeat(assignment.pk, resource_lease):
             outcome = (
                 driver.apply(assignment) if operation == "apply" else driver.remove(assignment)
             )
@@ -687,51 +629,12 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
         message = f"Unexpected error: {type(exc).__name__}: {exc}"
         _record_failure(assignment, operation, pending + ending, message)
         return ReconcileResult("failed", message)
-    finally:
-        if resource_lease is not None:
-            leases.release(resource_lease)
 
     if operation == "apply":
         _record_success(assignment, AssignmentState.PRESENT, outcome, pending, ending)
         return ReconcileResult("applied")
     _record_success(assignment, AssignmentState.ABSENT, outcome, [], ending)
     return ReconcileResult("removed")
-
-
-class _Heartbeat:
-    """Renews the assignment's lease (and its lock's) while a driver call runs, so that a
-    call longer than LEASE (an OU with many accounts) is never started a second time; a
-    crashed worker's leases still run out within LEASE."""
-
-    def __init__(self, assignment_id: int, lock: tuple[str, str] | None) -> None:
-        self.assignment_id = assignment_id
-        self.lock = lock
-        self.stop = threading.Event()
-        self.beats = 0
-        self.thread = threading.Thread(target=self.run, name="lease-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-
-    def run(self) -> None:
-        from django.db import connection
-
-        try:
-            while not self.stop.wait(HEARTBEAT.total_seconds()):
-                until = timezone.now() + LEASE
-                Assignment.objects.filter(pk=self.assignment_id).update(lease_until=until)
-                if self.lock is not None:
-                    leases.renew(self.lock, LEASE)
-                self.beats += 1
-        except DatabaseError:
-            logger.exception("Could not renew the lease of assignment %s", self.assignment_id)
-        finally:
-            connection.close()  # this thread's own connection, if it opened one
 
 
 def _nothing(assignment: Assignment) -> ReconcileResult:
@@ -743,12 +646,13 @@ def _nothing(assignment: Assignment) -> ReconcileResult:
     return ReconcileResult("nothing")
 
 
-def _lock_key(driver: Any, assignment: Assignment) -> str:
-    """The lease name under which changes that touch one shared thing in the provider (a
-    trust policy, a user's account assignments) run one at a time, across processes."""
+def _lock_name(driver: Any, assignment: Assignment) -> str:
+    """The lease under which changes that touch one shared thing in the provider (a trust
+    policy, a user's account assignments) run one at a time, across processes; the
+    assignment's own when the driver shares nothing."""
     key_of = getattr(driver, "lock_key", None)
     key = key_of(assignment) if key_of is not None else ""
-    return f"lock:{key}" if key else ""
+    return leases.name(LeaseKind.LOCK, key) if key else ""
 
 
 def _record_success(

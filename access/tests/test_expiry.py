@@ -1,4 +1,4 @@
-"""Expiry of grants, with a moved clock: the grant timer and the sweep revoke what expired
+"""Expiry of grants, with a moved clock: the grant engine and the sweep revoke what expired
 (and nothing else), the timer runs once at a time under its lease, and overlapping grants
 keep the shared AWS access until the last one ends. AWS is the stand-in, reached through
 the real Identity Center group driver; what the identity store holds is asserted."""
@@ -13,15 +13,16 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from access import drivers, tasks
+from access import drivers, engine, leases, tasks
 from access.choices import GrantSource, GrantStatus, PropagationStatus, ResourceType
 from access.models import Assignment, Grant, Resource, User
-from access.services import grants, leases
+from access.services import grants
 from audit.models import AuditEvent
 from aws_integration import seed
 from aws_integration.grants import base, identity_center
 from aws_integration.models import AwsApp
 from aws_integration.tests.sync_fixtures import make_app, management, seeded_org, sync
+from config.loops import StopAfter
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db
@@ -139,7 +140,7 @@ def test_a_grant_is_revoked_once_its_expiry_passes_and_not_before(
     assert user_id not in members(org, group.remote_id)
 
 
-def test_the_grant_timer_revokes_a_grant_that_expires_while_it_runs(
+def test_the_grant_engine_revokes_a_grant_that_expires_while_it_runs(
     org, membership, django_capture_on_commit_callbacks, monkeypatch
 ):
     user, group, user_id = membership
@@ -147,14 +148,14 @@ def test_the_grant_timer_revokes_a_grant_that_expires_while_it_runs(
     made = grant(group, user, expires_at, django_capture_on_commit_callbacks)
     assert user_id in members(org, group.remote_id)
     # The test's transaction is not a worker's finished one: keep its connection.
-    monkeypatch.setattr(tasks, "close_old_connections", lambda: None)
+    monkeypatch.setattr(engine, "close_old_connections", lambda: None)
 
-    # A short real run (the timer's own loop, 1.5 s) starting half a second before expiry.
+    # A short real run (the engine's own loop, 1.5 s) starting half a second before expiry.
     with (
         time_machine.travel(expires_at - timedelta(seconds=0.5), tick=True),
         django_capture_on_commit_callbacks(execute=True),
     ):
-        done = tasks.run_grant_timer(seconds=1.5)
+        done = engine.work(StopAfter(1.5))
     assert done["expired"] == 1
     made.refresh_from_db()
     assert made.status == GrantStatus.REVOKED
@@ -162,50 +163,31 @@ def test_the_grant_timer_revokes_a_grant_that_expires_while_it_runs(
     assert user_id not in members(org, group.remote_id)
 
 
-def test_a_second_grant_timer_does_not_run_while_one_holds_the_lease(
+def test_a_second_grant_engine_stands_by_while_one_holds_the_lease_and_then_takes_over(
     org, membership, django_capture_on_commit_callbacks, monkeypatch
 ):
     user, group, user_id = membership
     expires_at = timezone.now() + timedelta(hours=1)
     made = grant(group, user, expires_at, django_capture_on_commit_callbacks)
-    monkeypatch.setattr(tasks, "close_old_connections", lambda: None)
+    monkeypatch.setattr(engine, "close_old_connections", lambda: None)
 
     with time_machine.travel(expires_at + timedelta(minutes=1), tick=True):
-        running = leases.claim(tasks.TIMER_LEASE, timedelta(minutes=2))  # the first timer
+        running = leases.claim(engine.ENGINE_LEASE, timedelta(minutes=2))  # the first engine
         assert running is not None
         with django_capture_on_commit_callbacks(execute=True):
-            assert tasks.run_grant_timer(seconds=0.2) == {"skipped": 1}
+            engine.run(StopAfter(0.3))
         made.refresh_from_db()
         assert made.status == GrantStatus.ACTIVE
         assert user_id in members(org, group.remote_id)
 
-        leases.release(running)
+        leases.release(running)  # it stopped, or died and its lease ran out
         with django_capture_on_commit_callbacks(execute=True):
-            assert tasks.run_grant_timer(seconds=0.2)["expired"] == 1
+            engine.run(StopAfter(0.5))
+        # A stopped engine lets go of its lease at once: the next one starts without a wait.
+        assert not leases.is_held(engine.ENGINE_LEASE)
     made.refresh_from_db()
     assert made.status == GrantStatus.REVOKED
     assert user_id not in members(org, group.remote_id)
-
-
-def test_a_running_grant_timer_hands_over_to_the_next_run_waiting_to_take_over(
-    org, membership, django_capture_on_commit_callbacks, monkeypatch
-):
-    user, group, user_id = membership
-    expires_at = timezone.now() + timedelta(hours=1)
-    made = grant(group, user, expires_at, django_capture_on_commit_callbacks)
-    monkeypatch.setattr(tasks, "close_old_connections", lambda: None)
-
-    with time_machine.travel(expires_at + timedelta(minutes=1), tick=True):
-        # The next scheduled run waits for the timer (it came late, behind other tasks).
-        assert leases.claim(tasks.TIMER_NEXT, timedelta(minutes=1)) is not None
-        with django_capture_on_commit_callbacks(execute=True):
-            done = tasks.run_grant_timer(seconds=5)
-        # It stopped at once and let go of the timer, leaving the work to the next run.
-        assert done["expired"] == 0
-        assert leases.claim(tasks.TIMER_LEASE, timedelta(minutes=1)) is not None
-    made.refresh_from_db()
-    assert made.status == GrantStatus.ACTIVE
-    assert user_id in members(org, group.remote_id)
 
 
 def test_the_sweep_revokes_overdue_grants(org, membership, django_capture_on_commit_callbacks):

@@ -13,12 +13,19 @@ import time_machine
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from access import drivers, tasks
+from access import drivers, engine, leases
 from access.choices import GrantSource, GrantStatus
-from access.models import AccessLevel, Grant
+from access.leases import LeaseKind
+from access.models import AccessLevel, Assignment, Grant
 from access.services import grants as grant_service
-from access.services import leases
 from config import queue
+from config.loops import StopAfter
+
+
+def reapply(assignment_id: int) -> str:
+    """Sync asks for a fresh apply (an OU's accounts changed)."""
+    Assignment.objects.filter(pk=assignment_id).update(reapply_requested=True)
+    return grant_service.reconcile_assignment(assignment_id, force=True).action
 
 
 class Provider:
@@ -113,7 +120,7 @@ def test_a_reapply_that_finds_the_users_assignments_busy_still_reaches_an_accoun
     provider.accounts.add("acct-2")
     other = leases.claim(f"lock:test-user:{personas.requester.pk}", grant_service.LEASE)
     assert other is not None
-    assert tasks.reapply_assignment(made.assignment_id) == "busy"
+    assert reapply(made.assignment_id) == "busy"
     leases.release(other)
 
     # The engine takes what is planned, a moment later.
@@ -124,39 +131,26 @@ def test_a_reapply_that_finds_the_users_assignments_busy_still_reaches_an_accoun
     assert provider.holds(made.assignment_id) == {"acct-1", "acct-2"}
 
 
-# A successor killed while waiting does not keep later engines idle
-class Killed(BaseException):
-    """The worker process dies here (SIGKILL: no finally block runs)."""
-
-
-def test_a_successor_killed_while_waiting_does_not_keep_the_next_engine_from_expiring_grants(
+# An engine killed while holding its lease does not keep the next one idle
+def test_an_engine_killed_with_its_lease_held_is_taken_over_once_the_lease_runs_out(
     personas, provider, queued, monkeypatch
 ):
     expires_at = timezone.now() + timedelta(hours=1)
     made = make_grant(personas, level(personas, "L"), expires_at)
     grant_service.reconcile_assignment(made.assignment_id)
-    monkeypatch.setattr(tasks, "close_old_connections", lambda: None)
+    monkeypatch.setattr(engine, "close_old_connections", lambda: None)
 
     with time_machine.travel(expires_at + timedelta(seconds=5), tick=True) as clock:
-        # A deploy restarts the cluster: the running engine and the run waiting to take
-        # over from it are both killed.
-        assert leases.claim(tasks.TIMER_LEASE, tasks.TIMER_LEASE_LENGTH) is not None
+        # A cluster holding the engine's lease is killed (SIGKILL: nothing released).
+        assert leases.claim(engine.ENGINE_LEASE, engine.LEASE_LENGTH) is not None
+        engine.run(StopAfter(0.3))  # another cluster's engine stands by
+        made.refresh_from_db()
+        assert made.status == GrantStatus.ACTIVE
 
-        def killed(seconds: float) -> None:
-            raise Killed
-
-        with monkeypatch.context() as m:
-            m.setattr(tasks.time, "sleep", killed)
-            m.setattr(leases, "release", lambda lease: None)
-            with pytest.raises(Killed):
-                tasks._take_over(0.1, time.monotonic() + 10)
-
-        # The dead engine's lease runs out; the next scheduled run starts.
-        clock.shift(tasks.TIMER_LEASE_LENGTH + timedelta(seconds=5))
-        done = tasks.run_grant_timer(seconds=1.0)
+        clock.shift(engine.LEASE_LENGTH)  # the dead engine's lease runs out
+        engine.run(StopAfter(1.0))
 
     made.refresh_from_db()
-    assert done.get("expired") == 1, done
     assert made.status != GrantStatus.ACTIVE
 
 
@@ -167,7 +161,7 @@ def test_a_transient_database_error_in_one_tick_does_not_end_the_engine_run(
     expires_at = timezone.now() + timedelta(hours=1)
     made = make_grant(personas, level(personas, "L"), expires_at)
     grant_service.reconcile_assignment(made.assignment_id)
-    monkeypatch.setattr(tasks, "close_old_connections", lambda: None)
+    monkeypatch.setattr(engine, "close_old_connections", lambda: None)
     real = grant_service.expire_due_grants
     calls = {"n": 0}
 
@@ -179,7 +173,7 @@ def test_a_transient_database_error_in_one_tick_does_not_end_the_engine_run(
 
     monkeypatch.setattr(grant_service, "expire_due_grants", locked_once)
     with time_machine.travel(expires_at + timedelta(seconds=5), tick=True):
-        done = tasks.run_grant_timer(seconds=2.5)  # raises today: the run is over
+        done = engine.work(StopAfter(2.5))
 
     assert done["expired"] == 1
 
@@ -189,20 +183,20 @@ def test_a_transient_database_error_in_one_tick_does_not_end_the_engine_run(
 def test_an_assignment_being_applied_longer_than_its_lease_cannot_be_started_again(
     personas, provider, queued, monkeypatch
 ):
-    needs_real_concurrency()  # the heartbeat writes from its own thread
+    needs_real_concurrency()  # the leases are renewed from their own threads
     made = make_grant(personas, level(personas, "OU"))
-    # Leases of a second, renewed every 0.1 s: the call below outlives several of them.
+    # Leases of a second, renewed every 0.25 s: the call below outlives several of them.
     monkeypatch.setattr(grant_service, "LEASE", timedelta(seconds=1))
-    monkeypatch.setattr(grant_service, "HEARTBEAT", timedelta(seconds=0.1))
     startable: list[str] = []
 
     def long_apply(assignment) -> None:
         # Fifty accounts below the OU in Identity Center take minutes; here, three leases.
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            now = timezone.now()
-            if assignment.pk in grant_service.due_assignments(now, limit=10, exclude=set()):
-                startable.append("another engine or worker would start this assignment")
+            mine = leases.claim(leases.name(LeaseKind.ASSIGNMENT, assignment.pk), timedelta(days=1))
+            if mine is not None:
+                startable.append("another engine or worker could start this assignment")
+                leases.release(mine)
             lock = leases.claim(f"lock:{provider.lock_key(assignment)}", timedelta(days=1))
             if lock is not None:
                 startable.append("another change to the user's assignments could run")
@@ -227,9 +221,9 @@ def test_a_revoke_committed_while_a_retry_finishes_is_removed_without_waiting_fo
     assignment_id = made.assignment_id
     # A reapply failed in one account: the assignment stays present, a retry is planned.
     provider.fail_next = True
-    assert tasks.reapply_assignment(assignment_id) == "failed"
-    engine = leases.claim(tasks.TIMER_LEASE, timedelta(minutes=5))  # an engine runs
-    assert engine is not None
+    assert reapply(assignment_id) == "failed"
+    running = leases.claim(engine.ENGINE_LEASE, timedelta(minutes=5))  # an engine runs
+    assert running is not None
 
     revoked_uncommitted = threading.Event()
     go = threading.Event()
@@ -261,51 +255,49 @@ def test_a_revoke_committed_while_a_retry_finishes_is_removed_without_waiting_fo
         due = grant_service.due_assignments(timezone.now(), limit=10, exclude=set())
         planned = assignment_id in due or any(assignment_id in q for q in queued[1:])
         removed = made.status == GrantStatus.REVOKED and not provider.holds(assignment_id)
-        leases.release(engine)
+        leases.release(running)
     # Today neither: the grant is revoking, nothing is planned and the access stays in AWS
     # until the sweep finds it stalled (2 min after the last change, at a sweep every 5 min).
     assert removed or planned, "the revoke's reconciliation was lost"
 
 
-# A successor does not wait out the old engine's drain of a long call
+# A new engine does not wait out the old engine's long call
 @pytest.mark.django_db(transaction=True)
-def test_a_new_grant_is_applied_within_seconds_while_the_old_engine_drains_a_long_call(
+def test_a_new_grant_is_applied_within_seconds_while_the_stopped_engine_still_has_a_long_call(
     personas, provider, queued, settings
 ):
     needs_real_concurrency()
-    settings.GRANT_TIMER_TICK = 0.1
+    settings.GRANT_ENGINE_TICK = 0.1
     slow, fast = level(personas, "Slow"), level(personas, "Fast")
     provider.gates["Slow"] = threading.Event()
     provider.started["Slow"] = threading.Event()
     errors: list[BaseException] = []
 
-    def run(seconds: float) -> None:
+    def run(stop: StopAfter) -> None:
         try:
-            tasks.run_grant_timer(seconds=seconds)
+            engine.run(stop)
         except BaseException as exc:  # reported by the test
             errors.append(exc)
         finally:
             connection.close()
 
-    first = threading.Thread(target=run, args=(30,))
+    first_stop, second_stop = StopAfter(30), StopAfter(10)
+    first = threading.Thread(target=run, args=(first_stop,))
     first.start()
     second = None
     try:
         deadline = time.monotonic() + 10
-        while not grant_service.engine_running() and time.monotonic() < deadline:
+        while not engine.engine_running() and time.monotonic() < deadline:
             time.sleep(0.05)
         make_grant(personas, slow)  # an Identity Center poll that takes a while
         assert provider.started["Slow"].wait(timeout=10)
 
-        second = threading.Thread(target=run, args=(10,))  # the next scheduled run
+        first_stop.set()  # its cluster stops (a deploy)
+        second = threading.Thread(target=run, args=(second_stop,))  # the next cluster's
         second.start()
-        deadline = time.monotonic() + 10
-        while not tasks._successor_waiting() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # the first run has seen its successor and stopped taking work
 
         later = make_grant(personas, fast, user=personas.manager)  # not under the slow lock
-        assert queued == []  # an engine "runs": no task was queued for it
+        assert queued == []  # planned, never queued
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:
             later.refresh_from_db()
@@ -313,10 +305,11 @@ def test_a_new_grant_is_applied_within_seconds_while_the_old_engine_drains_a_lon
                 break
             time.sleep(0.1)
         assert later.status == GrantStatus.ACTIVE, (
-            "no engine took new work while the old one drained its long call"
+            "no engine took new work while the old one still had its long call"
         )
     finally:
         provider.gates["Slow"].set()
+        second_stop.set()
         first.join(timeout=60)
         if second is not None:
             second.join(timeout=60)

@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from access import drivers
+from access import drivers, engine, leases
 from access.choices import (
     AssignmentState,
     ExtensionPolicy,
@@ -22,12 +22,12 @@ from access.choices import (
     ReviewerKind,
     StageMode,
 )
+from access.leases import LeaseKind
 from access.models import AccessLevel, AccessRequest, Assignment, Grant, RequestRule
 from access.services import grants as grant_service
 from access.services import requests as request_service
 from access.tests.test_admin_grants import FakeProvider
 from access.tests.test_pages_rules import rule_data
-from config import queue
 
 pytestmark = pytest.mark.django_db
 
@@ -123,12 +123,11 @@ def test_a_revoke_that_finds_the_assignment_busy_is_still_carried_out_later(
     assert made.status == GrantStatus.ACTIVE and made.assignment_id in provider.held
     # Another worker holds the assignment's lease: it is finishing a reconcile that found
     # nothing to do (e.g. a duplicate retry) and returns "nothing" without looking again.
-    Assignment.objects.filter(pk=made.assignment_id).update(
-        lease_until=timezone.now() + timedelta(minutes=5)
-    )
+    other = leases.claim(leases.name(LeaseKind.ASSIGNMENT, made.assignment_id), grant_service.LEASE)
+    assert other is not None
     with django_capture_on_commit_callbacks(execute=True):
         assert grant_service.revoke_grant(made, actor=personas.admin, reason="left the team")
-    Assignment.objects.filter(pk=made.assignment_id).update(lease_until=None)  # it returns
+    leases.release(other)  # it returns
 
     # Every later safety net runs, much later.
     from access import tasks
@@ -138,6 +137,7 @@ def test_a_revoke_that_finds_the_assignment_busy_is_still_carried_out_later(
         django_capture_on_commit_callbacks(execute=True),
     ):
         tasks.sweep()
+        engine.reconcile_due(timezone.now())  # the engine's next tick
     made.refresh_from_db()
     assert made.status == GrantStatus.REVOKED
     assert made.assignment_id not in provider.held
@@ -158,7 +158,7 @@ def test_a_failed_reapply_of_present_access_is_retried_and_then_left_alone(
     later = timezone.now() + timedelta(hours=2)
     calls_before = provider.calls
     with time_machine.travel(later, tick=False):
-        grant_service.retry_due_assignments(timezone.now())  # runs inline: TASKS_INLINE
+        engine.reconcile_due(timezone.now())
     # The retry must try the re-apply again (the OU's new account still lacks access) ...
     assert provider.calls > calls_before
     assignment.refresh_from_db()
@@ -168,27 +168,19 @@ def test_a_failed_reapply_of_present_access_is_retried_and_then_left_alone(
     assert made.last_error == ""
 
 
-# A due retry is queued once, not on every tick of the timer
-def test_a_due_retry_is_queued_once_not_on_every_tick(
-    personas, level, provider, django_capture_on_commit_callbacks, settings
+# A due retry is made once, not on every tick of the engine
+def test_a_due_retry_is_made_once_not_on_every_tick(
+    personas, level, provider, django_capture_on_commit_callbacks
 ):
     provider.failing = "AWS said no"
     made = direct_grant(personas, level, django_capture_on_commit_callbacks)
-    settings.TASKS_INLINE = False
-    queued: list[int] = []
+    calls_before = provider.calls
 
-    def remember(func, *args):
-        queued.append(args[0])
-
-    import unittest.mock
-
-    with (
-        unittest.mock.patch.object(queue, "enqueue", remember),
-        time_machine.travel(timezone.now() + timedelta(minutes=1), tick=False),
-    ):
-        grant_service.retry_due_assignments(timezone.now())
-        grant_service.retry_due_assignments(timezone.now())  # the next tick, 0.5 s later
-    assert queued == [made.assignment_id]
+    with time_machine.travel(timezone.now() + timedelta(minutes=1), tick=False):
+        assert engine.reconcile_due(timezone.now()) == 1
+        assert engine.reconcile_due(timezone.now()) == 0  # the next tick: backoff planned it later
+    assert provider.calls == calls_before + 1
+    assert Assignment.objects.get(pk=made.assignment_id).attempts == 2
 
 
 # Approving an extension of access that ended meanwhile is refused with a message
@@ -289,6 +281,7 @@ def test_a_revoke_whose_queued_task_was_lost_is_carried_out_by_the_sweep(
         django_capture_on_commit_callbacks(execute=True),
     ):
         assert tasks.sweep()["replanned"] == 1
+        engine.reconcile_due(timezone.now())  # the engine's next tick
     made.refresh_from_db()
     assert made.status == GrantStatus.REVOKED
     assert made.assignment_id not in provider.held

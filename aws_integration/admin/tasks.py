@@ -2,7 +2,7 @@
 
 django-q2's own admin lets whoever may edit a Schedule name any importable function as
 its ``func`` (``os.system`` with arguments of their choosing), resubmit tasks, and pause
-or delete the schedules Portcullis depends on (the grant timer ends access at expiry).
+or delete the schedules Portcullis depends on (the sync and the grant sweep).
 Here the results, failures, queue and schedules can be seen and searched, and nothing
 can be added, changed, deleted or resubmitted: schedules are declared in code
 (``<app>/schedules.py``) and the daily validations reinstall any that drifted.

@@ -67,7 +67,7 @@ def poll_queue(
 
     ``wait_seconds`` is SQS's long-poll wait; with 0 the poll ends at the first empty
     receive (a drained queue), which is what tests and one-off runs want. ``keep_going``
-    is asked after each batch (the caller's lease); False ends the poll.
+    is asked after each receive (the caller's lease and stop); False ends the poll.
 
     A SyncRun of kind "events" records the counters when something was received, so an
     idle queue adds no row every minute.
@@ -107,7 +107,7 @@ def poll_queue(
                 _resolve(app, RECEIVE_FAILED)
             messages = response.get("Messages") or []
             if not messages:
-                if wait_seconds == 0:
+                if wait_seconds == 0 or (keep_going is not None and not keep_going()):
                     break
                 continue
             if run is None:

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from access import drivers
+from access import drivers, leases
 from access.choices import AssignmentState, ResourceType
 from access.drivers import DriverError, Outcome, SubjectUnknown
+from access.leases import LeaseKind
 from access.models import Assignment
-from access.services import leases
 from aws_integration import policies, trust_policy
 from aws_integration.grants import base
 from aws_integration.grants.iam import (
@@ -58,8 +58,8 @@ ACCESS_POLICY = "PortcullisAccess"
 MAX_ROLE_NAME = 64
 # 40 bits of SHA-256: the same digest for two resources of one account is out of reach.
 NAME_DIGEST_LENGTH = 10
-# How long another worker may hold the lock of a role an assignment is leaving.
-LEGACY_LOCK = timedelta(minutes=5)
+# The lock on a role an assignment is leaving, renewed while it is left (as grants.LEASE).
+LEGACY_LOCK = timedelta(seconds=4)
 _ROLE_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]")
 MANAGED_TAG = "portcullis:managed"
 RESOURCE_TAG = "portcullis:resource"
@@ -344,14 +344,12 @@ def _leave_legacy_role(
     legacy = replace(role, name=name)
     # The legacy role is not the one the grant machinery locked for this assignment: lock it
     # too, through the same leases, as other resources' assignments may be leaving it now.
-    lease = leases.claim(f"lock:{role_lock_key(role.account_id, name)}", LEGACY_LOCK)
-    if lease is None:
-        raise DriverError(f"The managed role {name} is being changed by another worker.")
-    try:
+    lock = leases.name(LeaseKind.LOCK, role_lock_key(role.account_id, name))
+    with leases.hold(lock, LEGACY_LOCK) as lease:
+        if lease is None:
+            raise DriverError(f"The managed role {name} is being changed by another worker.")
         with role_lock(role.account_id, name):
             return _leave(iam, app, assignment, legacy, trust)
-    finally:
-        leases.release(lease)
 
 
 def _leave(

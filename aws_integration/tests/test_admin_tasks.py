@@ -10,7 +10,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 
 pytestmark = pytest.mark.django_db
 
-GRANT_TIMER = "Portcullis: grant timer"
+GRANT_TIMER = "Portcullis: grant sweep"
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_an_admin_sees_schedules_queue_results_and_failures(admin_client, failur
         assert response.status_code == 200, url
         assert 'name="_save"' not in response.content.decode(), url
     changelist = admin_client.get(reverse("admin:django_q_schedule_changelist")).content.decode()
-    assert "run_grant_timer" in changelist
+    assert "access.tasks.sweep" in changelist
     assert reverse("admin:django_q_schedule_add") not in changelist
 
 

@@ -14,9 +14,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from access.models import Lease
 from aws_integration import clients
-from aws_integration.events import poller, tasks
+from aws_integration.events import poller, polling
 from aws_integration.models import AwsApp, SyncIssue, SyncRun
+from config.loops import StopAfter
 
 MANAGEMENT = "123456789012"  # moto's default account: the stand-in's caller
 MEMBER = "210987654321"
@@ -161,47 +163,42 @@ def test_the_loop_goes_on_after_a_failure(app, queue, monkeypatch):
 
 # The lease ------------------------------------------------------------------------------
 def test_a_held_lease_keeps_another_worker_off_the_queue(app, queue):
-    AwsApp.objects.filter(pk=app.pk).update(
-        poller_lease_until=timezone.now() + timedelta(seconds=60)
+    Lease.objects.create(
+        name=polling.poller_lease(app.pk),
+        holder="elsewhere",
+        until=timezone.now() + timedelta(seconds=60),
     )
     send(queue, unknown_event())
 
-    assert tasks.poll_all_queues(max_seconds=5, wait_seconds=0) == {}
+    assert polling.poll_all_queues(max_seconds=5, wait_seconds=0) == {}
     assert waiting(queue) == 1
 
 
 def test_an_expired_lease_is_taken_over_and_released_after_the_poll(app, queue):
-    AwsApp.objects.filter(pk=app.pk).update(
-        poller_lease_until=timezone.now() - timedelta(seconds=1)
+    Lease.objects.create(
+        name=polling.poller_lease(app.pk),
+        holder="a poller that died",
+        until=timezone.now() - timedelta(seconds=1),
     )
     send(queue, unknown_event())
 
-    results = tasks.poll_all_queues(max_seconds=5, wait_seconds=0)
+    results = polling.poll_all_queues(max_seconds=5, wait_seconds=0)
 
     assert results[app.pk]["unknown"] == 1
     assert waiting(queue) == 0
-    app.refresh_from_db()
-    assert app.poller_lease_until is None
+    assert not Lease.objects.filter(name=polling.poller_lease(app.pk)).exists()
 
 
-def test_a_lease_is_claimed_once_until_it_is_released_or_expires(app):
-    lease = tasks.claim_poller_lease(app.pk, timedelta(seconds=60))
-    assert lease is not None
-    assert tasks.claim_poller_lease(app.pk, timedelta(seconds=60)) is None
-    tasks.release_poller_lease(app.pk, lease)
-    assert tasks.claim_poller_lease(app.pk, timedelta(seconds=-1)) is not None  # expired at once
-    assert tasks.claim_poller_lease(app.pk, timedelta(seconds=60)) is not None
+def test_a_stop_ends_the_poll_after_the_batch_in_hand(app, queue):
+    for _ in range(12):  # two receives' worth
+        send(queue, unknown_event())
+    stop = StopAfter(60)
+    stop.set()
 
+    counts = polling.poll_app_queue(app.pk, max_seconds=30, wait_seconds=1, stop=stop)
 
-def test_a_lost_lease_ends_the_poll_and_is_not_released_by_its_old_holder(app):
-    lease = tasks.claim_poller_lease(app.pk, timedelta(seconds=60))
-    # Another worker took over after it expired.
-    theirs = timezone.now() + timedelta(seconds=120)
-    AwsApp.objects.filter(pk=app.pk).update(poller_lease_until=theirs)
-    assert tasks.renew_poller_lease(app.pk, lease, timedelta(seconds=60)) is None
-    tasks.release_poller_lease(app.pk, lease)
-    app.refresh_from_db()
-    assert app.poller_lease_until == theirs
+    assert 1 <= counts["received"] <= poller.BATCH_SIZE
+    assert waiting(queue) == 12 - counts["received"]
 
 
 def test_apps_without_a_queue_or_inactive_are_not_polled(app, queue):
@@ -210,7 +207,7 @@ def test_apps_without_a_queue_or_inactive_are_not_polled(app, queue):
     AwsApp.objects.filter(pk=inactive.pk).update(is_active=False)
     send(queue, unknown_event())
 
-    assert set(tasks.poll_all_queues(max_seconds=5, wait_seconds=0)) == {app.pk}
+    assert set(polling.poll_all_queues(max_seconds=5, wait_seconds=0)) == {app.pk}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -226,7 +223,7 @@ def test_two_workers_polling_at_once_never_poll_the_same_queue(queue, monkeypatc
     turned_away = threading.Event()
     results: list[dict] = []
     errors: list[BaseException] = []
-    real_poll = tasks.poll_queue
+    real_poll = polling.poll_queue
 
     def poll_holding_the_lease(*args: Any, **kwargs: Any) -> dict[str, int]:
         counts = real_poll(*args, **kwargs)
@@ -234,12 +231,12 @@ def test_two_workers_polling_at_once_never_poll_the_same_queue(queue, monkeypatc
         turned_away.wait(timeout=10)
         return counts
 
-    monkeypatch.setattr(tasks, "poll_queue", poll_holding_the_lease)
+    monkeypatch.setattr(polling, "poll_queue", poll_holding_the_lease)
 
     def worker() -> None:
         try:
             start.wait(timeout=10)
-            result = tasks.poll_all_queues(max_seconds=5, wait_seconds=0)
+            result = polling.poll_all_queues(max_seconds=5, wait_seconds=0)
             results.append(result)
             if not result:
                 turned_away.set()
@@ -260,5 +257,4 @@ def test_two_workers_polling_at_once_never_poll_the_same_queue(queue, monkeypatc
     assert polled["received"] == polled["unknown"] == 2
     assert SyncRun.objects.filter(app=app).count() == 1
     assert waiting(queue) == 0
-    app.refresh_from_db()
-    assert app.poller_lease_until is None
+    assert not Lease.objects.filter(name=polling.poller_lease(app.pk)).exists()

@@ -615,7 +615,7 @@ def share_one_legacy_role(monkeypatch, driver, assignments) -> str:
 def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
     grants_env, monkeypatch, settings
 ):
-    settings.GRANT_TIMER_TICK = 0
+    settings.GRANT_ENGINE_TICK = 0.01
     monkeypatch.setattr(queue, "enqueue", lambda *args: None)
     east, west = db_instance(grants_env), db_instance(grants_env, ACCOUNT, OTHER_REGION)
     ada, bob = person("ada"), person("bob")

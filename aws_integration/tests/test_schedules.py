@@ -21,18 +21,12 @@ EXPECTED = {
         Schedule.MINUTES,
         2,
     ),
-    "Portcullis: AWS SQS polling": (
-        "aws_integration.events.tasks.poll_all_queues",
-        Schedule.MINUTES,
-        1,
-    ),
     "Portcullis: AWS validations": (
         "aws_integration.validations.run_all_validations",
         Schedule.DAILY,
         None,
     ),
     # Declared by access (as plain dicts: access imports no provider app).
-    "Portcullis: grant timer": ("access.tasks.run_grant_timer", Schedule.MINUTES, 1),
     "Portcullis: grant sweep": ("access.tasks.sweep", Schedule.MINUTES, 5),
 }
 
@@ -70,7 +64,7 @@ def test_installing_twice_leaves_the_same_rows():
 
 def test_it_corrects_a_drifted_schedule_and_keeps_its_next_run():
     next_run = timezone.now() + timedelta(seconds=30)
-    polling = Schedule.objects.get(name="Portcullis: AWS SQS polling")
+    polling = Schedule.objects.get(name="Portcullis: grant sweep")
     Schedule.objects.filter(pk=polling.pk).update(
         func="somewhere.else", minutes=30, repeats=2, next_run=next_run
     )
@@ -78,12 +72,8 @@ def test_it_corrects_a_drifted_schedule_and_keeps_its_next_run():
     result = schedules.install_schedules()
 
     polling.refresh_from_db()
-    assert result.updated == ["Portcullis: AWS SQS polling"]
-    assert (polling.func, polling.minutes, polling.repeats) == (
-        "aws_integration.events.tasks.poll_all_queues",
-        1,
-        -1,
-    )
+    assert result.updated == ["Portcullis: grant sweep"]
+    assert (polling.func, polling.minutes, polling.repeats) == ("access.tasks.sweep", 5, -1)
     assert polling.next_run == next_run
 
 
@@ -131,14 +121,14 @@ def test_a_spec_refuses_a_name_without_the_prefix_or_minutes_on_a_daily_schedule
 
 def test_it_brings_forward_a_postponed_next_run():
     """A next run beyond one period away could only be set by hand: it stops the task."""
-    timer = Schedule.objects.get(name="Portcullis: grant timer")
+    timer = Schedule.objects.get(name="Portcullis: grant sweep")
     Schedule.objects.filter(pk=timer.pk).update(next_run=timezone.now() + timedelta(days=365))
 
     result = schedules.install_schedules()
 
     timer.refresh_from_db()
-    assert result.updated == ["Portcullis: grant timer"]
-    assert list(result.changes["Portcullis: grant timer"]) == ["next_run"]
+    assert result.updated == ["Portcullis: grant sweep"]
+    assert list(result.changes["Portcullis: grant sweep"]) == ["next_run"]
     assert timer.next_run <= timezone.now()
 
 
@@ -147,14 +137,14 @@ def test_restoring_audits_what_it_found_and_nothing_when_all_is_in_order():
 
     assert not schedules.restore_schedules().drifted
     assert not AuditEvent.objects.filter(action="schedules.restored").exists()
-    Schedule.objects.filter(name="Portcullis: grant timer").update(intended_date_kwarg="when")
+    Schedule.objects.filter(name="Portcullis: grant sweep").update(intended_date_kwarg="when")
 
     result = schedules.restore_schedules()
 
-    assert result.updated == ["Portcullis: grant timer"]
+    assert result.updated == ["Portcullis: grant sweep"]
     event = AuditEvent.objects.get(action="schedules.restored")
     assert event.details["changes"] == {
-        "Portcullis: grant timer": {"intended_date_kwarg": ["when", None]}
+        "Portcullis: grant sweep": {"intended_date_kwarg": ["when", None]}
     }
 
 

@@ -409,10 +409,10 @@ def test_throttling_and_server_errors_are_retried_not_reported(app, aws_faults, 
     assert [v.key for v in app.validations.filter(status=ValidationStatus.FAILED)] == []
 
 
-def test_the_daily_run_restores_a_tampered_grant_timer_and_reports_it(app):
+def test_the_daily_run_restores_a_tampered_sync_schedule_and_reports_it(app):
     from django_q.models import Schedule
 
-    timer = Schedule.objects.get(name="Portcullis: grant timer")
+    timer = Schedule.objects.get(name="Portcullis: AWS full syncs")
     # Paused for decades, and made to run something else.
     Schedule.objects.filter(pk=timer.pk).update(
         func="os.system", args="'id'", next_run="2099-01-01T00:00:00Z"
@@ -422,7 +422,7 @@ def test_the_daily_run_restores_a_tampered_grant_timer_and_reports_it(app):
     validations.run_all_validations()
 
     timer.refresh_from_db()
-    assert (timer.func, timer.args) == ("access.tasks.run_grant_timer", None)
+    assert (timer.func, timer.args) == ("aws_integration.sync.tasks.schedule_full_syncs", None)
     assert timer.next_run.year < 2099
     assert Schedule.objects.filter(
         name="Portcullis: grant sweep", func="access.tasks.sweep"
@@ -430,11 +430,11 @@ def test_the_daily_run_restores_a_tampered_grant_timer_and_reports_it(app):
     check = by_key(app)["tasks.schedules"]
     assert check.status == ValidationStatus.FAILED
     assert check.details["code"] == "SchedulesRestored"
-    assert check.details["updated"] == ["Portcullis: grant timer"]
+    assert check.details["updated"] == ["Portcullis: AWS full syncs"]
     assert check.details["created"] == ["Portcullis: grant sweep"]
     event = AuditEvent.objects.get(action="schedules.restored")
-    changes = event.details["changes"]["Portcullis: grant timer"]
-    assert changes["func"] == ["os.system", "access.tasks.run_grant_timer"]
+    changes = event.details["changes"]["Portcullis: AWS full syncs"]
+    assert changes["func"] == ["os.system", "aws_integration.sync.tasks.schedule_full_syncs"]
     assert changes["args"] == ["'id'", None]
     assert changes["next_run"][0].startswith("2099-01-01")
 

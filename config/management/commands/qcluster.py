@@ -1,0 +1,74 @@
+"""``manage.py qcluster``: django-q2's task cluster, plus the long-running loops.
+
+It replaces django-q2's command of the same name (config is installed before django_q),
+so the process operators deploy stays the same. Besides django-q2's workers, which run
+bounded tasks and schedules, it runs each declared loop (config.loops) in its own process,
+and on SIGTERM or SIGINT stops the loops first (within config.loops.STOP_TIMEOUT) and then
+the workers, which finish the task they are running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+from django_q.cluster import Cluster
+
+from config import loops
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Starts the task cluster: django-q2's workers and Portcullis's long-running loops."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--run-once", action="store_true", help="Start, then stop at once (a check)."
+        )
+        parser.add_argument(
+            "-n",
+            "--name",
+            dest="cluster_name",
+            default=None,
+            help="Cluster (queue) name instead of Q_CLUSTER's, as django-q2's command.",
+        )
+        parser.add_argument(
+            "--no-loops",
+            action="store_true",
+            help="Run only django-q2's workers (another cluster runs the loops).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings.SECRET_KEY  # noqa: B018  signing needs it: fail now rather than per task
+        if options["cluster_name"]:
+            os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        stopping = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            # Only a flag here: the stop itself (joining processes) runs in the main loop.
+            stopping.set()
+
+        cluster = Cluster()  # it installs its own handlers; ours replace them
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        supervisor = loops.Supervisor([] if options["no_loops"] else loops.declared_loops())
+        supervisor.start()
+        cluster.start()
+        try:
+            while not stopping.is_set() and not options["run_once"]:
+                if not cluster.sentinel.is_alive():
+                    logger.error("django-q2's sentinel died; stopping the cluster.")
+                    break
+                supervisor.check()
+                stopping.wait(0.25)
+        finally:
+            supervisor.stop()
+            if cluster.sentinel.is_alive():
+                cluster.stop_event.set()
+                cluster.sentinel.join()
