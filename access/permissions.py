@@ -67,32 +67,14 @@ def is_group_admin(user: Any, group: UserGroup) -> bool:
     return _active(user) and group.admins.filter(pk=user.pk).exists()
 
 
-def can_view_resource(user: Any, resource: Resource) -> bool:
-    if is_admin(user) or is_auditor(user):
-        return True
-    return _active(user) and resource.deleted_at is None
-
-
 def can_view_resource_holders(user: Any, resource: Resource) -> bool:
     """Who holds access to a resource is shown to its owners, admins and auditors."""
     return is_admin(user) or is_auditor(user) or is_owner(user, resource)
 
 
-def can_view_grant(user: Any, grant: Grant) -> bool:
-    if is_admin(user) or is_auditor(user):
-        return True
-    if not _active(user):
-        return False
-    return (
-        grant.user_id == user.pk
-        or is_owner(user, grant.resource)
-        or is_manager_of(user, grant.user)
-    )
-
-
 def can_view_grants_of(user: Any, other: User) -> bool:
     """Whose list of grants a user may read: their own, their reports', or anyone's for
-    admins and auditors (the same people ``can_view_grant`` lets read a single grant)."""
+    admins and auditors (the same people ``Grant.objects.visible_to`` lets read a single grant)."""
     if is_admin(user) or is_auditor(user):
         return True
     return _active(user) and (other.pk == user.pk or is_manager_of(user, other))

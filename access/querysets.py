@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Q, TextField
 from django.db.models.functions import Cast
 
+from access import permissions
 from access.choices import GrantStatus, RequestStatus
 
 if TYPE_CHECKING:
@@ -24,9 +25,8 @@ class ResourceQuerySet(models.QuerySet):
 
     def visible_to(self, user: Any) -> ResourceQuerySet:
         """What a user may see in the catalogue and the API: every live resource, or all for
-        admins and auditors (who also see deleted ones)."""
-        from access import permissions
-
+        admins and auditors (who also see deleted ones). Object checks fetch through this
+        queryset (404 when it does not find the row), so the rule is written once."""
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             return self.none()
         if permissions.is_admin(user) or permissions.is_auditor(user):
@@ -49,8 +49,9 @@ class GrantQuerySet(models.QuerySet):
         )
 
     def visible_to(self, user: Any) -> GrantQuerySet:
-        from access import permissions
-
+        """Grants a user may read: their own, their reports', those of resources they own,
+        or all for admins and auditors. Object checks fetch through this queryset (404 when
+        it does not find the row), so the rule is written once."""
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             return self.none()
         if permissions.is_admin(user) or permissions.is_auditor(user):
