@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q
 
 if TYPE_CHECKING:
-    from access.models import AccessRequest, ApiToken, Grant, Resource, User, UserGroup
+    from access.models import AccessRequest, ApiToken, Grant, Resource, User
 
 ADMIN_ROLE = "Admin"
 AUDITOR_ROLE = "Auditor"
@@ -61,10 +61,6 @@ def is_owner(user: Any, resource: Resource) -> bool:
 
 def is_manager_of(user: Any, other: User) -> bool:
     return _active(user) and other.manager_id == user.pk
-
-
-def is_group_admin(user: Any, group: UserGroup) -> bool:
-    return _active(user) and group.admins.filter(pk=user.pk).exists()
 
 
 def can_view_resource_holders(user: Any, resource: Resource) -> bool:
@@ -149,8 +145,4 @@ def can_manage_rules(user: Any, resource: Resource) -> bool:
 def can_relax_rules(user: Any) -> bool:
     """Turning on auto-approval, self-approval, access until revoked, no maximum duration or
     automatic extensions is for admins: owners who could would approve their own access."""
-    return is_admin(user)
-
-
-def can_grant_directly(user: Any) -> bool:
     return is_admin(user)

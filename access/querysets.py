@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
@@ -19,9 +18,6 @@ if TYPE_CHECKING:
 class ResourceQuerySet(models.QuerySet):
     def live(self) -> ResourceQuerySet:
         return self.filter(deleted_at__isnull=True)
-
-    def owned_by(self, user: User) -> ResourceQuerySet:
-        return self.filter(Q(owners__user=user) | Q(owners__group__members=user)).distinct()
 
     def visible_to(self, user: Any) -> ResourceQuerySet:
         """What a user may see in the catalogue and the API: every live resource, or all for
@@ -42,11 +38,6 @@ class GrantQuerySet(models.QuerySet):
 
     def for_user(self, user: User) -> GrantQuerySet:
         return self.filter(user=user)
-
-    def expiring(self, before: datetime) -> GrantQuerySet:
-        return self.filter(
-            status=GrantStatus.ACTIVE, expires_at__isnull=False, expires_at__lte=before
-        )
 
     def visible_to(self, user: Any) -> GrantQuerySet:
         """Grants a user may read: their own, their reports', those of resources they own,
