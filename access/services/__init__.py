@@ -20,6 +20,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, router, transaction
 
 from access.models import (
+    MAX_RULE_STAGES,
     AccessLevel,
     ApiToken,
     App,
@@ -55,8 +56,6 @@ ACTION_PREFIXES: dict[type[models.Model], str] = {
     Grant: "grant",
     ApiToken: "api_token",
 }
-
-MAX_RULE_STAGES = 3
 
 
 # Snapshots and changes ----------------------------------------------------------
