@@ -22,13 +22,20 @@ def _active(user: Any) -> bool:
     return bool(user is not None and getattr(user, "is_authenticated", False) and user.is_active)
 
 
+def role_names(user: User) -> frozenset[str]:
+    """The role names an account holds, active or not, read from the database now (admin
+    lists, imports and role changes need this; checks use the cached ``roles_of``)."""
+    return frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+
+
 def roles_of(user: Any) -> frozenset[str]:
-    """The user's role names, cached on the user object for the request."""
+    """The role names that count for an active user, cached on the user object for the
+    request; none for anonymous or deactivated users."""
     if not _active(user):
         return frozenset()
     cached = getattr(user, "_portcullis_roles", None)
     if cached is None:
-        cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        cached = role_names(user)
         user._portcullis_roles = cached
     return cached
 
