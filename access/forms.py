@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 
 from access import services, tokens
 from access.choices import ExtensionPolicy
-from access.models import RequestRule, RequestRuleStage, User
+from access.models import MAX_RULE_STAGES, RequestRule, RequestRuleStage, User
 from access.services.requests import DURATION_CHOICES, humanize, unknown_user
 from access.services.rules import join_words
 
@@ -215,9 +215,7 @@ class RequestRuleForm(forms.ModelForm):
                 ]
 
 
-STAGE_ORDERS = [("", "---------")] + [
-    (str(n), str(n)) for n in range(1, services.MAX_RULE_STAGES + 1)
-]
+STAGE_ORDERS = [("", "---------")] + [(str(n), str(n)) for n in range(1, MAX_RULE_STAGES + 1)]
 
 
 class StageForm(forms.ModelForm):
@@ -275,8 +273,8 @@ StageFormSet = forms.inlineformset_factory(
     RequestRuleStage,
     form=StageForm,
     formset=BaseStageFormSet,
-    extra=services.MAX_RULE_STAGES,
-    max_num=services.MAX_RULE_STAGES,
+    extra=MAX_RULE_STAGES,
+    max_num=MAX_RULE_STAGES,
     validate_max=True,
     can_delete=True,
 )

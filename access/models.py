@@ -301,6 +301,10 @@ class RequestRule(models.Model):
         return self.relaxations() if self.allow_requests else []
 
 
+# A rule has at most this many approval stages, numbered 1 to MAX_RULE_STAGES.
+MAX_RULE_STAGES = 3
+
+
 class RequestRuleStage(models.Model):
     """One approval stage of a rule: who reviews, and whether any one or all must approve."""
 
@@ -316,7 +320,8 @@ class RequestRuleStage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["rule", "order"], name="stage_unique_order"),
             models.CheckConstraint(
-                condition=Q(order__gte=1) & Q(order__lte=3), name="stage_order_1_to_3"
+                condition=Q(order__gte=1) & Q(order__lte=MAX_RULE_STAGES),
+                name="stage_order_1_to_3",
             ),
         ]
 

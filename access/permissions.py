@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q
 
 if TYPE_CHECKING:
-    from access.models import AccessRequest, ApiToken, Grant, Resource, User, UserGroup
+    from access.models import AccessRequest, ApiToken, Grant, Resource, User
 
 ADMIN_ROLE = "Admin"
 AUDITOR_ROLE = "Auditor"
@@ -22,13 +22,20 @@ def _active(user: Any) -> bool:
     return bool(user is not None and getattr(user, "is_authenticated", False) and user.is_active)
 
 
+def role_names(user: User) -> frozenset[str]:
+    """The role names an account holds, active or not, read from the database now (admin
+    lists, imports and role changes need this; checks use the cached ``roles_of``)."""
+    return frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+
+
 def roles_of(user: Any) -> frozenset[str]:
-    """The user's role names, cached on the user object for the request."""
+    """The role names that count for an active user, cached on the user object for the
+    request; none for anonymous or deactivated users."""
     if not _active(user):
         return frozenset()
     cached = getattr(user, "_portcullis_roles", None)
     if cached is None:
-        cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        cached = role_names(user)
         user._portcullis_roles = cached
     return cached
 
@@ -63,36 +70,14 @@ def is_manager_of(user: Any, other: User) -> bool:
     return _active(user) and other.manager_id == user.pk
 
 
-def is_group_admin(user: Any, group: UserGroup) -> bool:
-    return _active(user) and group.admins.filter(pk=user.pk).exists()
-
-
-def can_view_resource(user: Any, resource: Resource) -> bool:
-    if is_admin(user) or is_auditor(user):
-        return True
-    return _active(user) and resource.deleted_at is None
-
-
 def can_view_resource_holders(user: Any, resource: Resource) -> bool:
     """Who holds access to a resource is shown to its owners, admins and auditors."""
     return is_admin(user) or is_auditor(user) or is_owner(user, resource)
 
 
-def can_view_grant(user: Any, grant: Grant) -> bool:
-    if is_admin(user) or is_auditor(user):
-        return True
-    if not _active(user):
-        return False
-    return (
-        grant.user_id == user.pk
-        or is_owner(user, grant.resource)
-        or is_manager_of(user, grant.user)
-    )
-
-
 def can_view_grants_of(user: Any, other: User) -> bool:
     """Whose list of grants a user may read: their own, their reports', or anyone's for
-    admins and auditors (the same people ``can_view_grant`` lets read a single grant)."""
+    admins and auditors (the same people ``Grant.objects.visible_to`` lets read a single grant)."""
     if is_admin(user) or is_auditor(user):
         return True
     return _active(user) and (other.pk == user.pk or is_manager_of(user, other))
@@ -167,8 +152,4 @@ def can_manage_rules(user: Any, resource: Resource) -> bool:
 def can_relax_rules(user: Any) -> bool:
     """Turning on auto-approval, self-approval, access until revoked, no maximum duration or
     automatic extensions is for admins: owners who could would approve their own access."""
-    return is_admin(user)
-
-
-def can_grant_directly(user: Any) -> bool:
     return is_admin(user)

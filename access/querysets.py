@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.db.models import Exists, OuterRef, Q, TextField
 from django.db.models.functions import Cast
 
+from access import permissions
 from access.choices import GrantStatus, RequestStatus
 
 if TYPE_CHECKING:
@@ -19,14 +19,10 @@ class ResourceQuerySet(models.QuerySet):
     def live(self) -> ResourceQuerySet:
         return self.filter(deleted_at__isnull=True)
 
-    def owned_by(self, user: User) -> ResourceQuerySet:
-        return self.filter(Q(owners__user=user) | Q(owners__group__members=user)).distinct()
-
     def visible_to(self, user: Any) -> ResourceQuerySet:
         """What a user may see in the catalogue and the API: every live resource, or all for
-        admins and auditors (who also see deleted ones)."""
-        from access import permissions
-
+        admins and auditors (who also see deleted ones). Object checks fetch through this
+        queryset (404 when it does not find the row), so the rule is written once."""
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             return self.none()
         if permissions.is_admin(user) or permissions.is_auditor(user):
@@ -43,14 +39,10 @@ class GrantQuerySet(models.QuerySet):
     def for_user(self, user: User) -> GrantQuerySet:
         return self.filter(user=user)
 
-    def expiring(self, before: datetime) -> GrantQuerySet:
-        return self.filter(
-            status=GrantStatus.ACTIVE, expires_at__isnull=False, expires_at__lte=before
-        )
-
     def visible_to(self, user: Any) -> GrantQuerySet:
-        from access import permissions
-
+        """Grants a user may read: their own, their reports', those of resources they own,
+        or all for admins and auditors. Object checks fetch through this queryset (404 when
+        it does not find the row), so the rule is written once."""
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             return self.none()
         if permissions.is_admin(user) or permissions.is_auditor(user):

@@ -22,7 +22,7 @@ from django.db.models import Prefetch, QuerySet
 from import_export import fields, resources, widgets
 from import_export.results import Result
 
-from access import services
+from access import permissions, services
 from access.models import User
 from access.permissions import ROLES
 
@@ -135,7 +135,7 @@ class UserResource(resources.ModelResource):
     ) -> None:
         instance._import_before = None if new else services.snapshot(instance)
         instance._import_old_username = "" if new else instance.username
-        instance._import_old_roles = set() if new else services.roles_of_user(instance)
+        instance._import_old_roles = set() if new else set(permissions.role_names(instance))
 
     def import_instance(self, instance: User, row: dict[str, Any], **kwargs: Any) -> None:
         errors: dict[str, list[str]] = {}

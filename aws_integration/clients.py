@@ -11,12 +11,18 @@ from typing import Any
 import boto3
 import botocore.session
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from botocore.loaders import Loader
 from django.conf import settings
 
 # botocore parses a service's JSON model once per session; sessions made per assumed role
 # (one per member account) share this loader so the models are parsed once per process.
 _shared_loader: Loader = botocore.session.get_session().get_component("data_loader")
+
+
+def error_code(exc: ClientError) -> str:
+    """The AWS error code of a failed call ("NoSuchEntity"), or "" when it has none."""
+    return exc.response.get("Error", {}).get("Code", "") or ""
 
 
 def retry_config(max_attempts: int | None = None, max_pool_connections: int = 20) -> Config:

@@ -18,14 +18,21 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from access import services
 from access.admin.base import (
     GrantProtectionMixin,
     PortcullisModelAdmin,
     PortcullisTabularInline,
 )
 from access.forms import BaseStageFormSet
-from access.models import AccessLevel, App, Owner, RequestRule, RequestRuleStage, Resource
+from access.models import (
+    MAX_RULE_STAGES,
+    AccessLevel,
+    App,
+    Owner,
+    RequestRule,
+    RequestRuleStage,
+    Resource,
+)
 from access.services import rules as rule_service
 
 
@@ -180,16 +187,14 @@ class OwnerAdmin(PortcullisModelAdmin):
 StageFormSet = BaseStageFormSet
 
 
-STAGE_ORDERS = [("", "---------")] + [
-    (str(n), str(n)) for n in range(1, services.MAX_RULE_STAGES + 1)
-]
+STAGE_ORDERS = [("", "---------")] + [(str(n), str(n)) for n in range(1, MAX_RULE_STAGES + 1)]
 
 
 class RequestRuleStageInline(PortcullisTabularInline):
     model = RequestRuleStage
     formset = StageFormSet
     fields = ("order", "reviewers", "mode")
-    max_num = services.MAX_RULE_STAGES
+    max_num = MAX_RULE_STAGES
     extra = 0
 
     def get_extra(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> int:

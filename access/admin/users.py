@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from import_export.admin import ImportExportMixin
 from import_export.formats.base_formats import CSV
 
-from access import services, tokens
+from access import permissions, services, tokens
 from access.admin.base import AdminRoleMixin, AuditedAdminMixin, PortcullisModelAdmin
 from access.models import ApiToken, User, UserGroup
 from access.permissions import ADMIN_ROLE, ROLES, is_admin
@@ -59,7 +59,7 @@ class RolesCheckRequesterMixin:
             instance.pk is not None
             and editor is not None
             and instance.pk == editor.pk
-            and ADMIN_ROLE in services.roles_of_user(instance)
+            and ADMIN_ROLE in permissions.role_names(instance)
             and ADMIN_ROLE not in {g.name for g in groups or []}
         ):
             raise forms.ValidationError(
@@ -182,7 +182,7 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
     def roles(self, obj: User) -> str:
         groups = getattr(obj, "role_groups", None)
         if groups is None:
-            return ", ".join(sorted(services.roles_of_user(obj)))
+            return ", ".join(sorted(permissions.role_names(obj)))
         return ", ".join(sorted(g.name for g in groups))
 
     def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> type:

@@ -19,7 +19,9 @@ from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, router, transaction
 
+from access import permissions
 from access.models import (
+    MAX_RULE_STAGES,
     AccessLevel,
     ApiToken,
     App,
@@ -55,8 +57,6 @@ ACTION_PREFIXES: dict[type[models.Model], str] = {
     Grant: "grant",
     ApiToken: "api_token",
 }
-
-MAX_RULE_STAGES = 3
 
 
 # Snapshots and changes ----------------------------------------------------------
@@ -276,10 +276,6 @@ def parse_roles(value: str | Iterable[str | Group] | None) -> list[str]:
     return names
 
 
-def roles_of_user(user: User) -> set[str]:
-    return set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
-
-
 def set_user_roles(user: User, roles: str | Iterable[str | Group], *, actor: Any) -> RoleChange:
     """Gives ``user`` exactly these roles, recording role.granted / role.revoked per change.
 
@@ -288,7 +284,7 @@ def set_user_roles(user: User, roles: str | Iterable[str | Group], *, actor: Any
     """
     wanted = set(parse_roles(roles))
     with transaction.atomic():
-        current = roles_of_user(user)
+        current = permissions.role_names(user)
         granted = tuple(sorted(wanted - current))
         revoked = tuple(sorted(current - wanted))
         if ADMIN_ROLE in revoked and actor is not None and getattr(actor, "pk", None) == user.pk:

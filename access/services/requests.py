@@ -369,11 +369,14 @@ def validate_items(
     for index, item in enumerate(items):
         resource_pk = _as_int(item.resource_id)
         resource = (
-            Resource.objects.select_related("app").filter(pk=resource_pk).first()
+            Resource.objects.visible_to(requested_by)
+            .select_related("app")
+            .filter(pk=resource_pk)
+            .first()
             if resource_pk is not None
             else None
         )
-        if resource is None or not permissions.can_view_resource(requested_by, resource):
+        if resource is None:
             add(index, f"Resource {item.resource_id!s} does not exist.")
             continue
         item.resource = resource

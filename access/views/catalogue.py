@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch, Q, QuerySet, TextField
 from django.db.models.functions import Cast
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
@@ -178,10 +178,9 @@ def catalogue(request: HttpRequest) -> HttpResponse:
 
 def visible_resource(request: HttpRequest, pk: int) -> Resource:
     """The resource, or 404 when it does not exist or the user may not see it."""
-    resource = get_object_or_404(Resource.objects.select_related("app", "parent"), pk=pk)
-    if not permissions.can_view_resource(request.user, resource):
-        raise Http404("No such resource.")
-    return resource
+    return get_object_or_404(
+        Resource.objects.visible_to(request.user).select_related("app", "parent"), pk=pk
+    )
 
 
 def may_revoke_holders(user: Any, resource: Resource) -> bool:

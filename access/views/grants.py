@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, Q
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
@@ -61,12 +61,11 @@ def my_access(request: HttpRequest) -> HttpResponse:
 
 
 def visible_grant(request: HttpRequest, pk: int) -> Grant:
-    grant = get_object_or_404(
-        Grant.objects.select_related("user", "resource", "access_level"), pk=pk
+    """The grant, or 404 when it does not exist or the user may not see it."""
+    return get_object_or_404(
+        Grant.objects.visible_to(request.user).select_related("user", "resource", "access_level"),
+        pk=pk,
     )
-    if not permissions.can_view_grant(request.user, grant):
-        raise Http404("No such grant.")
-    return grant
 
 
 @login_required

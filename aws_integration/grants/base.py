@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from access.drivers import DriverError
 from aws_integration import clients
+from aws_integration.clients import error_code
 
 if TYPE_CHECKING:
     import boto3
@@ -106,10 +107,6 @@ def forget_sessions() -> None:
         _sessions.clear()
     with _client_lock:
         _clients.clear()
-
-
-def error_code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "") or ""
 
 
 @contextmanager

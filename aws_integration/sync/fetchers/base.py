@@ -67,10 +67,6 @@ def guarded(scope: Scope, fetch: Callable[[], ScopeResult]) -> ScopeResult:
         return ScopeResult(scope=scope, error=error_of(exc))
 
 
-def error_code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
-
-
 # The metadata key sync sets, with the reason, on what the provider will not grant (an
 # untagged IAM role or permission set); Resource and AccessLevel.not_requestable_reason read it.
 NOT_REQUESTABLE = "not_requestable"

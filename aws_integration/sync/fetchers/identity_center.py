@@ -10,10 +10,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
+from aws_integration.clients import error_code
 from aws_integration.policies import permission_set_not_requestable_reason
 from aws_integration.sync.fetchers.base import (
     NOT_REQUESTABLE,
-    error_code,
     identifier_from_arn,
     paginate,
     tag_dict,

@@ -12,10 +12,10 @@ from urllib.parse import unquote
 from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
+from aws_integration.clients import error_code
 from aws_integration.policies import MANAGED_PATH, role_not_requestable_reason
 from aws_integration.sync.fetchers.base import (
     NOT_REQUESTABLE,
-    error_code,
     identifier_from_arn,
     paginate,
     tag_dict,

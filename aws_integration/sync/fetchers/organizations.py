@@ -9,7 +9,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
-from aws_integration.sync.fetchers.base import error_code, iso, paginate
+from aws_integration.clients import error_code
+from aws_integration.sync.fetchers.base import iso, paginate
 from aws_integration.sync.records import ResourceRecord, Scope, ScopeResult, Sweep
 
 SERVICE = "organizations"
