@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/portcullis
 PYTEST_WORKERS ?= 2
 DEMO_PORT ?= 8000
 
-.PHONY: demo test lint venv check-python clean
+.PHONY: demo test lint lock venv check-python clean
 
 check-python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -19,11 +19,25 @@ check-python:
 		echo "Install it (e.g. 'pyenv install 3.12' or your system's python3.12 package) and retry."; \
 		exit 1; fi
 
-$(VENV)/.installed-%: pyproject.toml | check-python
+# Installs exactly what requirements/<extra>.txt locks, every file checked against its hash;
+# then Portcullis itself, editable, with nothing more (a second call: --require-hashes would
+# refuse the unhashed local project).
+$(VENV)/.installed-%: requirements/%.txt pyproject.toml | check-python
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -e '.[$*]'
+	$(VPY) -m pip install --quiet --require-hashes -r requirements/$*.txt
+	$(VPY) -m pip install --quiet --no-deps -e .
 	@touch $@
+
+# Resolves pyproject.toml into the lock files, keeping every pin that still fits;
+# `make lock LOCK_UPGRADE=--upgrade` moves everything to the newest releases the ranges admit.
+LOCK_UPGRADE ?=
+LOCK_FLAGS := --universal --generate-hashes --python-version 3.12 --custom-compile-command 'make lock' --quiet $(LOCK_UPGRADE)
+lock: | check-python
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(VPY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) --extra demo -o requirements/demo.txt
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) --extra test -o requirements/test.txt
 
 venv: $(VENV)/.installed-test
 
