@@ -8,7 +8,8 @@ from rest_framework.request import Request
 
 class CursorPagination(pagination.CursorPagination):
     """DRF's cursor pagination, with ``page_size`` checked: DRF ignores a page size it cannot
-    read (``page_size=true`` got the default page), so a client's mistake went unnoticed.
+    read (``page_size=true``, or empty, got the default page), so a client's mistake went
+    unnoticed.
     Sizes above the maximum are still cut to it, as documented."""
 
     page_size_query_param = "page_size"
@@ -16,7 +17,7 @@ class CursorPagination(pagination.CursorPagination):
 
     def get_page_size(self, request: Request) -> int | None:
         raw = request.query_params.get(self.page_size_query_param)
-        if raw is None or raw == "":
+        if raw is None:
             return self.page_size
         try:
             size = int(raw)
