@@ -161,5 +161,4 @@ def hold(lease_name: str, length: timedelta) -> Iterator[Held | None]:
     finally:
         renewer.stopped.set()
         renewer.thread.join()
-        if not lease.lost.is_set():
-            release(lease)
+        release(lease)  # only our own claim: a lease lost and taken by another stays theirs
