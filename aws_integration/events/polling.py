@@ -9,7 +9,6 @@ messages on the queue, and SQS delivers them again after their visibility timeou
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import timedelta
 
@@ -20,8 +19,6 @@ from access.leases import LeaseKind
 from aws_integration.events.poller import poll_queue
 from aws_integration.models import AwsApp
 from config.loops import Stop
-
-logger = logging.getLogger(__name__)
 
 # A holder polls one app's queue this long, then looks at the others (apps share the loop).
 SLICE_SECONDS = 30.0
