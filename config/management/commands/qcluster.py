@@ -3,8 +3,9 @@
 It replaces django-q2's command of the same name (config is installed before django_q),
 so the process operators deploy stays the same. Besides django-q2's workers, which run
 bounded tasks and schedules, it runs each declared loop (config.loops) in its own process,
-and on SIGTERM or SIGINT stops the loops first (within config.loops.STOP_TIMEOUT) and then
-the workers, which finish the task they are running.
+and on SIGTERM or SIGINT tells both to stop at once: the loops stop within
+config.loops.STOP_TIMEOUT (about a second), django-q2's workers when they finish the task
+they are running (at once when idle).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 class Command(BaseCommand):
     help = "Starts the task cluster: django-q2's workers and Portcullis's long-running loops."
+    exit_code = 0  # 1 when django-q2's sentinel died under it
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -64,11 +67,27 @@ class Command(BaseCommand):
             while not stopping.is_set() and not options["run_once"]:
                 if not cluster.sentinel.is_alive():
                     logger.error("django-q2's sentinel died; stopping the cluster.")
+                    self.exit_code = 1
                     break
                 supervisor.check()
                 stopping.wait(0.25)
         finally:
-            supervisor.stop()
+            # Both told at once: django-q2's sentinel takes about a second to stop its
+            # pusher, workers and monitor, the loops as long; neither waits for the other.
+            supervisor.stop_event.set()
             if cluster.sentinel.is_alive():
                 cluster.stop_event.set()
+            supervisor.stop()
+            if cluster.sentinel.is_alive():
                 cluster.sentinel.join()
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        """From the command line only (not call_command): once every process it started has
+        stopped, the process exits without the interpreter's teardown, which took seconds
+        more (freeing what django-q2 and the loops' parents had loaded), so a stop is
+        within the loops' STOP_TIMEOUT plus django-q2's own."""
+        super().run_from_argv(argv)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(self.exit_code)
