@@ -114,21 +114,14 @@ def make_user(
     email_verified: bool = False,
     **extra: Any,
 ) -> User:
-    """A portal user with PASSWORD. ``email_verified``: their address is verified (allauth),
-    as after opening the confirmation link or signing in through single sign-on."""
-    from allauth.account.models import EmailAddress
-    from django.contrib.auth.models import Group
+    """A portal user with PASSWORD (access.tests.factories.UserFactory). ``email_verified``:
+    their address is verified (allauth), as after opening the confirmation link or signing
+    in through single sign-on."""
+    from access.tests.factories import UserFactory
 
-    from access.models import User
-
-    user = User.objects.create_user(
-        username=email.split("@")[0], email=email, password=PASSWORD, manager=manager, **extra
+    return UserFactory(
+        email=email, roles=roles, manager=manager, email_verified=email_verified, **extra
     )
-    if email_verified:
-        EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
-    for role in roles:
-        user.groups.add(Group.objects.get(name=role))
-    return user
 
 
 @pytest.fixture
@@ -139,20 +132,15 @@ def personas(db: Any) -> Personas:
 def create_personas() -> Personas:
     """The personas and the resource the approver owns; for data shared by a module's tests
     (see tests/test_authz_matrix.py), the ``personas`` fixture for one test's own."""
-    from access.models import App, Resource
     from access.permissions import ADMIN_ROLE, AUDITOR_ROLE
+    from access.tests.factories import OwnerFactory, ResourceFactory
 
     manager = make_user("mia.manager@example.com", first_name="Mia", last_name="Manager")
-    app = App.objects.create(name="Example organization")
-    resource = Resource.objects.create(
-        app=app,
-        type="aws_account",
-        remote_id="111111111111",
-        name="prod",
-        account_id="111111111111",
+    resource = ResourceFactory(
+        app__name="Example organization", account_id="111111111111", name="prod"
     )
     approver = make_user("olga.owner@example.com", first_name="Olga", last_name="Owner")
-    resource.owners.create(user=approver)
+    OwnerFactory(resource=resource, user=approver)
     return Personas(
         admin=make_user("ada.admin@example.com", roles=(ADMIN_ROLE,), first_name="Ada"),
         requester=make_user("rob.requester@example.com", manager=manager, first_name="Rob"),
@@ -160,7 +148,7 @@ def create_personas() -> Personas:
         manager=manager,
         auditor=make_user("aud.auditor@example.com", roles=(AUDITOR_ROLE,), first_name="Aud"),
         outsider=make_user("otto.outsider@example.com", first_name="Otto"),
-        app=app,
+        app=resource.app,
         resource=resource,
     )
 
