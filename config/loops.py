@@ -97,36 +97,40 @@ def declared_loops() -> list[Loop]:
 
 
 class _ChildStop:
-    """A loop process's Stop: the supervisor's shared event, or a signal to this process.
-    The signal handler only sets a flag (taking the event's lock there could deadlock with
-    the loop's own wait on it), and waits look at both every tenth of a second."""
+    """A loop process's Stop: SIGTERM or SIGINT to this process (from the supervisor, from a
+    Ctrl-C to the process group, or from a process manager signalling every process).
 
-    def __init__(self, event: Any) -> None:
-        self.event = event
+    Nothing is shared with the supervisor: a lock shared across processes (such as a
+    multiprocessing Event's) stays taken for good when a process dies holding it, so a
+    killed loop could block the supervisor's stop. The handler only sets a flag (taking a
+    lock there could deadlock with the loop's own wait), and waits look at it every tenth of
+    a second."""
+
+    def __init__(self) -> None:
         self.signalled = False
 
     def set(self, *_: object) -> None:
         self.signalled = True
 
     def is_set(self) -> bool:
-        return self.signalled or self.event.is_set()
+        return self.signalled
 
     def wait(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
-        while not self.is_set():
+        while not self.signalled:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self.event.wait(min(0.1, left))
+            time.sleep(min(0.1, left))
         return True
 
 
-def _run_in_child(loop: Loop, event: Any) -> None:
+def _run_in_child(loop: Loop) -> None:
     """The body of a loop's process: runs the loop until the stop, then exits at once
     (threads a loop leaves behind, such as a driver call still waiting on AWS, hold leases
     that run out by themselves; they must not hold up the stop)."""
     # The process group's Ctrl-C and a SIGTERM sent to every process (systemd) both mean stop.
-    stop = _ChildStop(event)
+    stop = _ChildStop()
     signal.signal(signal.SIGINT, stop.set)
     signal.signal(signal.SIGTERM, stop.set)
     try:
@@ -152,7 +156,7 @@ class Supervisor:
 
     def __init__(self, loops: list[Loop]) -> None:
         self.context = multiprocessing.get_context("fork")
-        self.stop_event = self.context.Event()
+        self.stopping = False
         self.loops = loops
         self.processes: dict[str, Any] = {}
         self.deaths: dict[str, int] = {}
@@ -164,9 +168,7 @@ class Supervisor:
 
     def _spawn(self, loop: Loop) -> None:
         connections.close_all()  # a forked child must not share the parent's connections
-        process = self.context.Process(
-            target=_run_in_child, args=(loop, self.stop_event), name=f"loop-{loop.name}"
-        )
+        process = self.context.Process(target=_run_in_child, args=(loop,), name=f"loop-{loop.name}")
         process.daemon = True
         process.start()
         self.processes[loop.name] = process
@@ -174,7 +176,7 @@ class Supervisor:
 
     def check(self) -> None:
         """Starts again, after a backoff, each loop whose process died."""
-        if self.stop_event.is_set():
+        if self.stopping:
             return
         now = time.monotonic()
         for loop in self.loops:
@@ -196,9 +198,16 @@ class Supervisor:
                 del self.restart_at[loop.name]
                 self._spawn(loop)
 
+    def tell_stop(self) -> None:
+        """Tells every loop to stop (SIGTERM), without waiting."""
+        self.stopping = True
+        for process in self.processes.values():
+            if process.is_alive():
+                process.terminate()
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Tells every loop to stop, waits up to ``timeout`` for all, then kills the rest."""
-        self.stop_event.set()
+        self.tell_stop()
         deadline = time.monotonic() + timeout
         for process in self.processes.values():
             process.join(max(0.0, deadline - time.monotonic()))

@@ -74,12 +74,11 @@ class Command(BaseCommand):
         finally:
             # Both told at once: django-q2's sentinel takes about a second to stop its
             # pusher, workers and monitor, the loops as long; neither waits for the other.
-            supervisor.stop_event.set()
-            if cluster.sentinel.is_alive():
-                cluster.stop_event.set()
+            supervisor.tell_stop()
+            _tell_sentinel(cluster)
             supervisor.stop()
-            if cluster.sentinel.is_alive():
-                cluster.sentinel.join()
+            while cluster.sentinel.is_alive():
+                cluster.sentinel.join(0.25)
 
     def run_from_argv(self, argv: list[str]) -> None:
         """From the command line only (not call_command): once every process it started has
@@ -91,3 +90,12 @@ class Command(BaseCommand):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(self.exit_code)
+
+
+def _tell_sentinel(cluster: Cluster) -> None:
+    """Sets django-q2's stop event from a thread of its own: the event's lock is shared with
+    the sentinel, and a sentinel that died holding it (a SIGTERM to the whole process group
+    kills it at once: django-q2 leaves it the default handler) would block the setter for
+    good. The join above then sees the sentinel gone."""
+    if cluster.sentinel.is_alive():
+        threading.Thread(target=cluster.stop_event.set, name="stop-sentinel", daemon=True).start()
