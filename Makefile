@@ -81,3 +81,11 @@ bench-grants: $(VENV)/.installed-test
 bench-grants-postgres: $(VENV)/.installed-test
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
 	DEBUG=true DATABASE_URL=$(TEST_DATABASE_URL) $(VPY) bench/grants_bench.py $(BENCH_ARGS)
+
+# Two task clusters on PostgreSQL and Redis; the engine's lease holder is killed halfway.
+.PHONY: bench-failover
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/14
+bench-failover: $(VENV)/.installed-test
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
+	DEBUG=true DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(BENCH_REDIS_URL) \
+		$(VPY) bench/failover_bench.py $(BENCH_ARGS)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import logging
 import math
 import os
@@ -160,10 +161,16 @@ def create_database() -> tuple[str, Callable[[], None]]:
     return url, drop
 
 
+_cluster_numbers = itertools.count(1)
+
+
 # The task cluster --------------------------------------------------------------------------
-def start_cluster(database_url: str, endpoint: str, workers: int) -> subprocess.Popen[bytes]:
+def start_cluster(
+    database_url: str, endpoint: str, workers: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     command = [sys.executable, str(ROOT / "manage.py"), "qcluster"]
-    log = open(Path(tempfile.gettempdir()) / f"grants-bench-qcluster-{os.getpid()}.log", "wb")  # noqa: SIM115
+    name = f"grants-bench-qcluster-{os.getpid()}-{next(_cluster_numbers)}.log"
+    log = open(Path(tempfile.gettempdir()) / name, "wb")  # noqa: SIM115
     say(f"  task cluster log: {log.name}")
     return subprocess.Popen(  # noqa: S603 - this interpreter
         command,
@@ -180,6 +187,7 @@ def start_cluster(database_url: str, endpoint: str, workers: int) -> subprocess.
             # The same DEBUG and SECRET_KEY as this process (they derive the key of the
             # encrypted fields); mail goes nowhere.
             "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+            **(extra_env or {}),
         },
     )
 
@@ -300,6 +308,7 @@ def run_benchmark(args: argparse.Namespace, seeded: dict[str, Any]) -> int:
 def prepare(seeded: dict[str, Any]) -> tuple[Any, list[Any], list[Any]]:
     """The app, synced; the portal users (one per Identity Center user) and the groups,
     owned by one approver."""
+    from allauth.account.models import EmailAddress
     from django.core.management import call_command
 
     from access.choices import ResourceType
@@ -312,6 +321,11 @@ def prepare(seeded: dict[str, Any]) -> tuple[Any, list[Any], list[Any]]:
         User.objects.create_user(username=email.split("@")[0], email=email)
         for email in sorted(seeded["users"])
     ]
+    # Verified addresses, as after single sign-on: Portcullis links a portal user to the
+    # Identity Center user with their address only once it is verified.
+    EmailAddress.objects.bulk_create(
+        EmailAddress(user=user, email=user.email, verified=True, primary=True) for user in users
+    )
     approver = User.objects.create_user(username="owner.of.groups", email=APPROVER_EMAIL)
     app = AwsApp.objects.create(
         name="Benchmark organization",
