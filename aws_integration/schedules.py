@@ -83,7 +83,7 @@ SCHEDULES = [
     ),
     ScheduleSpec(
         name=f"{NAME_PREFIX}AWS validations",
-        func="aws_integration.validations.run_all_validations",
+        func="aws_integration.setup_checks.run_all_validations",
         schedule_type=DAILY,
     ),
 ]

@@ -22,7 +22,7 @@ EXPECTED = {
         2,
     ),
     "Portcullis: AWS validations": (
-        "aws_integration.validations.run_all_validations",
+        "aws_integration.setup_checks.run_all_validations",
         Schedule.DAILY,
         None,
     ),
@@ -83,7 +83,7 @@ def test_it_removes_schedules_no_longer_declared_and_duplicates_but_not_others()
     )
     Schedule.objects.create(
         name="Portcullis: AWS validations",
-        func="aws_integration.validations.run_all_validations",
+        func="aws_integration.setup_checks.run_all_validations",
         schedule_type=Schedule.DAILY,
     )
     Schedule.objects.create(name="Nightly report", func="ops.report", schedule_type="D")
