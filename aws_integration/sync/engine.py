@@ -42,7 +42,7 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def workers() -> int:
-    return int(getattr(settings, "AWS_SYNC_WORKERS", 8))
+    return settings.AWS_SYNC_WORKERS
 
 
 class ManagementAccountError(Exception):
