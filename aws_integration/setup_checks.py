@@ -46,8 +46,8 @@ from audit.services import record_event
 from aws_integration import clients, services, setup_policies, validators
 from aws_integration.choices import Severity, ValidationStatus
 from aws_integration.models import AwsApp, AwsSettings, Validation
-from aws_integration.schedules import InstallResult, restore_schedules
 from aws_integration.services import get_aws_settings
+from config.schedules import InstallResult, restore_schedules
 
 logger = logging.getLogger(__name__)
 
