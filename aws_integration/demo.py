@@ -13,9 +13,9 @@ from access.models import App
 from aws_integration import clients, services
 from aws_integration.models import AwsApp, AwsSettings, SyncRun, Validation
 from aws_integration.seed import SeedResult
+from aws_integration.setup_checks import run_validations
 from aws_integration.sync import engine
 from aws_integration.sync import services as sync_services
-from aws_integration.validations import run_validations
 
 # The queue an EventBridge rule would feed with the organization's CloudTrail events; in
 # the demo, `manage.py standin_change` feeds it.

@@ -47,7 +47,7 @@ class Target:
 
 
 def allow_local() -> bool:
-    return bool(getattr(settings, "OIDC_DISCOVERY_ALLOW_LOCAL", False))
+    return settings.OIDC_DISCOVERY_ALLOW_LOCAL
 
 
 def parse(url: str, what: str) -> Target:

@@ -364,7 +364,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], vendor: str) -> in
     from aws_integration.models import AwsApp
     from aws_integration.services import get_aws_settings
     from aws_integration.sync import engine
-    from aws_integration.sync.target import SyncTarget
+    from aws_integration.sync.app_connection import SyncTarget
 
     say(f"Seeded in {seeded['seconds']:.0f} s: {seeded['counts']}")
     app = AwsApp.objects.create(

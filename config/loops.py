@@ -17,7 +17,6 @@ A loop function takes a :class:`Stop` and returns when it is set.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing
 import os
@@ -28,9 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from django.apps import apps as global_apps
 from django.db import connections
 from django.utils.module_loading import import_string
+
+from config.declarations import declared
 
 logger = logging.getLogger(__name__)
 
@@ -80,20 +80,7 @@ class Loop:
 
 def declared_loops() -> list[Loop]:
     """Every installed app's ``LOOPS``, refusing two with one name."""
-    loops: list[Loop] = []
-    for config in global_apps.get_app_configs():
-        try:
-            module = importlib.import_module(f"{config.name}.loops")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{config.name}.loops":
-                raise
-            continue
-        loops.extend(getattr(module, "LOOPS", []))
-    names = [loop.name for loop in loops]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"Loops declared twice: {', '.join(duplicates)}.")
-    return loops
+    return declared("loops", "LOOPS", Loop)
 
 
 class _ChildStop:

@@ -236,6 +236,8 @@ if not FIELD_ENCRYPTION_KEYS:
 AWS_ENDPOINT_URL = env_str("AWS_ENDPOINT_URL")
 AWS_DEFAULT_REGION = env_str("AWS_DEFAULT_REGION", "us-east-1")
 AWS_MAX_ATTEMPTS = env_int("AWS_MAX_ATTEMPTS", 8)
+# Threads of a full sync listing accounts, regions and services at once.
+AWS_SYNC_WORKERS = env_positive_int("AWS_SYNC_WORKERS", 8)
 # The IAM principal Portcullis itself runs as; ingester roles trust it (with the External ID).
 PORTCULLIS_AWS_PRINCIPAL_ARN = env_str("PORTCULLIS_AWS_PRINCIPAL_ARN")
 # The tag (value "true") that makes a customer's IAM role or permission set requestable;

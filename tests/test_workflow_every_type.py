@@ -38,7 +38,7 @@ from access.services import identity
 from access.services.grants import expire_due_grants
 from access.services.requests import RequestItem, decide, submit_requests
 from audit.models import AuditEvent
-from aws_integration import policies, seed
+from aws_integration import seed, setup_policies
 from aws_integration.grants import managed
 from aws_integration.models import AwsApp
 from aws_integration.services import get_aws_settings, update_aws_settings
@@ -106,7 +106,7 @@ def member_app(org: seed.SeedResult, ada: User) -> Iterator[AwsApp]:
     yield found
     iam = member(account_id, "iam")
     trust = iam.get_role(RoleName=TRUSTED_ROLE)["Role"]["AssumeRolePolicyDocument"]
-    if managed_subjects(trust) or iam.list_roles(PathPrefix=policies.MANAGED_PATH)["Roles"]:
+    if managed_subjects(trust) or iam.list_roles(PathPrefix=setup_policies.MANAGED_PATH)["Roles"]:
         forget_org()
 
 
@@ -121,7 +121,7 @@ def managed_subjects(trust: dict[str, Any]) -> set[str]:
     statements = trust["Statement"]
     statements = [statements] if isinstance(statements, dict) else statements
     for statement in statements:
-        if statement.get("Sid") == policies.MANAGED_STATEMENT_SID:
+        if statement.get("Sid") == setup_policies.MANAGED_STATEMENT_SID:
             subjects = statement["Condition"]["StringEquals"][f"{ISSUER_HOST}:sub"]
             return {subjects} if isinstance(subjects, str) else set(subjects)
     return set()
@@ -146,7 +146,7 @@ def held_by_managed_role(
     found = role_in(row.account_id, role.name)
     if found is None:
         return set()
-    assert found["Path"] == policies.MANAGED_PATH
+    assert found["Path"] == setup_policies.MANAGED_PATH
     tags = member(row.account_id, "iam").list_role_tags(RoleName=role.name)["Tags"]
     assert {t["Key"]: t["Value"] for t in tags}[managed.RESOURCE_TAG] == row.arn
     return managed_subjects(found["AssumeRolePolicyDocument"])

@@ -19,8 +19,8 @@ from access import permissions, services, tokens
 from access.admin.base import AdminRoleMixin, AuditedAdminMixin, PortcullisModelAdmin
 from access.models import ApiToken, User, UserGroup
 from access.permissions import ADMIN_ROLE, ROLES, is_admin
-from access.resources import UserResource
 from access.services.grants import offboard_user
+from access.user_csv import UserResource
 from audit.services import record_event
 from config.csp import IMPORT_EXPORT_EXPORT_PAGE
 

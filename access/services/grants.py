@@ -775,7 +775,7 @@ def _record_waiting(assignment: Assignment, pending: list[Grant], message: str) 
 
 
 def alert_after() -> int:
-    return int(getattr(settings, "GRANT_ALERT_AFTER_ATTEMPTS", 3))
+    return settings.GRANT_ALERT_AFTER_ATTEMPTS
 
 
 def _record_failure(

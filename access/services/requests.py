@@ -340,7 +340,7 @@ def unknown_user(pk: int) -> User:
 
 
 def pending_timeout() -> timedelta:
-    return timedelta(hours=float(getattr(settings, "ACCESS_REQUEST_PENDING_HOURS", 72)))
+    return timedelta(hours=settings.ACCESS_REQUEST_PENDING_HOURS)
 
 
 def _as_int(value: Any) -> int | None:

@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from access.models import User
-from access.resources import UserResource
+from access.user_csv import UserResource
 from audit.models import AuditEvent
 
 HEADER = "email,first_name,last_name,username,title,department,manager_email,roles\n"

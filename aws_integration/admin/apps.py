@@ -19,7 +19,7 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from access.admin.base import GrantProtectionMixin, PortcullisModelAdmin
-from aws_integration import policies, services
+from aws_integration import services, setup_policies
 from aws_integration.admin import display
 from aws_integration.choices import SyncStatus, ValidationStatus
 from aws_integration.forms import IDENTITY_CENTER_FIELDS, IDENTITY_CENTER_HINT, AwsAppForm
@@ -36,12 +36,12 @@ def run_validations_with_message(request: HttpRequest, app: AwsApp) -> None:
     """Runs the app's validations and says how they went. A failure to run them is a
     message, never an error page: the app itself is saved either way."""
     try:
-        from aws_integration.validations import run_validations
+        from aws_integration.setup_checks import run_validations
     except ImportError:
         messages.warning(
             request,
             "Validations are not available in this installation yet "
-            "(aws_integration.validations is missing); the app was not checked.",
+            "(aws_integration.setup_checks is missing); the app was not checked.",
         )
         return
     try:
@@ -161,9 +161,9 @@ class AwsAppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
             "external_id": aws_settings.external_id,
             "principal_missing": not settings.PORTCULLIS_AWS_PRINCIPAL_ARN,
             "oidc_missing": not (aws_settings.oidc_issuer_url and aws_settings.oidc_client_id),
-            "documents": policies.documents(app, aws_settings),
-            "unscoped_permissions": policies.unscoped_permissions(app),
-            "requestable_tag": policies.requestable_tag(),
+            "documents": setup_policies.documents(app, aws_settings),
+            "unscoped_permissions": setup_policies.unscoped_permissions(app),
+            "requestable_tag": setup_policies.requestable_tag(),
             "validations": [
                 {
                     "validation": v,

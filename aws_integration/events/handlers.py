@@ -23,7 +23,7 @@ from aws_integration.events.parser import (
 )
 from aws_integration.models import AwsApp, SyncRun
 from aws_integration.sync import refresh as sync_refresh
-from aws_integration.sync.refs import IDENTITY_CENTER_KINDS, MEMBER_KINDS, ObjectRef
+from aws_integration.sync.object_refs import IDENTITY_CENTER_KINDS, MEMBER_KINDS, ObjectRef
 
 Handler = Callable[[ParsedEvent, AwsApp], list[ObjectRef]]
 HANDLERS: dict[tuple[str, str], Handler] = {}

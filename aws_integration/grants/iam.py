@@ -5,7 +5,7 @@ Revoking also ends the user's live sessions of the role: an inline policy
 (``PortcullisRevokedSessions``) denies everything to that user's sessions issued before
 the revoke, AWS's "revoke older sessions" pattern narrowed to the user's session names.
 The trust statement lets a holder name a session only after their subject
-(trust_policy.session_name_for), so those names are every session they can mint, whether
+(trust_policy_editor.session_name_for), so those names are every session they can mint, whether
 through Portcullis or by calling AssumeRoleWithWebIdentity themselves.
 
 The trust-policy and revocation helpers here are shared with the managed roles
@@ -30,7 +30,7 @@ from django.utils import timezone
 from access import drivers
 from access.choices import ResourceType
 from access.drivers import DriverError, Outcome, SubjectUnknown
-from aws_integration import policies, trust_policy
+from aws_integration import setup_policies, trust_policy_editor
 from aws_integration.grants import base
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def session_name(user: User) -> str:
     """The RoleSessionName of every session Portcullis mints for this user (Connect uses it),
     and the only one the trust statement lets them use: named after their subject, so that
     a revoke can deny every session they hold."""
-    return trust_policy.session_name_for(subject_of(user))
+    return trust_policy_editor.session_name_for(subject_of(user))
 
 
 def legacy_session_name(user: User) -> str:
@@ -69,7 +69,7 @@ def legacy_session_name(user: User) -> str:
 def revoked_session_names(assignment: Assignment) -> list[str]:
     """The names of every session the user may hold through this assignment: one per
     subject it was applied with, and the name older versions used."""
-    names = {trust_policy.session_name_for(s) for s in subjects_to_remove(assignment)}
+    names = {trust_policy_editor.session_name_for(s) for s in subjects_to_remove(assignment)}
     return sorted({*names, legacy_session_name(assignment.user)})
 
 
@@ -94,8 +94,8 @@ def oidc_trust(account_id: str) -> OidcTrust:
             retryable=False,
         )
     return OidcTrust(
-        provider_arn=policies.oidc_provider_arn(account_id, aws_settings.oidc_issuer_url),
-        issuer_host=policies.issuer_host_path(aws_settings.oidc_issuer_url),
+        provider_arn=setup_policies.oidc_provider_arn(account_id, aws_settings.oidc_issuer_url),
+        issuer_host=setup_policies.issuer_host_path(aws_settings.oidc_issuer_url),
         client_id=aws_settings.oidc_client_id,
     )
 
@@ -137,7 +137,7 @@ def with_subject(policy: dict[str, Any], trust: OidcTrust, subject: str) -> dict
         ]
         if len(kept) != len(statements):
             policy = {**policy, "Statement": kept}
-    return trust_policy.add_subject(
+    return trust_policy_editor.add_subject(
         policy,
         provider_arn=trust.provider_arn,
         issuer_host=trust.issuer_host,
@@ -150,9 +150,11 @@ def without_subjects(
     policy: dict[str, Any], trust: OidcTrust, subjects: set[str]
 ) -> dict[str, Any]:
     """The trust policy no longer admitting the subjects, nor any subject of a former issuer."""
-    new = trust_policy.without_other_issuers(policy, trust.issuer_host)
+    new = trust_policy_editor.without_other_issuers(policy, trust.issuer_host)
     for subject in sorted(subjects):
-        new = trust_policy.remove_subject(new, subject=subject, issuer_host=trust.issuer_host)
+        new = trust_policy_editor.remove_subject(
+            new, subject=subject, issuer_host=trust.issuer_host
+        )
     return _without_managed_statement(new)
 
 
@@ -209,12 +211,12 @@ def write_trust_policy(
     The size is checked against IAM's highest quota (4,096) before writing; between the
     default (2,048) and that, only AWS knows the account's quota, so its refusal is turned
     into the same message."""
-    if trust_policy.parse_policy(current) == new:
+    if trust_policy_editor.parse_policy(current) == new:
         return False
-    text = trust_policy.serialise(new)
+    text = trust_policy_editor.serialise(new)
     try:
-        trust_policy.check_size(text, trust_policy.MAXIMUM_SIZE_LIMIT)
-    except trust_policy.TrustPolicyTooLarge as error:
+        trust_policy_editor.check_size(text, trust_policy_editor.MAXIMUM_SIZE_LIMIT)
+    except trust_policy_editor.TrustPolicyTooLarge as error:
         raise DriverError(f"Role {role_name}: {error}", retryable=False) from error
     with base.aws_errors(f"Updating the trust policy of the IAM role {role_name}"):
         try:
@@ -233,7 +235,7 @@ def too_large_error(role_name: str, size: int, error: ClientError) -> DriverErro
     found = _QUOTA.search(message)
     if base.error_code(error) != "LimitExceeded" or not found:
         return None
-    too_large = trust_policy.TrustPolicyTooLarge(size, int(found.group(1)))
+    too_large = trust_policy_editor.TrustPolicyTooLarge(size, int(found.group(1)))
     return DriverError(f"Role {role_name}: {too_large}", retryable=False)
 
 
@@ -279,7 +281,7 @@ def revoked_sessions_policy(
             "Condition": condition,
         }
     )
-    return {"Version": policies.POLICY_VERSION, "Statement": kept}
+    return {"Version": setup_policies.POLICY_VERSION, "Statement": kept}
 
 
 def end_live_sessions(
@@ -300,7 +302,7 @@ def end_live_sessions(
     with base.aws_errors(what):
         try:
             document = iam.get_role_policy(RoleName=role_name, PolicyName=REVOKED_SESSIONS_POLICY)
-            existing = trust_policy.parse_policy(document["PolicyDocument"])
+            existing = trust_policy_editor.parse_policy(document["PolicyDocument"])
         except ClientError as error:
             if base.error_code(error) != "NoSuchEntity":
                 raise
@@ -369,14 +371,14 @@ class IamRoleDriver:
                     "cannot be granted.",
                     retryable=False,
                 )
-            if role.get("Path") == policies.MANAGED_PATH:
+            if role.get("Path") == setup_policies.MANAGED_PATH:
                 raise DriverError(
                     f"{role_name} is a role Portcullis manages for an EC2 instance, EKS cluster "
                     "or database: request access to that resource instead.",
                     retryable=False,
                 )
             check_requestable(app, role)
-            current = trust_policy.parse_policy(role["AssumeRolePolicyDocument"])
+            current = trust_policy_editor.parse_policy(role["AssumeRolePolicyDocument"])
             if not subject:
                 new = _edited(role_name, lambda: without_subjects(current, trust, set()))
                 write_trust_policy(iam, role_name, current, new)
@@ -410,16 +412,16 @@ class IamRoleDriver:
                     note=f"The IAM role {role_name} no longer exists: nothing to remove."
                 )
             check_requestable(app, role)
-            current = trust_policy.parse_policy(role["AssumeRolePolicyDocument"])
+            current = trust_policy_editor.parse_policy(role["AssumeRolePolicyDocument"])
             new = _edited(
                 role_name, lambda: without_subjects(current, trust, subjects_to_remove(assignment))
             )
             changed = write_trust_policy(iam, role_name, current, new)
             # After the trust policy: a session minted meanwhile is issued before "now".
             end_live_sessions(iam, role_name, revoked_session_names(assignment))
-        if trust_policy.binds_session_names(current, trust.issuer_host) and _bound_long_enough(
-            assignment
-        ):
+        if trust_policy_editor.binds_session_names(
+            current, trust.issuer_host
+        ) and _bound_long_enough(assignment):
             sessions = "; their live sessions are denied."
         else:
             # The role belongs to the customer, whose own principals may hold sessions of
@@ -445,7 +447,7 @@ def check_requestable(app: AwsApp, role: dict[str, Any]) -> None:
     """Refuse to edit a role an admin has not tagged requestable (or one Portcullis never
     edits), as AWS would with the ingester's policy: the refusal names the tag to set."""
     tags = {t["Key"]: t["Value"] for t in role.get("Tags") or []}
-    reason = policies.role_not_requestable_reason(
+    reason = setup_policies.role_not_requestable_reason(
         role["RoleName"], role.get("Path", "/"), tags, app.ingester_role_name
     )
     if reason:
@@ -478,7 +480,7 @@ def _bound_long_enough(assignment: Assignment) -> bool:
 def _edited(role_name: str, edit: Any) -> dict[str, Any]:
     try:
         return edit()
-    except trust_policy.TrustPolicyError as error:
+    except trust_policy_editor.TrustPolicyError as error:
         raise DriverError(f"Role {role_name}: {error}", retryable=False) from error
 
 

@@ -28,7 +28,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 from access.choices import AssignmentState, GrantStatus, ResourceType
 from access.drivers import Driver, DriverError, Outcome
-from aws_integration import policies
+from aws_integration import setup_policies
 from aws_integration.grants import base
 
 if TYPE_CHECKING:
@@ -410,7 +410,7 @@ def check_requestable(ic: IdentityCenter, permission_set_arn: str, name: str) ->
                 "Identity Center.",
                 retryable=False,
             ) from exc
-    reason = policies.permission_set_not_requestable_reason(
+    reason = setup_policies.permission_set_not_requestable_reason(
         {t["Key"]: t.get("Value", "") for t in tags}
     )
     if reason:

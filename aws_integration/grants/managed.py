@@ -33,7 +33,7 @@ from access.choices import AssignmentState, ResourceType
 from access.drivers import DriverError, Outcome, SubjectUnknown
 from access.leases import LeaseKind
 from access.models import Assignment
-from aws_integration import policies, trust_policy
+from aws_integration import setup_policies, trust_policy_editor
 from aws_integration.grants import base
 from aws_integration.grants.iam import (
     OidcTrust,
@@ -103,7 +103,7 @@ class ManagedRole:
 
     @property
     def arn(self) -> str:
-        return f"arn:aws:iam::{self.account_id}:role{policies.MANAGED_PATH}{self.name}"
+        return f"arn:aws:iam::{self.account_id}:role{setup_policies.MANAGED_PATH}{self.name}"
 
     @property
     def tags(self) -> list[dict[str, str]]:
@@ -115,7 +115,7 @@ class ManagedRole:
 
 
 def _policy(*statements: dict[str, Any]) -> dict[str, Any]:
-    return {"Version": policies.POLICY_VERSION, "Statement": list(statements)}
+    return {"Version": setup_policies.POLICY_VERSION, "Statement": list(statements)}
 
 
 def ec2_role(resource: Resource, level: AccessLevel) -> ManagedRole:
@@ -235,14 +235,16 @@ def managed_role_of(assignment: Assignment) -> ManagedRole:
 def _create_role(iam: Any, role: ManagedRole, trust: OidcTrust, subject: str) -> dict[str, Any]:
     """Create the role trusting ``subject``; an existing one (a concurrent or half-done
     grant) is read back and updated by the caller."""
-    document = with_subject({"Version": policies.POLICY_VERSION, "Statement": []}, trust, subject)
+    document = with_subject(
+        {"Version": setup_policies.POLICY_VERSION, "Statement": []}, trust, subject
+    )
     with base.aws_errors(f"Creating the managed role {role.name}"):
         try:
             return iam.create_role(
                 RoleName=role.name,
-                Path=policies.MANAGED_PATH,
-                AssumeRolePolicyDocument=trust_policy.serialise(document),
-                PermissionsBoundary=policies.boundary_policy_arn(role.account_id),
+                Path=setup_policies.MANAGED_PATH,
+                AssumeRolePolicyDocument=trust_policy_editor.serialise(document),
+                PermissionsBoundary=setup_policies.boundary_policy_arn(role.account_id),
                 Description=f"Portcullis: {role.level} on {role.resource_arn}"[:1000],
                 Tags=role.tags,
             )["Role"]
@@ -257,13 +259,15 @@ def _create_role(iam: Any, role: ManagedRole, trust: OidcTrust, subject: str) ->
 
 def _check_ours(role: ManagedRole, found: dict[str, Any]) -> None:
     boundary = (found.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
-    if found.get("Path") != policies.MANAGED_PATH or boundary != policies.boundary_policy_arn(
+    if found.get(
+        "Path"
+    ) != setup_policies.MANAGED_PATH or boundary != setup_policies.boundary_policy_arn(
         role.account_id
     ):
         raise DriverError(
             f"A role named {role.name} exists in account {role.account_id} but is not one "
-            f"Portcullis manages (path {policies.MANAGED_PATH} with the permissions boundary "
-            f"{policies.BOUNDARY_POLICY_NAME}). Rename or delete it, then retry.",
+            f"Portcullis manages (path {setup_policies.MANAGED_PATH} with the permissions boundary "
+            f"{setup_policies.BOUNDARY_POLICY_NAME}). Rename or delete it, then retry.",
             retryable=False,
         )
 
@@ -373,12 +377,12 @@ def _leave(
     for other in others:
         kept |= subjects_to_remove(other)
     leaving = subjects_to_remove(assignment) - kept
-    current = trust_policy.parse_policy(found["AssumeRolePolicyDocument"])
+    current = trust_policy_editor.parse_policy(found["AssumeRolePolicyDocument"])
     try:
         new = without_subjects(current, trust, leaving)
-    except trust_policy.TrustPolicyError as error:
+    except trust_policy_editor.TrustPolicyError as error:
         raise DriverError(f"Role {legacy.name}: {error}", retryable=False) from error
-    if not trust_policy.subjects_in(new, trust.issuer_host):
+    if not trust_policy_editor.subjects_in(new, trust.issuer_host):
         _delete_role(iam, app, legacy)
         return f" Deleted the former role {legacy.name}, which nobody else holds."
     write_trust_policy(iam, legacy.name, current, new)
@@ -386,7 +390,7 @@ def _leave(
         _unmap_in_eks(app, legacy)
     _allow_only_what_stays(iam, legacy, others)
     if leaving:
-        if trust_policy.binds_session_names(current, trust.issuer_host):
+        if trust_policy_editor.binds_session_names(current, trust.issuer_host):
             end_live_sessions(iam, legacy.name, revoked_session_names(assignment))
         else:
             # Its trust policy let holders name their sessions as they liked (older
@@ -417,14 +421,14 @@ def _drop_other_issuers(
     """Take a former issuer's statements out of the role's trust policy; the role goes
     when nobody of the current issuer is left on it, as with its last holder."""
     _check_ours(role, found)
-    current = trust_policy.parse_policy(found["AssumeRolePolicyDocument"])
+    current = trust_policy_editor.parse_policy(found["AssumeRolePolicyDocument"])
     try:
         new = without_subjects(current, trust, set())
-    except trust_policy.TrustPolicyError as error:
+    except trust_policy_editor.TrustPolicyError as error:
         raise DriverError(f"Role {role.name}: {error}", retryable=False) from error
     if new == current:
         return
-    if not trust_policy.subjects_in(new, trust.issuer_host):
+    if not trust_policy_editor.subjects_in(new, trust.issuer_host):
         _delete_role(iam, app, role)
         return
     write_trust_policy(iam, role.name, current, new)
@@ -458,10 +462,10 @@ class ManagedRoleDriver:
             if found is None:
                 found = _create_role(iam, role, trust, subject)
             _check_ours(role, found)
-            current = trust_policy.parse_policy(found["AssumeRolePolicyDocument"])
+            current = trust_policy_editor.parse_policy(found["AssumeRolePolicyDocument"])
             try:
                 new = with_subject(current, trust, subject)
-            except trust_policy.TrustPolicyError as error:
+            except trust_policy_editor.TrustPolicyError as error:
                 raise DriverError(f"Role {role.name}: {error}", retryable=False) from error
             write_trust_policy(iam, role.name, current, new)
             _put_permissions(iam, role)
@@ -497,19 +501,19 @@ class ManagedRoleDriver:
                 if role.eks_cluster:
                     _unmap_in_eks(app, role)
                 return Outcome(note=f"The managed role {role.name} is already gone.")
-            current = trust_policy.parse_policy(found["AssumeRolePolicyDocument"])
+            current = trust_policy_editor.parse_policy(found["AssumeRolePolicyDocument"])
             try:
                 new = without_subjects(current, trust, subjects_to_remove(assignment))
-            except trust_policy.TrustPolicyError as error:
+            except trust_policy_editor.TrustPolicyError as error:
                 raise DriverError(f"Role {role.name}: {error}", retryable=False) from error
-            if not trust_policy.subjects_in(new, trust.issuer_host):
+            if not trust_policy_editor.subjects_in(new, trust.issuer_host):
                 # Deleting the role ends its live sessions too: they lose every permission.
                 _delete_role(iam, app, role)
                 return Outcome(
                     note=f"Deleted the managed role {found['Arn']} with its last holder."
                 )
             write_trust_policy(iam, role.name, current, new)
-            if trust_policy.binds_session_names(current, trust.issuer_host):
+            if trust_policy_editor.binds_session_names(current, trust.issuer_host):
                 end_live_sessions(iam, role.name, revoked_session_names(assignment))
             else:
                 # Someone edited the trust statement so that holders could pick other

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from access.choices import ResourceType
-from aws_integration import policies
+from aws_integration import setup_policies
 
 # Tags and names Portcullis reads back (sync, grant drivers).
 DB_USERS_TAG = "portcullis:db-users"
@@ -32,7 +32,7 @@ def requestable_tag() -> str:
     """The tag key (value "true") the seed puts on the roles and permission sets it offers:
     the installation's PORTCULLIS_REQUESTABLE_TAG, so that the stand-in AWS agrees with what
     sync, the grant drivers and the ingester's policy look for."""
-    return policies.requestable_tag()
+    return setup_policies.requestable_tag()
 
 
 class SeedError(Exception):

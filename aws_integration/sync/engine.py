@@ -23,11 +23,11 @@ from access.choices import ResourceType
 from audit.services import record_event
 from aws_integration.choices import SyncStatus
 from aws_integration.models import AwsApp, SyncRun
-from aws_integration.sync import units
+from aws_integration.sync import scope_jobs
+from aws_integration.sync.app_connection import SyncTarget
+from aws_integration.sync.fetch_results import ScopeResult
 from aws_integration.sync.fetchers.base import ServiceLimiter
 from aws_integration.sync.fetchers.organizations import ACTIVE
-from aws_integration.sync.records import ScopeResult
-from aws_integration.sync.target import SyncTarget
 from aws_integration.sync.upsert import InventoryWriter
 
 logger = logging.getLogger("aws_integration.sync")
@@ -42,7 +42,7 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def workers() -> int:
-    return int(getattr(settings, "AWS_SYNC_WORKERS", 8))
+    return settings.AWS_SYNC_WORKERS
 
 
 class ManagementAccountError(Exception):
@@ -65,7 +65,7 @@ class Listing:
     def run(self) -> None:
         target = self.target
         limiter = ServiceLimiter(self.max_workers)
-        session, opened = units.open_account(target, target.management_account_id)
+        session, opened = scope_jobs.open_account(target, target.management_account_id)
         if session is None:
             self.sink([opened])
             assert opened.error is not None
@@ -74,7 +74,7 @@ class Listing:
                 f"in the management account: {opened.error.message}"
             )
         shared = target.management_clients(session)
-        org_result = units.organization(target, shared["organizations"], limiter)
+        org_result = scope_jobs.organization(target, shared["organizations"], limiter)
         self.sink([opened, org_result])
         accounts = self.accounts_after(org_result)
         if self.account_id:
@@ -94,11 +94,13 @@ class Listing:
             sso = shared.get("sso-admin")
             if target.identity_center:
                 if not self.account_id:  # an account's sync leaves the directory alone
-                    submit("store", units.identity_store, target, shared["identitystore"], limiter)
-                submit("permission_sets", units.permission_sets, target, sso, limiter)
+                    submit(
+                        "store", scope_jobs.identity_store, target, shared["identitystore"], limiter
+                    )
+                submit("permission_sets", scope_jobs.permission_sets, target, sso, limiter)
             if target.organization_management:
                 for account_id, _ in accounts:
-                    submit("account", units.member_account, target, account_id, limiter)
+                    submit("account", scope_jobs.member_account, target, account_id, limiter)
             # Each account's assignments are a unit too, once the permission sets are known.
             total = 1 + len(pending) + (len(accounts) if target.identity_center else 0)
             done = 1
@@ -115,7 +117,7 @@ class Listing:
                         for account_id, name in accounts if by_arn is not None else ():
                             submit(
                                 "assignments",
-                                units.account_assignments,
+                                scope_jobs.account_assignments,
                                 target,
                                 sso,
                                 account_id,

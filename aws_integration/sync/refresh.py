@@ -18,19 +18,19 @@ from django.db.models import Q
 from access.choices import ResourceType
 from aws_integration import clients
 from aws_integration.models import AwsApp, SyncRun
-from aws_integration.sync import units
+from aws_integration.sync import scope_jobs
+from aws_integration.sync.app_connection import SyncTarget
 from aws_integration.sync.engine import workers
+from aws_integration.sync.fetch_results import Scope, ScopeResult
 from aws_integration.sync.fetchers import identity_center, members, organizations
 from aws_integration.sync.fetchers.base import ServiceLimiter, guarded
 from aws_integration.sync.fetchers.organizations import ACTIVE
-from aws_integration.sync.records import Scope, ScopeResult
-from aws_integration.sync.refs import (
+from aws_integration.sync.object_refs import (
     IDENTITY_CENTER_KINDS,
     MEMBER_KINDS,
     ORGANIZATION_KINDS,
     ObjectRef,
 )
-from aws_integration.sync.target import SyncTarget
 from aws_integration.sync.upsert import IN_ACCOUNT_TYPES, InventoryWriter
 
 logger = logging.getLogger("aws_integration.sync")
@@ -200,7 +200,7 @@ class _Plan:
     def _management_job(self) -> list[ScopeResult]:
         target = self.target
         management = target.management_account_id
-        session, opened = units.open_account(target, management)
+        session, opened = scope_jobs.open_account(target, management)
         results = [opened]
         if session is None:
             return results
@@ -209,7 +209,7 @@ class _Plan:
         scope = organizations.organization_scope(management)
         if self.org:
             if any(ids is WHOLE for ids in self.org.values()):
-                results.append(units.organization(target, org, self.limiter))
+                results.append(scope_jobs.organization(target, org, self.limiter))
             else:
                 if self.org.get("ou"):
                     ou_ids = self.org["ou"]
@@ -235,7 +235,7 @@ class _Plan:
         results: list[ScopeResult] = []
         if "permission_set" in self.idc or "account_assignment" in self.idc:
             changed = self.idc.get("permission_set") or set()
-            listed, by_arn = units.permission_sets(target, sso, self.limiter, changed=changed)
+            listed, by_arn = scope_jobs.permission_sets(target, sso, self.limiter, changed=changed)
             results.extend(listed)
             if "account_assignment" in self.idc and by_arn is not None:
                 accounts = self.idc["account_assignment"]
@@ -243,7 +243,7 @@ class _Plan:
                 account_ids = sorted(accounts) if accounts is not WHOLE else self._active_ids
                 for account_id in account_ids:
                     results.extend(
-                        units.account_assignments(
+                        scope_jobs.account_assignments(
                             target, sso, account_id, names.get(account_id, ""), by_arn, self.limiter
                         )
                     )
@@ -254,7 +254,7 @@ class _Plan:
             and groups is WHOLE
             or ("idc_group_membership" in self.idc and memberships is WHOLE)
         ):
-            results.extend(units.identity_store(target, store, self.limiter))
+            results.extend(scope_jobs.identity_store(target, store, self.limiter))
             return results
         store_scope = identity_center.identity_store_scope(target.management_account_id, region)
         known = self._known_users
@@ -291,7 +291,7 @@ class _Plan:
         return results
 
     def _member_job(self, account_id: str, wanted: Wanted) -> list[ScopeResult]:
-        session, opened = units.open_account(self.target, account_id)
+        session, opened = scope_jobs.open_account(self.target, account_id)
         results = [opened]
         if session is None:
             return results
@@ -315,7 +315,7 @@ class _Plan:
                 in_regions = [region]
             else:
                 if regions is None:
-                    regions, listed = units.account_regions(
+                    regions, listed = scope_jobs.account_regions(
                         self.target, session, account_id, self.limiter
                     )
                     if listed is not None:

@@ -22,7 +22,7 @@ RUN_SYNC_TASK = "aws_integration.sync.tasks.run_sync"
 def stale_after() -> timedelta:
     """A run still "running" this long after it started lost its worker (twice the task
     timeout, after which django-q2 has given up on it anyway)."""
-    timeout = int(getattr(settings, "Q_CLUSTER", {}).get("timeout", 600))
+    timeout = settings.Q_CLUSTER["timeout"]
     return timedelta(seconds=2 * timeout)
 
 

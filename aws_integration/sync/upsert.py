@@ -39,7 +39,7 @@ from access.models import AccessLevel, Grant, Resource, User
 from access.services import action_prefix
 from access.services import grants as grant_service
 from audit.services import PendingEvent, record_event, record_events
-from aws_integration import policies, trust_policy
+from aws_integration import setup_policies, trust_policy_editor
 from aws_integration.models import (
     AwsApp,
     AwsSettings,
@@ -48,7 +48,7 @@ from aws_integration.models import (
     SyncRun,
     SyncScope,
 )
-from aws_integration.sync.records import (
+from aws_integration.sync.fetch_results import (
     IdcUserRecord,
     LevelRecord,
     ResourceKey,
@@ -143,7 +143,7 @@ def managed_subjects(policy: Any, *, issuer_host: str, client_id: str) -> set[st
     # driver refuses to edit) still shows whom each admits.
     for statement in statements:
         if (
-            not trust_policy.is_portcullis_statement(statement)
+            not trust_policy_editor.is_portcullis_statement(statement)
             or statement.get("Effect") != "Allow"
         ):
             continue
@@ -152,7 +152,7 @@ def managed_subjects(policy: Any, *, issuer_host: str, client_id: str) -> set[st
         audience = equals.get(f"{issuer_host}:aud") if isinstance(equals, dict) else None
         if audience != client_id and not (isinstance(audience, list) and client_id in audience):
             continue
-        found |= trust_policy.subjects_in({"Statement": statement}, issuer_host)
+        found |= trust_policy_editor.subjects_in({"Statement": statement}, issuer_host)
     return found
 
 
@@ -307,7 +307,7 @@ class InventoryWriter:
         if not self._oidc_read:
             # Read, not get_aws_settings(): a sync must not create the settings row.
             row = AwsSettings.objects.only("oidc_issuer_url", "oidc_client_id").first()
-            host = policies.issuer_host_path(row.oidc_issuer_url) if row else ""
+            host = setup_policies.issuer_host_path(row.oidc_issuer_url) if row else ""
             if row is not None and host and row.oidc_client_id:
                 self._oidc = (host, row.oidc_client_id)
             self._oidc_read = True

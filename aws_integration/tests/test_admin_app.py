@@ -15,7 +15,7 @@ from django.utils.html import escape
 from access.models import Resource
 from access.tests.test_admin import add_url, change_url, form_errors
 from audit.models import AuditEvent
-from aws_integration import policies, services
+from aws_integration import services, setup_policies
 from aws_integration.choices import Severity, SyncStatus, ValidationStatus
 from aws_integration.models import AwsApp, SyncIssue, SyncRun, Validation
 
@@ -214,7 +214,7 @@ def test_a_failure_to_run_validations_is_a_message_and_the_app_is_saved(admin_cl
     def broken(app: AwsApp, **kwargs: Any) -> list[Validation]:
         raise RuntimeError("the network is down")
 
-    monkeypatch.setattr("aws_integration.validations.run_validations", broken)
+    monkeypatch.setattr("aws_integration.setup_checks.run_validations", broken)
     response = admin_client.post(add_url(AwsApp), valid_form(), follow=True)
     assert response.status_code == 200
     assert AwsApp.objects.filter(name="Acme organization").exists()
@@ -224,7 +224,7 @@ def test_a_failure_to_run_validations_is_a_message_and_the_app_is_saved(admin_cl
 
 @pytest.mark.django_db(transaction=True)
 def test_without_the_validations_module_saving_says_so(admin_client, monkeypatch):
-    monkeypatch.setitem(sys.modules, "aws_integration.validations", None)
+    monkeypatch.setitem(sys.modules, "aws_integration.setup_checks", None)
     response = admin_client.post(add_url(AwsApp), valid_form(), follow=True)
     texts = [str(m) for m in response.context["messages"]]
     assert any("Validations are not available" in t for t in texts), texts
@@ -241,7 +241,7 @@ def test_the_app_page_shows_the_external_id_and_every_document_with_copy_buttons
     page = response.content.decode()
     assert f'<code id="external-id-value">{aws_settings.external_id}</code>' in page
     assert 'data-copy="external-id-value"' in page
-    for document in policies.documents(app, aws_settings):
+    for document in setup_policies.documents(app, aws_settings):
         assert f'<pre id="{document["key"]}-text">{escape(document["text"])}</pre>' in page
         assert f'data-copy="{document["key"]}-text"' in page
     assert escape(f'"sts:ExternalId": "{aws_settings.external_id}"') in page
@@ -253,7 +253,7 @@ def test_the_app_page_shows_the_external_id_and_every_document_with_copy_buttons
 def test_the_app_page_lists_what_the_policy_cannot_narrow_with_the_reason(admin_client, app):
     page = admin_client.get(change_url(app)).content.decode()
     assert 'id="unscoped-permissions"' in page
-    limits = policies.unscoped_permissions(app)
+    limits = setup_policies.unscoped_permissions(app)
     assert limits
     for limit in limits:
         assert escape(limit["what"]) in page
@@ -268,7 +268,7 @@ def test_without_the_principal_setting_the_page_warns_and_shows_a_placeholder(
     page = admin_client.get(change_url(app)).content.decode()
     assert 'id="principal-missing"' in page
     assert "PORTCULLIS_AWS_PRINCIPAL_ARN is not set." in page
-    assert policies.PRINCIPAL_PLACEHOLDER in page
+    assert setup_policies.PRINCIPAL_PLACEHOLDER in page
 
 
 def test_the_app_page_shows_validations_failed_first_with_the_missing_actions(admin_client, app):

@@ -31,7 +31,7 @@ from aws_integration.events.parser import (
     parse_time,
 )
 from aws_integration.models import AwsApp
-from aws_integration.sync.refs import ObjectRef
+from aws_integration.sync.object_refs import ObjectRef
 from tests.fixtures import shared_samples
 
 SAMPLES = shared_samples("cloudtrail")

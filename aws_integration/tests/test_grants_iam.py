@@ -20,14 +20,14 @@ from django.apps import apps
 from access.choices import AssignmentState, ResourceType
 from access.drivers import DriverError, SubjectUnknown
 from access.models import AccessLevel, Assignment, Resource, User
-from aws_integration import clients, policies
+from aws_integration import clients, setup_policies
 from aws_integration.grants import base
 from aws_integration.grants import iam as driver
 from aws_integration.models import AwsApp
 from aws_integration.services import get_aws_settings
+from aws_integration.sync.fetch_results import ResourceRecord
 from aws_integration.sync.fetchers import members
-from aws_integration.sync.records import ResourceRecord
-from aws_integration.trust_policy import parse_policy
+from aws_integration.trust_policy_editor import parse_policy
 from tests.fixtures import make_user, shared_samples
 
 pytestmark = pytest.mark.django_db
@@ -114,7 +114,7 @@ def assign(user: User, resource: Resource, level: str) -> Assignment:
 def subjects_of(trust: dict[str, Any]) -> list[str]:
     statements = trust["Statement"]
     statements = [statements] if isinstance(statements, dict) else statements
-    (managed,) = [s for s in statements if s.get("Sid") == policies.MANAGED_STATEMENT_SID]
+    (managed,) = [s for s in statements if s.get("Sid") == setup_policies.MANAGED_STATEMENT_SID]
     return managed["Condition"]["StringEquals"][f"{ISSUER_HOST}:sub"]
 
 
@@ -246,7 +246,7 @@ def test_the_last_subject_of_a_role_trusting_only_portcullis_leaves_a_deny_all_s
     grants_env,
 ):
     # The admin pasted the statement from the app page as the role's whole trust policy.
-    statement = policies.oidc_trust_statement(get_aws_settings(), ACCOUNT, ["ada-subject"])
+    statement = setup_policies.oidc_trust_statement(get_aws_settings(), ACCOUNT, ["ada-subject"])
     role = make_role(
         grants_env, "PortcullisOnly", {"Version": "2012-10-17", "Statement": [statement]}
     )
@@ -674,7 +674,7 @@ def test_a_subject_written_like_a_policy_variable_admits_no_other_token(grants_e
     (statement,) = [
         s
         for s in as_list(trust_of("Variable")["Statement"])
-        if s.get("Sid", "").startswith(policies.MANAGED_STATEMENT_SID)
+        if s.get("Sid", "").startswith(setup_policies.MANAGED_STATEMENT_SID)
     ]
     value = statement["Condition"]["StringEquals"][f"{ISSUER_HOST}:sub"]
     # As IAM reads it for a token of another subject: ${$} is "$", ${<issuer>:sub} that

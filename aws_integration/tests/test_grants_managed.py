@@ -26,7 +26,7 @@ from access.drivers import DriverError, SubjectUnknown
 from access.models import Resource
 from access.services import grants as grant_service
 from audit.models import AuditEvent
-from aws_integration import clients, policies
+from aws_integration import clients, setup_policies
 from aws_integration.grants import iam as iam_grants
 from aws_integration.grants import managed
 from aws_integration.models import AwsApp
@@ -242,7 +242,7 @@ def test_an_ssm_grant_creates_a_bounded_role_for_that_instance_only(grants_env):
     assert own["Action"] == ["ssm:ResumeSession", "ssm:TerminateSession"]
     assert own["Resource"] == "arn:aws:ssm:*:*:session/${aws:userid}-*"
     # Nothing the boundary would cut off: what the role allows is all the boundary allows.
-    boundary_actions = {a for actions in policies.BOUNDARY_ACTIONS.values() for a in actions}
+    boundary_actions = {a for actions in setup_policies.BOUNDARY_ACTIONS.values() for a in actions}
     assert {start["Action"], *own["Action"]} <= boundary_actions
 
 

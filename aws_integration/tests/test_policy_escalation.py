@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from aws_integration import policies
+from aws_integration import setup_policies
 from aws_integration.models import AwsSettings
 from aws_integration.tests import iam_evaluator
 from aws_integration.tests.iam_evaluator import ALLOW, DENY, Request, decision
-from aws_integration.tests.test_policies import MANAGEMENT, make_app
+from aws_integration.tests.test_setup_policies import MANAGEMENT, make_app
 
 ACCOUNT = "210987654321"
 INGESTER = "PortcullisIngester"
@@ -28,7 +28,7 @@ PERMISSION_SET = "arn:aws:sso:::permissionSet/ssoins-1234567890abcdef/ps-0123456
 
 @pytest.fixture
 def policy() -> dict[str, Any]:
-    return policies.ingester_permissions_policy(
+    return setup_policies.ingester_permissions_policy(
         make_app(ingester_role_name=INGESTER), account_id=ACCOUNT
     )
 
@@ -106,14 +106,15 @@ def test_it_cannot_delete_policies_of_or_delete_a_customer_role(policy):
 
 
 @pytest.mark.parametrize("role", [f"{ROLE}/Developer", f"{ROLE}/portcullis/portcullis-ec2-x"])
-@pytest.mark.parametrize("action", policies.ESCALATION_ACTIONS)
+@pytest.mark.parametrize("action", setup_policies.ESCALATION_ACTIONS)
 def test_every_way_around_the_tag_and_the_boundary_is_denied(policy, action, role):
     context = {**REQUESTABLE, "iam:PermissionsBoundary": BOUNDARY}
     assert can(policy, action, role, **context) == DENY
 
 
 @pytest.mark.parametrize(
-    "action", policies.IDENTITY_ESCALATION_ACTIONS + policies.PERMISSION_SET_ESCALATION_ACTIONS
+    "action",
+    setup_policies.IDENTITY_ESCALATION_ACTIONS + setup_policies.PERMISSION_SET_ESCALATION_ACTIONS,
 )
 def test_identity_providers_users_and_permission_sets_stay_out_of_reach_whatever_it_is_given(
     policy, action
@@ -195,7 +196,7 @@ BOUNDED = [
 
 @pytest.fixture
 def boundary() -> dict[str, Any]:
-    return policies.boundary_policy(ACCOUNT, "https://login.example.com/oauth2/default")
+    return setup_policies.boundary_policy(ACCOUNT, "https://login.example.com/oauth2/default")
 
 
 @pytest.mark.parametrize(("action", "resource"), BOUNDED)
@@ -291,7 +292,7 @@ def test_what_the_policy_allows_beyond_requestable_resources_is_on_the_app_page(
     policy, action, resource, context
 ):
     assert can(policy, action, resource, **context) == ALLOW
-    limits = policies.unscoped_permissions(make_app(ingester_role_name=INGESTER))
+    limits = setup_policies.unscoped_permissions(make_app(ingester_role_name=INGESTER))
     assert any(action in limit["what"] for limit in limits), action
 
 
@@ -300,13 +301,13 @@ def test_the_app_page_says_what_a_role_without_the_boundary_under_its_path_is_op
     # trust policy whether Portcullis made it or not.
     unbounded = f"{ROLE}/portcullis/made-by-someone-else"
     assert can(policy, "iam:UpdateAssumeRolePolicy", unbounded) == ALLOW
-    limits = policies.unscoped_permissions(make_app())
+    limits = setup_policies.unscoped_permissions(make_app())
     (managed,) = [x for x in limits if x["what"].startswith("Roles under /portcullis/")]
     assert "without the boundary" in managed["why"]
 
 
 def test_the_app_page_says_a_group_membership_is_not_limited_by_the_permission_set_tag():
-    limits = policies.unscoped_permissions(make_app())
+    limits = setup_policies.unscoped_permissions(make_app())
     (groups,) = [x for x in limits if "identitystore:CreateGroupMembership" in x["what"]]
     assert "not tagged" in groups["why"]
 
@@ -374,19 +375,21 @@ def _resolve(value: Any, variables: dict[str, str]) -> Any:
 
 def test_the_template_deploys_the_same_policy_in_a_member_account():
     app = make_app(ingester_role_name=INGESTER)
-    template = yaml.safe_load(policies.cloudformation_yaml(app, AwsSettings()))
+    template = yaml.safe_load(setup_policies.cloudformation_yaml(app, AwsSettings()))
     document = template["Resources"]["IngesterRole"]["Properties"]["Policies"][0]
     resolved = _resolve(
         document["PolicyDocument"],
         {
             "AWS::AccountId": ACCOUNT,
             "IngesterRoleName": INGESTER,
-            "QueueArn": policies.queue_arn(app.sqs_queue_url),
+            "QueueArn": setup_policies.queue_arn(app.sqs_queue_url),
         },
     )
-    assert resolved == policies.ingester_permissions_policy(app, account_id=ACCOUNT)
+    assert resolved == setup_policies.ingester_permissions_policy(app, account_id=ACCOUNT)
     boundary = template["Resources"]["PermissionsBoundary"]["Properties"]["PolicyDocument"]
-    assert _resolve(boundary, {"AWS::AccountId": ACCOUNT}) == policies.boundary_policy(ACCOUNT, "")
+    assert _resolve(boundary, {"AWS::AccountId": ACCOUNT}) == setup_policies.boundary_policy(
+        ACCOUNT, ""
+    )
 
 
 # parliament -------------------------------------------------------------------------------
@@ -422,7 +425,7 @@ EXPECTED_FINDINGS = {
     ("trust", "MALFORMED"): {"PortcullisAssumeWithExternalId"},
     # The boundary is the ceiling of every managed role; each role's own policy names its
     # instance, cluster or database user.
-    ("boundary", "RESOURCE_STAR"): set(policies.BOUNDARY_ACTIONS),
+    ("boundary", "RESOURCE_STAR"): set(setup_policies.BOUNDARY_ACTIONS),
     # rds-db:connect mints a database login token: the access an RDS grant gives.
     ("boundary", "CREDENTIALS_EXPOSURE"): {"RdsIamAuthentication"},
     ("boundary", "PERMISSIONS_MANAGEMENT_ACTIONS"): {"RdsIamAuthentication"},
@@ -448,11 +451,11 @@ def test_parliament_finds_nothing_but_the_explained_false_positives():
         oidc_issuer_url="https://login.example.com", oidc_client_id="portcullis-client"
     )
     documents = {
-        "permissions": policies.ingester_permissions_policy(app, account_id=ACCOUNT),
-        "trust": policies.ingester_trust_policy(
+        "permissions": setup_policies.ingester_permissions_policy(app, account_id=ACCOUNT),
+        "trust": setup_policies.ingester_trust_policy(
             app, settings, principal="arn:aws:iam::999999999999:role/portcullis-web"
         ),
-        "boundary": policies.boundary_policy(ACCOUNT, "https://login.example.com"),
+        "boundary": setup_policies.boundary_policy(ACCOUNT, "https://login.example.com"),
     }
     found: set[tuple[str, str, str]] = set()
     for name, document in documents.items():

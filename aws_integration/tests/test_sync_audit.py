@@ -14,8 +14,8 @@ from audit.services import verify_chain
 from aws_integration import seed
 from aws_integration.choices import SyncStatus
 from aws_integration.models import IdentityCenterUser
+from aws_integration.sync.object_refs import ObjectRef
 from aws_integration.sync.refresh import refresh
-from aws_integration.sync.refs import ObjectRef
 from aws_integration.tests.sync_fixtures import (
     REGION,
     create_role,

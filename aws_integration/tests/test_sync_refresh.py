@@ -12,8 +12,8 @@ from access.models import Grant, Resource
 from audit.models import AuditEvent
 from aws_integration import seed
 from aws_integration.models import IdentityCenterUser
+from aws_integration.sync.object_refs import ObjectRef
 from aws_integration.sync.refresh import refresh
-from aws_integration.sync.refs import ObjectRef
 from aws_integration.tests.sync_fixtures import (
     ADA_EMAIL,
     REGION,

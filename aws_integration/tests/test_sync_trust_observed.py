@@ -15,13 +15,13 @@ from access.choices import GrantSource, GrantStatus, PropagationStatus, Resource
 from access.models import Grant, Resource, User
 from access.services.grants import create_grant, revoke_grant
 from audit.models import AuditEvent
-from aws_integration import policies, seed, trust_policy
+from aws_integration import seed, setup_policies, trust_policy_editor
 from aws_integration.choices import SyncStatus
 from aws_integration.grants import base
 from aws_integration.models import AwsApp
 from aws_integration.services import get_aws_settings
+from aws_integration.sync.object_refs import ObjectRef
 from aws_integration.sync.refresh import refresh
-from aws_integration.sync.refs import ObjectRef
 from aws_integration.sync.upsert import managed_subjects
 from aws_integration.tests.sync_fixtures import (
     capture,
@@ -106,7 +106,7 @@ def role(account_id: str) -> Iterator[str]:
 # Changing the stand-in ---------------------------------------------------------------------------
 def trust_of(account_id: str) -> dict[str, Any]:
     document = member(account_id, "iam").get_role(RoleName=ROLE)["Role"]
-    return trust_policy.parse_policy(document["AssumeRolePolicyDocument"])
+    return trust_policy_editor.parse_policy(document["AssumeRolePolicyDocument"])
 
 
 def held(account_id: str) -> set[str]:
@@ -118,9 +118,9 @@ def add_subjects(account_id: str, *subjects: str) -> None:
     """Someone puts subjects in the managed statement by hand, in AWS."""
     policy = trust_of(account_id)
     for subject in subjects:
-        policy = trust_policy.add_subject(
+        policy = trust_policy_editor.add_subject(
             policy,
-            provider_arn=policies.oidc_provider_arn(account_id, ISSUER),
+            provider_arn=setup_policies.oidc_provider_arn(account_id, ISSUER),
             issuer_host=ISSUER_HOST,
             client_id=CLIENT_ID,
             subject=subject,
@@ -129,7 +129,7 @@ def add_subjects(account_id: str, *subjects: str) -> None:
 
 
 def remove_subject(account_id: str, subject: str) -> None:
-    policy = trust_policy.remove_subject(
+    policy = trust_policy_editor.remove_subject(
         trust_of(account_id), subject=subject, issuer_host=ISSUER_HOST
     )
     write(account_id, policy)
@@ -137,7 +137,7 @@ def remove_subject(account_id: str, subject: str) -> None:
 
 def write(account_id: str, policy: dict[str, Any]) -> None:
     member(account_id, "iam").update_assume_role_policy(
-        RoleName=ROLE, PolicyDocument=trust_policy.serialise(policy)
+        RoleName=ROLE, PolicyDocument=trust_policy_editor.serialise(policy)
     )
 
 
@@ -156,7 +156,7 @@ def observed(user: User, row: Resource) -> list[Grant]:
 # Which statements admit whom -------------------------------------------------------------------
 def managed(audience: Any, subjects: Any, *, host: str = ISSUER_HOST, **extra: Any) -> dict:
     return {
-        "Sid": policies.MANAGED_STATEMENT_SID,
+        "Sid": setup_policies.MANAGED_STATEMENT_SID,
         "Effect": "Allow",
         "Principal": {"Federated": f"arn:aws:iam::111122223333:oidc-provider/{host}"},
         "Action": "sts:AssumeRoleWithWebIdentity",
@@ -190,13 +190,13 @@ def test_only_the_managed_allow_statement_for_portcullis_client_admits_subjects(
 def test_statements_binding_session_names_and_per_subject_ones_admit_their_subjects():
     # As grants write them now: a shared statement binding each session name to its
     # subject, and one of its own for a subject that cannot be a session name.
-    written = trust_policy.portcullis_statements(
+    written = trust_policy_editor.portcullis_statements(
         f"arn:aws:iam::123456789012:oidc-provider/{ISSUER_HOST}",
         ISSUER_HOST,
         CLIENT_ID,
         {"ab", "auth0|b"},
     )
-    assert [s["Sid"] for s in written][0] == policies.MANAGED_STATEMENT_SID
+    assert [s["Sid"] for s in written][0] == setup_policies.MANAGED_STATEMENT_SID
     assert written[1]["Sid"].startswith("PortcullisManagedSubject")
     assert admitted(OWNER_STATEMENT, *written) == {"ab", "auth0|b"}
     # Both shapes side by side (a role not yet touched since the upgrade reads as before).

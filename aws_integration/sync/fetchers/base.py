@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from aws_integration.sync.records import Scope, ScopeError, ScopeResult
+from aws_integration.sync.fetch_results import Scope, ScopeError, ScopeResult
 
 logger = logging.getLogger("aws_integration.sync")
 

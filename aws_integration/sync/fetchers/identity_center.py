@@ -11,14 +11,8 @@ from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
 from aws_integration.clients import error_code
-from aws_integration.policies import permission_set_not_requestable_reason
-from aws_integration.sync.fetchers.base import (
-    NOT_REQUESTABLE,
-    identifier_from_arn,
-    paginate,
-    tag_dict,
-)
-from aws_integration.sync.records import (
+from aws_integration.setup_policies import permission_set_not_requestable_reason
+from aws_integration.sync.fetch_results import (
     IdcUserRecord,
     LevelRecord,
     LevelSweep,
@@ -26,6 +20,12 @@ from aws_integration.sync.records import (
     Scope,
     ScopeResult,
     Sweep,
+)
+from aws_integration.sync.fetchers.base import (
+    NOT_REQUESTABLE,
+    identifier_from_arn,
+    paginate,
+    tag_dict,
 )
 
 SSO_SERVICE = "sso-admin"

@@ -13,14 +13,20 @@ from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
 from aws_integration.clients import error_code
-from aws_integration.policies import MANAGED_PATH, role_not_requestable_reason
+from aws_integration.setup_policies import MANAGED_PATH, role_not_requestable_reason
+from aws_integration.sync.fetch_results import (
+    LevelRecord,
+    ResourceRecord,
+    Scope,
+    ScopeResult,
+    Sweep,
+)
 from aws_integration.sync.fetchers.base import (
     NOT_REQUESTABLE,
     identifier_from_arn,
     paginate,
     tag_dict,
 )
-from aws_integration.sync.records import LevelRecord, ResourceRecord, Scope, ScopeResult, Sweep
 
 ACCOUNT = ResourceType.ACCOUNT.value
 IAM_ROLE = ResourceType.IAM_ROLE.value

@@ -10,8 +10,8 @@ from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
 from aws_integration.clients import error_code
+from aws_integration.sync.fetch_results import ResourceRecord, Scope, ScopeResult, Sweep
 from aws_integration.sync.fetchers.base import iso, paginate
-from aws_integration.sync.records import ResourceRecord, Scope, ScopeResult, Sweep
 
 SERVICE = "organizations"
 OU = ResourceType.ORGANIZATIONAL_UNIT.value

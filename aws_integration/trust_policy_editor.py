@@ -27,7 +27,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from aws_integration.policies import MANAGED_STATEMENT_SID
+from aws_integration.setup_policies import MANAGED_STATEMENT_SID
 
 ASSUME_ACTION = "sts:AssumeRoleWithWebIdentity"
 SESSION_NAME_KEY = "sts:RoleSessionName"

@@ -13,15 +13,15 @@ import pytest
 import yaml
 from botocore import xform_name
 
-from aws_integration import policies, trust_policy
+from aws_integration import setup_policies, trust_policy_editor
 from aws_integration.models import AwsApp, AwsSettings
 
 MANAGEMENT = "123456789012"
 ISSUER = "https://login.example.com/oauth2/default"
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/portcullis-events"
-PACKAGE = Path(policies.__file__).parent
+PACKAGE = Path(setup_policies.__file__).parent
 # Modules that call AWS for sync, real-time events and validations (grants come later).
-AWS_CALLERS = ("sync", "events", "validations.py", "grants")
+AWS_CALLERS = ("sync", "events", "setup_checks.py", "grants")
 # The IAM prefix of each boto3 service these modules use.
 IAM_PREFIXES = {
     "organizations": "organizations",
@@ -88,7 +88,7 @@ def minified(document: dict[str, Any]) -> str:
 
 # Every document ------------------------------------------------------------------------
 def test_every_document_on_the_app_page_is_valid_json_or_yaml(aws_settings, principal):
-    documents = policies.documents(make_app(), aws_settings)
+    documents = setup_policies.documents(make_app(), aws_settings)
     assert [d["key"] for d in documents] == [
         "trust-policy",
         "permissions-policy",
@@ -106,28 +106,28 @@ def test_every_document_on_the_app_page_is_valid_json_or_yaml(aws_settings, prin
 
 def test_the_external_id_and_account_ids_are_substituted(aws_settings, principal):
     app = make_app()
-    text = "\n".join(d["text"] for d in policies.documents(app, aws_settings))
+    text = "\n".join(d["text"] for d in setup_policies.documents(app, aws_settings))
     assert aws_settings.external_id in text
     assert principal in text
     assert f"arn:aws:iam::{MANAGEMENT}:role/portcullis/*" in text
     assert f"arn:aws:iam::{MANAGEMENT}:policy/portcullis/PortcullisPermissionsBoundary" in text
     assert f"arn:aws:iam::{MANAGEMENT}:oidc-provider/login.example.com/oauth2/default" in text
     assert "arn:aws:sqs:eu-west-1:123456789012:portcullis-events" in text
-    assert policies.PRINCIPAL_PLACEHOLDER not in text
+    assert setup_policies.PRINCIPAL_PLACEHOLDER not in text
 
 
 def test_the_documents_fit_the_iam_size_limits(aws_settings, principal):
     app = make_app()
     # Trust policies: 2,048 characters by default; inline role policies: 10,240;
     # managed policies: 6,144 (whitespace not counted).
-    assert len(minified(policies.ingester_trust_policy(app, aws_settings))) < 2048
-    assert len(minified(policies.ingester_permissions_policy(app))) < 10240
-    assert len(minified(policies.boundary_policy(MANAGEMENT, ISSUER))) < 6144
+    assert len(minified(setup_policies.ingester_trust_policy(app, aws_settings))) < 2048
+    assert len(minified(setup_policies.ingester_permissions_policy(app))) < 10240
+    assert len(minified(setup_policies.boundary_policy(MANAGEMENT, ISSUER))) < 6144
 
 
 # Trust policy ------------------------------------------------------------------------------
 def test_the_trust_policy_trusts_portcullis_with_the_external_id(aws_settings, principal):
-    policy = policies.ingester_trust_policy(make_app(), aws_settings)
+    policy = setup_policies.ingester_trust_policy(make_app(), aws_settings)
     (statement,) = policy["Statement"]
     assert statement["Principal"] == {"AWS": principal}
     assert statement["Action"] == "sts:AssumeRole"
@@ -136,25 +136,25 @@ def test_the_trust_policy_trusts_portcullis_with_the_external_id(aws_settings, p
 
 def test_without_the_principal_setting_the_trust_policy_names_a_placeholder(aws_settings, settings):
     settings.PORTCULLIS_AWS_PRINCIPAL_ARN = ""
-    policy = policies.ingester_trust_policy(make_app(), aws_settings)
-    assert policy["Statement"][0]["Principal"] == {"AWS": policies.PRINCIPAL_PLACEHOLDER}
+    policy = setup_policies.ingester_trust_policy(make_app(), aws_settings)
+    assert policy["Statement"][0]["Principal"] == {"AWS": setup_policies.PRINCIPAL_PLACEHOLDER}
 
 
 # Permissions policy ------------------------------------------------------------------------
 def test_the_permissions_policy_holds_every_listed_action(principal):
-    policy = policies.ingester_permissions_policy(make_app())
+    policy = setup_policies.ingester_permissions_policy(make_app())
     expected = set(
-        policies.MANAGEMENT_READ_ACTIONS
-        + policies.MEMBER_READ_ACTIONS
-        + policies.GRANT_ACTIONS
-        + policies.SQS_ACTIONS
+        setup_policies.MANAGEMENT_READ_ACTIONS
+        + setup_policies.MEMBER_READ_ACTIONS
+        + setup_policies.GRANT_ACTIONS
+        + setup_policies.SQS_ACTIONS
     )
     assert actions_of(policy) == expected
     assert not any("*" in action for action in actions_of(policy))
 
 
 def test_role_creation_is_limited_to_the_portcullis_path_with_the_boundary():
-    policy = policies.ingester_permissions_policy(make_app())
+    policy = setup_policies.ingester_permissions_policy(make_app())
     boundary = f"arn:aws:iam::{MANAGEMENT}:policy/portcullis/PortcullisPermissionsBoundary"
     for action in ("iam:CreateRole", "iam:DeleteRolePolicy"):
         (statement,) = statements_with(policy, action)
@@ -172,7 +172,7 @@ def test_role_creation_is_limited_to_the_portcullis_path_with_the_boundary():
 
 
 def test_trust_policy_edits_reach_requestable_and_portcullis_roles_of_the_account_only():
-    policy = policies.ingester_permissions_policy(make_app(), account_id="210987654321")
+    policy = setup_policies.ingester_permissions_policy(make_app(), account_id="210987654321")
     requestable, managed = statements_with(policy, "iam:UpdateAssumeRolePolicy")
     assert requestable["Resource"] == "arn:aws:iam::210987654321:role/*"
     assert requestable["Condition"] == {
@@ -183,13 +183,13 @@ def test_trust_policy_edits_reach_requestable_and_portcullis_roles_of_the_accoun
 
 def test_the_requestable_tag_is_a_setting(settings):
     settings.PORTCULLIS_REQUESTABLE_TAG = "acme:grantable"
-    policy = policies.ingester_permissions_policy(make_app())
+    policy = setup_policies.ingester_permissions_policy(make_app())
     (statement, _) = statements_with(policy, "iam:UpdateAssumeRolePolicy")
     assert statement["Condition"] == {"StringEquals": {"aws:ResourceTag/acme:grantable": "true"}}
 
 
 def test_the_queue_statement_names_the_queue_and_only_when_there_is_one():
-    with_queue = policies.ingester_permissions_policy(make_app())
+    with_queue = setup_policies.ingester_permissions_policy(make_app())
     (statement,) = statements_with(with_queue, "sqs:ReceiveMessage")
     assert statement["Resource"] == "arn:aws:sqs:eu-west-1:123456789012:portcullis-events"
     assert set(statement["Action"]) == {
@@ -197,26 +197,26 @@ def test_the_queue_statement_names_the_queue_and_only_when_there_is_one():
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
     }
-    without = policies.ingester_permissions_policy(make_app(sqs_queue_url=""))
+    without = setup_policies.ingester_permissions_policy(make_app(sqs_queue_url=""))
     assert not any(a.startswith("sqs:") for a in actions_of(without))
 
 
 def test_each_toggle_adds_only_its_own_actions():
     idc_only = actions_of(
-        policies.ingester_permissions_policy(
+        setup_policies.ingester_permissions_policy(
             make_app(organization_management=False, sqs_queue_url="")
         )
     )
     assert not any(a.split(":")[0] in ("iam", "ec2", "eks", "rds") for a in idc_only)
-    assert set(policies.IDENTITY_CENTER_GRANT_ACTIONS) <= idc_only
+    assert set(setup_policies.IDENTITY_CENTER_GRANT_ACTIONS) <= idc_only
     org_only = actions_of(
-        policies.ingester_permissions_policy(
+        setup_policies.ingester_permissions_policy(
             make_app(identity_center_management=False, sqs_queue_url="")
         )
     )
     assert not any(a.split(":")[0] in ("sso", "identitystore") for a in org_only)
-    assert set(policies.MEMBER_READ_ACTIONS) <= org_only
-    assert set(policies.ORGANIZATIONS_READ_ACTIONS) <= org_only
+    assert set(setup_policies.MEMBER_READ_ACTIONS) <= org_only
+    assert set(setup_policies.ORGANIZATIONS_READ_ACTIONS) <= org_only
 
 
 def _operations() -> dict[str, list[tuple[str, str]]]:
@@ -233,7 +233,8 @@ def _called_methods() -> set[str]:
     names: set[str] = set()
     for entry in AWS_CALLERS:
         root = PACKAGE / entry
-        files = [root] if root.is_file() else sorted(root.rglob("*.py")) if root.exists() else []
+        assert root.exists(), f"{root} is gone: update AWS_CALLERS"
+        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
         for file in files:
             text = file.read_text()
             names.update(re.findall(r"\.([a-z][a-z0-9_]+)\(", text))
@@ -242,7 +243,7 @@ def _called_methods() -> set[str]:
 
 
 def test_every_aws_call_of_sync_events_and_validations_is_allowed_by_the_policy():
-    granted = actions_of(policies.ingester_permissions_policy(make_app()))
+    granted = actions_of(setup_policies.ingester_permissions_policy(make_app()))
     operations = _operations()
     missing = []
     for method in sorted(_called_methods() & set(operations)):
@@ -251,7 +252,7 @@ def test_every_aws_call_of_sync_events_and_validations_is_allowed_by_the_policy(
         ]
         if not any(c in granted for c in candidates):
             missing.append(" or ".join(candidates))
-    assert missing == [], f"Add to aws_integration/policies.py: {missing}"
+    assert missing == [], f"Add to aws_integration/setup_policies.py: {missing}"
 
 
 def test_the_cross_check_sees_the_calls_it_checks():
@@ -263,21 +264,23 @@ def test_the_cross_check_sees_the_calls_it_checks():
 
 # Boundary, OIDC -------------------------------------------------------------------------
 def test_the_boundary_allows_only_sessions_eks_and_database_logins():
-    granted = actions_of(policies.boundary_policy(MANAGEMENT, ISSUER))
+    granted = actions_of(setup_policies.boundary_policy(MANAGEMENT, ISSUER))
     assert {"ssm:StartSession", "eks:DescribeCluster", "rds-db:connect"} <= granted
     assert {a.split(":")[0] for a in granted} <= {"ssm", "ec2", "eks", "rds", "rds-db"}
     assert not any(a.endswith("*") for a in granted)
 
 
 def test_the_oidc_provider_names_the_issuer_and_client_id(aws_settings):
-    provider = policies.oidc_provider(aws_settings)
+    provider = setup_policies.oidc_provider(aws_settings)
     assert provider["Url"] == ISSUER
     assert provider["ClientIDList"] == ["portcullis-client"]
-    assert "thumbprint" in policies.OIDC_THUMBPRINT_NOTE.lower()
+    assert "thumbprint" in setup_policies.OIDC_THUMBPRINT_NOTE.lower()
 
 
 def test_the_oidc_trust_statement_has_the_managed_shape(aws_settings):
-    statement = policies.oidc_trust_statement(aws_settings, "210987654321", ["sub-1", "sub-2"])
+    statement = setup_policies.oidc_trust_statement(
+        aws_settings, "210987654321", ["sub-1", "sub-2"]
+    )
     assert statement == {
         "Sid": "PortcullisManaged",
         "Effect": "Allow",
@@ -294,7 +297,7 @@ def test_the_oidc_trust_statement_has_the_managed_shape(aws_settings):
         },
     }
     # What the page shows is what the grant drivers write.
-    assert [statement] == trust_policy.portcullis_statements(
+    assert [statement] == trust_policy_editor.portcullis_statements(
         statement["Principal"]["Federated"],
         "login.example.com/oauth2/default",
         "portcullis-client",
@@ -304,18 +307,20 @@ def test_the_oidc_trust_statement_has_the_managed_shape(aws_settings):
 
 def test_without_oidc_settings_the_documents_show_placeholders():
     empty = AwsSettings()
-    statement = policies.oidc_trust_statement(empty, MANAGEMENT)
+    statement = setup_policies.oidc_trust_statement(empty, MANAGEMENT)
     assert statement["Principal"]["Federated"].endswith(":oidc-provider/oidc.example.com")
     assert statement["Condition"]["StringEquals"]["oidc.example.com:sub"] == [
-        policies.SUBJECT_PLACEHOLDER
+        setup_policies.SUBJECT_PLACEHOLDER
     ]
-    assert policies.oidc_provider(empty)["ClientIDList"] == [policies.CLIENT_ID_PLACEHOLDER]
+    assert setup_policies.oidc_provider(empty)["ClientIDList"] == [
+        setup_policies.CLIENT_ID_PLACEHOLDER
+    ]
 
 
 # CloudFormation -----------------------------------------------------------------------------
 def test_the_template_creates_role_policies_boundary_and_provider(aws_settings, principal):
     app = make_app(ingester_role_name="PortcullisReader")
-    template = yaml.safe_load(policies.cloudformation_yaml(app, aws_settings))
+    template = yaml.safe_load(setup_policies.cloudformation_yaml(app, aws_settings))
     resources = template["Resources"]
     assert {name: r["Type"] for name, r in resources.items()} == {
         "PermissionsBoundary": "AWS::IAM::ManagedPolicy",
@@ -346,7 +351,7 @@ def test_the_template_creates_role_policies_boundary_and_provider(aws_settings, 
 def test_the_template_takes_the_account_from_the_stack_so_it_works_as_a_stackset(
     aws_settings, principal
 ):
-    text = policies.cloudformation_yaml(make_app(), aws_settings)
+    text = setup_policies.cloudformation_yaml(make_app(), aws_settings)
     template = yaml.safe_load(text)
     assert MANAGEMENT not in json.dumps(template["Resources"])  # no account baked in
     statements = template["Resources"]["IngesterRole"]["Properties"]["Policies"][0][

@@ -1,4 +1,4 @@
-"""The schedules declared in code become django-q2 Schedule rows, idempotently."""
+"""The schedules every app declares in code become django-q2 Schedule rows, idempotently."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from aws_integration import schedules
+from config import schedules
 
 pytestmark = pytest.mark.django_db
 
@@ -22,11 +22,11 @@ EXPECTED = {
         2,
     ),
     "Portcullis: AWS validations": (
-        "aws_integration.validations.run_all_validations",
+        "aws_integration.setup_checks.run_all_validations",
         Schedule.DAILY,
         None,
     ),
-    # Declared by access (as plain dicts: access imports no provider app).
+    # Declared by access.
     "Portcullis: grant sweep": ("access.tasks.sweep", Schedule.MINUTES, 5),
 }
 
@@ -83,7 +83,7 @@ def test_it_removes_schedules_no_longer_declared_and_duplicates_but_not_others()
     )
     Schedule.objects.create(
         name="Portcullis: AWS validations",
-        func="aws_integration.validations.run_all_validations",
+        func="aws_integration.setup_checks.run_all_validations",
         schedule_type=Schedule.DAILY,
     )
     Schedule.objects.create(name="Nightly report", func="ops.report", schedule_type="D")
@@ -106,17 +106,17 @@ def test_the_command_installs_and_reports():
     assert Schedule.objects.filter(name="Portcullis: AWS full syncs").exists()
 
 
-@pytest.mark.parametrize("func", [spec[0] for spec in EXPECTED.values()])
+@pytest.mark.parametrize("func", [expected[0] for expected in EXPECTED.values()])
 def test_each_scheduled_task_exists(func):
     module, name = func.rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module), name))
 
 
-def test_a_spec_refuses_a_name_without_the_prefix_or_minutes_on_a_daily_schedule():
+def test_a_schedule_refuses_a_name_without_the_prefix_or_minutes_on_a_daily_schedule():
     with pytest.raises(ValueError, match="must start with"):
-        schedules.ScheduleSpec("Sync", "x.y", schedules.DAILY)
+        schedules.Schedule("Sync", "x.y", schedules.DAILY)
     with pytest.raises(ValueError, match="minutes goes with the MINUTES type"):
-        schedules.ScheduleSpec("Portcullis: x", "x.y", schedules.DAILY, minutes=5)
+        schedules.Schedule("Portcullis: x", "x.y", schedules.DAILY, minutes=5)
 
 
 def test_it_brings_forward_a_postponed_next_run():

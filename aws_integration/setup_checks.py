@@ -43,11 +43,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record_event
-from aws_integration import clients, policies, services, validators
+from aws_integration import clients, services, setup_policies, validators
 from aws_integration.choices import Severity, ValidationStatus
 from aws_integration.models import AwsApp, AwsSettings, Validation
-from aws_integration.schedules import InstallResult, restore_schedules
 from aws_integration.services import get_aws_settings
+from config.schedules import InstallResult, restore_schedules
 
 logger = logging.getLogger(__name__)
 
@@ -569,5 +569,7 @@ def _schedules_check(result: InstallResult) -> Check:
 def policy_actions() -> set[str]:
     """The read actions of the pasted permissions policy: every probed action is one."""
     return set(
-        policies.MANAGEMENT_READ_ACTIONS + policies.MEMBER_READ_ACTIONS + policies.SQS_ACTIONS
+        setup_policies.MANAGEMENT_READ_ACTIONS
+        + setup_policies.MEMBER_READ_ACTIONS
+        + setup_policies.SQS_ACTIONS
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from aws_integration.schedules import install_schedules
+from config.schedules import install_schedules
 
 
 class Command(BaseCommand):

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from aws_integration.trust_policy import (
+from aws_integration.trust_policy_editor import (
     TrustPolicyError,
     TrustPolicyTooLarge,
     add_subject,

@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from audit.models import AuditEvent
-from aws_integration import clients, seed, standin, validations
+from aws_integration import clients, seed, setup_checks, standin
 from aws_integration.choices import Severity, ValidationStatus
 from aws_integration.models import AwsApp, Validation
 from aws_integration.services import get_aws_settings
@@ -82,7 +82,7 @@ def member_accounts(seeded: seed.SeedResult) -> list[str]:
 
 
 def test_every_check_passes_against_the_seeded_organization(app, seeded):
-    stored = validations.run_validations(app)
+    stored = setup_checks.run_validations(app)
 
     results = by_key(app)
     assert len(stored) == len(results)
@@ -111,18 +111,18 @@ def test_every_check_passes_against_the_seeded_organization(app, seeded):
 
 
 def test_every_probed_action_is_in_the_pasted_policy(app):
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     probed = {a for v in app.validations.all() for a in v.details.get("checked_actions", [])}
     assert probed >= {"ec2:DescribeInstances", "sso:ListInstances", "organizations:ListAccounts"}
-    assert probed - validations.policy_actions() == set()
+    assert probed - setup_checks.policy_actions() == set()
 
 
 def test_a_member_account_refusing_ec2_fails_naming_the_action(app, seeded, aws_faults):
     denied, *others = member_accounts(seeded)
     aws_faults.deny("ec2", "DescribeInstances", account_id=denied)
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     results = by_key(app)
     member = results[f"member.{denied}"]
@@ -143,7 +143,7 @@ def test_a_member_role_that_cannot_be_assumed_fails_naming_the_role(app, seeded,
     denied = member_accounts(seeded)[1]
     aws_faults.deny_assume_role(account_id=denied)
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     member = by_key(app)[f"member.{denied}"]
     role_arn = f"arn:aws:iam::{denied}:role/PortcullisIngester"
@@ -155,7 +155,7 @@ def test_a_member_role_that_cannot_be_assumed_fails_naming_the_role(app, seeded,
 
 
 def test_the_external_id_is_presented_when_assuming_the_role(app, aws_faults):
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     assumes = [c for c in aws_faults.calls if c.action == "AssumeRole"]
     assert assumes
@@ -165,7 +165,7 @@ def test_the_external_id_is_presented_when_assuming_the_role(app, aws_faults):
 def test_a_refused_management_role_blocks_the_checks_behind_it(app, aws_faults):
     aws_faults.deny_assume_role(app.role_arn())
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     results = by_key(app)
     assume = results["management.assume_role"]
@@ -182,7 +182,7 @@ def test_refused_organizations_and_identity_center_reads_are_named(app, aws_faul
     aws_faults.deny("organizations", "ListAccounts")
     aws_faults.deny("identitystore", "ListGroups")
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     results = by_key(app)
     assert results["management.organizations"].details["missing_actions"] == [
@@ -201,7 +201,7 @@ def test_a_wrong_identity_store_id_fails_the_match(app, seeded):
     app.identity_store_id = "d-0000000000"
     app.save()
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     instance = by_key(app)["identity_center.instance"]
     assert instance.status == ValidationStatus.FAILED
@@ -218,7 +218,7 @@ def test_an_unknown_instance_arn_fails_the_match(app, seeded):
     app.identity_center_instance_arn = "arn:aws:sso:::instance/ssoins-0000000000000000"
     app.save()
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     instance = by_key(app)["identity_center.instance"]
     assert instance.status == ValidationStatus.FAILED
@@ -235,7 +235,7 @@ def test_the_queue_check_receives_without_consuming(app, aws_faults):
     app.save()
     sqs.send_message(QueueUrl=app.sqs_queue_url, MessageBody='{"detail": {}}')
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     assert by_key(app)["sqs.receive"].status == ValidationStatus.PASSED
     assert any(c.action == "ReceiveMessage" for c in aws_faults.calls)
@@ -250,7 +250,7 @@ def test_a_queue_refusing_receive_fails_naming_the_action(app, aws_faults):
     app.save()
     aws_faults.deny("sqs", "ReceiveMessage")
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     check = by_key(app)["sqs.receive"]
     assert check.status == ValidationStatus.FAILED
@@ -263,7 +263,7 @@ def test_oidc_discovery_passes_against_the_test_identity_provider(app, idp):
     aws_settings.oidc_issuer_url = idp
     aws_settings.save()
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     check = by_key(app)["oidc.discovery"]
     assert check.status == ValidationStatus.PASSED, check.details
@@ -276,7 +276,7 @@ def test_oidc_discovery_against_a_dead_url_fails_with_the_error(app):
     aws_settings.oidc_issuer_url = "http://127.0.0.1:9"
     aws_settings.save()
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     check = by_key(app)["oidc.discovery"]
     assert check.status == ValidationStatus.FAILED
@@ -317,7 +317,7 @@ def test_oidc_discovery_naming_another_issuer_fails(app, other_issuer):
     aws_settings.oidc_issuer_url = other_issuer
     aws_settings.save()
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     check = by_key(app)["oidc.discovery"]
     assert check.status == ValidationStatus.FAILED
@@ -338,11 +338,11 @@ def test_a_run_replaces_results_removes_stale_keys_and_is_audited(
     )
     denied = member_accounts(seeded)[0]
     rule = aws_faults.deny("eks", "ListClusters", account_id=denied)
-    validations.run_validations(app, actor=admin_user)
+    setup_checks.run_validations(app, actor=admin_user)
     assert by_key(app)[f"member.{denied}"].status == ValidationStatus.FAILED
 
     aws_faults.clear()
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     results = by_key(app)
     assert "member.999999999999" not in results
@@ -360,9 +360,9 @@ def test_a_run_replaces_results_removes_stale_keys_and_is_audited(
 
 
 def test_member_accounts_are_capped_with_a_note(app, seeded, monkeypatch):
-    monkeypatch.setattr(validations, "MAX_MEMBER_ACCOUNTS", 2)
+    monkeypatch.setattr(setup_checks, "MAX_MEMBER_ACCOUNTS", 2)
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     results = by_key(app)
     assert len([key for key in results if key.startswith("member.")]) == 2
@@ -377,7 +377,7 @@ def test_toggles_that_are_off_skip_their_checks(app, aws_faults):
     app.identity_center_management = False
     app.save()
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     results = by_key(app)
     for key in ("identity_center.read", "identity_center.instance", "member_accounts"):
@@ -393,7 +393,7 @@ def test_run_all_validations_checks_every_active_app(app, seeded):
         is_active=False,
     )
 
-    assert validations.run_all_validations() == {app.name: 0}
+    assert setup_checks.run_all_validations() == {app.name: 0}
     assert app.validations.exists()
     assert not inactive.validations.exists()
 
@@ -403,7 +403,7 @@ def test_throttling_and_server_errors_are_retried_not_reported(app, aws_faults, 
     throttle = aws_faults.fail("ec2", status="throttle", share=0.4, seed=3)
     failure = aws_faults.fail("organizations", status=503, share=0.4, seed=4)
 
-    validations.run_validations(app)
+    setup_checks.run_validations(app)
 
     assert throttle.hits and failure.hits
     assert [v.key for v in app.validations.filter(status=ValidationStatus.FAILED)] == []
@@ -419,7 +419,7 @@ def test_the_daily_run_restores_a_tampered_sync_schedule_and_reports_it(app):
     )
     Schedule.objects.filter(name="Portcullis: grant sweep").delete()
 
-    validations.run_all_validations()
+    setup_checks.run_all_validations()
 
     timer.refresh_from_db()
     assert (timer.func, timer.args) == ("aws_integration.sync.tasks.schedule_full_syncs", None)
@@ -439,7 +439,7 @@ def test_the_daily_run_restores_a_tampered_sync_schedule_and_reports_it(app):
     assert changes["next_run"][0].startswith("2099-01-01")
 
     # Restored: the next run finds nothing to report, and audits nothing more.
-    validations.run_all_validations()
+    setup_checks.run_all_validations()
 
     assert by_key(app)["tasks.schedules"].status == ValidationStatus.PASSED
     assert AuditEvent.objects.filter(action="schedules.restored").count() == 1
@@ -450,7 +450,7 @@ def test_validating_one_app_restores_the_schedules_too(app, personas):
 
     Schedule.objects.filter(name="Portcullis: AWS validations").delete()
 
-    validations.run_validations(app, actor=personas.admin)
+    setup_checks.run_validations(app, actor=personas.admin)
 
     assert Schedule.objects.filter(name="Portcullis: AWS validations").exists()
     assert by_key(app)["tasks.schedules"].status == ValidationStatus.FAILED

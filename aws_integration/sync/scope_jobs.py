@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from aws_integration import clients
+from aws_integration.sync.app_connection import SyncTarget
+from aws_integration.sync.fetch_results import Scope, ScopeResult
 from aws_integration.sync.fetchers import identity_center, members, organizations
 from aws_integration.sync.fetchers.base import ServiceLimiter, error_of, guarded, logger
-from aws_integration.sync.records import Scope, ScopeResult
-from aws_integration.sync.target import SyncTarget
 
 MEMBER_SERVICES = ("iam", "ec2", "eks", "rds")
 
