@@ -5,7 +5,7 @@ boto3 listing of the same data, and a resync with nothing changed.
     make bench-sync            (SQLite, a temporary file)
     make bench-sync-postgres   (a temporary database on DATABASE_URL's server)
 
-The stand-in AWS (a moto server started through aws_integration.standin) runs in a child
+The stand-in AWS (a moto server started through demo.standin) runs in a child
 process, which seeds it: moto's own work then does not compete with the sync for this
 process's interpreter lock, as real AWS would not, and this process's peak memory is the
 sync's. The database is always a fresh one, created and migrated here and dropped at the
