@@ -43,7 +43,7 @@ def serve_standin(size_json: str) -> None:
     setup_django()
     from django.conf import settings
 
-    from aws_integration import seed, standin
+    from demo import seed, standin
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     server = standin.start_moto()

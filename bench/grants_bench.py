@@ -221,7 +221,8 @@ class Watcher(threading.Thread):
 
     def __init__(self, seeded: dict[str, Any], tracked: dict[tuple[str, str], Tracked]) -> None:
         super().__init__(name="aws-watcher", daemon=True)
-        from aws_integration import clients, seed
+        from aws_integration import clients
+        from demo import seed
 
         session = clients.make_session(seed.STANDIN_CREDENTIALS, region=seeded["region"])
         self.store = clients.client("identitystore", session=session, region=seeded["region"])

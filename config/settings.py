@@ -60,6 +60,10 @@ INSTALLED_APPS = [
     "aws_integration",
     "reviews",
 ]
+# The demo and its stand-ins (`manage.py demo`, `seed_aws`, `standin_change`,
+# `create_demo_users`): the demo and the tests run with DEBUG; production never has them.
+if DEBUG:
+    INSTALLED_APPS.append("demo")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -168,7 +168,7 @@ def shared_samples(kind: str) -> Path:
 def moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    from aws_integration.standin import add_permission_set_tagging, use_base_amis_only
+    from demo.standin import add_permission_set_tagging, use_base_amis_only
 
     use_base_amis_only()
     add_permission_set_tagging()

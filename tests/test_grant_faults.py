@@ -28,10 +28,10 @@ from access.choices import (
 from access.models import Assignment, Grant, Resource, User
 from access.services import grants
 from audit.models import AuditEvent
-from aws_integration import seed
 from aws_integration.grants import base, identity_center
 from aws_integration.models import AwsApp
 from aws_integration.tests.sync_fixtures import make_app, management, seeded_org, sync
+from demo import seed
 from tests.aws_faults import AwsFaults
 from tests.fixtures import make_user
 

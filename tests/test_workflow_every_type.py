@@ -38,7 +38,7 @@ from access.services import identity
 from access.services.grants import expire_due_grants
 from access.services.requests import RequestItem, decide, submit_requests
 from audit.models import AuditEvent
-from aws_integration import seed, setup_policies
+from aws_integration import setup_policies
 from aws_integration.grants import managed
 from aws_integration.models import AwsApp
 from aws_integration.services import get_aws_settings, update_aws_settings
@@ -54,6 +54,7 @@ from aws_integration.tests.test_grants_identity_center import (
     members,
     resource,
 )
+from demo import seed
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db

@@ -18,11 +18,11 @@ from access.choices import GrantSource, GrantStatus, PropagationStatus, Resource
 from access.models import Assignment, Grant, Resource, User
 from access.services import grants
 from audit.models import AuditEvent
-from aws_integration import seed
 from aws_integration.grants import base, identity_center
 from aws_integration.models import AwsApp
 from aws_integration.tests.sync_fixtures import make_app, management, seeded_org, sync
 from config.loops import StopAfter
+from demo import seed
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db

@@ -51,8 +51,8 @@ class ManagementAccountError(Exception):
 
 @dataclass
 class Listing:
-    """What to read and where results go: the shared driver of the full sync and of the
-    benchmark's bare listing."""
+    """What to read and where results go: the driver of the full sync, and of the sync
+    benchmark's listing without the database (bench/sync_bench.py)."""
 
     target: SyncTarget
     sink: Sink
@@ -247,56 +247,6 @@ def _finish(run: SyncRun, writer: InventoryWriter, status: str, message: str) ->
             },
         )
     return run
-
-
-# The benchmark's baseline ---------------------------------------------------------------------
-@dataclass
-class ListingSummary:
-    """How much a bare listing read, per resource type and in all."""
-
-    resources: dict[str, int]
-    identity_center_users: int
-    failed_scopes: list[str]
-
-    @property
-    def total(self) -> int:
-        return sum(self.resources.values()) + self.identity_center_users
-
-
-def list_only(
-    app: AwsApp, *, account_id: str = "", max_workers: int | None = None
-) -> ListingSummary:
-    """Reads everything a full sync reads, with the same calls and concurrency, and writes
-    nothing: the baseline a full sync's cost is measured against."""
-    summary = ListingSummary(resources={}, identity_center_users=0, failed_scopes=[])
-
-    def sink(results: list[ScopeResult]) -> None:
-        for result in results:
-            if not result.ok:
-                summary.failed_scopes.append(str(result.scope))
-                continue
-            for record in result.resources:
-                summary.resources[record.type] = summary.resources.get(record.type, 0) + 1
-            summary.identity_center_users += len(result.idc_users or [])
-
-    def accounts(org_result: ScopeResult) -> list[tuple[str, str]]:
-        if not org_result.ok:
-            assert org_result.error is not None
-            raise ManagementAccountError(org_result.error.message)
-        return sorted(
-            (r.remote_id, r.name)
-            for r in org_result.resources
-            if r.type == ACCOUNT and r.metadata.get("status") == ACTIVE
-        )
-
-    Listing(
-        target=SyncTarget.for_app(app),
-        sink=sink,
-        accounts_after=accounts,
-        account_id=account_id,
-        max_workers=max_workers or workers(),
-    ).run()
-    return summary
 
 
 def reapply_ou_assignments(app: AwsApp) -> int:

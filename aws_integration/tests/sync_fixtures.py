@@ -15,9 +15,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from access.models import AccessLevel, Grant, Resource
-from aws_integration import clients, seed
+from aws_integration import clients
 from aws_integration.models import AwsApp, IdentityCenterUser, SyncRun
 from aws_integration.sync import engine, services
+from demo import seed
 
 REGION = "us-east-1"
 ADA_EMAIL = "Ada.Lovelace@Example.com"  # in the identity store; the portal has it lower-cased

@@ -18,13 +18,14 @@ from django.conf import settings
 from access.choices import GrantSource, GrantStatus, ResourceType
 from access.models import Grant, Resource
 from audit.models import AuditEvent
-from aws_integration import clients, seed
+from aws_integration import clients
 from aws_integration.choices import SyncKind, SyncStatus
 from aws_integration.events.poller import poll_queue
 from aws_integration.models import AwsApp, IdentityCenterUser, SyncIssue, SyncRun
-from aws_integration.standin_cloudtrail import envelope
 from aws_integration.sync import engine
 from aws_integration.sync import services as sync_services
+from demo import seed
+from demo.standin_cloudtrail import envelope
 from tests.fixtures import make_user, shared_samples
 
 SAMPLES = shared_samples("cloudtrail")

@@ -14,7 +14,6 @@ from botocore.stub import Stubber
 from access.choices import AssignmentState, GrantSource, GrantStatus, ResourceType
 from access.drivers import DriverError, Outcome
 from access.models import AccessLevel, Assignment, Grant, Resource, User
-from aws_integration import seed
 from aws_integration.grants import base
 from aws_integration.grants import identity_center as idc
 from aws_integration.models import AwsApp, IdentityCenterUser
@@ -25,6 +24,7 @@ from aws_integration.tests.sync_fixtures import (
     seeded_org,
     sync,
 )
+from demo import seed
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db

@@ -14,9 +14,9 @@ from django.core import mail
 from access.choices import GrantSource, GrantStatus
 from access.models import Grant, User
 from audit.models import AuditEvent
-from aws_integration import seed
 from aws_integration.models import IdentityCenterUser
 from aws_integration.tests.sync_fixtures import ADA_EMAIL, make_app, management, seeded_org, sync
+from demo import seed
 from tests.fixtures import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db

@@ -14,10 +14,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from audit.models import AuditEvent
-from aws_integration import clients, seed, setup_checks, standin
+from aws_integration import clients, setup_checks
 from aws_integration.choices import Severity, ValidationStatus
 from aws_integration.models import AwsApp, Validation
 from aws_integration.services import get_aws_settings
+from demo import seed, standin
 from tests.aws_faults import AwsFaults
 
 pytestmark = pytest.mark.django_db

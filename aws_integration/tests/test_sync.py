@@ -8,7 +8,6 @@ import pytest
 from access.choices import GrantSource, GrantStatus, PropagationStatus, ResourceType
 from access.models import Grant, Resource
 from audit.models import AuditEvent
-from aws_integration import seed
 from aws_integration.choices import SyncKind, SyncStatus
 from aws_integration.models import IdentityCenterUser, SyncScope
 from aws_integration.sync import engine, services
@@ -29,6 +28,7 @@ from aws_integration.tests.sync_fixtures import (
     seeded_org,
     sync,
 )
+from demo import seed
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,6 @@ from access.choices import ResourceType
 from access.models import AccessLevel, Resource
 from audit.models import AuditEvent
 from audit.services import verify_chain
-from aws_integration import seed
 from aws_integration.choices import SyncStatus
 from aws_integration.models import IdentityCenterUser
 from aws_integration.sync.object_refs import ObjectRef
@@ -25,6 +24,7 @@ from aws_integration.tests.sync_fixtures import (
     seeded_org,
     sync,
 )
+from demo import seed
 
 pytestmark = pytest.mark.django_db
 

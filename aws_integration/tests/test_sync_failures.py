@@ -9,7 +9,6 @@ import pytest
 
 from access.choices import GrantSource, GrantStatus, ResourceType
 from access.models import Grant, Resource
-from aws_integration import seed
 from aws_integration.choices import SyncStatus
 from aws_integration.models import SyncIssue
 from aws_integration.tests.sync_fixtures import (
@@ -23,6 +22,7 @@ from aws_integration.tests.sync_fixtures import (
     seeded_org,
     sync,
 )
+from demo import seed
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db

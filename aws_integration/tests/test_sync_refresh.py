@@ -10,7 +10,6 @@ import pytest
 from access.choices import GrantSource, GrantStatus, ResourceType
 from access.models import Grant, Resource
 from audit.models import AuditEvent
-from aws_integration import seed
 from aws_integration.models import IdentityCenterUser
 from aws_integration.sync.object_refs import ObjectRef
 from aws_integration.sync.refresh import refresh
@@ -30,6 +29,7 @@ from aws_integration.tests.sync_fixtures import (
     seeded_org,
     sync,
 )
+from demo import seed
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db

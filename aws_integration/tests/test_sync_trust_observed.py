@@ -15,7 +15,7 @@ from access.choices import GrantSource, GrantStatus, PropagationStatus, Resource
 from access.models import Grant, Resource, User
 from access.services.grants import create_grant, revoke_grant
 from audit.models import AuditEvent
-from aws_integration import seed, setup_policies, trust_policy_editor
+from aws_integration import setup_policies, trust_policy_editor
 from aws_integration.choices import SyncStatus
 from aws_integration.grants import base
 from aws_integration.models import AwsApp
@@ -32,6 +32,7 @@ from aws_integration.tests.sync_fixtures import (
     sync,
 )
 from aws_integration.tests.test_grants_iam import CLIENT_ID, ISSUER, ISSUER_HOST
+from demo import seed
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db

@@ -8,15 +8,17 @@ from typing import Any
 from django.db import transaction
 
 from access import services as access_services
-from access.demo import DEMO_APP_NAME
-from access.models import App
+from access.models import App, Owner, Resource, User
+from access.services.identity import learn_subject
 from aws_integration import clients, services
 from aws_integration.models import AwsApp, AwsSettings, SyncRun, Validation
-from aws_integration.seed import SeedResult
 from aws_integration.setup_checks import run_validations
 from aws_integration.sync import engine
 from aws_integration.sync import services as sync_services
+from demo.seed import SeedResult
+from demo.users import DEMO_PEOPLE
 
+DEMO_APP_NAME = "Demo organization"
 # The queue an EventBridge rule would feed with the organization's CloudTrail events; in
 # the demo, `manage.py standin_change` feeds it.
 DEMO_QUEUE_NAME = "portcullis-cloudtrail-events"
@@ -77,6 +79,18 @@ def ensure_demo_aws_app(
     return app, False
 
 
+def ensure_demo_app(description: str = "") -> tuple[App, bool]:
+    """A plain App row for the demo's organization, created if missing, as older demo
+    databases hold it; ``ensure_demo_aws_app`` turns it into the AWS app."""
+    with transaction.atomic():
+        app = App.objects.filter(name=DEMO_APP_NAME).first()
+        if app is not None:
+            return app, False
+        app = App.objects.create(name=DEMO_APP_NAME, description=description)
+        access_services.record_created(app, actor=None, after=access_services.snapshot(app))
+    return app, True
+
+
 def configure_demo_oidc(issuer_url: str, client_id: str, client_secret: str) -> AwsSettings:
     """Points the AWS settings' OIDC client at the demo identity provider."""
     obj = services.get_aws_settings()
@@ -130,11 +144,6 @@ def assign_demo_owners(app: AwsApp, owner_email: str, *, issuer_url: str) -> int
     """Makes the demo owner own the demo's databases and groups (idempotent, audited) and
     records each demo user's subject at the demo identity provider, so trust-policy grants
     apply without a first sign-in. Returns how many ownerships were added."""
-    from access import services as access_services
-    from access.demo import DEMO_PEOPLE
-    from access.models import Owner, Resource, User
-    from access.services.identity import learn_subject
-
     owner = User.objects.get(email=owner_email)
     added = 0
     for resource in Resource.objects.filter(

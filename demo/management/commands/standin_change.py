@@ -1,6 +1,6 @@
 """`manage.py standin_change <what>`: a change in the stand-in AWS, delivered as CloudTrail
 would deliver it through EventBridge to the app's SQS queue (see
-aws_integration.standin_cloudtrail). Never touches real AWS."""
+demo.standin_cloudtrail). Never touches real AWS."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from access.demo import DEMO_APP_NAME
 from aws_integration.models import AwsApp
-from aws_integration.standin_cloudtrail import StandIn, StandInChangeError, require_standin
+from demo.aws_app import DEMO_APP_NAME
+from demo.standin_cloudtrail import StandIn, StandInChangeError, require_standin
 
 
 class Command(BaseCommand):

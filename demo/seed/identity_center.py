@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aws_integration import clients
-from aws_integration.seed.base import (
+from demo.seed.base import (
     STANDIN_CREDENTIALS,
     Person,
     SeededAccount,

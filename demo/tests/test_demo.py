@@ -18,10 +18,11 @@ import pytest
 import requests
 from django.conf import settings
 
-from access.demo import DEMO_PASSWORD, create_demo_users, ensure_demo_app
 from access.models import User
 from access.permissions import is_admin, is_auditor
 from audit.models import AuditEvent
+from demo.aws_app import ensure_demo_app
+from demo.users import DEMO_PASSWORD, create_demo_users
 
 STARTUP_TIMEOUT = 120
 READY = re.compile(r"Portcullis demo is running at (http://127\.0\.0\.1:\d+)/")

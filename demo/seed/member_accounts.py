@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from access.choices import ResourceType
 from aws_integration import clients
-from aws_integration.seed.base import (
+from demo.seed.base import (
     DB_USERS,
     DB_USERS_TAG,
     EKS_CLUSTER_ROLE,

@@ -13,7 +13,8 @@ from botocore.exceptions import ClientError
 from django.core.management import CommandError, call_command
 
 from access.choices import ResourceType
-from aws_integration import clients, seed, standin
+from aws_integration import clients
+from demo import seed, standin
 
 PEOPLE = [
     seed.Person("ada@demo.portcullis.test", "Ada", "Admin", groups=("Engineering", "Data")),

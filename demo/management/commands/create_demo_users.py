@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from access.demo import DEMO_PASSWORD, create_demo_users, refuse_unless_debug
+from demo.users import DEMO_PASSWORD, create_demo_users, refuse_unless_debug
 
 
 class Command(BaseCommand):

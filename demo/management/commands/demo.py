@@ -31,11 +31,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
-from access.demo import DEMO_PASSWORD, DEMO_PEOPLE, create_demo_users, refuse_unless_debug
 from access.models import Resource
-from aws_integration import seed, standin
 from aws_integration.choices import ValidationStatus
-from aws_integration.demo import (
+from demo import seed, standin
+from demo.aws_app import (
     DEMO_QUEUE_NAME,
     assign_demo_owners,
     configure_demo_oidc,
@@ -43,6 +42,7 @@ from aws_integration.demo import (
     ensure_demo_aws_app,
     validate_and_sync,
 )
+from demo.users import DEMO_PASSWORD, DEMO_PEOPLE, create_demo_users, refuse_unless_debug
 
 SSO_CLIENT_ID = "portcullis-demo"
 SSO_CLIENT_SECRET = "demo"

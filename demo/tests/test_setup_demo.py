@@ -9,19 +9,20 @@ import json
 import pytest
 
 from access.choices import ResourceType
-from access.demo import DEMO_APP_NAME
 from access.models import App, Resource
 from audit.models import AuditEvent
-from aws_integration import seed, services
+from aws_integration import services
 from aws_integration.choices import SyncKind, SyncStatus, ValidationStatus
-from aws_integration.demo import (
+from aws_integration.models import AwsApp, AwsSettings
+from demo import seed
+from demo.aws_app import (
+    DEMO_APP_NAME,
     DEMO_QUEUE_NAME,
     configure_demo_oidc,
     create_demo_queue,
     ensure_demo_aws_app,
     validate_and_sync,
 )
-from aws_integration.models import AwsApp, AwsSettings
 
 pytestmark = pytest.mark.django_db
 

@@ -12,14 +12,13 @@ from django.core.management.base import CommandError
 from django.db import transaction
 
 from access import services
-from access.models import App, User
+from access.models import User
 from access.permissions import ADMIN_ROLE, AUDITOR_ROLE
 from audit.services import record_event
 
 DEMO_DOMAIN = "demo.portcullis.test"
 # One shared password, printed by `manage.py demo`; the demo runs on 127.0.0.1 only.
 DEMO_PASSWORD = "portcullis-demo"
-DEMO_APP_NAME = "Demo organization"
 
 
 @dataclass(frozen=True)
@@ -144,17 +143,3 @@ def _ensure_user(
         # The password is never copied into the log; that it was set is.
         record_event("user.password_set", target=user, details={"reason": "demo users reset"})
     return user, False
-
-
-def ensure_demo_app(description: str = "") -> tuple[App, bool]:
-    """A plain App row for the demo's organization, created if missing. `manage.py demo`
-    uses ``aws_integration.demo.ensure_demo_aws_app`` instead, which fills the AWS app from
-    the seed (access does not import aws_integration) and turns a plain App of this name
-    into the AWS app."""
-    with transaction.atomic():
-        app = App.objects.filter(name=DEMO_APP_NAME).first()
-        if app is not None:
-            return app, False
-        app = App.objects.create(name=DEMO_APP_NAME, description=description)
-        services.record_created(app, actor=None, after=services.snapshot(app))
-    return app, True

@@ -22,8 +22,9 @@ from django.conf import settings
 
 from access.choices import ResourceType
 from access.models import Resource
-from aws_integration import clients, seed, validators
+from aws_integration import clients, validators
 from aws_integration.models import AwsApp
+from demo import seed
 
 USER_AGENT = "portcullis-standin-change"
 # Narrow on purpose: moto answers a broad image filter slowly (see the seed's AMI lookup).

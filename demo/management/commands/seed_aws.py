@@ -8,7 +8,7 @@ from botocore.exceptions import EndpointConnectionError
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from aws_integration import seed, standin
+from demo import seed, standin
 
 
 class Command(BaseCommand):

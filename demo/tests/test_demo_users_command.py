@@ -6,9 +6,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from access.demo import DEMO_DOMAIN
 from access.models import User
 from access.permissions import ADMIN_ROLE
+from demo.users import DEMO_DOMAIN
 
 pytestmark = pytest.mark.django_db
 

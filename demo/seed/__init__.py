@@ -48,7 +48,7 @@ moto gaps worked around here (moto 5.2):
   any role ARN can be assumed: moto does not create ``OrganizationAccountAccessRole``.
 """
 
-from aws_integration.seed.base import (
+from demo.seed.base import (
     DB_USERS,
     DB_USERS_TAG,
     EKS_CLUSTER_ROLE,
@@ -69,7 +69,7 @@ from aws_integration.seed.base import (
     SeedSize,
     requestable_tag,
 )
-from aws_integration.seed.organization import seed_organization
+from demo.seed.organization import seed_organization
 
 __all__ = [
     "DB_USERS",

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from django.conf import settings
 
 from aws_integration import clients
-from aws_integration.seed.base import (
+from demo.seed.base import (
     INGESTER_ROLE,
     MEMBER_ACCOUNT_ROLE,
     REGIONS,
@@ -26,8 +26,8 @@ from aws_integration.seed.base import (
     SeedResult,
     SeedSize,
 )
-from aws_integration.seed.identity_center import seed_identity_center
-from aws_integration.seed.member_accounts import ensure_ingester_role, seed_member_account
+from demo.seed.identity_center import seed_identity_center
+from demo.seed.member_accounts import ensure_ingester_role, seed_member_account
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def ingester_trust_policy(management_account_id: str, external_id: str) -> str:
     """Trusts Portcullis's principal (settings.PORTCULLIS_AWS_PRINCIPAL_ARN; in the stand-in,
     the credentials it runs with belong to the management account) on condition of the
     External ID, as the trust policy shown on the app page does."""
-    principal = getattr(settings, "PORTCULLIS_AWS_PRINCIPAL_ARN", "") or (
+    principal = settings.PORTCULLIS_AWS_PRINCIPAL_ARN or (
         f"arn:aws:iam::{management_account_id}:root"
     )
     return json.dumps(

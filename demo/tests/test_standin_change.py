@@ -13,13 +13,14 @@ from django.core.management import CommandError, call_command
 from access.choices import GrantSource, GrantStatus, ResourceType
 from access.models import Grant, Resource
 from audit.models import AuditEvent
-from aws_integration import clients, seed
+from aws_integration import clients
 from aws_integration.choices import SyncKind, SyncStatus
-from aws_integration.demo import DEMO_QUEUE_NAME, create_demo_queue, ensure_demo_aws_app
 from aws_integration.events.poller import poll_queue
 from aws_integration.models import AwsApp, SyncRun
 from aws_integration.sync import engine
 from aws_integration.sync import services as sync_services
+from demo import seed
+from demo.aws_app import DEMO_QUEUE_NAME, create_demo_queue, ensure_demo_aws_app
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db
