@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -51,15 +50,12 @@ class Command(BaseCommand):
         settings.SECRET_KEY  # noqa: B018  signing needs it: fail now rather than per task
         if options["cluster_name"]:
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
-        stopping = threading.Event()
-
-        def on_signal(signum: int, frame: Any) -> None:
-            # Only a flag here: the stop itself (joining processes) runs in the main loop.
-            stopping.set()
+        stopping = loops.SignalStop()  # never a threading.Event in a handler: it can deadlock
 
         cluster = Cluster()  # it installs its own handlers; ours replace them
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        # Only a flag: the stop itself (joining processes) runs in the main loop.
+        signal.signal(signal.SIGTERM, stopping.set)
+        signal.signal(signal.SIGINT, stopping.set)
         supervisor = loops.Supervisor([] if options["no_loops"] else loops.declared_loops())
         supervisor.start()
         cluster.start()
@@ -82,14 +78,9 @@ class Command(BaseCommand):
 
     def run_from_argv(self, argv: list[str]) -> None:
         """From the command line only (not call_command): once every process it started has
-        stopped, the process exits without the interpreter's teardown, which took seconds
-        more (freeing what django-q2 and the loops' parents had loaded), so a stop is
-        within the loops' STOP_TIMEOUT plus django-q2's own."""
+        stopped, the process ends without the interpreter's teardown (loops.exit_now)."""
         super().run_from_argv(argv)
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(self.exit_code)
+        loops.exit_now(self.exit_code)
 
 
 def _tell_sentinel(cluster: Cluster) -> None:
