@@ -2,7 +2,8 @@
 on each decision, holders before their access expires.
 
 Mail is sent by a task once the transaction that caused it commits, so a rolled-back
-change sends nothing and a slow mail server slows no page.
+change sends nothing and a slow mail server slows no page: one task for all the mail of
+a transaction.
 """
 
 from __future__ import annotations
@@ -24,13 +25,44 @@ def link(path: str) -> str:
     return f"{settings.SITE_URL}{path}"
 
 
+class _Batch:
+    """The mail of one transaction, queued as one task once it commits."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], str, str]] = []
+        self.queued = False
+
+    def __call__(self) -> None:
+        self.queued = True
+        queue.enqueue("access.tasks.deliver_emails", self.messages)
+
+
+def _open_batch() -> _Batch | None:
+    """The batch not yet queued that commits or rolls back with mail sent now: one
+    registered under the same savepoints of this transaction (Django drops a commit
+    callback with any savepoint it was registered under that rolls back, so callbacks
+    registered under the same ones share their fate)."""
+    connection = transaction.get_connection()
+    here = set(connection.savepoint_ids)
+    for sids, callback, _robust in connection.run_on_commit:
+        if isinstance(callback, _Batch) and not callback.queued and sids == here:
+            return callback
+    return None
+
+
 def _send(recipients: list[str], subject: str, body: str) -> None:
     recipients = sorted({r for r in recipients if r})
     if not recipients:
         return
-    transaction.on_commit(
-        lambda: queue.enqueue("access.tasks.deliver_email", recipients, subject, body)
-    )
+    message = (recipients, subject, body)
+    if not transaction.get_connection().in_atomic_block:
+        queue.enqueue("access.tasks.deliver_emails", [message])
+        return
+    batch = _open_batch()
+    if batch is None:
+        batch = _Batch()
+        transaction.on_commit(batch)
+    batch.messages.append(message)
 
 
 def _what(request: AccessRequest) -> str:
