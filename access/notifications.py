@@ -18,7 +18,7 @@ from django.utils import timezone
 from config import queue
 
 if TYPE_CHECKING:
-    from access.models import AccessRequest, Grant
+    from access.models import AccessRequest, Approval, Grant
 
 
 def link(path: str) -> str:
@@ -69,14 +69,22 @@ def _what(request: AccessRequest) -> str:
     return f"{request.resource.name} ({request.access_level.name})"
 
 
-def stage_started(request: AccessRequest) -> None:
+def stage_started(request: AccessRequest, *, emails: dict[int, str] | None = None) -> None:
+    """The stage's reviewers, but the requester, are asked to decide. ``emails``: active
+    users' addresses the caller read already, by id."""
     from access.models import User
 
-    reviewers = list(
-        User.objects.filter(pk__in=request.stage_reviewers or [], is_active=True)
-        .exclude(pk__in=[request.user_id, request.requested_by_id])
-        .values_list("email", flat=True)
-    )
+    wanted = [
+        pk
+        for pk in request.stage_reviewers or []
+        if pk not in (request.user_id, request.requested_by_id)
+    ]
+    if emails is not None and all(pk in emails for pk in wanted):
+        reviewers = [emails[pk] for pk in wanted]
+    else:
+        reviewers = list(
+            User.objects.filter(pk__in=wanted, is_active=True).values_list("email", flat=True)
+        )
     stages = len(request.stages)
     who = request.user.email
     if request.requested_by_id != request.user_id:
@@ -99,10 +107,13 @@ def stage_started(request: AccessRequest) -> None:
     )
 
 
-def decided(request: AccessRequest) -> None:
+def decided(request: AccessRequest, *, last: Approval | None = None) -> None:
+    """The requester is told the outcome; ``last``, the decision just made if the caller
+    has it, spares reading it back."""
     status = request.get_status_display().lower()
     recipients = [request.user.email, request.requested_by.email]
-    last = request.approvals.order_by("-created_at").select_related("reviewer").first()
+    if last is None:
+        last = request.approvals.order_by("-created_at").select_related("reviewer").first()
     lines = [f"Your request for {_what(request)} was {status}."]
     if last is not None and request.status in ("approved", "denied") and not request.auto_approved:
         lines.append(f"Decided by {last.reviewer.email}: {last.comment or '(no comment)'}")
