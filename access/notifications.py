@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
 from config import queue
@@ -21,8 +23,13 @@ if TYPE_CHECKING:
     from access.models import AccessRequest, Approval, Grant
 
 
-def link(path: str) -> str:
-    return f"{settings.SITE_URL}{path}"
+def link(name: str, *args: object) -> str:
+    """The absolute address of the page named ``name``."""
+    return f"{settings.SITE_URL}{reverse(name, args=args)}"
+
+
+def _body(template: str, context: dict[str, object]) -> str:
+    return render_to_string(f"access/email/{template}.txt", context).rstrip("\n")
 
 
 class _Batch:
@@ -85,24 +92,23 @@ def stage_started(request: AccessRequest, *, emails: dict[int, str] | None = Non
         reviewers = list(
             User.objects.filter(pk__in=wanted, is_active=True).values_list("email", flat=True)
         )
-    stages = len(request.stages)
     who = request.user.email
     if request.requested_by_id != request.user_id:
         who += f" (asked by {request.requested_by.email})"
     _send(
         reviewers,
         f"[Portcullis] Approve access to {_what(request)} for {request.user.email}?",
-        "\n".join(
-            [
-                f"{who} asks for access to {_what(request)}.",
-                f"Duration: {_duration(request.duration)}",
-                f"Reason: {request.reason or '(none given)'}",
-                *([f"Ticket: {request.ticket}"] if request.ticket else []),
-                f"Stage {request.current_stage} of {stages}.",
-                "",
-                f"Approve or deny: {link(f'/requests/{request.pk}/')}",
-                f"Everything awaiting you: {link('/approvals/')}",
-            ]
+        _body(
+            "stage_started",
+            {
+                "request": request,
+                "who": who,
+                "what": _what(request),
+                "duration": _duration(request.duration),
+                "stages": len(request.stages),
+                "request_url": link("request-detail", request.pk),
+                "approvals_url": link("approvals"),
+            },
         ),
     )
 
@@ -114,13 +120,24 @@ def decided(request: AccessRequest, *, last: Approval | None = None) -> None:
     recipients = [request.user.email, request.requested_by.email]
     if last is None:
         last = request.approvals.order_by("-created_at").select_related("reviewer").first()
-    lines = [f"Your request for {_what(request)} was {status}."]
-    if last is not None and request.status in ("approved", "denied") and not request.auto_approved:
-        lines.append(f"Decided by {last.reviewer.email}: {last.comment or '(no comment)'}")
-    if request.status == "approved":
-        lines.append(f"Your access: {link('/access/')}")
-    lines.append(f"The request: {link(f'/requests/{request.pk}/')}")
-    _send(recipients, f"[Portcullis] Access to {_what(request)} {status}", "\n".join(lines))
+    # Who decided, unless nobody did (expired, canceled) or the rule did.
+    by = last if request.status in ("approved", "denied") and not request.auto_approved else None
+    _send(
+        recipients,
+        f"[Portcullis] Access to {_what(request)} {status}",
+        _body(
+            "decided",
+            {
+                "what": _what(request),
+                "status": status,
+                "decided_by": by.reviewer.email if by is not None else "",
+                "comment": by.comment if by is not None else "",
+                "approved": request.status == "approved",
+                "access_url": link("my-access"),
+                "request_url": link("request-detail", request.pk),
+            },
+        ),
+    )
 
 
 def expiry_warning(grant: Grant, *, within: timedelta) -> None:
@@ -129,12 +146,9 @@ def expiry_warning(grant: Grant, *, within: timedelta) -> None:
         [grant.user.email],
         f"[Portcullis] Your access to {grant.resource.name} ends in "
         f"{_time_left(grant.expires_at - timezone.now())}",
-        "\n".join(
-            [
-                f"Your access to {grant.resource.name} ({grant.access_level.name}) ends at "
-                f"{expires}.",
-                f"Extend it: {link(f'/access/{grant.pk}/extend/')}",
-            ]
+        _body(
+            "expiry_warning",
+            {"grant": grant, "expires": expires, "extend_url": link("grant-extend", grant.pk)},
         ),
     )
 
