@@ -89,3 +89,10 @@ bench-failover: $(VENV)/.installed-test
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
 	DEBUG=true DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(BENCH_REDIS_URL) \
 		$(VPY) bench/failover_bench.py $(BENCH_ARGS)
+
+# The requests benchmark, on SQLite and on PostgreSQL in one run:
+# make bench-requests BENCH_ARGS="--cycles 200".
+.PHONY: bench-requests
+bench-requests: $(VENV)/.installed-test
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
+	DEBUG=true TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(VPY) bench/requests_bench.py $(BENCH_ARGS)

@@ -2,7 +2,8 @@
 on each decision, holders before their access expires.
 
 Mail is sent by a task once the transaction that caused it commits, so a rolled-back
-change sends nothing and a slow mail server slows no page.
+change sends nothing and a slow mail server slows no page: one task for all the mail of
+a transaction.
 """
 
 from __future__ import annotations
@@ -12,72 +13,131 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
 from config import queue
 
 if TYPE_CHECKING:
-    from access.models import AccessRequest, Grant
+    from access.models import AccessRequest, Approval, Grant
 
 
-def link(path: str) -> str:
-    return f"{settings.SITE_URL}{path}"
+def link(name: str, *args: object) -> str:
+    """The absolute address of the page named ``name``."""
+    return f"{settings.SITE_URL}{reverse(name, args=args)}"
+
+
+def _body(template: str, context: dict[str, object]) -> str:
+    return render_to_string(f"access/email/{template}.txt", context).rstrip("\n")
+
+
+class _Batch:
+    """The mail of one transaction, queued as one task once it commits."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], str, str]] = []
+        self.queued = False
+
+    def __call__(self) -> None:
+        self.queued = True
+        queue.enqueue("access.tasks.deliver_emails", self.messages)
+
+
+def _open_batch() -> _Batch | None:
+    """The batch not yet queued that commits or rolls back with mail sent now: one
+    registered under the same savepoints of this transaction (Django drops a commit
+    callback with any savepoint it was registered under that rolls back, so callbacks
+    registered under the same ones share their fate)."""
+    connection = transaction.get_connection()
+    here = set(connection.savepoint_ids)
+    for sids, callback, _robust in connection.run_on_commit:
+        if isinstance(callback, _Batch) and not callback.queued and sids == here:
+            return callback
+    return None
 
 
 def _send(recipients: list[str], subject: str, body: str) -> None:
     recipients = sorted({r for r in recipients if r})
     if not recipients:
         return
-    transaction.on_commit(
-        lambda: queue.enqueue("access.tasks.deliver_email", recipients, subject, body)
-    )
+    message = (recipients, subject, body)
+    if not transaction.get_connection().in_atomic_block:
+        queue.enqueue("access.tasks.deliver_emails", [message])
+        return
+    batch = _open_batch()
+    if batch is None:
+        batch = _Batch()
+        transaction.on_commit(batch)
+    batch.messages.append(message)
 
 
 def _what(request: AccessRequest) -> str:
     return f"{request.resource.name} ({request.access_level.name})"
 
 
-def stage_started(request: AccessRequest) -> None:
+def stage_started(request: AccessRequest, *, emails: dict[int, str] | None = None) -> None:
+    """The stage's reviewers, but the requester, are asked to decide. ``emails``: active
+    users' addresses the caller read already, by id."""
     from access.models import User
 
-    reviewers = list(
-        User.objects.filter(pk__in=request.stage_reviewers or [], is_active=True)
-        .exclude(pk__in=[request.user_id, request.requested_by_id])
-        .values_list("email", flat=True)
-    )
-    stages = len(request.stages)
+    wanted = [
+        pk
+        for pk in request.stage_reviewers or []
+        if pk not in (request.user_id, request.requested_by_id)
+    ]
+    if emails is not None and all(pk in emails for pk in wanted):
+        reviewers = [emails[pk] for pk in wanted]
+    else:
+        reviewers = list(
+            User.objects.filter(pk__in=wanted, is_active=True).values_list("email", flat=True)
+        )
     who = request.user.email
     if request.requested_by_id != request.user_id:
         who += f" (asked by {request.requested_by.email})"
     _send(
         reviewers,
         f"[Portcullis] Approve access to {_what(request)} for {request.user.email}?",
-        "\n".join(
-            [
-                f"{who} asks for access to {_what(request)}.",
-                f"Duration: {_duration(request.duration)}",
-                f"Reason: {request.reason or '(none given)'}",
-                *([f"Ticket: {request.ticket}"] if request.ticket else []),
-                f"Stage {request.current_stage} of {stages}.",
-                "",
-                f"Approve or deny: {link(f'/requests/{request.pk}/')}",
-                f"Everything awaiting you: {link('/approvals/')}",
-            ]
+        _body(
+            "stage_started",
+            {
+                "request": request,
+                "who": who,
+                "what": _what(request),
+                "duration": _duration(request.duration),
+                "stages": len(request.stages),
+                "request_url": link("request-detail", request.pk),
+                "approvals_url": link("approvals"),
+            },
         ),
     )
 
 
-def decided(request: AccessRequest) -> None:
+def decided(request: AccessRequest, *, last: Approval | None = None) -> None:
+    """The requester is told the outcome; ``last``, the decision just made if the caller
+    has it, spares reading it back."""
     status = request.get_status_display().lower()
     recipients = [request.user.email, request.requested_by.email]
-    last = request.approvals.order_by("-created_at").select_related("reviewer").first()
-    lines = [f"Your request for {_what(request)} was {status}."]
-    if last is not None and request.status in ("approved", "denied") and not request.auto_approved:
-        lines.append(f"Decided by {last.reviewer.email}: {last.comment or '(no comment)'}")
-    if request.status == "approved":
-        lines.append(f"Your access: {link('/access/')}")
-    lines.append(f"The request: {link(f'/requests/{request.pk}/')}")
-    _send(recipients, f"[Portcullis] Access to {_what(request)} {status}", "\n".join(lines))
+    if last is None:
+        last = request.approvals.order_by("-created_at").select_related("reviewer").first()
+    # Who decided, unless nobody did (expired, canceled) or the rule did.
+    by = last if request.status in ("approved", "denied") and not request.auto_approved else None
+    _send(
+        recipients,
+        f"[Portcullis] Access to {_what(request)} {status}",
+        _body(
+            "decided",
+            {
+                "what": _what(request),
+                "status": status,
+                "decided_by": by.reviewer.email if by is not None else "",
+                "comment": by.comment if by is not None else "",
+                "approved": request.status == "approved",
+                "access_url": link("my-access"),
+                "request_url": link("request-detail", request.pk),
+            },
+        ),
+    )
 
 
 def expiry_warning(grant: Grant, *, within: timedelta) -> None:
@@ -86,12 +146,9 @@ def expiry_warning(grant: Grant, *, within: timedelta) -> None:
         [grant.user.email],
         f"[Portcullis] Your access to {grant.resource.name} ends in "
         f"{_time_left(grant.expires_at - timezone.now())}",
-        "\n".join(
-            [
-                f"Your access to {grant.resource.name} ({grant.access_level.name}) ends at "
-                f"{expires}.",
-                f"Extend it: {link(f'/access/{grant.pk}/extend/')}",
-            ]
+        _body(
+            "expiry_warning",
+            {"grant": grant, "expires": expires, "extend_url": link("grant-extend", grant.pk)},
         ),
     )
 

@@ -4,7 +4,7 @@ The grant engine is not a task: it is a loop the task cluster runs (access.engin
 
 from __future__ import annotations
 
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage, get_connection, send_mail
 from django.utils import timezone
 
 from access import engine
@@ -22,3 +22,13 @@ def sweep() -> dict[str, int]:
 def deliver_email(recipients: list[str], subject: str, body: str) -> int:
     """Sends one notification; django-q2 retries the task if the mail server fails."""
     return send_mail(subject, body, None, recipients, fail_silently=False)
+
+
+def deliver_emails(messages: list[tuple[list[str], str, str]]) -> int:
+    """Sends the notifications of one transaction, (recipients, subject, body) each, over
+    one connection to the mail server. django-q2 retries the task if the server fails,
+    and a retry sends the batch again from its first message."""
+    emails = [
+        EmailMessage(subject, body, None, recipients) for recipients, subject, body in messages
+    ]
+    return get_connection(fail_silently=False).send_messages(emails) or 0

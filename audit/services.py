@@ -5,6 +5,9 @@ transaction, so the event lands if and only if the change it describes does.
 Concurrent writers are serialised while they extend the chain: a transaction
 advisory lock on PostgreSQL; on SQLite every transaction already holds the
 write lock from its start (``transaction_mode = IMMEDIATE`` in settings).
+Either lock is held until the transaction ends, so a transaction that has
+written an event still holds it: its next event links to the hash it wrote
+last, with no second lock and no read of the chain's head.
 """
 
 from __future__ import annotations
@@ -98,6 +101,49 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
 
 
+class _ChainHead:
+    """A commit callback that does nothing: it carries the hash of an event this
+    transaction wrote, and lives exactly as long as that event may still commit.
+
+    Django drops a commit callback when the transaction, or a savepoint the callback was
+    registered under, rolls back, and forgets it once the transaction commits; the lock
+    taken before the event (advisory or SQLite's) is released at the same moments (a
+    PostgreSQL lock taken under a savepoint goes when it rolls back). So while one of
+    these is pending, this transaction holds the chain's lock, and the newest of them
+    names the chain's head: nobody else can have written after it."""
+
+    __slots__ = ("hash",)
+
+    def __init__(self, hash: str) -> None:
+        self.hash = hash
+
+    def __call__(self) -> None:
+        pass
+
+
+def _head_written_here() -> str | None:
+    """The hash of the newest event this transaction wrote and may still commit, if any."""
+    for _sids, callback, _robust in reversed(connection.run_on_commit):
+        if isinstance(callback, _ChainHead):
+            return callback.hash
+    return None
+
+
+def _extend_chain(rows: list[AuditEvent], write: Any) -> list[AuditEvent]:
+    """Links ``rows`` after the chain's head and writes them with ``write``, inside the
+    caller's transaction (one is opened if there is none, with no savepoint in one: an
+    event that fails to be written fails the change it describes)."""
+    with transaction.atomic(savepoint=False):
+        head = _head_written_here()
+        if head is None:
+            _lock_chain()
+            head = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+        _chain(rows, head or GENESIS_HASH)
+        write(rows)
+        transaction.on_commit(_ChainHead(rows[-1].hash))
+    return rows
+
+
 @dataclass(frozen=True)
 class PendingEvent:
     """One event for :func:`record_events`: what ``record_event`` takes besides the actor."""
@@ -131,11 +177,8 @@ def record_event(
         target_id = target_id or target.pk
         target_label = target_label or str(target)
     pending = PendingEvent(action, target_type, target_id, target_label, details)
-    with transaction.atomic():
-        _lock_chain()
-        event = _chain(_new_events([pending], actor=actor, actor_name=actor_name))[0]
-        event.save()
-    return event
+    rows = _new_events([pending], actor=actor, actor_name=actor_name)
+    return _extend_chain(rows, lambda rows: rows[0].save())[0]
 
 
 def record_events(
@@ -146,19 +189,19 @@ def record_events(
     inserts of many rows at a time: for the thousands of rows a sync writes."""
     if not events:
         return []
-    with transaction.atomic():
-        _lock_chain()
-        rows = _chain(_new_events(events, actor=actor, actor_name=actor_name))
-        for start in range(0, len(rows), _BULK_SIZE):
-            # The model's manager refuses bulk_create to everyone else: this is the chain.
-            created = super(AuditEventQuerySet, AuditEvent.objects.all()).bulk_create(
-                rows[start : start + _BULK_SIZE]
-            )
-            ids = [row.pk for row in created]
-            # The chain is ordered by id: the rows must have been numbered as listed.
-            if None in ids or ids != sorted(ids):
-                raise RuntimeError("Audit events were not numbered in the order given.")
-    return rows
+    return _extend_chain(_new_events(events, actor=actor, actor_name=actor_name), _insert_many)
+
+
+def _insert_many(rows: list[AuditEvent]) -> None:
+    for start in range(0, len(rows), _BULK_SIZE):
+        # The model's manager refuses bulk_create to everyone else: this is the chain.
+        created = super(AuditEventQuerySet, AuditEvent.objects.all()).bulk_create(
+            rows[start : start + _BULK_SIZE]
+        )
+        ids = [row.pk for row in created]
+        # The chain is ordered by id: the rows must have been numbered as listed.
+        if None in ids or ids != sorted(ids):
+            raise RuntimeError("Audit events were not numbered in the order given.")
 
 
 def _new_events(events: Sequence[PendingEvent], *, actor: Any, actor_name: str) -> list[AuditEvent]:
@@ -198,10 +241,9 @@ def _new_events(events: Sequence[PendingEvent], *, actor: Any, actor_name: str) 
     return rows
 
 
-def _chain(rows: list[AuditEvent]) -> list[AuditEvent]:
-    """Links ``rows`` after the newest event; the caller holds the chain lock."""
-    prev = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-    prev = prev or GENESIS_HASH
+def _chain(rows: list[AuditEvent], prev: str) -> list[AuditEvent]:
+    """Links ``rows`` after the event whose hash is ``prev``; the caller holds the chain
+    lock."""
     for row in rows:
         row.prev_hash = prev
         row.hash = prev = row.compute_hash()

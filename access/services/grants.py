@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -132,8 +132,9 @@ def create_grant(
     now = timezone.now()
     if expires_at is not None and expires_at <= now:
         raise GrantError("The expiry must be in the future.")
-    with transaction.atomic():
-        assignment = _assignment_for(user, resource, access_level)
+    # No savepoint: what fails in here fails the caller's change with it.
+    with transaction.atomic(savepoint=False):
+        assignment_id = _planned_assignment(user, resource, access_level)
         grant = Grant.objects.create(
             user=user,
             resource=resource,
@@ -145,7 +146,7 @@ def create_grant(
             propagation_status=PropagationStatus.IN_PROGRESS,
             granted_by=actor if getattr(actor, "is_authenticated", False) else None,
             request=request,
-            assignment=assignment,
+            assignment_id=assignment_id,
         )
         record_event(
             "grant.created",
@@ -155,7 +156,6 @@ def create_grant(
                 grant, request_id=request.pk if request is not None else None, reason=reason
             ),
         )
-        plan_reconcile(assignment.pk)
     return grant
 
 
@@ -176,13 +176,16 @@ def _assignment_for(user: User, resource: Resource, access_level: AccessLevel) -
     ).first()
     if assignment is not None:
         return assignment
-    try:
-        with transaction.atomic():
-            return Assignment.objects.create(
-                user=user, resource=resource, access_level=access_level
-            )
-    except IntegrityError:
-        return Assignment.objects.get(user=user, resource=resource, access_level=access_level)
+    # Created, or (made by someone else meanwhile) left as it is but for the plan, which
+    # the caller sets next anyway: one statement, with no savepoint to recover from a
+    # duplicate. Its id is all the caller needs of the row.
+    (assignment,) = Assignment.objects.bulk_create(
+        [Assignment(user=user, resource=resource, access_level=access_level)],
+        update_conflicts=True,
+        unique_fields=["user", "resource", "access_level"],
+        update_fields=["next_attempt_at"],
+    )
+    return assignment
 
 
 # Revoke ----------------------------------------------------------------------------------------
@@ -377,6 +380,30 @@ def plan_reconcile(assignment_id: int) -> None:
     """Plans the assignment's reconciliation for now. With TASKS_INLINE (tests, one-off
     commands) it is also run here once the transaction commits."""
     Assignment.objects.filter(pk=assignment_id).update(next_attempt_at=timezone.now())
+    _reconcile_inline(assignment_id)
+
+
+def _planned_assignment(user: User, resource: Resource, access_level: AccessLevel) -> int:
+    """The id of the assignment of (user, resource, access level), created if there is
+    none, planned as ``plan_reconcile`` plans it: one statement for both."""
+    (assignment,) = Assignment.objects.bulk_create(
+        [
+            Assignment(
+                user=user,
+                resource=resource,
+                access_level=access_level,
+                next_attempt_at=timezone.now(),
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["user", "resource", "access_level"],
+        update_fields=["next_attempt_at"],
+    )
+    _reconcile_inline(assignment.pk)
+    return assignment.pk
+
+
+def _reconcile_inline(assignment_id: int) -> None:
     if settings.TASKS_INLINE:
         transaction.on_commit(lambda: reconcile_assignment(assignment_id))
 

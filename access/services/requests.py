@@ -14,8 +14,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from access import notifications, permissions
@@ -222,10 +222,25 @@ def applicable_rule(rules: Iterable[RequestRule], group_ids: Collection[int]) ->
 def rule_for(resource: Resource, requester: User) -> EffectiveRule:
     """The highest-priority rule of the resource that applies to this requester: rules for a
     group they are in, or for everyone. With no rule at all, the default: owners approve,
-    at most 7 days, a reason required."""
-    group_ids = set(requester.member_of.values_list("pk", flat=True)) if requester.pk else set()
-    rule = applicable_rule(resource.request_rules.all(), group_ids)
+    at most 7 days, a reason required. One query (none for a resource fetched with
+    ``with_rule_flag`` that has no rule), and one more for the stages of a rule found."""
+    if getattr(resource, "has_request_rules", True) is False:
+        return EffectiveRule(rule=None)
+    for_them = Q(requester_group__isnull=True)
+    if requester.pk:
+        for_them |= Q(requester_group__members=requester)
+    rules = list(resource.request_rules.filter(for_them))
+    # Every rule fetched applies to them: their groups among the rules' are those named.
+    rule = applicable_rule(rules, {r.requester_group_id for r in rules})
     return EffectiveRule.of(rule) if rule is not None else EffectiveRule(rule=None)
+
+
+def with_rule_flag(resources: Any) -> Any:
+    """``resources`` annotated with whether each has a request rule, which ``rule_for``
+    reads to spare the query of a resource with none."""
+    return resources.annotate(
+        has_request_rules=Exists(RequestRule.objects.filter(resource=OuterRef("pk")))
+    )
 
 
 # Reviewers ------------------------------------------------------------------------------------
@@ -238,33 +253,42 @@ def admins() -> list[int]:
     )
 
 
-def _named_by(kind: str, request: AccessRequest) -> set[int]:
+def _named_by(kind: str, request: AccessRequest, emails: dict[int, str] | None = None) -> set[int]:
     """The active users a stage's kind of reviewer names today: the resource's owners
-    (directly or through a group), the requester's manager, or the admins."""
+    (directly or through a group), the requester's manager, or the admins. ``emails``, if
+    given, receives the addresses of the owners or the manager named."""
     ids: set[int] = set()
+    found: dict[int, str] = {}
     if kind == ReviewerKind.OWNERS:
-        owners = request.resource.owners.all()
-        ids |= set(owners.filter(user__is_active=True).values_list("user_id", flat=True))
-        ids |= set(
+        found = dict(
             User.objects.filter(
-                is_active=True, member_of__ownerships__resource=request.resource
-            ).values_list("pk", flat=True)
+                Q(ownerships__resource=request.resource)
+                | Q(member_of__ownerships__resource=request.resource),
+                is_active=True,
+            ).values_list("pk", "email")
         )
+        ids |= set(found)
     elif kind == ReviewerKind.MANAGER:
         manager = User.objects.filter(pk=request.user.manager_id, is_active=True).first()
         if manager is not None:
             ids.add(manager.pk)
+            found[manager.pk] = manager.email
     else:
         ids |= set(admins())
     ids.discard(None)  # type: ignore[arg-type]
+    if emails is not None:
+        emails.update(found)
     return ids
 
 
-def reviewers_of(stage: dict[str, Any] | Stage, request: AccessRequest) -> list[int]:
+def reviewers_of(
+    stage: dict[str, Any] | Stage, request: AccessRequest, emails: dict[int, str] | None = None
+) -> list[int]:
     """Who may decide a stage, fixed when the stage starts. A stage with nobody to ask
-    (no owners, no manager) goes to the admins, so no request is stuck."""
+    (no owners, no manager) goes to the admins, so no request is stuck. ``emails``: as
+    ``_named_by`` fills it."""
     kind = stage.reviewers if isinstance(stage, Stage) else stage["reviewers"]
-    ids = _named_by(kind, request)
+    ids = _named_by(kind, request, emails)
     if not ids:
         ids = set(admins())
     return sorted(ids)
@@ -278,6 +302,14 @@ def still_qualified(stage: dict[str, Any], request: AccessRequest) -> set[int]:
     return set(request.stage_reviewers or []) & (
         _named_by(stage["reviewers"], request) | set(admins())
     )
+
+
+def _still_reviews(user: Any, stage: dict[str, Any], request: AccessRequest) -> bool:
+    """Whether ``user``, a reviewer of the stage when it started, still may decide it: as
+    ``still_qualified`` says, asking only about them."""
+    if user.pk not in (request.stage_reviewers or []):
+        return False
+    return permissions.is_admin(user) or user.pk in _named_by(stage["reviewers"], request)
 
 
 def _self_ids(request: AccessRequest) -> set[int]:
@@ -302,16 +334,20 @@ def _stage_complete(request: AccessRequest, stage: dict[str, Any]) -> bool:
     return bool(approved) and needed <= approved
 
 
-def _start_stage(request: AccessRequest, order: int) -> None:
+def _start_stage(request: AccessRequest, order: int) -> dict[int, str]:
+    """Starts the stage: fixes its reviewers. Returns the addresses of those it read
+    (for the mail to them)."""
     stage = request.stages[order - 1]
     request.current_stage = order
-    reviewers = reviewers_of(stage, request)
+    emails: dict[int, str] = {}
+    reviewers = reviewers_of(stage, request, emails)
     if not request.rule_snapshot.get("allow_self_approval") and not (
         set(reviewers) - _self_ids(request)
     ):
         # Only the requester could decide, and they may not: the admins decide.
         reviewers = sorted(set(admins()) - _self_ids(request)) or reviewers
     request.stage_reviewers = reviewers
+    return emails
 
 
 # Submitting -----------------------------------------------------------------------------------
@@ -369,7 +405,7 @@ def validate_items(
     for index, item in enumerate(items):
         resource_pk = _as_int(item.resource_id)
         resource = (
-            Resource.objects.visible_to(requested_by)
+            with_rule_flag(Resource.objects.visible_to(requested_by))
             .select_related("app")
             .filter(pk=resource_pk)
             .first()
@@ -395,7 +431,21 @@ def validate_items(
             add(index, refusal)
             continue
         level_pk = _as_int(item.access_level_id)
-        level = AccessLevel.objects.filter(pk=level_pk).first() if level_pk is not None else None
+        # With the pending request this user already has for it, if any.
+        pending = AccessRequest.objects.filter(
+            user=user,
+            resource=resource,
+            access_level=OuterRef("pk"),
+            status=RequestStatus.PENDING,
+            kind=RequestKind.NEW,
+        )
+        level = (
+            AccessLevel.objects.filter(pk=level_pk)
+            .annotate(pending_request_id=Subquery(pending.values("pk")[:1]))
+            .first()
+            if level_pk is not None
+            else None
+        )
         if level is None or level.resource_id != resource.pk:
             add(index, f"Choose one of {resource.name}'s access levels.")
             continue
@@ -434,18 +484,11 @@ def validate_items(
             add(index, f"Give a reason: {resource.name}'s rule requires one.")
         if rule.require_ticket and not ticket.strip():
             add(index, f"Give a ticket reference: {resource.name}'s rule requires one.")
-        existing = AccessRequest.objects.filter(
-            user=user,
-            resource=resource,
-            access_level=level,
-            status=RequestStatus.PENDING,
-            kind=RequestKind.NEW,
-        ).first()
-        if existing is not None:
+        if level.pending_request_id is not None:
             add(
                 index,
-                f"{user.email} already has a pending request (#{existing.pk}) for "
-                f"{resource.name} ({level.name}).",
+                f"{user.email} already has a pending request (#{level.pending_request_id}) "
+                f"for {resource.name} ({level.name}).",
             )
     return errors
 
@@ -519,8 +562,7 @@ def _open(
         pending_until=now + pending_timeout(),
     )
     auto = rule.auto_approve if auto is None else auto
-    if not auto:
-        _start_stage(request, 1)
+    emails = {} if auto else _start_stage(request, 1)
     request.save()
     record_event(
         "request.extension_requested" if kind == RequestKind.EXTENSION else "request.created",
@@ -534,7 +576,7 @@ def _open(
         except grant_service.GrantError as exc:
             raise RequestInvalid({"": [str(exc)]}) from exc
     else:
-        notifications.stage_started(request)
+        notifications.stage_started(request, emails=emails)
     return request
 
 
@@ -566,7 +608,7 @@ def can_decide(user: Any, request: AccessRequest) -> bool:
     stages = request.stages
     if not stages or user.pk not in (request.stage_reviewers or []):
         return False
-    return user.pk in still_qualified(stages[request.current_stage - 1], request)
+    return _still_reviews(user, stages[request.current_stage - 1], request)
 
 
 def decide(
@@ -579,9 +621,15 @@ def decide(
     two approvers acting at once yield one decision and one grant."""
     comment = (comment or "").strip()
     with transaction.atomic():
+        # With whether this reviewer already decided its current stage: decisions on the
+        # request wait for this row lock, so nobody adds one meanwhile.
+        decided_already = Approval.objects.filter(
+            request=OuterRef("pk"), stage=OuterRef("current_stage"), reviewer=reviewer.pk
+        )
         locked = (
             AccessRequest.objects.select_for_update(of=("self",))
             .select_related("user", "requested_by", "resource", "access_level", "grant")
+            .annotate(decided_already=Exists(decided_already))
             .get(pk=request.pk)
         )
         if locked.status != RequestStatus.PENDING:
@@ -594,8 +642,8 @@ def decide(
             )
         is_reviewer = reviewer.pk in (locked.stage_reviewers or [])
         is_admin = permissions.is_admin(reviewer)
-        if is_reviewer and reviewer.pk not in still_qualified(
-            locked.stages[locked.current_stage - 1], locked
+        if is_reviewer and not _still_reviews(
+            reviewer, locked.stages[locked.current_stage - 1], locked
         ):
             # Reviewers are fixed when a stage starts; one who has since stopped being an
             # owner or the requester's manager (or an admin) no longer decides.
@@ -614,19 +662,17 @@ def decide(
             )
         stage = locked.current_stage
         override = not is_reviewer
-        try:
-            with transaction.atomic():
-                Approval.objects.create(
-                    request=locked,
-                    stage=stage,
-                    reviewer=reviewer,
-                    decision=Decision.APPROVED if approve else Decision.DENIED,
-                    comment=comment,
-                    is_override=override,
-                    is_self_approval=is_self,
-                )
-        except IntegrityError:
-            raise DecisionError("You already decided this stage of the request.") from None
+        if locked.decided_already:
+            raise DecisionError("You already decided this stage of the request.")
+        approval = Approval.objects.create(
+            request=locked,
+            stage=stage,
+            reviewer=reviewer,
+            decision=Decision.APPROVED if approve else Decision.DENIED,
+            comment=comment,
+            is_override=override,
+            is_self_approval=is_self,
+        )
         record_event(
             "request.approved" if approve else "request.denied",
             actor=reviewer,
@@ -641,22 +687,27 @@ def decide(
         )
         if not approve:
             _finish(locked, RequestStatus.DENIED)
-            notifications.decided(locked)
+            notifications.decided(locked, last=approval)
             return locked
         stages = locked.stages
-        if override or _stage_complete(locked, stages[stage - 1]):
+        # This approval completes a stage that any one reviewer decides.
+        if (
+            override
+            or stages[stage - 1]["mode"] == StageMode.ANY
+            or _stage_complete(locked, stages[stage - 1])
+        ):
             if not override and stage < len(stages):
-                _start_stage(locked, stage + 1)
+                emails = _start_stage(locked, stage + 1)
                 locked.save(update_fields=["current_stage", "stage_reviewers", "updated_at"])
                 record_event(
                     "request.stage_started",
                     target=locked,
                     details=_details(locked, reviewers=_emails(locked.stage_reviewers)),
                 )
-                notifications.stage_started(locked)
+                notifications.stage_started(locked, emails=emails)
             else:
                 try:
-                    _approve(locked, actor=reviewer)
+                    _approve(locked, actor=reviewer, approval=approval)
                 except grant_service.GrantError as exc:
                     # Rolls the decision back with it: nothing is half-written.
                     raise DecisionError(f"The access cannot be granted: {exc}") from exc
@@ -683,8 +734,11 @@ def _finish(request: AccessRequest, status: str) -> None:
     request.save(update_fields=["status", "decided_at", "auto_approved", "updated_at"])
 
 
-def _approve(request: AccessRequest, *, actor: Any, note: str = "") -> None:
-    """The request is approved: grant the access (or extend the grant)."""
+def _approve(
+    request: AccessRequest, *, actor: Any, note: str = "", approval: Approval | None = None
+) -> None:
+    """The request is approved (by ``approval``, the last decision, when the caller has it):
+    grant the access (or extend the grant)."""
     request.auto_approved = bool(note)
     _finish(request, RequestStatus.APPROVED)
     if request.auto_approved:
@@ -719,7 +773,7 @@ def _approve(request: AccessRequest, *, actor: Any, note: str = "") -> None:
             request=request,
             reason=request.reason,
         )
-    notifications.decided(request)
+    notifications.decided(request, last=approval)
 
 
 def cancel_request(request: AccessRequest, *, actor: User) -> AccessRequest:

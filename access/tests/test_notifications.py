@@ -3,6 +3,7 @@ holders before their access expires. Mail leaves once the change commits."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,10 +13,12 @@ from django.core import mail
 from django.db import transaction
 from django.utils import timezone
 
+from access import notifications
 from access.choices import GrantSource, GrantStatus, RequestStatus, ReviewerKind, StageMode
-from access.models import AccessLevel, AccessRequest, Grant, RequestRule
+from access.models import AccessLevel, AccessRequest, Grant, RequestRule, Resource
 from access.services import requests as svc
 from access.tests.test_admin_grants import FakeProvider
+from config import queue
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db
@@ -114,6 +117,41 @@ def test_a_submission_that_rolls_back_mails_nobody(personas, level, committed):
         raise RuntimeError("the page failed after submitting")
     assert mail.outbox == []
     assert not AccessRequest.objects.exists()
+
+
+def test_the_mail_of_one_transaction_is_queued_as_one_task(personas, level, committed, monkeypatch):
+    other = Resource.objects.create(
+        app=personas.app, type="aws_account", remote_id="222222222222", name="staging"
+    )
+    other.owners.create(user=personas.manager)
+    other_level = AccessLevel.objects.create(resource=other, remote_id="ps-2", name="ReadOnly")
+    queued: list[tuple] = []
+    monkeypatch.setattr(queue, "enqueue", lambda *args: queued.append(args))
+    with committed():
+        svc.submit_requests(
+            requested_by=personas.requester,
+            items=[
+                svc.RequestItem(personas.resource.pk, level.pk, timedelta(hours=8)),
+                svc.RequestItem(other.pk, other_level.pk, timedelta(hours=8)),
+            ],
+            reason="debug the billing job",
+        )
+    ((task, messages),) = queued
+    assert task == "access.tasks.deliver_emails"
+    assert [recipients for recipients, _subject, _body in messages] == [
+        ["olga.owner@example.com"],
+        ["mia.manager@example.com"],
+    ]
+
+
+def test_mail_of_a_savepoint_that_rolls_back_is_not_sent_with_the_rest(committed):
+    with committed(), transaction.atomic():
+        notifications._send(["a@example.com"], "kept", "")
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            notifications._send(["b@example.com"], "rolled back", "")
+            raise RuntimeError("the inner change failed")
+        notifications._send(["c@example.com"], "kept too", "")
+    assert [m.subject for m in mail.outbox] == ["kept", "kept too"]
 
 
 def test_stage_2s_reviewers_are_mailed_when_stage_1_completes(personas, level, committed):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from django.db import transaction
 
@@ -16,6 +18,31 @@ from audit.services import (
     record_events,
     verify_chain,
 )
+
+
+@pytest.mark.django_db
+def test_a_transactions_next_event_links_to_its_last_without_reading_the_head(
+    django_assert_num_queries,
+):
+    with transaction.atomic():
+        first = record_event("test.one")
+        with django_assert_num_queries(1):  # the INSERT: the lock is held, the head known
+            second = record_event("test.two")
+    assert second.prev_hash == first.hash
+    assert all(isinstance(item, int) for item in verify_chain())
+
+
+@pytest.mark.django_db
+def test_an_event_rolled_back_with_its_savepoint_is_not_linked_to():
+    with transaction.atomic():
+        first = record_event("test.kept")
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            record_event("test.rolled_back")
+            raise RuntimeError("the change it described failed")
+        last = record_event("test.kept_too")
+    assert last.prev_hash == first.hash
+    assert not AuditEvent.objects.filter(action="test.rolled_back").exists()
+    assert all(isinstance(item, int) for item in verify_chain())
 
 
 @pytest.mark.django_db
