@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -57,7 +57,7 @@ class User(AbstractUser):
         "trusts this issuer; changing the issuer in the AWS settings clears it.",
     )
 
-    class Meta(AbstractUser.Meta):
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined]  # not in django-stubs
         swappable = "AUTH_USER_MODEL"
 
     def __str__(self) -> str:
@@ -69,6 +69,13 @@ class User(AbstractUser):
         self.email = self.email.strip().lower()
         if self.manager_id and self.manager_id == self.pk:
             raise ValidationError({"manager": "A user cannot be their own manager."})
+
+
+# Who did something, in services' signatures: a person, or None for Portcullis itself (the
+# engine, a sync, a schedule).
+type Actor = User | None
+# Whom a permission check is about: request.user (a person or anonymous), or an actor.
+type AnyUser = User | AnonymousUser | None
 
 
 class UserGroup(models.Model):

@@ -29,7 +29,17 @@ from access.choices import (
     ReviewerKind,
     StageMode,
 )
-from access.models import AccessLevel, AccessRequest, Approval, Grant, RequestRule, Resource, User
+from access.models import (
+    AccessLevel,
+    AccessRequest,
+    Actor,
+    AnyUser,
+    Approval,
+    Grant,
+    RequestRule,
+    Resource,
+    User,
+)
 from access.services import grants as grant_service
 from audit.services import record_event
 
@@ -251,11 +261,13 @@ def _named_by(kind: str, request: AccessRequest) -> set[int]:
             ).values_list("pk", flat=True)
         )
     elif kind == ReviewerKind.MANAGER:
-        manager = User.objects.filter(pk=request.user.manager_id, is_active=True).first()
+        manager_id = request.user.manager_id
+        manager = User.objects.filter(pk=manager_id, is_active=True).first() if manager_id else None
         if manager is not None:
             ids.add(manager.pk)
     else:
         ids |= set(admins())
+    # Owners that are groups have no user_id: the stubs type the column's values as int.
     ids.discard(None)  # type: ignore[arg-type]
     return ids
 
@@ -556,7 +568,7 @@ def _details(request: AccessRequest, **extra: Any) -> dict[str, Any]:
 
 
 # Deciding ------------------------------------------------------------------------------------
-def can_decide(user: Any, request: AccessRequest) -> bool:
+def can_decide(user: AnyUser, request: AccessRequest) -> bool:
     """Whether ``user`` may approve or deny the request now (as a reviewer of its current
     stage or as an admin overriding), leaving self-approval to ``decide``."""
     if not request.is_pending or not permissions._active(user):
@@ -683,7 +695,7 @@ def _finish(request: AccessRequest, status: str) -> None:
     request.save(update_fields=["status", "decided_at", "auto_approved", "updated_at"])
 
 
-def _approve(request: AccessRequest, *, actor: Any, note: str = "") -> None:
+def _approve(request: AccessRequest, *, actor: Actor, note: str = "") -> None:
     """The request is approved: grant the access (or extend the grant)."""
     request.auto_approved = bool(note)
     _finish(request, RequestStatus.APPROVED)
@@ -759,16 +771,19 @@ def expire_pending_requests(now: datetime | None = None) -> int:
 # Extensions ----------------------------------------------------------------------------------
 def extended_length(grant: Grant, by: timedelta) -> timedelta:
     """How long from now the access would last once extended ``by``."""
+    assert grant.expires_at is not None  # only a grant that ends is extended
     now = timezone.now()
     return max(grant.expires_at, now) + by - now
 
 
 def max_extension(grant: Grant, maximum: timedelta) -> timedelta:
+    assert grant.expires_at is not None  # only a grant that ends is extended
     left = max(grant.expires_at - timezone.now(), timedelta(0))
     return max(maximum - left, timedelta(0))
 
 
 def _left_text(grant: Grant) -> str:
+    assert grant.expires_at is not None  # only a grant that ends is extended
     left = grant.expires_at - timezone.now()
     if left <= timedelta(0):
         return "none is"
