@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, AnonymousUser
@@ -56,6 +57,13 @@ class User(AbstractUser):
         help_text="The issuer that gave the OIDC subject. The subject counts only while AWS "
         "trusts this issuer; changing the issuer in the AWS settings clears it.",
     )
+
+    # Kept on the instances a CSV import reads (access/resources.py), for its own checks.
+    _import_before: dict[str, Any] | None
+    _import_old_username: str
+    _import_old_roles: set[str]
+    _import_manager_email: str | None
+    _import_roles: list[str] | None
 
     class Meta(AbstractUser.Meta):  # type: ignore[name-defined]  # not in django-stubs
         swappable = "AUTH_USER_MODEL"
