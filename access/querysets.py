@@ -12,10 +12,10 @@ from access import permissions
 from access.choices import GrantStatus, RequestStatus
 
 if TYPE_CHECKING:
-    from access.models import AnyUser, User
+    from access.models import AccessRequest, AnyUser, Grant, Resource, User  # noqa: F401
 
 
-class ResourceQuerySet(models.QuerySet):
+class ResourceQuerySet(models.QuerySet["Resource"]):
     def live(self) -> ResourceQuerySet:
         return self.filter(deleted_at__isnull=True)
 
@@ -30,7 +30,7 @@ class ResourceQuerySet(models.QuerySet):
         return self.live()
 
 
-class GrantQuerySet(models.QuerySet):
+class GrantQuerySet(models.QuerySet["Grant"]):
     def current(self) -> GrantQuerySet:
         return self.filter(
             status__in=[GrantStatus.PENDING, GrantStatus.ACTIVE, GrantStatus.REVOKING]
@@ -55,7 +55,7 @@ class GrantQuerySet(models.QuerySet):
         ).distinct()
 
 
-class AccessRequestQuerySet(models.QuerySet):
+class AccessRequestQuerySet(models.QuerySet["AccessRequest"]):
     def awaiting_decision_by(self, user: AnyUser) -> AccessRequestQuerySet:
         """Pending requests whose current stage ``user`` reviews and can still decide: not
         the ones they already decided at this stage, nor their own unless the rule lets

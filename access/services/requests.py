@@ -862,6 +862,7 @@ def send_expiry_warnings(now: datetime | None = None) -> int:
             .order_by("expires_at")
         )
         for grant in candidates[:500]:
+            assert grant.expires_at is not None  # filtered on above
             if field_name == "warned_day_at" and grant.expires_at - now <= timedelta(hours=1):
                 # Too late for the day warning: the hour warning says it.
                 Grant.objects.filter(pk=grant.pk).update(warned_day_at=now)

@@ -45,16 +45,18 @@ def my_access(request: HttpRequest) -> HttpResponse:
         .order_by(F("revoked_at").desc(nulls_last=True), "-id")[:RECENT_SHOWN]
     )
     for grant in current:
-        grant.may_give_up = grant.status in grant_service.ACTIVE_STATUSES and (
+        grant.may_give_up = grant.status in grant_service.ACTIVE_STATUSES and (  # type: ignore[attr-defined]
             permissions.can_revoke_grant(user, grant)
         )
-        grant.may_extend = (
+        grant.may_extend = (  # type: ignore[attr-defined]
             grant.expires_at is not None
             and grant.status in grant_service.ACTIVE_STATUSES
             and permissions.can_extend_grant(user, grant)
         )
     for grant in current + recent:
-        grant.error = grant.last_error or (grant.assignment.last_error if grant.assignment else "")
+        grant.error = grant.last_error or (  # type: ignore[attr-defined]
+            grant.assignment.last_error if grant.assignment else ""
+        )
     return render_page(request, "access/my_access.html", {"current": current, "recent": recent})
 
 
