@@ -274,7 +274,7 @@ GRANT_ENGINE_TICK = env_float("GRANT_ENGINE_TICK", 0.25)
 TASKS_INLINE = env_bool("TASKS_INLINE", False)
 
 # Background work (django-q2) ------------------------------------------------
-Q_CLUSTER = {
+Q_CLUSTER: dict[str, Any] = {
     "name": "portcullis",
     # Workers for bounded tasks (syncs, validations, mail). The long-running loops (the
     # grant engine, the events poller) do not take workers: `manage.py qcluster` runs each
