@@ -54,6 +54,7 @@ test: $(VENV)/.installed-test
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	DEBUG=true $(VENV)/bin/mypy
 	DEBUG=true $(VPY) manage.py check
 	DEBUG=true $(VPY) manage.py makemigrations --check --dry-run
 	@echo "== pytest on SQLite =="

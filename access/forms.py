@@ -205,7 +205,8 @@ class RequestRuleForm(forms.ModelForm):
                 for name in ("requester_group", "priority", "allow_requests"):
                     self.fields[name].disabled = True
                     self.fields[name].help_text = scope_note
-            policy = self.fields["extension_policy"]
+            # A choice field; the stubs' type of its choices cannot be filtered as a list.
+            policy: Any = self.fields["extension_policy"]
             if instance.extension_policy == ExtensionPolicy.AUTO_APPROVE:
                 policy.disabled = True
                 policy.help_text = note

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -57,7 +58,14 @@ class User(AbstractUser):
         "trusts this issuer; changing the issuer in the AWS settings clears it.",
     )
 
-    class Meta(AbstractUser.Meta):
+    # Kept on the instances a CSV import reads (access/resources.py), for its own checks.
+    _import_before: dict[str, Any] | None
+    _import_old_username: str
+    _import_old_roles: set[str]
+    _import_manager_email: str | None
+    _import_roles: list[str] | None
+
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined]  # not in django-stubs
         swappable = "AUTH_USER_MODEL"
 
     def __str__(self) -> str:
@@ -69,6 +77,13 @@ class User(AbstractUser):
         self.email = self.email.strip().lower()
         if self.manager_id and self.manager_id == self.pk:
             raise ValidationError({"manager": "A user cannot be their own manager."})
+
+
+# Who did something, in services' signatures: a person, or None for Portcullis itself (the
+# engine, a sync, a schedule).
+type Actor = User | None
+# Whom a permission check is about: request.user (a person or anonymous), or an actor.
+type AnyUser = User | AnonymousUser | None
 
 
 class UserGroup(models.Model):

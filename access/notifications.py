@@ -141,6 +141,7 @@ def decided(request: AccessRequest, *, last: Approval | None = None) -> None:
 
 
 def expiry_warning(grant: Grant, *, within: timedelta) -> None:
+    assert grant.expires_at is not None  # only grants that end are warned
     expires = timezone.localtime(grant.expires_at).strftime("%Y-%m-%d %H:%M %Z")
     _send(
         [grant.user.email],

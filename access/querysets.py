@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.db import models
 from django.db.models import Exists, OuterRef, Q, TextField
@@ -12,25 +12,25 @@ from access import permissions
 from access.choices import GrantStatus, RequestStatus
 
 if TYPE_CHECKING:
-    from access.models import User
+    from access.models import AccessRequest, AnyUser, Grant, Resource, User  # noqa: F401
 
 
-class ResourceQuerySet(models.QuerySet):
+class ResourceQuerySet(models.QuerySet["Resource"]):
     def live(self) -> ResourceQuerySet:
         return self.filter(deleted_at__isnull=True)
 
-    def visible_to(self, user: Any) -> ResourceQuerySet:
+    def visible_to(self, user: AnyUser) -> ResourceQuerySet:
         """What a user may see in the catalogue and the API: every live resource, or all for
         admins and auditors (who also see deleted ones). Object checks fetch through this
         queryset (404 when it does not find the row), so the rule is written once."""
-        if not getattr(user, "is_authenticated", False) or not user.is_active:
+        if not permissions.is_signed_in(user) or not user.is_active:
             return self.none()
         if permissions.is_admin(user) or permissions.is_auditor(user):
             return self
         return self.live()
 
 
-class GrantQuerySet(models.QuerySet):
+class GrantQuerySet(models.QuerySet["Grant"]):
     def current(self) -> GrantQuerySet:
         return self.filter(
             status__in=[GrantStatus.PENDING, GrantStatus.ACTIVE, GrantStatus.REVOKING]
@@ -39,11 +39,11 @@ class GrantQuerySet(models.QuerySet):
     def for_user(self, user: User) -> GrantQuerySet:
         return self.filter(user=user)
 
-    def visible_to(self, user: Any) -> GrantQuerySet:
+    def visible_to(self, user: AnyUser) -> GrantQuerySet:
         """Grants a user may read: their own, their reports', those of resources they own,
         or all for admins and auditors. Object checks fetch through this queryset (404 when
         it does not find the row), so the rule is written once."""
-        if not getattr(user, "is_authenticated", False) or not user.is_active:
+        if not permissions.is_signed_in(user) or not user.is_active:
             return self.none()
         if permissions.is_admin(user) or permissions.is_auditor(user):
             return self
@@ -55,14 +55,14 @@ class GrantQuerySet(models.QuerySet):
         ).distinct()
 
 
-class AccessRequestQuerySet(models.QuerySet):
-    def awaiting_decision_by(self, user: Any) -> AccessRequestQuerySet:
+class AccessRequestQuerySet(models.QuerySet["AccessRequest"]):
+    def awaiting_decision_by(self, user: AnyUser) -> AccessRequestQuerySet:
         """Pending requests whose current stage ``user`` reviews and can still decide: not
         the ones they already decided at this stage, nor their own unless the rule lets
         them approve those. The approvals page, its count and the API all use this."""
         from access.models import Approval
 
-        if not getattr(user, "is_authenticated", False):
+        if not permissions.is_signed_in(user):
             return self.none()
         # stage_reviewers is a JSON list of ids, "[3, 14]" as text on both databases; the
         # text search works on SQLite too, where JSON containment is not available.

@@ -8,7 +8,6 @@ the audit log or the logs.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -16,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from access import permissions
-from access.models import ApiToken
+from access.models import Actor, ApiToken, User
 from audit.services import record_event
 
 # "pcl_" and eight random characters: enough to tell tokens apart in a list and
@@ -57,7 +56,7 @@ def expiry_in_days(days: int | None) -> datetime:
 
 
 def create_api_token(
-    user: Any, name: str, expires_at: datetime | None = None, *, read_only: bool = False
+    user: User, name: str, expires_at: datetime | None = None, *, read_only: bool = False
 ) -> tuple[ApiToken, str]:
     """Creates a token for ``user`` and returns it with the raw secret, which is not kept.
     ``expires_at`` None: the longest lifetime allowed; a later one is refused.
@@ -109,7 +108,7 @@ def create_api_token(
     return token, raw
 
 
-def revoke_api_token(token: ApiToken, actor: Any) -> ApiToken:
+def revoke_api_token(token: ApiToken, actor: Actor) -> ApiToken:
     """Revokes ``token`` at once: the next request that uses it is refused.
 
     Revoking a token that is already revoked changes nothing and records nothing.
@@ -136,7 +135,7 @@ def revoke_api_token(token: ApiToken, actor: Any) -> ApiToken:
     return token
 
 
-def revoke_user_tokens(user: Any, *, actor: Any, reason: str) -> int:
+def revoke_user_tokens(user: User, *, actor: Actor, reason: str) -> int:
     """Revokes every token of ``user`` that is not revoked yet, each with its event naming
     ``reason``: a token must not outlive the trust its user had when it was made (they were
     deactivated, or their password was changed or reset, perhaps by someone who took it).

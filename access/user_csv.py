@@ -138,7 +138,7 @@ class UserResource(resources.ModelResource):
         instance._import_old_roles = set() if new else set(permissions.role_names(instance))
 
     def import_instance(self, instance: User, row: dict[str, Any], **kwargs: Any) -> None:
-        errors: dict[str, list[str]] = {}
+        errors: dict[str, list[Any]] = {}
         try:
             super().import_instance(instance, row, **kwargs)
         except ValidationError as exc:
@@ -198,7 +198,7 @@ class UserResource(resources.ModelResource):
         if not super().skip_row(instance, original, row, import_validation_errors):
             return False
         if instance._import_manager_email is not None:
-            current = instance.manager.email if instance.manager_id else ""
+            current = instance.manager.email if instance.manager else ""
             if current.lower() != instance._import_manager_email:
                 return False
         return not (

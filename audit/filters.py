@@ -29,6 +29,7 @@ def _start_of_day(day: dt.date) -> dt.datetime:
 class AuditEventFilterForm(forms.Form):
     def clean(self) -> dict:
         cleaned = super().clean()
+        assert cleaned is not None  # Form.clean returns cleaned_data
         since, until = cleaned.get("date_from"), cleaned.get("date_to")
         if since and until and since > until:
             raise forms.ValidationError(

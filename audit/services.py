@@ -123,7 +123,8 @@ class _ChainHead:
 
 def _head_written_here() -> str | None:
     """The hash of the newest event this transaction wrote and may still commit, if any."""
-    for _sids, callback, _robust in reversed(connection.run_on_commit):
+    # Django's own list of (savepoint ids, callback, robust); the stubs know two fields.
+    for _sids, callback, _robust in reversed(connection.run_on_commit):  # type: ignore[misc]
         if isinstance(callback, _ChainHead):
             return callback.hash
     return None

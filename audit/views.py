@@ -68,7 +68,9 @@ def event_list(request: HttpRequest) -> HttpResponse:
             label = filterset.form.fields[field].label if field in filterset.form.fields else ""
             for message in messages:
                 # Date fields say which box is wrong already; the others get their label.
-                errors.append(message if not label or label in message else f"{label}: {message}")
+                errors.append(
+                    message if not label or str(label) in message else f"{label}: {message}"
+                )
     before, before_error = _position(request, "before")
     after, after_error = _position(request, "after")
     errors += [e for e in (before_error, after_error) if e]

@@ -6,7 +6,8 @@ Retries use botocore's adaptive mode (throttling and 5xx, with backoff).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 import botocore.session
@@ -14,6 +15,18 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.loaders import Loader
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_eks import EKSClient
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_identitystore import IdentityStoreClient
+    from mypy_boto3_organizations import OrganizationsClient
+    from mypy_boto3_rds import RDSClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sso_admin import SSOAdminClient
+    from mypy_boto3_sts import STSClient
+    from mypy_boto3_sts.type_defs import CredentialsTypeDef
 
 # botocore parses a service's JSON model once per session; sessions made per assumed role
 # (one per member account) share this loader so the models are parsed once per process.
@@ -35,7 +48,7 @@ def retry_config(max_attempts: int | None = None, max_pool_connections: int = 20
 
 
 def make_session(
-    credentials: dict[str, str] | None = None, region: str | None = None
+    credentials: Mapping[str, Any] | None = None, region: str | None = None
 ) -> boto3.Session:
     """A boto3 session from Portcullis's own credentials, or from assumed-role credentials."""
     core = botocore.session.get_session()
@@ -53,6 +66,87 @@ def make_session(
     return boto3.Session(**kwargs)
 
 
+@overload
+def client(
+    service: Literal["ec2"],
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> EC2Client: ...
+@overload
+def client(
+    service: Literal["eks"],
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> EKSClient: ...
+@overload
+def client(
+    service: Literal["iam"],
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> IAMClient: ...
+@overload
+def client(
+    service: Literal["identitystore"],
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> IdentityStoreClient: ...
+@overload
+def client(
+    service: Literal["organizations"],
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> OrganizationsClient: ...
+@overload
+def client(
+    service: Literal["rds"],
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> RDSClient: ...
+@overload
+def client(
+    service: Literal["sqs"],
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> SQSClient: ...
+@overload
+def client(
+    service: Literal["sso-admin"],
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> SSOAdminClient: ...
+@overload
+def client(
+    service: Literal["sts"],
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> STSClient: ...
+# A service named at run time (a sync unit's): its calls are not checked.
+@overload
+def client(
+    service: str,
+    *,
+    session: boto3.Session | None = None,
+    region: str | None = None,
+    max_attempts: int | None = None,
+) -> Any: ...
 def client(
     service: str,
     *,
@@ -66,7 +160,7 @@ def client(
         kwargs["region_name"] = region
     if settings.AWS_ENDPOINT_URL:
         kwargs["endpoint_url"] = settings.AWS_ENDPOINT_URL
-    return session.client(service, **kwargs)
+    return session.client(service, **kwargs)  # type: ignore[call-overload]  # typed above
 
 
 def assume_role(
@@ -76,7 +170,7 @@ def assume_role(
     external_id: str | None = None,
     duration_seconds: int = 3600,
     session: boto3.Session | None = None,
-) -> dict[str, str]:
+) -> CredentialsTypeDef:
     """Credentials for a role, through sts:AssumeRole (with the External ID when given)."""
     kwargs: dict[str, Any] = {
         "RoleArn": role_arn,

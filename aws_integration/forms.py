@@ -122,6 +122,7 @@ class AwsSettingsForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         if data.get("client_secret") and data.get("clear_client_secret"):
             self.add_error("clear_client_secret", "Either type a new secret or clear it, not both.")
         issuer = data.get("oidc_issuer_url")

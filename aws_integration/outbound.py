@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 from django.conf import settings
-from requests.certs import where as requests_ca_bundle
+from requests.certs import where as requests_ca_bundle  # type: ignore[attr-defined]  # certifi's
 
 TIMEOUT_SECONDS: float = 10  # for connecting, and for each read
 TOTAL_SECONDS: float = 20  # for the whole answer, however slowly it drips in
@@ -180,7 +180,7 @@ class Deadline:
         self.connections: list[Any] = []
         opened = self.connections
 
-        class Watched(pool.ConnectionCls):  # type: ignore[name-defined,misc]
+        class Watched(pool.ConnectionCls):  # type: ignore[name-defined]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
                 opened.append(self)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import resolve_url
 
 
@@ -21,7 +22,9 @@ class PortcullisAdminSite(admin.AdminSite):
 
         return can_use_admin_site(request.user)
 
-    def login(self, request: HttpRequest, extra_context=None):
+    def login(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         # One login for the whole portal: allauth's, with its rate limits and SSO.
         # Someone signed in without the Admin role would bounce between allauth (which
         # sends signed-in people on to "next") and here for ever: refuse instead.

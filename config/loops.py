@@ -134,7 +134,7 @@ def _run_in_child(loop: Loop) -> None:
     signal.signal(signal.SIGINT, stop.set)
     signal.signal(signal.SIGTERM, stop.set)
     try:
-        import setproctitle  # type: ignore[import-not-found]  # optional, as for django-q2
+        import setproctitle  # optional, as for django-q2
 
         setproctitle.setproctitle(f"qcluster loop {loop.name}")
     except ImportError:

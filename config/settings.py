@@ -10,6 +10,7 @@ import base64
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -119,7 +120,7 @@ DATABASES = {"default": _db}
 # The tables' owner, for migrate and grant_app_role only: the application itself then
 # connects (DATABASE_URL) as a role that may not alter, empty or unprotect the audit log.
 MIGRATE_DATABASE_URL = env_str("MIGRATE_DATABASE_URL")
-MIGRATE_DATABASE: dict | None = None
+MIGRATE_DATABASE: dj_database_url.DBConfig | None = None
 if MIGRATE_DATABASE_URL:
     try:
         MIGRATE_DATABASE = dj_database_url.parse(MIGRATE_DATABASE_URL)
@@ -273,7 +274,7 @@ GRANT_ENGINE_TICK = env_float("GRANT_ENGINE_TICK", 0.25)
 TASKS_INLINE = env_bool("TASKS_INLINE", False)
 
 # Background work (django-q2) ------------------------------------------------
-Q_CLUSTER = {
+Q_CLUSTER: dict[str, Any] = {
     "name": "portcullis",
     # Workers for bounded tasks (syncs, validations, mail). The long-running loops (the
     # grant engine, the events poller) do not take workers: `manage.py qcluster` runs each
@@ -308,7 +309,7 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # API ------------------------------------------------------------------------
 # The longest an API token lasts; every token expires, at most this many days after creation.
 API_TOKEN_MAX_DAYS = env_positive_int("API_TOKEN_MAX_DAYS", 365)
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "access.api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

@@ -123,10 +123,11 @@ def add_permission_set_tagging() -> None:
         found.tags = [t for t in found.tags or [] if t["Key"] not in keys]
         return "{}"
 
-    SSOAdminResponse.list_tags_for_resource = list_tags_for_resource
-    SSOAdminResponse.tag_resource = tag_resource
-    SSOAdminResponse.untag_resource = untag_resource
-    SSOAdminResponse._portcullis_tagging = True
+    # moto's SSO admin has no tagging of permission sets: added to its class here.
+    SSOAdminResponse.list_tags_for_resource = list_tags_for_resource  # type: ignore[attr-defined]
+    SSOAdminResponse.tag_resource = tag_resource  # type: ignore[attr-defined]
+    SSOAdminResponse.untag_resource = untag_resource  # type: ignore[attr-defined]
+    SSOAdminResponse._portcullis_tagging = True  # type: ignore[attr-defined]
 
 
 def start_moto(

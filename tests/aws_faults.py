@@ -489,7 +489,7 @@ class _ProxyServer(ThreadingHTTPServer):
         self.upstream = upstream.rstrip("/")
         self.pool = urllib3.PoolManager(maxsize=64, timeout=urllib3.Timeout(60))
         host, port = self.server_address[:2]
-        self.faults = AwsFaults(f"http://{host}:{port}")
+        self.faults = AwsFaults(f"http://{host}:{port}")  # type: ignore[str-bytes-safe]  # an IP
 
 
 class FaultProxy:

@@ -119,7 +119,8 @@ def make_user(
     in through single sign-on."""
     from access.tests.factories import UserFactory
 
-    return UserFactory(
+    # factory_boy types a factory's call as the factory, not the model it makes.
+    return UserFactory(  # type: ignore[return-value]
         email=email, roles=roles, manager=manager, email_verified=email_verified, **extra
     )
 
@@ -148,8 +149,8 @@ def create_personas() -> Personas:
         manager=manager,
         auditor=make_user("aud.auditor@example.com", roles=(AUDITOR_ROLE,), first_name="Aud"),
         outsider=make_user("otto.outsider@example.com", first_name="Otto"),
-        app=resource.app,
-        resource=resource,
+        app=resource.app,  # type: ignore[arg-type]  # a Resource, as for make_user
+        resource=resource,  # type: ignore[arg-type]
     )
 
 

@@ -14,7 +14,7 @@ from config import queue
 
 @pytest.mark.django_db(transaction=True)
 def test_queueing_after_a_commit_opens_no_connection(settings: Any) -> None:
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]  # SQLite's wrapper only
         pytest.skip("Django never closes an in-memory SQLite database: run on PostgreSQL.")
     settings.TASKS_INLINE = False
     opened: list[Any] = []

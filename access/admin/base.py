@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 
 from access import services
 from access.models import Grant
-from access.permissions import is_admin
+from access.permissions import is_admin, signed_in
 
 # Shown on the delete confirmation page for each grant that blocks a deletion.
 MAX_PROTECTED_SHOWN = 20
@@ -58,7 +58,7 @@ class AuditedAdminMixin:
         if change and obj.pk is not None:
             original = type(obj)._default_manager.get(pk=obj.pk)
             before = services.snapshot(original, related=self.audit_related)
-        obj._audit_before = before
+        obj._audit_before = before  # type: ignore[attr-defined]  # read by audit_saved
         super().save_model(request, obj, form, change)  # type: ignore[misc]
 
     def save_related(
@@ -78,9 +78,9 @@ class AuditedAdminMixin:
         after = services.snapshot(obj, related=self.audit_related)
         before = getattr(obj, "_audit_before", None)
         if before is None:
-            services.record_created(obj, actor=request.user, after=after)
+            services.record_created(obj, actor=signed_in(request.user), after=after)
         else:
-            services.record_updated(obj, actor=request.user, before=before, after=after)
+            services.record_updated(obj, actor=signed_in(request.user), before=before, after=after)
 
     def save_formset(
         self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool
@@ -105,7 +105,7 @@ class AuditedAdminMixin:
                 obj.pk = pk
                 services.record_deleted(
                     obj,
-                    actor=request.user,
+                    actor=signed_in(request.user),
                     before=originals.get(pk, {}),
                     pk=pk,
                     label=label,
@@ -115,13 +115,15 @@ class AuditedAdminMixin:
                 obj.save()
                 services.record_updated(
                     obj,
-                    actor=request.user,
+                    actor=signed_in(request.user),
                     before=originals.get(obj.pk, {}),
                     after=services.snapshot(obj),
                 )
             for obj in formset.new_objects:
                 obj.save()
-                services.record_created(obj, actor=request.user, after=services.snapshot(obj))
+                services.record_created(
+                    obj, actor=signed_in(request.user), after=services.snapshot(obj)
+                )
             formset.save_m2m()
 
     def _is_part_of_parent(self, formset: BaseInlineFormSet) -> bool:
@@ -138,7 +140,12 @@ class AuditedAdminMixin:
             super().delete_model(request, obj)  # type: ignore[misc]
             obj.pk = pk
             services.record_deleted(
-                obj, actor=request.user, before=before, pk=pk, label=label, cascaded=cascaded
+                obj,
+                actor=signed_in(request.user),
+                before=before,
+                pk=pk,
+                label=label,
+                cascaded=cascaded,
             )
 
     def delete_queryset(self, request: HttpRequest, queryset: models.QuerySet) -> None:
@@ -160,7 +167,12 @@ class AuditedAdminMixin:
             for obj, pk, label, before, cascaded in states:
                 obj.pk = pk
                 services.record_deleted(
-                    obj, actor=request.user, before=before, pk=pk, label=label, cascaded=cascaded
+                    obj,
+                    actor=signed_in(request.user),
+                    before=before,
+                    pk=pk,
+                    label=label,
+                    cascaded=cascaded,
                 )
 
 

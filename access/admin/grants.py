@@ -7,7 +7,7 @@ Existing grants are read-only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -23,8 +23,8 @@ from django.utils.text import Truncator
 
 from access.admin.base import HistoryAdminMixin, PortcullisModelAdmin
 from access.choices import GrantSource
-from access.models import Grant
-from access.permissions import can_revoke_grant, is_admin
+from access.models import Grant, User
+from access.permissions import can_revoke_grant, is_admin, signed_in
 from access.services import grants as grant_service
 
 ERROR_PREVIEW = 80
@@ -72,10 +72,11 @@ class DirectGrantForm(forms.ModelForm):
         return expires_at
 
     # The admin making the grant (set by GrantAdmin.get_form for each request).
-    actor: Any = None
+    actor: User | None = None
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # Form.clean returns cleaned_data
         user = cleaned.get("user")
         if user is not None:
             try:
@@ -209,8 +210,10 @@ class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
-        form = super().get_form(request, obj, change=change, **kwargs)
-        form.actor = request.user  # a class made for this request
+        form = cast(
+            "type[DirectGrantForm]", super().get_form(request, obj, change=change, **kwargs)
+        )
+        form.actor = signed_in(request.user)  # a class made for this request
         return form
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
@@ -258,7 +261,7 @@ class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
         return (obj.assignment.last_error if obj.assignment else "") or "-"
 
     # Direct grants ---------------------------------------------------------------------------
-    def save_model(self, request: HttpRequest, obj: Grant, form: ModelForm, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Grant, form: ModelForm, change: bool) -> None:  # type: ignore[override]  # grants only
         if change:
             raise PermissionDenied("Grants change through revoke and extend only.")
         data = form.cleaned_data
@@ -270,7 +273,7 @@ class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
             access_level=data["access_level"],
             expires_at=data.get("expires_at"),
             source=GrantSource.ADMIN,
-            actor=request.user,
+            actor=signed_in(request.user),
             reason=(data.get("reason") or "").strip(),
         )
         # The admin goes on with ``obj`` (its history entry, the redirect): make it the grant.
@@ -298,7 +301,7 @@ class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
                 if not can_revoke_grant(request.user, grant):
                     continue
                 if grant_service.revoke_grant(
-                    grant, actor=request.user, reason=form.cleaned_data["reason"]
+                    grant, actor=signed_in(request.user), reason=form.cleaned_data["reason"]
                 ):
                     revoked += 1
             message = f"Revoked {plural(revoked, 'grant')}."
@@ -328,7 +331,7 @@ class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
                 status__in=grant_service.CURRENT_STATUSES, assignment__isnull=False
             ).select_related("user", "resource", "access_level", "assignment")
         )
-        grant_service.retry_now(grants, actor=request.user)
+        grant_service.retry_now(grants, actor=signed_in(request.user))
         message = f"Queued {plural(len(grants), 'grant')} for another attempt in AWS."
         skipped = queryset.count() - len(grants)
         if skipped:

@@ -7,7 +7,7 @@ no page counts the whole table twice.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django import forms
@@ -32,7 +32,9 @@ from access.models import (
     RequestRule,
     RequestRuleStage,
     Resource,
+    User,
 )
+from access.permissions import signed_in
 from access.services import rules as rule_service
 
 
@@ -72,7 +74,7 @@ class AppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
 
     @admin.display(description="resources", ordering="resource_count")
     def resource_count(self, obj: App) -> int:
-        return obj.resource_count
+        return obj.resource_count  # type: ignore[attr-defined]  # annotated in get_queryset
 
 
 # Resources ----------------------------------------------------------------------
@@ -219,16 +221,16 @@ class RequestRuleAdminForm(forms.ModelForm):
     """The admin's rule form: a change is judged by the check the owners' pages use
     (access/services/rules.py), with the admin making it as the actor."""
 
-    actor: Any = None
+    actor: User | None = None  # set per request by RequestRuleAdmin.get_form
 
     def _post_clean(self) -> None:
-        super()._post_clean()  # the instance now holds the new values
+        super()._post_clean()  # type: ignore[misc]  # the instance now holds the new values
         rule = self.instance
         if rule.resource_id is None:
             return
         before = RequestRule.objects.filter(pk=rule.pk).first() if rule.pk is not None else None
         for problem in rule_service.rule_change_problems(
-            self.actor, rule.resource, before=before, after=rule
+            signed_in(self.actor), rule.resource, before=before, after=rule
         ):
             self.add_error(None, problem)
 
@@ -260,13 +262,17 @@ class RequestRuleAdmin(PortcullisModelAdmin):
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
-        form = super().get_form(request, obj, change=change, **kwargs)
-        form.actor = request.user  # a class made for this request
+        form = cast(
+            "type[RequestRuleAdminForm]", super().get_form(request, obj, change=change, **kwargs)
+        )
+        form.actor = signed_in(request.user)  # a class made for this request
         return form
 
     def _check_delete(self, request: HttpRequest, rule: RequestRule) -> None:
         try:
-            rule_service.check_rule_change(request.user, rule.resource, before=rule, after=None)
+            rule_service.check_rule_change(
+                signed_in(request.user), rule.resource, before=rule, after=None
+            )
         except ValidationError as exc:
             raise PermissionDenied(" ".join(exc.messages)) from exc
 
@@ -281,4 +287,4 @@ class RequestRuleAdmin(PortcullisModelAdmin):
 
     @admin.display(description="stages", ordering="stage_count")
     def stage_count(self, obj: RequestRule) -> int:
-        return obj.stage_count
+        return obj.stage_count  # type: ignore[attr-defined]  # annotated in get_queryset

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -18,7 +18,7 @@ from import_export.formats.base_formats import CSV
 from access import permissions, services, tokens
 from access.admin.base import AdminRoleMixin, AuditedAdminMixin, PortcullisModelAdmin
 from access.models import ApiToken, User, UserGroup
-from access.permissions import ADMIN_ROLE, ROLES, is_admin
+from access.permissions import ADMIN_ROLE, ROLES, is_admin, signed_in
 from access.services.grants import offboard_user
 from access.user_csv import UserResource
 from audit.services import record_event
@@ -49,7 +49,10 @@ class RoleListFilter(admin.SimpleListFilter):
 class RolesCheckRequesterMixin:
     """Refuses, on the form, an admin unticking their own Admin role."""
 
-    editing_user: Any = None  # set per request by UserAdmin.get_form
+    editing_user: User | None = None  # set per request by UserAdmin.get_form
+    # The form's, for the checks below.
+    cleaned_data: dict[str, Any]
+    instance: User
 
     def clean_groups(self) -> Any:
         groups = self.cleaned_data.get("groups")
@@ -71,7 +74,7 @@ class RolesCheckRequesterMixin:
 class UserAddForm(RolesCheckRequesterMixin, AdminUserCreationForm):
     """New user: the username may be left empty and is then made from the email."""
 
-    class Meta(AdminUserCreationForm.Meta):
+    class Meta(AdminUserCreationForm.Meta):  # type: ignore[name-defined]  # not in django-stubs
         model = User
         fields = ("email", "username")
 
@@ -83,6 +86,7 @@ class UserAddForm(RolesCheckRequesterMixin, AdminUserCreationForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # Form.clean returns cleaned_data
         email = (cleaned.get("email") or "").strip().lower()
         if email and not cleaned.get("username"):
             cleaned["username"] = services.default_username(email)
@@ -90,18 +94,19 @@ class UserAddForm(RolesCheckRequesterMixin, AdminUserCreationForm):
 
 
 class UserEditForm(RolesCheckRequesterMixin, UserChangeForm):
-    class Meta(UserChangeForm.Meta):
+    class Meta(UserChangeForm.Meta):  # type: ignore[name-defined]  # not in django-stubs
         model = User
         fields = "__all__"
 
 
 @admin.register(User)
-class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUserAdmin):
+# import-export's stubs type model and change_list_template unlike Django's own.
+class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUserAdmin):  # type: ignore[misc]
     form = UserEditForm
     add_form = UserAddForm
     resource_classes = (UserResource,)
-    import_formats = (CSV,)
-    export_formats = (CSV,)
+    import_formats = [CSV]
+    export_formats = [CSV]
     show_full_result_count = False
     list_per_page = 50
     list_display = (
@@ -161,7 +166,8 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
     def has_export_permission(self, request: HttpRequest) -> bool:
         return is_admin(request.user)
 
-    def export_action(self, request: HttpRequest) -> HttpResponse:
+    # The page, or the file once the form is posted: the stubs say a TemplateResponse only.
+    def export_action(self, request: HttpRequest) -> HttpResponse:  # type: ignore[override]
         response = super().export_action(request)
         # The page's template writes an inline handler and styles: allowed by their hashes.
         response._csp_update = IMPORT_EXPORT_EXPORT_PAGE  # type: ignore[attr-defined]
@@ -185,18 +191,22 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
             return ", ".join(sorted(permissions.role_names(obj)))
         return ", ".join(sorted(g.name for g in groups))
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> type:
-        form = super().get_form(request, obj, **kwargs)
-        form.editing_user = request.user
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> type:
+        form = cast(
+            "type[RolesCheckRequesterMixin]",
+            super().get_form(request, obj, change=change, **kwargs),
+        )
+        form.editing_user = signed_in(request.user)
         return form
 
-    def formfield_for_manytomany(
-        self, db_field: Any, request: HttpRequest | None = None, **kwargs: Any
-    ) -> Any:
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "groups":
             kwargs["queryset"] = Group.objects.filter(name__in=ROLES).order_by("name")
             kwargs["widget"] = forms.CheckboxSelectMultiple
             field = super().formfield_for_manytomany(db_field, request, **kwargs)
+            assert field is not None  # a form field for every many-to-many here
             field.label = "Roles"
             field.help_text = ROLES_HELP
             return field
@@ -211,9 +221,9 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
         before = getattr(form.instance, "_audit_before", None) or {}
         super().save_related(request, form, formsets, change)
         if roles is not None:
-            services.set_user_roles(form.instance, roles, actor=request.user)
+            services.set_user_roles(form.instance, roles, actor=signed_in(request.user))
         if before.get("is_active") and not form.instance.is_active:
-            ended = offboard_user(form.instance, actor=request.user)
+            ended = offboard_user(form.instance, actor=signed_in(request.user))
             if ended:
                 self.message_user(
                     request,
@@ -228,20 +238,20 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
             return super().user_change_password(request, id, form_url)
         # Django's view is not atomic; the change and its event must be.
         with transaction.atomic():
-            request._portcullis_password_change = True
+            request._portcullis_password_change = True  # type: ignore[attr-defined]  # for log_change
             return super().user_change_password(request, id, form_url)
 
     def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
         if getattr(request, "_portcullis_password_change", False):
             record_event(
                 "user.password_changed",
-                actor=request.user,
+                actor=signed_in(request.user),
                 target=obj,
                 # "sign_in", not a key naming the password: the log redacts those.
                 details={"sign_in": "password" if obj.has_usable_password() else "sso only"},
             )
             tokens.revoke_user_tokens(
-                obj, actor=request.user, reason="An admin changed the user's password."
+                obj, actor=signed_in(request.user), reason="An admin changed the user's password."
             )
         return super().log_change(request, obj, message)
 
@@ -267,11 +277,11 @@ class UserGroupAdmin(PortcullisModelAdmin):
 
     @admin.display(description="members", ordering="member_count")
     def member_count(self, obj: UserGroup) -> int:
-        return obj.member_count
+        return obj.member_count  # type: ignore[attr-defined]  # annotated in get_queryset
 
     @admin.display(description="admins", ordering="admin_count")
     def admin_count(self, obj: UserGroup) -> int:
-        return obj.admin_count
+        return obj.admin_count  # type: ignore[attr-defined]  # annotated in get_queryset
 
 
 # Roles (Django groups), shown read-only ------------------------------------------
@@ -296,7 +306,7 @@ class RoleAdmin(AdminRoleMixin, admin.ModelAdmin):
 
     @admin.display(description="active people", ordering="people")
     def people(self, obj: Group) -> int:
-        return obj.people
+        return obj.people  # type: ignore[attr-defined]  # annotated in get_queryset
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return False
@@ -361,7 +371,7 @@ class ApiTokenAdmin(AdminRoleMixin, admin.ModelAdmin):
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         revoked = 0
         for token in queryset.filter(revoked_at__isnull=True):
-            tokens.revoke_api_token(token, request.user)
+            tokens.revoke_api_token(token, signed_in(request.user))
             revoked += 1
         skipped = queryset.count() - revoked
         message = f"Revoked {revoked} API token{'s' if revoked != 1 else ''}."

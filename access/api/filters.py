@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 
 from access.choices import GrantSource, GrantStatus, RequestKind, RequestStatus, ResourceType
 from access.models import AccessRequest, Grant, Resource, User
+from access.querysets import AccessRequestQuerySet
 
 # The largest primary key (BigAutoField): a larger number reached the database and failed
 # there (SQLite: OverflowError, a 500), so it is refused as input instead.
@@ -23,7 +24,7 @@ ID_MAX = 2**63 - 1
 class IdFilter(filters.NumberFilter):
     """A primary key: whole numbers from 1 to ID_MAX (NumberFilter alone would take 1.5)."""
 
-    field_class = forms.IntegerField
+    field_class = forms.IntegerField  # type: ignore[assignment]  # whole numbers, not decimals
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("min_value", 1)
@@ -44,7 +45,7 @@ class _RawValue(forms.TextInput):
 class _TrueOrFalseField(forms.NullBooleanField):
     widget = _RawValue
 
-    def to_python(self, value: Any) -> bool | None:
+    def to_python(self, value: Any) -> bool | None:  # type: ignore[override]  # None: not given
         raw = value.strip().lower() if isinstance(value, str) else value
         if raw in (None, ""):
             return None
@@ -72,7 +73,8 @@ class BooleanFilter(filters.BooleanFilter):
 def id_filter(help_text: str, **kwargs: object) -> IdFilter:
     # NumberFilter reads as "number" in the schema; say "integer", keeping the help text.
     schema = {"type": "integer", "minimum": 1, "maximum": ID_MAX, "description": help_text}
-    return extend_schema_field(schema)(IdFilter(help_text=help_text, **kwargs))
+    # drf-spectacular reads the schema off a filter instance as well as off a class.
+    return extend_schema_field(schema)(IdFilter(help_text=help_text, **kwargs))  # type: ignore[type-var]
 
 
 class ResourceFilter(filters.FilterSet):
@@ -154,7 +156,7 @@ class GrantFilter(filters.FilterSet):
         return queryset
 
 
-def awaiting_decision_by(queryset: QuerySet[AccessRequest], user: User) -> QuerySet[AccessRequest]:
+def awaiting_decision_by(queryset: AccessRequestQuerySet, user: User) -> QuerySet[AccessRequest]:
     return queryset.awaiting_decision_by(user)
 
 

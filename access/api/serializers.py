@@ -118,7 +118,8 @@ class DurationChoiceSerializer(serializers.Serializer):
     seconds = serializers.IntegerField(
         read_only=True, allow_null=True, help_text="Null means until revoked."
     )
-    label = serializers.CharField(read_only=True, help_text='In words, e.g. "8 hours".')
+    # A field named like Field.label, which the stubs type as the field's own label.
+    label = serializers.CharField(read_only=True, help_text='In words, e.g. "8 hours".')  # type: ignore[assignment]
 
 
 class RequestRuleSerializer(serializers.Serializer):
@@ -285,7 +286,8 @@ class ApiTokenCreateSerializer(serializers.Serializer):
         help_text="From 1 to API_TOKEN_MAX_DAYS (365 unless configured); omit or null for "
         "the longest a token may last.",
     )
-    read_only = serializers.BooleanField(
+    # A field named like Field.read_only, which the stubs type as the field's own flag.
+    read_only = serializers.BooleanField(  # type: ignore[assignment]
         required=False,
         default=False,
         help_text="The token may only read (GET, HEAD, OPTIONS); anything else gets 403.",
@@ -297,8 +299,7 @@ class ApiTokenCreateSerializer(serializers.Serializer):
         # short-lived token could be turned into a permanent one.
         caller = self.context["request"].auth
         ends_at = caller.ends_at if isinstance(caller, ApiToken) else None
-        outlives = ends_at is not None and attrs["expires_at"] > ends_at
-        if outlives:
+        if ends_at is not None and attrs["expires_at"] > ends_at:
             raise serializers.ValidationError(
                 {
                     "expires_in_days": (
@@ -427,7 +428,7 @@ class AccessRequestSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(StageSerializer(many=True))
     def get_stages(self, request: AccessRequest) -> list[dict[str, Any]]:
-        return StageSerializer(request.stages, many=True).data
+        return StageSerializer(request.stages, many=True).data  # type: ignore[return-value]  # a list
 
     @extend_schema_field(
         UserSummarySerializer(
@@ -441,7 +442,8 @@ class AccessRequestSerializer(serializers.ModelSerializer):
         known = self.context.get("reviewers")
         if known is None:
             known = users_by_id(ids)
-        return UserSummarySerializer([known[pk] for pk in ids if pk in known], many=True).data
+        # many=True: the data is a list, where the stubs say a dict.
+        return UserSummarySerializer([known[pk] for pk in ids if pk in known], many=True).data  # type: ignore[return-value]
 
     @extend_schema_field(
         serializers.ListField(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
@@ -30,11 +30,13 @@ class _Settings:
     """Reads the rate when asked, not once at import (DRF's default), so that a changed
     setting, such as a test's, applies; and counts by the audit log's client IP."""
 
-    scope: str
+    scope: str | None
 
     def get_rate(self) -> str | None:
         try:
-            return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
+            # "60/minute" or None, by scope: the stubs type the rates as numbers.
+            rates: dict[str | None, str | None] = cast(Any, api_settings.DEFAULT_THROTTLE_RATES)
+            return rates[self.scope]
         except KeyError as exc:
             raise ImproperlyConfigured(
                 f"REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'] has no rate for {self.scope!r}."
@@ -73,6 +75,9 @@ class FailedTokenThrottle(_Settings, SimpleRateThrottle):
     which over 200 unknown bits of secret make nothing to learn from."""
 
     scope = "anon"
+    # Set by SimpleRateThrottle's __init__ from the rate; duration is read only with a rate.
+    num_requests: int | None
+    duration: int
 
     def __init__(self, request: Any) -> None:
         super().__init__()
@@ -114,7 +119,8 @@ def throttled_page(
 ) -> HttpResponse | None:
     """For a page (not the API): a 429 page with Retry-After when over the rate, else None.
     ``what`` completes "You have ... too often": e.g. "created API tokens"."""
-    if throttle.allow_request(request, None):
+    # A page's request and no view: the throttle reads only the request's user and address.
+    if throttle.allow_request(request, None):  # type: ignore[arg-type]
         return None
     wait = max(1, math.ceil(throttle.wait() or 1))
     when = f"{math.ceil(wait / 60)} minutes" if wait > 90 else f"{wait} seconds"

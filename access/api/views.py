@@ -70,6 +70,7 @@ from access.models import (
     Resource,
     User,
 )
+from access.querysets import AccessRequestQuerySet
 from access.services import grants as grant_service
 from access.services import requests as request_service
 from audit.api.pagination import CursorPagination
@@ -168,7 +169,7 @@ class ResourceViewSet(viewsets.ReadOnlyModelViewSet):
             ),
         )
 
-    def filter_queryset(self, queryset: QuerySet[Resource]) -> QuerySet[Resource]:
+    def filter_queryset[Row](self, queryset: QuerySet[Resource, Row]) -> QuerySet[Resource, Row]:
         # The list filters (which hide deleted rows by default) do not apply to a
         # detail: a deleted resource stays reachable for those allowed to see it.
         if self.action != "list":
@@ -240,14 +241,14 @@ class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             grants = Grant.objects.visible_to(self.request.user)
         return grants.select_related("user", "resource", "access_level", "granted_by")
 
-    def filter_queryset(self, queryset: QuerySet[Grant]) -> QuerySet[Grant]:
+    def filter_queryset[Row](self, queryset: QuerySet[Grant, Row]) -> QuerySet[Grant, Row]:
         if self.action != "list":
             return queryset
         return super().filter_queryset(queryset)
 
     def _subject(self) -> User:
         """Whose grants are listed: the caller, or ?user= when the caller may see that."""
-        caller = self.request.user
+        caller = permissions.signed_in(self.request.user)
         raw = self.request.query_params.get("user", "").strip()
         if not raw:
             return caller
@@ -277,7 +278,9 @@ class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         data.is_valid(raise_exception=True)
         try:
             revoked = grant_service.revoke_grant(
-                grant, actor=request.user, reason=data.validated_data["reason"]
+                grant,
+                actor=permissions.signed_in(request.user),
+                reason=data.validated_data["reason"],
             )
         except grant_service.GrantError as exc:
             raise exceptions.ValidationError({"reason": [str(exc)]}) from exc
@@ -293,7 +296,7 @@ class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         try:
             extension = request_service.request_extension(
                 grant,
-                requested_by=request.user,
+                requested_by=permissions.signed_in(request.user),
                 duration=timedelta(seconds=data.validated_data["duration_seconds"]),
                 reason=data.validated_data["reason"],
                 ticket=data.validated_data["ticket"],
@@ -307,7 +310,7 @@ class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
 
 # Requests and approvals --------------------------------------------------------------------------
-def access_requests() -> QuerySet[AccessRequest]:
+def access_requests() -> AccessRequestQuerySet:
     """Requests with what their serializer reads, in a fixed number of queries."""
     return AccessRequest.objects.select_related(
         "user", "requested_by", "resource", "access_level"
@@ -395,7 +398,9 @@ class AccessRequestViewSet(
             return requests.filter(Q(user=me) | Q(requested_by=me))
         return requests
 
-    def filter_queryset(self, queryset: QuerySet[AccessRequest]) -> QuerySet[AccessRequest]:
+    def filter_queryset[Row](
+        self, queryset: QuerySet[AccessRequest, Row]
+    ) -> QuerySet[AccessRequest, Row]:
         if self.action != "list":
             return queryset
         return super().filter_queryset(queryset)
@@ -411,7 +416,7 @@ class AccessRequestViewSet(
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = RequestCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        subject = request.user
+        subject = permissions.signed_in(request.user)
         user_id = data.validated_data.get("user")
         if user_id is not None and user_id != request.user.pk:
             # An unknown id is refused like anyone the caller may not ask for, with the
@@ -433,7 +438,7 @@ class AccessRequestViewSet(
         ]
         try:
             made = request_service.submit_requests(
-                requested_by=request.user,
+                requested_by=permissions.signed_in(request.user),
                 items=items,
                 reason=data.validated_data["reason"],
                 ticket=data.validated_data["ticket"],
@@ -453,7 +458,7 @@ class AccessRequestViewSet(
         try:
             request_service.decide(
                 access_request,
-                reviewer=request.user,
+                reviewer=permissions.signed_in(request.user),
                 approve=approve,
                 comment=data.validated_data["comment"],
             )
@@ -475,7 +480,9 @@ class AccessRequestViewSet(
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         access_request = self.get_object()
         try:
-            request_service.cancel_request(access_request, actor=request.user)
+            request_service.cancel_request(
+                access_request, actor=permissions.signed_in(request.user)
+            )
         except request_service.DecisionError as exc:
             raise Conflict(str(exc)) from exc
         except DjangoPermissionDenied as exc:
@@ -503,7 +510,7 @@ class ApprovalQueueViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self) -> QuerySet[AccessRequest]:
         if getattr(self, "swagger_fake_view", False):  # schema generation, no real caller
             return AccessRequest.objects.none()
-        caller = self.request.user
+        caller = permissions.signed_in(self.request.user)
         if self._wants_all():
             if not permissions.is_admin(caller):
                 raise exceptions.PermissionDenied(
@@ -566,14 +573,14 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         if getattr(self, "swagger_fake_view", False):  # schema generation, no real caller
             return ApiToken.objects.none()
         # Someone else's token is simply not found (404), whoever asks.
-        return ApiToken.objects.filter(user=self.request.user)
+        return ApiToken.objects.filter(user=permissions.signed_in(self.request.user))
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = ApiTokenCreateSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         try:
             token, raw = tokens.create_api_token(
-                request.user,
+                permissions.signed_in(request.user),
                 serializer.validated_data["name"],
                 expires_at=serializer.validated_data["expires_at"],
                 read_only=serializer.validated_data["read_only"],
@@ -589,7 +596,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str | None = None) -> Response:
         token = self.get_object()
-        token = tokens.revoke_api_token(token, actor=request.user)
+        token = tokens.revoke_api_token(token, actor=permissions.signed_in(request.user))
         return Response(ApiTokenSerializer(token).data)
 
 

@@ -23,6 +23,7 @@ from access import permissions
 from access.models import (
     MAX_RULE_STAGES,
     AccessLevel,
+    Actor,
     ApiToken,
     App,
     Grant,
@@ -108,7 +109,7 @@ def action_prefix(model: type[models.Model]) -> str:
     return ACTION_PREFIXES.get(model, model._meta.label_lower)
 
 
-def record_created(obj: models.Model, *, actor: Any, after: dict[str, Any]) -> AuditEvent:
+def record_created(obj: models.Model, *, actor: Actor, after: dict[str, Any]) -> AuditEvent:
     """Records the creation of ``obj``; an owner's creation is recorded as owner.added."""
     if isinstance(obj, Owner):
         return _record_owner("owner.added", obj, actor=actor, values=after)
@@ -118,7 +119,7 @@ def record_created(obj: models.Model, *, actor: Any, after: dict[str, Any]) -> A
 
 
 def record_updated(
-    obj: models.Model, *, actor: Any, before: dict[str, Any], after: dict[str, Any]
+    obj: models.Model, *, actor: Actor, before: dict[str, Any], after: dict[str, Any]
 ) -> list[AuditEvent]:
     """Records an edit of ``obj`` with its values before and after and the changed fields.
 
@@ -163,7 +164,7 @@ def cascade_snapshot(obj: models.Model) -> dict[str, list[dict[str, Any]]]:
 def record_deleted(
     obj: models.Model,
     *,
-    actor: Any,
+    actor: Actor,
     before: dict[str, Any],
     pk: Any,
     label: str,
@@ -188,10 +189,10 @@ def record_deleted(
 
 # Owners -----------------------------------------------------------------------
 def _record_owner(
-    action: str, owner: Owner, *, actor: Any, values: dict[str, Any], label: str = ""
+    action: str, owner: Owner, *, actor: Actor, values: dict[str, Any], label: str = ""
 ) -> AuditEvent:
     # The resource is the target, so a resource's history shows who owned it when.
-    resource_id = values.get("resource")
+    resource_id: Any = values.get("resource")  # None finds no resource
     resource = Resource.objects.filter(pk=resource_id).only("name", "type").first()
     owner_label = label or _owner_label(values)
     return record_event(
@@ -224,7 +225,7 @@ def add_owner(
     *,
     user: User | None = None,
     group: UserGroup | None = None,
-    actor: Any,
+    actor: Actor,
 ) -> Owner:
     """Makes a user or a group an owner of ``resource`` (they approve and review its access)."""
     owner = Owner(resource=resource, user=user, group=group)
@@ -235,7 +236,7 @@ def add_owner(
     return owner
 
 
-def remove_owner(owner: Owner, *, actor: Any) -> None:
+def remove_owner(owner: Owner, *, actor: Actor) -> None:
     """Ends an ownership."""
     with transaction.atomic():
         before = snapshot(owner)
@@ -276,7 +277,7 @@ def parse_roles(value: str | Iterable[str | Group] | None) -> list[str]:
     return names
 
 
-def set_user_roles(user: User, roles: str | Iterable[str | Group], *, actor: Any) -> RoleChange:
+def set_user_roles(user: User, roles: str | Iterable[str | Group], *, actor: Actor) -> RoleChange:
     """Gives ``user`` exactly these roles, recording role.granted / role.revoked per change.
 
     Admins cannot take their own Admin role away, so the portal is never left without

@@ -14,7 +14,7 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -32,7 +32,7 @@ from access.choices import (
     RequestStatus,
 )
 from access.leases import LeaseKind
-from access.models import AccessLevel, AccessRequest, Assignment, Grant, Resource, User
+from access.models import AccessLevel, AccessRequest, Actor, Assignment, Grant, Resource, User
 from audit.services import record_event
 
 logger = logging.getLogger("access.grants")
@@ -107,7 +107,7 @@ def create_grant(
     access_level: AccessLevel,
     expires_at: datetime | None,
     source: str,
-    actor: Any,
+    actor: Actor,
     request: Any = None,
     reason: str = "",
 ) -> Grant:
@@ -159,11 +159,11 @@ def create_grant(
     return grant
 
 
-def check_direct_grant(actor: Any, user: User) -> None:
+def check_direct_grant(actor: Actor, user: User) -> None:
     """Nobody grants access to themselves: an admin's own access comes from a request that
     someone else decides, or from another admin's direct grant (as ``decide`` never lets
     admins override their own request). Raises GrantError."""
-    if getattr(actor, "pk", None) is not None and actor.pk == user.pk:
+    if actor is not None and actor.pk is not None and actor.pk == user.pk:
         raise GrantError(
             "You cannot grant access to yourself: ask another admin to grant it, or request "
             "it so that someone else decides."
@@ -189,14 +189,14 @@ def _assignment_for(user: User, resource: Resource, access_level: AccessLevel) -
 
 
 # Revoke ----------------------------------------------------------------------------------------
-def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False) -> bool:
+def revoke_grant(grant: Grant, *, actor: Actor, reason: str, expired: bool = False) -> bool:
     """Ends a grant: it turns ``revoking`` at once and ``revoked`` when the provider no longer
     holds the access (or when another current grant still needs the shared assignment).
     Returns False when the grant had already ended. Observed grants (access found in AWS)
     are removed from AWS too: that is what revoking them means. Holders giving up their
     own access need give no reason; anyone else must."""
     reason = (reason or "").strip()
-    if not reason and getattr(actor, "pk", None) is not None and actor.pk == grant.user_id:
+    if not reason and actor is not None and actor.pk is not None and actor.pk == grant.user_id:
         reason = GIVEN_UP_REASON
     if not reason:
         raise GrantError("Say why the access is revoked.")
@@ -223,6 +223,7 @@ def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False
                 Assignment.objects.filter(pk=assignment.pk).update(state=AssignmentState.PRESENT)
             Grant.objects.filter(pk=grant.pk).update(assignment=assignment)
             grant.assignment = assignment
+        assert grant.assignment_id is not None  # found or made just above
         record_event(
             "grant.expired" if expired else "grant.revoked",
             actor=actor,
@@ -237,7 +238,7 @@ def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False
 OFFBOARD_REASON = "The user was deactivated"
 
 
-def offboard_user(user: User, *, actor: Any) -> int:
+def offboard_user(user: User, *, actor: Actor) -> int:
     """A deactivated user keeps no access: every current grant is revoked (removed from AWS
     by the usual path), their pending requests are canceled and their API tokens revoked,
     each audited. Returns how many grants were ended."""
@@ -291,7 +292,7 @@ def extend_grant(
     grant: Grant,
     *,
     by: timedelta,
-    actor: Any,
+    actor: Actor,
     request: Any = None,
     maximum: timedelta | None = None,
 ) -> Grant:
@@ -420,12 +421,13 @@ def due_assignments(now: datetime, *, limit: int, exclude: set[int]) -> list[int
     )
 
 
-def retry_now(grants: list[Grant], *, actor: Any) -> int:
+def retry_now(grants: list[Grant], *, actor: Actor) -> int:
     """An admin asks for another attempt in AWS for these grants now (audited per grant)."""
     grants = [g for g in grants if g.status in CURRENT_STATUSES and g.assignment_id]
     with transaction.atomic():
         for grant in grants:
             assignment = grant.assignment
+            assert assignment is not None  # kept above: only grants with one
             record_event(
                 "grant.retry_requested",
                 actor=actor,
@@ -438,7 +440,7 @@ def retry_now(grants: list[Grant], *, actor: Any) -> int:
                     last_error=assignment.last_error,
                 ),
             )
-        for pk in sorted({g.assignment_id for g in grants}):
+        for pk in sorted({g.assignment_id for g in grants if g.assignment_id}):
             plan_reconcile(pk)
     return len(grants)
 
@@ -478,7 +480,7 @@ def retry_waiting_for_subject(user: User) -> int:
 
 @dataclass
 class ReconcileResult:
-    action: str  # "applied", "removed", "nothing", "busy", "failed", "waiting"
+    action: Literal["applied", "removed", "nothing", "busy", "failed", "waiting"]
     error: str = ""
 
 

@@ -4,17 +4,16 @@ trust-policy grants name, kept with the issuer that gave it."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from django.db import transaction
 
 from access import drivers
-from access.models import User
+from access.models import Actor, User
 from access.services import grants
 from audit.services import record_event
 
 
-def learn_subject(user: User, subject: str, *, issuer: str, actor: Any = None) -> bool:
+def learn_subject(user: User, subject: str, *, issuer: str, actor: Actor = None) -> bool:
     """Records the user's subject at ``issuer`` when that is the issuer AWS trusts, and
     applies the grants that waited for it. Returns whether the subject was recorded.
 
@@ -42,7 +41,7 @@ def learn_subject(user: User, subject: str, *, issuer: str, actor: Any = None) -
 
 
 def forget_subjects_of_other_issuers(
-    issuer: str, *, actor: Any, resource_types: Iterable[str]
+    issuer: str, *, actor: Actor, resource_types: Iterable[str]
 ) -> list[int]:
     """AWS now trusts ``issuer``: every subject another issuer gave is cleared, one event per
     user (each user's history shows it), and those users' current grants of

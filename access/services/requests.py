@@ -29,7 +29,17 @@ from access.choices import (
     ReviewerKind,
     StageMode,
 )
-from access.models import AccessLevel, AccessRequest, Approval, Grant, RequestRule, Resource, User
+from access.models import (
+    AccessLevel,
+    AccessRequest,
+    Actor,
+    AnyUser,
+    Approval,
+    Grant,
+    RequestRule,
+    Resource,
+    User,
+)
 from access.services import grants as grant_service
 from audit.services import record_event
 
@@ -231,7 +241,9 @@ def rule_for(resource: Resource, requester: User) -> EffectiveRule:
         for_them |= Q(requester_group__members=requester)
     rules = list(resource.request_rules.filter(for_them))
     # Every rule fetched applies to them: their groups among the rules' are those named.
-    rule = applicable_rule(rules, {r.requester_group_id for r in rules})
+    rule = applicable_rule(
+        rules, {r.requester_group_id for r in rules if r.requester_group_id is not None}
+    )
     return EffectiveRule.of(rule) if rule is not None else EffectiveRule(rule=None)
 
 
@@ -269,12 +281,14 @@ def _named_by(kind: str, request: AccessRequest, emails: dict[int, str] | None =
         )
         ids |= set(found)
     elif kind == ReviewerKind.MANAGER:
-        manager = User.objects.filter(pk=request.user.manager_id, is_active=True).first()
+        manager_id = request.user.manager_id
+        manager = User.objects.filter(pk=manager_id, is_active=True).first() if manager_id else None
         if manager is not None:
             ids.add(manager.pk)
             found[manager.pk] = manager.email
     else:
         ids |= set(admins())
+    # Owners that are groups have no user_id: the stubs type the column's values as int.
     ids.discard(None)  # type: ignore[arg-type]
     if emails is not None:
         emails.update(found)
@@ -598,7 +612,7 @@ def _details(request: AccessRequest, **extra: Any) -> dict[str, Any]:
 
 
 # Deciding ------------------------------------------------------------------------------------
-def can_decide(user: Any, request: AccessRequest) -> bool:
+def can_decide(user: AnyUser, request: AccessRequest) -> bool:
     """Whether ``user`` may approve or deny the request now (as a reviewer of its current
     stage or as an admin overriding), leaving self-approval to ``decide``."""
     if not request.is_pending or not permissions._active(user):
@@ -662,7 +676,7 @@ def decide(
             )
         stage = locked.current_stage
         override = not is_reviewer
-        if locked.decided_already:
+        if locked.decided_already:  # type: ignore[attr-defined]  # annotated above
             raise DecisionError("You already decided this stage of the request.")
         approval = Approval.objects.create(
             request=locked,
@@ -735,7 +749,7 @@ def _finish(request: AccessRequest, status: str) -> None:
 
 
 def _approve(
-    request: AccessRequest, *, actor: Any, note: str = "", approval: Approval | None = None
+    request: AccessRequest, *, actor: Actor, note: str = "", approval: Approval | None = None
 ) -> None:
     """The request is approved (by ``approval``, the last decision, when the caller has it):
     grant the access (or extend the grant)."""
@@ -813,16 +827,19 @@ def expire_pending_requests(now: datetime | None = None) -> int:
 # Extensions ----------------------------------------------------------------------------------
 def extended_length(grant: Grant, by: timedelta) -> timedelta:
     """How long from now the access would last once extended ``by``."""
+    assert grant.expires_at is not None  # only a grant that ends is extended
     now = timezone.now()
     return max(grant.expires_at, now) + by - now
 
 
 def max_extension(grant: Grant, maximum: timedelta) -> timedelta:
+    assert grant.expires_at is not None  # only a grant that ends is extended
     left = max(grant.expires_at - timezone.now(), timedelta(0))
     return max(maximum - left, timedelta(0))
 
 
 def _left_text(grant: Grant) -> str:
+    assert grant.expires_at is not None  # only a grant that ends is extended
     left = grant.expires_at - timezone.now()
     if left <= timedelta(0):
         return "none is"
@@ -901,6 +918,7 @@ def send_expiry_warnings(now: datetime | None = None) -> int:
             .order_by("expires_at")
         )
         for grant in candidates[:500]:
+            assert grant.expires_at is not None  # filtered on above
             if field_name == "warned_day_at" and grant.expires_at - now <= timedelta(hours=1):
                 # Too late for the day warning: the hour warning says it.
                 Grant.objects.filter(pk=grant.pk).update(warned_day_at=now)

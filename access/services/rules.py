@@ -17,7 +17,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from access import permissions, services
-from access.models import RequestRule, Resource
+from access.models import Actor, RequestRule, Resource, User
 from access.services.requests import applicable_rule
 
 RELATED = ("stages",)
@@ -34,7 +34,7 @@ def _label(rule: RequestRule) -> str:
 
 
 def rule_change_problems(
-    actor: Any, resource: Resource, *, before: RequestRule | None, after: RequestRule | None
+    actor: User, resource: Resource, *, before: RequestRule | None, after: RequestRule | None
 ) -> list[str]:
     """Why ``actor`` may not change a rule of ``resource`` from ``before`` to ``after``
     (None: the rule is created, or deleted), as messages for them; empty when they may.
@@ -113,7 +113,7 @@ def rule_change_problems(
 
 
 def check_rule_change(
-    actor: Any, resource: Resource, *, before: RequestRule | None, after: RequestRule | None
+    actor: User, resource: Resource, *, before: RequestRule | None, after: RequestRule | None
 ) -> None:
     """Raises PermissionDenied when ``actor`` may not manage the resource's rules at all,
     and ValidationError (the messages of ``rule_change_problems``) for a change they may
@@ -130,7 +130,11 @@ def _stages(rule: RequestRule) -> list[tuple[int, str, str]]:
 
 
 def check_stage_change(
-    actor: Any, rule: RequestRule | None, *, before: list[tuple[int, str, str]], after: RequestRule
+    actor: Actor,
+    rule: RequestRule | None,
+    *,
+    before: list[tuple[int, str, str]],
+    after: RequestRule,
 ) -> None:
     """While a rule lets a requester approve their own request, only admins change its
     stages: an owner who made the owners (or anyone they are) its reviewers would approve
@@ -151,7 +155,7 @@ def _lock(resource: Resource) -> None:
     Resource.objects.select_for_update().filter(pk=resource.pk).first()
 
 
-def save_request_rule(form: Any, stages: Any, *, actor: Any) -> RequestRule:
+def save_request_rule(form: Any, stages: Any, *, actor: User) -> RequestRule:
     """Saves a validated rule form and its stage formset, once ``check_rule_change``
     allows the change (ValidationError or PermissionDenied otherwise, nothing saved)."""
     rule = form.instance
@@ -177,7 +181,7 @@ def save_request_rule(form: Any, stages: Any, *, actor: Any) -> RequestRule:
     return rule
 
 
-def delete_request_rule(rule: RequestRule, *, actor: Any) -> str:
+def delete_request_rule(rule: RequestRule, *, actor: User) -> str:
     """Deletes a rule with its stages, once ``check_rule_change`` allows it; returns its
     label."""
     with transaction.atomic():

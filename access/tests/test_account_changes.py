@@ -78,7 +78,7 @@ def test_a_verified_address_can_become_the_accounts_address_and_the_change_is_re
     rob = personas.requester
     client.force_login(rob)
     client.post("/accounts/email/", {"action_add": "", "email": "rob@elsewhere.example"})
-    (key,) = CONFIRM_LINK.findall(mail.outbox[-1].body)
+    (key,) = CONFIRM_LINK.findall(str(mail.outbox[-1].body))
     client.post(f"/accounts/confirm-email/{key}/")
     assert EmailAddress.objects.get(email="rob@elsewhere.example").verified
 
@@ -148,7 +148,7 @@ def test_resetting_a_forgotten_password_is_recorded_and_revokes_the_api_tokens(p
     token, _ = tokens.create_api_token(rob, "laptop")
 
     client.post("/accounts/password/reset/", {"email": rob.email})
-    (link,) = RESET_LINK.findall(mail.outbox[-1].body)
+    (link,) = RESET_LINK.findall(str(mail.outbox[-1].body))
     form = client.get(link)  # allauth moves the key into the session and redirects
     assert form.status_code == 302
     client.post(form["Location"], {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})

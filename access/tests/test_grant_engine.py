@@ -41,7 +41,7 @@ class ThreadSafeProvider:
 def test_the_engine_applies_new_grants_and_removes_expired_ones_without_the_task_queue(
     personas, monkeypatch, settings
 ):
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]  # SQLite's
         pytest.skip(
             "The engine's threads write concurrently; SQLite's shared-cache in-memory test "
             "database uses table locks that do not wait (the file database does, and the "

@@ -103,7 +103,7 @@ def make_grant(personas, access_level, expires_at=None, user=None) -> Grant:
 
 
 def needs_real_concurrency() -> None:
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]  # SQLite's
         pytest.skip("Concurrent writers: run on PostgreSQL (DATABASE_URL=postgres://...).")
 
 

@@ -197,7 +197,7 @@ def test_the_catalogue_stays_fast_at_100000_resources(personas, django_assert_ma
     ):
         started = time.monotonic()
         with django_assert_max_num_queries(12):
-            response = client.get(reverse("catalogue"), params)
+            response = client.get(reverse("catalogue"), params)  # type: ignore[arg-type]  # str or int
         assert response.status_code == 200
         assert len(shown(response)) == PAGE_SIZE
         # Generous, for a loaded machine: a page that scanned per row would take minutes.

@@ -71,7 +71,7 @@ RELAXATIONS = ("auto", "self", "until_revoked", "no_maximum", "auto_extensions")
 GROUPS = (None, "ops", "other")  # the owner is in "ops"
 PRIORITIES = (10, 100, 200)
 DURATIONS = (timedelta(hours=1), timedelta(days=1), timedelta(days=30), None)
-REFUSED = (
+REFUSED: tuple[type[Exception], ...] = (
     ValidationError,
     PermissionDenied,
     request_service.RequestInvalid,
@@ -285,7 +285,7 @@ class SecondPersonMachine(RuleBasedStateMachine):
         form = RequestRuleForm(data, instance=rule, can_relax=True)
         stages = StageFormSet(data, instance=rule, prefix="stages")
         if form.is_valid() and stages.is_valid():
-            with contextlib.suppress(REFUSED):
+            with contextlib.suppress(*REFUSED):
                 rule_service.save_request_rule(form, stages, actor=self.owner)
         self._try_my_luck()
 
@@ -294,7 +294,7 @@ class SecondPersonMachine(RuleBasedStateMachine):
         self._ask(by=self.owner, for_=self.owner, level=0, duration=timedelta(hours=1))
 
     def _ask(self, *, by: Any, for_: Any, level: int, duration: timedelta | None) -> None:
-        with contextlib.suppress(REFUSED):
+        with contextlib.suppress(*REFUSED):
             request_service.submit_requests(
                 requested_by=by,
                 user=for_,
@@ -324,7 +324,7 @@ class SecondPersonMachine(RuleBasedStateMachine):
         pks = self._rules()
         if pks:
             rule = RequestRule.objects.get(pk=data.draw(st.sampled_from(pks)))
-            with contextlib.suppress(REFUSED):
+            with contextlib.suppress(*REFUSED):
                 rule_service.delete_request_rule(rule, actor=self.owner)
             self._try_my_luck()
 
@@ -354,7 +354,7 @@ class SecondPersonMachine(RuleBasedStateMachine):
         if not pending:
             return
         request = AccessRequest.objects.get(pk=data.draw(st.sampled_from(pending)))
-        with contextlib.suppress(REFUSED):
+        with contextlib.suppress(*REFUSED):
             request_service.decide(request, reviewer=getattr(self, who), approve=approve)
 
     @precondition(lambda self: self.configured)
@@ -370,7 +370,7 @@ class SecondPersonMachine(RuleBasedStateMachine):
         grant = Grant.objects.select_related("user", "resource", "access_level").get(
             pk=data.draw(st.sampled_from(grants))
         )
-        with contextlib.suppress(REFUSED):
+        with contextlib.suppress(*REFUSED):
             request_service.request_extension(
                 grant, requested_by=getattr(self, by), duration=duration, reason="more"
             )
@@ -381,7 +381,7 @@ class SecondPersonMachine(RuleBasedStateMachine):
         pending = self._pending()
         if pending:
             request = AccessRequest.objects.get(pk=data.draw(st.sampled_from(pending)))
-            with contextlib.suppress(REFUSED):
+            with contextlib.suppress(*REFUSED):
                 request_service.cancel_request(request, actor=self.owner)
 
     # Everyone else ----------------------------------------------------------------------
@@ -405,7 +405,7 @@ class SecondPersonMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.configured)
     @rule(level=st.sampled_from((0, 1)))
     def the_admin_grants_the_owner_directly(self, level: int) -> None:
-        with contextlib.suppress(REFUSED):
+        with contextlib.suppress(*REFUSED):
             grant_service.create_grant(
                 user=self.owner,
                 resource=self.resource,

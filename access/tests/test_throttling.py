@@ -103,7 +103,7 @@ def test_the_configured_user_rate_is_enforced(personas):
 
 # Bad tokens, per client IP ---------------------------------------------------------------------
 def bad_token(remote: str = "198.51.100.4", **headers: str) -> int:
-    client = APIClient(REMOTE_ADDR=remote, **headers)
+    client = APIClient(REMOTE_ADDR=remote, **headers)  # type: ignore[arg-type]  # headers
     client.credentials(HTTP_AUTHORIZATION="Bearer pcl_not-a-real-token")
     return client.get(ME).status_code
 

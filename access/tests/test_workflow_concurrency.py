@@ -17,7 +17,7 @@ from tests.fixtures import make_user
 
 @pytest.mark.django_db(transaction=True)
 def test_two_approvers_at_once_yield_one_decision_and_one_grant(personas, monkeypatch):
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]  # SQLite's
         pytest.skip(
             "SQLite's shared-cache in-memory test database uses table locks that do not wait; "
             "the file database serialises writers with BEGIN IMMEDIATE (settings)."
@@ -112,7 +112,7 @@ def _extend_at_once(grants: list, requester, monkeypatch) -> list[str]:
 
 @pytest.mark.django_db(transaction=True)
 def test_two_extensions_at_once_never_pass_the_rules_maximum(personas, monkeypatch):
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]  # SQLite's
         pytest.skip(
             "SQLite's shared-cache in-memory test database uses table locks that do not wait; "
             "the file database serialises writers with BEGIN IMMEDIATE (settings)."

@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django.views.defaults import page_not_found
 
-from access import tokens
+from access import permissions, tokens
 from access.api.throttling import TokenCreateThrottle, throttled_page
 from access.forms import ApiTokenForm
 from access.models import ApiToken, Grant
@@ -28,7 +28,7 @@ HOME_GRANT_LIMIT = 50
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     grants = (
-        Grant.objects.for_user(request.user)
+        Grant.objects.for_user(permissions.signed_in(request.user))
         .current()
         .select_related("resource", "access_level")
         # Soonest expiry first and "until revoked" last, on SQLite and PostgreSQL alike.
@@ -53,7 +53,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def _render_token_list(request: HttpRequest, form: ApiTokenForm, status: int = 200) -> HttpResponse:
-    api_tokens = list(ApiToken.objects.filter(user=request.user).order_by("-created_at", "-id"))
+    api_tokens = list(
+        ApiToken.objects.filter(user=permissions.signed_in(request.user)).order_by(
+            "-created_at", "-id"
+        )
+    )
     for token in api_tokens:
         token.status = tokens.token_status(token)  # type: ignore[attr-defined]
     return render(
@@ -79,7 +83,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             token, raw = tokens.create_api_token(
-                request.user,
+                permissions.signed_in(request.user),
                 form.cleaned_data["name"],
                 expires_at=form.expires_at(),
                 read_only=form.cleaned_data["read_only"],
@@ -98,7 +102,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=pk, user=request.user)
     already = token.revoked_at is not None
-    tokens.revoke_api_token(token, actor=request.user)
+    tokens.revoke_api_token(token, actor=permissions.signed_in(request.user))
     if already:
         messages.info(request, f"The token “{token.name}” was already revoked.")
     else:

@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET
 
 from access import permissions
 from access.choices import ResourceType
-from access.models import AccessLevel, AccessRequest, Grant, Resource, User
+from access.models import AccessLevel, AccessRequest, Grant, Resource
 from access.services import grants as grant_service
 from access.services.requests import rule_for
 from access.views.common import int_or_none, render_page
@@ -142,10 +142,11 @@ def catalogue(request: HttpRequest) -> HttpResponse:
             has_next, has_previous = len(rows) > PAGE_SIZE, cursor is not None
         for resource in resources:
             # The checkbox says why a row cannot be picked, before a request is written.
-            resource.refusal = grant_service.not_requestable(resource) or (
+            resource.refusal = grant_service.not_requestable(resource) or (  # type: ignore[attr-defined]
                 ""
                 if any(
-                    not grant_service.not_requestable(resource, lv) for lv in resource.live_levels
+                    not grant_service.not_requestable(resource, lv)
+                    for lv in resource.live_levels  # type: ignore[attr-defined]
                 )
                 else "No access level to request"
             )
@@ -192,7 +193,7 @@ def may_revoke_holders(user: Any, resource: Resource) -> bool:
 @require_GET
 def resource_detail(request: HttpRequest, pk: int) -> HttpResponse:
     resource = visible_resource(request, pk)
-    user: User = request.user  # type: ignore[assignment]
+    user = permissions.signed_in(request.user)
     rule = rule_for(resource, user)
     holders: list[Grant] | None = None
     more_holders = False

@@ -32,7 +32,7 @@ RECENT_SHOWN = 50
 @login_required
 @require_GET
 def my_access(request: HttpRequest) -> HttpResponse:
-    user = request.user
+    user = permissions.signed_in(request.user)
     mine = Grant.objects.filter(user=user).select_related("resource", "access_level", "assignment")
     current = list(
         mine.filter(status__in=grant_service.CURRENT_STATUSES).order_by(
@@ -79,7 +79,9 @@ def grant_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
     holder = grant.user_id == request.user.pk
     try:
-        ended = grant_service.revoke_grant(grant, actor=request.user, reason=reason)
+        ended = grant_service.revoke_grant(
+            grant, actor=permissions.signed_in(request.user), reason=reason
+        )
     except grant_service.GrantError:
         # The one refusal: no reason from someone other than the holder.
         messages.error(
@@ -116,13 +118,13 @@ def grant_extend(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         default = rule.default_duration
         if default in durations:
-            form.initial["duration"] = int(default.total_seconds())  # type: ignore[union-attr]
+            form.initial["duration"] = int(default.total_seconds())
     problems: list[str] = []
     if request.method == "POST" and form.is_valid():
         try:
             extension = request_service.request_extension(
                 grant,
-                requested_by=request.user,  # type: ignore[arg-type]
+                requested_by=permissions.signed_in(request.user),
                 duration=form.chosen_duration(),
                 reason=form.cleaned_data["reason"],
                 ticket=form.cleaned_data["ticket"],

@@ -88,7 +88,7 @@ def _form_rows(
 @login_required
 @require_http_methods(["GET", "POST"])
 def request_new(request: HttpRequest) -> HttpResponse:
-    user: User = request.user  # type: ignore[assignment]
+    user = permissions.signed_in(request.user)
     source = request.POST if request.method == "POST" else request.GET
     resource_ids = source.getlist("resource")[:50]
     details = RequestDetailsForm(request.POST if request.method == "POST" else None)
@@ -109,7 +109,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
             items.append(request_service.RequestItem(raw, level_raw, duration))
         if not details.is_valid():
             errors.setdefault("", []).extend(
-                m for field_errors in details.errors.values() for m in field_errors
+                str(m) for field_errors in details.errors.values() for m in field_errors
             )
         else:
             on_behalf = details.cleaned_data.get("user")
@@ -249,7 +249,7 @@ def request_decide(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         request_service.decide(
             access_request,
-            reviewer=request.user,  # type: ignore[arg-type]
+            reviewer=permissions.signed_in(request.user),
             approve=approve,
             comment=form.cleaned_data["comment"],
         )
@@ -277,7 +277,7 @@ def request_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     if not permissions.can_cancel_request(request.user, access_request):
         raise PermissionDenied("Only the requester can cancel this request.")
     try:
-        request_service.cancel_request(access_request, actor=request.user)  # type: ignore[arg-type]
+        request_service.cancel_request(access_request, actor=permissions.signed_in(request.user))
     except request_service.DecisionError as exc:
         messages.error(request, str(exc))
     else:

@@ -65,7 +65,9 @@ def rule_edit(request: HttpRequest, pk: int, rule_pk: int | None = None) -> Http
         stages_ok = stages.is_valid()
         if form_ok and stages_ok:
             try:
-                saved = rule_service.save_request_rule(form, stages, actor=request.user)
+                saved = rule_service.save_request_rule(
+                    form, stages, actor=permissions.signed_in(request.user)
+                )
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
@@ -82,7 +84,7 @@ def rule_delete(request: HttpRequest, pk: int, rule_pk: int) -> HttpResponse:
     resource = _managed_resource(request, pk)
     rule = get_object_or_404(RequestRule, pk=rule_pk, resource=resource)
     try:
-        label = rule_service.delete_request_rule(rule, actor=request.user)
+        label = rule_service.delete_request_rule(rule, actor=permissions.signed_in(request.user))
     except ValidationError as exc:
         for message in exc.messages:
             messages.error(request, message)

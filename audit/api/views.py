@@ -51,7 +51,9 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = AuditEventFilter
     pagination_class = AuditEventPagination
 
-    def filter_queryset(self, queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
+    def filter_queryset[Row](
+        self, queryset: QuerySet[AuditEvent, Row]
+    ) -> QuerySet[AuditEvent, Row]:
         # Filters narrow the list; a detail is reachable by id whatever the query string says.
         if self.action != "list":
             return queryset

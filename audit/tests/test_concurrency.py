@@ -58,7 +58,7 @@ def _widen_the_race_window(monkeypatch: pytest.MonkeyPatch, pause: Callable[[], 
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_keep_the_chain_linear(monkeypatch):
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]  # SQLite's
         pytest.skip(
             "SQLite's shared-cache in-memory test database uses table locks that do not wait; "
             "the file database serialises writers with BEGIN IMMEDIATE (settings)."

@@ -120,13 +120,14 @@ class AwsAppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
 
     @admin.display(description="failed validations", ordering="failed_validation_count")
     def failed_validations(self, obj: AwsApp) -> int:
-        return obj.failed_validation_count
+        return obj.failed_validation_count  # type: ignore[attr-defined]  # annotated in get_queryset
 
     @admin.display(description="last sync")
     def last_sync_status(self, obj: AwsApp) -> str:
-        if not obj.last_sync:
+        last_sync = obj.last_sync  # type: ignore[attr-defined]  # annotated in get_queryset
+        if not last_sync:
             return "never"
-        return display.badge(obj.last_sync, SyncStatus(obj.last_sync).label)
+        return display.badge(last_sync, SyncStatus(last_sync).label)
 
     # Saving ---------------------------------------------------------------------------
     def save_related(self, request: HttpRequest, form: Any, formsets: list, change: bool) -> None:

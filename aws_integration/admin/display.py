@@ -18,7 +18,11 @@ MISSING_KEYS = ("missing_actions", "missing", "actions")
 # What a check probed, passed or not: on the Validation's own page, not in the summary.
 HIDDEN_KEYS = ("checked_actions",)
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-STATUS_ORDER = {ValidationStatus.FAILED: 0, ValidationStatus.PASSED: 1, ValidationStatus.SKIPPED: 2}
+STATUS_ORDER: dict[str, int] = {
+    ValidationStatus.FAILED: 0,
+    ValidationStatus.PASSED: 1,
+    ValidationStatus.SKIPPED: 2,
+}
 
 
 def badge(status: str, label: str) -> SafeString:

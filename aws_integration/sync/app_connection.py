@@ -63,7 +63,7 @@ class SyncTarget:
     def management_clients(self, session: boto3.Session) -> dict[str, Any]:
         """Clients for the management account's services. boto3 clients are thread-safe
         once made, so these are shared by the worker threads."""
-        made = {"organizations": clients.client("organizations", session=session)}
+        made: dict[str, Any] = {"organizations": clients.client("organizations", session=session)}
         if self.identity_center:
             region = self.identity_center_region
             made["sso-admin"] = clients.client("sso-admin", session=session, region=region)

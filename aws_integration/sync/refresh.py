@@ -178,7 +178,8 @@ class _Plan:
                         _merge(wanted, key, remote_id)
         for account_id, wanted in self.members.items():
             jobs.append(
-                lambda account_id=account_id, wanted=wanted: self._member_job(account_id, wanted)
+                # The loop's values bound as defaults, which mypy cannot infer a type for.
+                lambda account_id=account_id, wanted=wanted: self._member_job(account_id, wanted)  # type: ignore[misc]
             )
         return jobs
 
@@ -211,13 +212,11 @@ class _Plan:
             if any(ids is WHOLE for ids in self.org.values()):
                 results.append(scope_jobs.organization(target, org, self.limiter))
             else:
-                if self.org.get("ou"):
-                    ou_ids = self.org["ou"]
+                if ou_ids := self.org.get("ou"):
                     results.append(
                         guarded(scope, lambda: organizations.fetch_ous(org, management, ou_ids))
                     )
-                if self.org.get("account"):
-                    account_ids = self.org["account"]
+                if account_ids := self.org.get("account"):
                     results.append(
                         guarded(
                             scope,
@@ -247,8 +246,8 @@ class _Plan:
                             target, sso, account_id, names.get(account_id, ""), by_arn, self.limiter
                         )
                     )
-        groups = self.idc.get("idc_group", {})
-        memberships = self.idc.get("idc_group_membership", {})
+        groups = self.idc.get("idc_group", set())
+        memberships = self.idc.get("idc_group_membership", set())
         if (
             "idc_group" in self.idc
             and groups is WHOLE
@@ -302,7 +301,7 @@ class _Plan:
                 results.append(
                     guarded(
                         members.iam_scope(account_id),
-                        lambda ids=ids: members.fetch_iam_roles(
+                        lambda ids=ids: members.fetch_iam_roles(  # type: ignore[misc]  # ids bound
                             clients.client("iam", session=session),
                             account_id,
                             names=ids,

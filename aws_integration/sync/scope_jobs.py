@@ -103,7 +103,7 @@ def regional_scopes(
             results.append(
                 guarded(
                     Scope(account_id, region, service),
-                    lambda service=service: _fetch_regional(session, account_id, region, service),
+                    lambda service=service: _fetch_regional(session, account_id, region, service),  # type: ignore[misc]  # bound
                 )
             )
     return results

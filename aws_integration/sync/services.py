@@ -43,6 +43,7 @@ def expire_stale_runs(app: AwsApp) -> int:
                 message="The worker running this sync stopped before it finished.",
             )
             if updated:
+                assert run.started_at is not None  # filtered on above
                 record_event(
                     "sync.abandoned",
                     target=run,

@@ -693,6 +693,7 @@ class InventoryWriter:
             User.objects.filter(pk__in={u.portal_user_id for u in links}).values_list("pk", "email")
         )
         for user in links:
+            assert user.portal_user_id is not None  # what a link is
             record_event(
                 "identity_center.user_linked",
                 target_type="access.user",

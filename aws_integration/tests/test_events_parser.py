@@ -551,7 +551,7 @@ def test_a_service_event_carries_the_created_account_id(app):
     assert event.time == datetime(2020, 6, 22, 16, 47, tzinfo=UTC)
     assert handlers.refs_for(event, app) == [ObjectRef("account", "", "", "444455556666")]
 
-    failed = copy.deepcopy(result)
+    failed: dict[str, Any] = copy.deepcopy(result)
     failed["serviceEventDetails"]["createAccountStatus"] |= {"state": "FAILED", "accountId": None}
     assert handlers.refs_for(parse_message(json.dumps(failed)), app) == []
 

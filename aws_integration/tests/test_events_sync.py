@@ -319,7 +319,7 @@ def test_an_iam_role_created_retrusted_tagged_and_deleted_follows_each_event(org
                     "path": "/team/",
                     "roleId": role["Role"]["RoleId"],
                     "createDate": "Aug 1, 2024 1:37:41 PM",
-                    "assumeRolePolicyDocument": requests.utils.quote(json.dumps(trust)),
+                    "assumeRolePolicyDocument": requests.utils.quote(json.dumps(trust)),  # type: ignore[attr-defined]
                 }
             },
         ),

@@ -457,7 +457,7 @@ def test_a_role_deleted_in_aws_cannot_be_granted_but_revoking_it_succeeds(grants
 PROVIDER_ARN = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER_HOST}"
 ANY_NAME = "<any name>"
 # As versions before the session-name binding wrote the statement: no sts:RoleSessionName.
-OLD_SHAPE = {
+OLD_SHAPE: dict[str, Any] = {
     "Sid": "PortcullisManaged",
     "Effect": "Allow",
     "Principal": {"Federated": PROVIDER_ARN},

@@ -94,7 +94,7 @@ def test_an_identity_center_user_stays_with_the_portal_user_it_was_first_linked_
     client.post("/accounts/email/", {"action_add": "", "email": "ada@new.example.com"})
     ada.refresh_from_db()
     assert ada.email == ADA_EMAIL.lower()  # not before the link is opened
-    (key,) = CONFIRM_LINK.findall(mail.outbox[-1].body)
+    (key,) = CONFIRM_LINK.findall(str(mail.outbox[-1].body))
     client.post(f"/accounts/confirm-email/{key}/")
     client.post("/accounts/email/", {"action_primary": "", "email": "ada@new.example.com"})
     client.post("/accounts/email/", {"action_remove": "", "email": ADA_EMAIL.lower()})

@@ -262,7 +262,7 @@ def test_an_account_is_created_moved_and_removed_by_refresh(org, app):
         )
         refresh(app, [ref])
         account.refresh_from_db()
-        assert account.parent.remote_id == org.ous["Sandbox"]
+        assert account.parent.remote_id == org.ous["Sandbox"]  # type: ignore[attr-defined]  # reloaded
 
         instance_id = run_instance(account_id, "in-the-new-account")
         refresh(app, [ObjectRef("ec2_instance", account_id, REGION, instance_id)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from access.choices import ResourceType
 from aws_integration import setup_policies
@@ -202,7 +203,7 @@ class SeededAssignment:
 
     account_id: str
     permission_set_arn: str
-    principal_type: str  # GROUP or USER
+    principal_type: Literal["GROUP", "USER"]
     principal_id: str
 
 

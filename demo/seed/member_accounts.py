@@ -40,7 +40,8 @@ def _tags(account: SeededAccount, **extra: str) -> dict[str, str]:
     return {"team": account.team, "env": account.env, **extra}
 
 
-def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+# Any: IAM, EC2 and RDS each type their {"Key", "Value"} pairs as a TypedDict of their own.
+def _tag_list(tags: dict[str, str]) -> list[Any]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
@@ -147,6 +148,7 @@ def _create_instances(
 ) -> None:
     if not count:
         return
+    assert ami_id is not None  # every region seeded with instances has an image
     ec2 = clients.client("ec2", session=session, region=region)
     for n in range(count):
         name = f"{account.name}-{_INSTANCE_ROLES[n % len(_INSTANCE_ROLES)]}-{n + 1:02d}"
@@ -231,13 +233,14 @@ def _create_databases(account: SeededAccount, session: Any, region: str, size: S
         for n in range(getattr(size, attr)):
             identifier = f"{account.name}-{engine}-{n + 1}"
             tags = _tags(account, **{DB_USERS_TAG: DB_USERS})
-            common = {
+            common: dict[str, Any] = {
                 "Engine": engine,
                 "MasterUsername": master,
                 "MasterUserPassword": _DB_MASTER_PASSWORD,
                 "EnableIAMDatabaseAuthentication": True,
                 "Tags": _tag_list(tags),
             }
+            db: Any  # a cluster's or an instance's description
             if is_cluster:
                 db = rds.create_db_cluster(DBClusterIdentifier=identifier, **common)["DBCluster"]
                 arn = db["DBClusterArn"]

@@ -263,7 +263,7 @@ def _find_amis(session: Any, regions: Iterable[str]) -> dict[str, str]:
     amis: dict[str, str] = {}
     for region in regions:
         ec2 = clients.client("ec2", session=session, region=region)
-        images: list[dict[str, Any]] = []
+        images: list[Any] = []
         for pattern in ("al2023-ami-2023*-x86_64", "amzn2-ami-hvm-*-x86_64-gp2"):
             images = ec2.describe_images(
                 Owners=["amazon"], Filters=[{"Name": "name", "Values": [pattern]}]

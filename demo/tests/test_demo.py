@@ -233,7 +233,7 @@ def test_demo_users_are_brought_back_in_line_and_a_second_run_changes_nothing():
     assert not any(demo.created for demo in again)
     requester.refresh_from_db()
     assert requester.check_password(DEMO_PASSWORD)
-    assert requester.manager.email == "manager@demo.portcullis.test"
+    assert requester.manager.email == "manager@demo.portcullis.test"  # type: ignore[attr-defined]  # reloaded
     new = list(AuditEvent.objects.order_by("id")[before:])
     assert [(e.action, e.target_id) for e in new] == [
         ("user.updated", str(requester.pk)),

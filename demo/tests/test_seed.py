@@ -55,7 +55,7 @@ def member_session(account_id: str, region: str = "us-east-1") -> Any:
     return clients.session_for_account(account_id, seed.MEMBER_ACCOUNT_ROLE, region=region)
 
 
-def tag_dict(tags: list[dict[str, str]]) -> dict[str, str]:
+def tag_dict(tags: list[Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags}
 
 
@@ -111,7 +111,7 @@ def test_each_member_account_holds_tagged_iam_roles_with_trust_policies(seeded):
             "env": account.env,
             seed.requestable_tag(): "true",
         }
-        trust = requestable["AssumeRolePolicyDocument"]
+        trust: Any = requestable["AssumeRolePolicyDocument"]
         if isinstance(trust, str):
             trust = json.loads(trust)
         assert trust["Statement"][0]["Principal"] == {
@@ -152,7 +152,7 @@ def test_each_member_account_holds_instances_clusters_and_databases_in_every_reg
                 assert database["IAMDatabaseAuthenticationEnabled"] is True
                 tags = rds.list_tags_for_resource(ResourceName=database["DBInstanceArn"])["TagList"]
                 assert tag_dict(tags)[seed.DB_USERS_TAG] == "app_ro,app_rw"
-            aurora = rds.describe_db_clusters()["DBClusters"]
+            aurora: list[Any] = rds.describe_db_clusters()["DBClusters"]
             assert sorted(c["Engine"] for c in aurora) == ["aurora-mysql", "aurora-postgresql"]
             for cluster in aurora:
                 assert cluster["IAMDatabaseAuthenticationEnabled"] is True

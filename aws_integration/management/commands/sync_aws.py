@@ -3,6 +3,7 @@ progress bar, then what changed and what could not be read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -77,10 +78,11 @@ class Command(BaseCommand):
 
     def _report(self, run: SyncRun) -> None:
         seconds = run.duration.total_seconds() if run.duration else 0.0
-        style = {
+        styles: dict[str, Callable[[str], str]] = {
             SyncStatus.SUCCEEDED: self.style.SUCCESS,
             SyncStatus.PARTIAL: self.style.WARNING,
-        }.get(run.status, self.style.ERROR)
+        }
+        style = styles.get(run.status, self.style.ERROR)
         self.stdout.write(
             style(f"{run.app.name}: {run.get_status_display()} in {seconds:.1f} s (run {run.pk})")
         )

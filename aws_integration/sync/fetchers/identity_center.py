@@ -130,7 +130,7 @@ def fetch_permission_sets(
             result.sweeps.append(
                 Sweep(
                     type=IDC_ROLE,
-                    predicate=lambda row, arn=arn: row.metadata.get("permission_set_arn") == arn,
+                    predicate=lambda row, arn=arn: row.metadata.get("permission_set_arn") == arn,  # type: ignore[misc]  # bound
                 )
             )
     return result, permission_sets
