@@ -24,7 +24,7 @@ from django.utils.text import Truncator
 from access.admin.base import HistoryAdminMixin, PortcullisModelAdmin
 from access.choices import GrantSource
 from access.models import Grant
-from access.permissions import can_revoke_grant, is_admin
+from access.permissions import is_admin
 from access.services import grants as grant_service
 
 ERROR_PREVIEW = 80
@@ -295,12 +295,13 @@ class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
         if form.is_bound and form.is_valid():
             revoked = 0
             for grant in current:
-                if not can_revoke_grant(request.user, grant):
+                try:
+                    if grant_service.revoke_grant(
+                        grant, actor=request.user, reason=form.cleaned_data["reason"]
+                    ):
+                        revoked += 1
+                except PermissionDenied:
                     continue
-                if grant_service.revoke_grant(
-                    grant, actor=request.user, reason=form.cleaned_data["reason"]
-                ):
-                    revoked += 1
             message = f"Revoked {plural(revoked, 'grant')}."
             skipped = len(selected) - revoked
             if skipped:

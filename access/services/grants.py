@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from access import drivers, leases, tokens
+from access import drivers, leases, permissions, tokens
 from access.choices import (
     AssignmentState,
     GrantSource,
@@ -191,7 +191,13 @@ def revoke_grant(grant: Grant, *, actor: Any, reason: str, expired: bool = False
     holds the access (or when another current grant still needs the shared assignment).
     Returns False when the grant had already ended. Observed grants (access found in AWS)
     are removed from AWS too: that is what revoking them means. Holders giving up their
-    own access need give no reason; anyone else must."""
+    own access need give no reason; anyone else must.
+
+    Who may revoke is checked here, so pages, the API and the admin cannot differ:
+    ``permissions.can_revoke_grant``, else PermissionDenied. ``actor`` None means the
+    system (expiry, a one-off command)."""
+    if actor is not None and not permissions.can_revoke_grant(actor, grant):
+        raise PermissionDenied("Only the holder, the resource's owners and admins end access.")
     reason = (reason or "").strip()
     if not reason and getattr(actor, "pk", None) is not None and actor.pk == grant.user_id:
         reason = GIVEN_UP_REASON
