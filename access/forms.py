@@ -44,9 +44,10 @@ class ApiTokenForm(forms.Form):
 
     def clean_expires_in_days(self) -> int | None:
         days = self.cleaned_data.get("expires_in_days")
-        longest = tokens.max_expiry_days()
-        if days is not None and not 1 <= days <= longest:
-            raise ValidationError(f"A token lasts from 1 to {longest} days.")
+        try:
+            tokens.expiry_in_days(days)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["expires_in_days"]) from None
         return days
 
     def expires_at(self) -> datetime:

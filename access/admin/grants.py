@@ -63,14 +63,6 @@ class DirectGrantForm(forms.ModelForm):
         fields = ("user", "resource", "access_level", "expires_at")
         help_texts = {"expires_at": "Leave empty for access until revoked."}
 
-    def clean_expires_at(self) -> Any:
-        expires_at = self.cleaned_data.get("expires_at")
-        try:
-            grant_service.validate_expiry(expires_at)
-        except ValidationError as exc:
-            raise ValidationError(exc.message_dict["expires_at"]) from None
-        return expires_at
-
     # The admin making the grant (set by GrantAdmin.get_form for each request).
     actor: Any = None
 
@@ -82,11 +74,9 @@ class DirectGrantForm(forms.ModelForm):
                 grant_service.check_direct_grant(self.actor, user)
             except grant_service.GrantError as exc:
                 self.add_error("user", str(exc))
+        # A deactivated user, a resource or level gone from AWS, a level of another
+        # resource and an expiry passed are Grant.clean's, which the form runs after this.
         resource, level = cleaned.get("resource"), cleaned.get("access_level")
-        if resource is not None and resource.deleted_at is not None:
-            self.add_error("resource", f"{resource.name} no longer exists in AWS.")
-        if level is not None and level.deleted_at is not None:
-            self.add_error("access_level", f"The access level {level.name} no longer exists.")
         # The same refusal as for requests: AWS would refuse the grant anyway.
         if resource is not None and (refusal := grant_service.not_requestable(resource)):
             self.add_error("resource", refusal)

@@ -116,37 +116,30 @@ def create_grant(
     is never for the person making it: see ``check_direct_grant``."""
     if request is None:
         check_direct_grant(actor, user)
-    if access_level.resource_id != resource.pk:
-        raise GrantError(
-            f"The access level {access_level.name} belongs to another resource than "
-            f"{resource.name}."
-        )
-    if not user.is_active:
-        raise GrantError(f"{user.email} is deactivated and cannot receive access.")
-    if resource.deleted_at is not None:
-        raise GrantError(f"{resource.name} no longer exists in AWS.")
-    if access_level.deleted_at is not None:
-        raise GrantError(f"The access level {access_level.name} no longer exists.")
+    grant = Grant(
+        user=user,
+        resource=resource,
+        access_level=access_level,
+        source=source,
+        status=GrantStatus.PENDING,
+        starts_at=timezone.now(),
+        expires_at=expires_at,
+        propagation_status=PropagationStatus.IN_PROGRESS,
+        granted_by=actor if getattr(actor, "is_authenticated", False) else None,
+        request=request,
+    )
+    try:
+        # Grant.clean alone: the objects are at hand, so full_clean's lookups of each
+        # foreign key would only cost queries on the approval path.
+        grant.clean()
+    except ValidationError as exc:
+        raise GrantError(" ".join(exc.messages)) from None
     if refusal := not_requestable(resource, access_level):
         raise GrantError(refusal)
-    now = timezone.now()
-    if expires_at is not None and expires_at <= now:
-        raise GrantError("The expiry must be in the future.")
     with transaction.atomic():
-        assignment = _assignment_for(user, resource, access_level)
-        grant = Grant.objects.create(
-            user=user,
-            resource=resource,
-            access_level=access_level,
-            source=source,
-            status=GrantStatus.PENDING,
-            starts_at=now,
-            expires_at=expires_at,
-            propagation_status=PropagationStatus.IN_PROGRESS,
-            granted_by=actor if getattr(actor, "is_authenticated", False) else None,
-            request=request,
-            assignment=assignment,
-        )
+        grant.assignment = _assignment_for(user, resource, access_level)
+        grant.save(force_insert=True)
+        assignment = grant.assignment
         record_event(
             "grant.created",
             actor=actor,
@@ -834,8 +827,3 @@ def _record_failure(
 def failing_grants() -> Any:
     """Grants whose assignment raised the failing alert (for the admin list filter)."""
     return Grant.objects.filter(status__in=CURRENT_STATUSES, assignment__alerted_at__isnull=False)
-
-
-def validate_expiry(expires_at: datetime | None) -> None:
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationError({"expires_at": "The expiry must be in the future."})

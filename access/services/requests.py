@@ -150,6 +150,16 @@ class EffectiveRule:
             result.append(None)
         return result
 
+    def missing(self, resource: Resource, *, reason: str, ticket: str) -> list[str]:
+        """What a request (or an extension) for ``resource`` lacks that this rule requires:
+        a reason, a ticket reference."""
+        problems = []
+        if self.require_reason and not (reason or "").strip():
+            problems.append(f"Give a reason: {resource.name}'s rule requires one.")
+        if self.require_ticket and not (ticket or "").strip():
+            problems.append(f"Give a ticket reference: {resource.name}'s rule requires one.")
+        return problems
+
     @property
     def default_duration(self) -> timedelta | None:
         if self.recommended_duration is not None:
@@ -395,8 +405,9 @@ def validate_items(
             add(index, refusal)
             continue
         level_pk = _as_int(item.access_level_id)
-        level = AccessLevel.objects.filter(pk=level_pk).first() if level_pk is not None else None
-        if level is None or level.resource_id != resource.pk:
+        # Looked up among the resource's own levels: another resource's is not one of them.
+        level = resource.access_levels.filter(pk=level_pk).first() if level_pk is not None else None
+        if level is None:
             add(index, f"Choose one of {resource.name}'s access levels.")
             continue
         if level.deleted_at is not None:
@@ -430,10 +441,8 @@ def validate_items(
                 f"Access to {resource.name} lasts at most {humanize(rule.max_duration)}; "
                 f"you asked for {humanize(item.duration)}.",
             )
-        if rule.require_reason and not reason.strip():
-            add(index, f"Give a reason: {resource.name}'s rule requires one.")
-        if rule.require_ticket and not ticket.strip():
-            add(index, f"Give a ticket reference: {resource.name}'s rule requires one.")
+        for problem in rule.missing(resource, reason=reason, ticket=ticket):
+            add(index, problem)
         existing = AccessRequest.objects.filter(
             user=user,
             resource=resource,
@@ -798,10 +807,7 @@ def request_extension(
             f"from now; {_left_text(grant)} left, so it can be extended by at most "
             f"{humanize(max_extension(grant, rule.max_duration))}."
         )
-    if rule.require_reason and not (reason or "").strip():
-        problems.append(f"Give a reason: {grant.resource.name}'s rule requires one.")
-    if rule.require_ticket and not (ticket or "").strip():
-        problems.append(f"Give a ticket reference: {grant.resource.name}'s rule requires one.")
+    problems += rule.missing(grant.resource, reason=reason, ticket=ticket)
     if AccessRequest.objects.filter(
         grant=grant, kind=RequestKind.EXTENSION, status=RequestStatus.PENDING
     ).exists():
