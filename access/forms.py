@@ -8,8 +8,9 @@ from django.core.exceptions import ValidationError
 
 from access import services, tokens
 from access.choices import ExtensionPolicy
+from access.humanize import humanize
 from access.models import MAX_RULE_STAGES, RequestRule, RequestRuleStage, User
-from access.services.requests import DURATION_CHOICES, humanize, unknown_user
+from access.services.requests import DURATION_CHOICES, unknown_user
 from access.services.rules import join_words
 
 

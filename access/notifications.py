@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from access.humanize import humanize, time_left
 from config import queue
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def stage_started(request: AccessRequest) -> None:
         "\n".join(
             [
                 f"{who} asks for access to {_what(request)}.",
-                f"Duration: {_duration(request.duration)}",
+                f"Duration: {humanize(request.duration)}",
                 f"Reason: {request.reason or '(none given)'}",
                 *([f"Ticket: {request.ticket}"] if request.ticket else []),
                 f"Stage {request.current_stage} of {stages}.",
@@ -85,7 +86,7 @@ def expiry_warning(grant: Grant, *, within: timedelta) -> None:
     _send(
         [grant.user.email],
         f"[Portcullis] Your access to {grant.resource.name} ends in "
-        f"{_time_left(grant.expires_at - timezone.now())}",
+        f"{time_left(grant.expires_at - timezone.now())}",
         "\n".join(
             [
                 f"Your access to {grant.resource.name} ({grant.access_level.name}) ends at "
@@ -94,21 +95,3 @@ def expiry_warning(grant: Grant, *, within: timedelta) -> None:
             ]
         ),
     )
-
-
-def _time_left(delta: timedelta) -> str:
-    """Rounded, so that a warning sent a little late still says how long is really left."""
-    minutes = max(1, round(delta.total_seconds() / 60))
-    if minutes >= 23 * 60 + 30:
-        days = round(minutes / 1440)
-        return f"{days} day{'s' if days != 1 else ''}"
-    if minutes >= 60:
-        hours = round(minutes / 60)
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
-
-
-def _duration(value: timedelta | None) -> str:
-    from access.services.requests import humanize
-
-    return humanize(value)

@@ -101,23 +101,26 @@ def revoke_api_token(token: ApiToken, actor: Any) -> ApiToken:
     """
     if actor is not None and not permissions.can_revoke_api_token(actor, token):
         raise PermissionDenied("You can revoke only your own API tokens.")
-    now = timezone.now()
     with transaction.atomic():
-        # Conditional update: two concurrent revokes record one event, not two.
-        changed = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-            revoked_at=now
-        )
-        if changed:
-            token.revoked_at = now
-            record_event(
-                "api_token.revoked",
-                actor=actor,
-                target=token,
-                details={"name": token.name, "prefix": token.prefix, "user_id": token.user_id},
-            )
-        else:
+        if not _revoke(token, actor=actor, now=timezone.now()):
             token.refresh_from_db(fields=["revoked_at"])
     return token
+
+
+def _revoke(token: ApiToken, *, actor: Any, now: datetime, **details: Any) -> bool:
+    """Revokes ``token`` unless it already is, with its api_token.revoked event (plus
+    ``details``). A conditional update: two concurrent revokes record one event, not two.
+    Returns whether this call revoked it."""
+    if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
+        return False
+    token.revoked_at = now
+    record_event(
+        "api_token.revoked",
+        actor=actor,
+        target=token,
+        details={"name": token.name, "prefix": token.prefix, "user_id": token.user_id, **details},
+    )
+    return True
 
 
 def revoke_user_tokens(user: Any, *, actor: Any, reason: str) -> int:
@@ -129,21 +132,5 @@ def revoke_user_tokens(user: Any, *, actor: Any, reason: str) -> int:
     revoked = 0
     with transaction.atomic():
         for token in ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("pk"):
-            if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-                revoked_at=now
-            ):
-                continue
-            token.revoked_at = now
-            revoked += 1
-            record_event(
-                "api_token.revoked",
-                actor=actor,
-                target=token,
-                details={
-                    "name": token.name,
-                    "prefix": token.prefix,
-                    "user_id": token.user_id,
-                    "reason": reason,
-                },
-            )
+            revoked += _revoke(token, actor=actor, now=now, reason=reason)
     return revoked

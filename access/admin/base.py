@@ -38,6 +38,28 @@ class AdminRoleMixin:
         return is_admin(request.user)
 
 
+class ReadOnlyAdminMixin:
+    """Viewed, never added or changed in the admin (deletion: see HistoryAdminMixin)."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ActorFormMixin:
+    """The admin's form learns who is using it (``form.actor``), for the rules that depend
+    on who edits: nobody grants themselves access, only admins relax a rule."""
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)  # type: ignore[misc]
+        form.actor = request.user  # a class made for this request
+        return form
+
+
 class AuditedAdminMixin:
     """Records every add, change and delete made in the admin, in the view's transaction.
 

@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from access.admin.base import HistoryAdminMixin, PortcullisModelAdmin
+from access.admin.base import ActorFormMixin, HistoryAdminMixin, PortcullisModelAdmin
 from access.choices import GrantSource
 from access.models import Grant
 from access.permissions import is_admin
@@ -105,7 +105,7 @@ class RevokeForm(forms.Form):
 
 
 @admin.register(Grant)
-class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
+class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
     """Grants added here have the source "admin" and wait, pending, for the grant task to
     apply them in AWS. Status and propagation are the workflow's: read-only here."""
 
@@ -195,13 +195,6 @@ class GrantAdmin(HistoryAdminMixin, PortcullisModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.add_fieldsets if obj is None else self.fieldsets
-
-    def get_form(
-        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
-    ) -> Any:
-        form = super().get_form(request, obj, change=change, **kwargs)
-        form.actor = request.user  # a class made for this request
-        return form
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         if request.method == "GET":

@@ -16,7 +16,12 @@ from import_export.admin import ImportExportMixin
 from import_export.formats.base_formats import CSV
 
 from access import permissions, services, tokens
-from access.admin.base import AdminRoleMixin, AuditedAdminMixin, PortcullisModelAdmin
+from access.admin.base import (
+    AdminRoleMixin,
+    AuditedAdminMixin,
+    PortcullisModelAdmin,
+    ReadOnlyAdminMixin,
+)
 from access.models import ApiToken, User, UserGroup
 from access.permissions import ADMIN_ROLE, ROLES, is_admin
 from access.resources import UserResource
@@ -279,7 +284,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class RoleAdmin(AdminRoleMixin, admin.ModelAdmin):
+class RoleAdmin(ReadOnlyAdminMixin, AdminRoleMixin, admin.ModelAdmin):
     """The roles are fixed (Admin, Auditor) and given to people on the user page."""
 
     list_display = ("name", "people")
@@ -298,19 +303,13 @@ class RoleAdmin(AdminRoleMixin, admin.ModelAdmin):
     def people(self, obj: Group) -> int:
         return obj.people
 
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 # API tokens ---------------------------------------------------------------------
 @admin.register(ApiToken)
-class ApiTokenAdmin(AdminRoleMixin, admin.ModelAdmin):
+class ApiTokenAdmin(ReadOnlyAdminMixin, AdminRoleMixin, admin.ModelAdmin):
     """Tokens are created by their holders; here admins see them and revoke them."""
 
     show_full_result_count = False
@@ -327,28 +326,13 @@ class ApiTokenAdmin(AdminRoleMixin, admin.ModelAdmin):
     list_filter = ("revoked_at",)
     search_fields = ("name", "=prefix", "user__email")
     list_select_related = ("user",)
-    fields = (
-        "name",
-        "user",
-        "prefix",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "revoked_at",
-        "status",
-    )
+    fields = list_display
     readonly_fields = fields
     actions = ("revoke_tokens",)
 
     @admin.display(description="status")
     def status(self, obj: ApiToken) -> str:
         return tokens.token_status(obj)
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Revoked, never deleted: the list shows which tokens existed and when they ended.

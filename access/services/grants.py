@@ -33,6 +33,7 @@ from access.choices import (
 )
 from access.leases import LeaseKind
 from access.models import AccessLevel, AccessRequest, Assignment, Grant, Resource, User
+from access.services.pending_requests import end_pending_request
 from audit.services import record_event
 
 logger = logging.getLogger("access.grants")
@@ -247,15 +248,9 @@ def offboard_user(user: User, *, actor: Any) -> int:
             if revoke_grant(grant, actor=actor, reason=OFFBOARD_REASON):
                 ended += 1
         for request in AccessRequest.objects.filter(user=user, status=RequestStatus.PENDING):
-            if AccessRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-                status=RequestStatus.CANCELED, decided_at=now, updated_at=now
-            ):
-                record_event(
-                    "request.canceled",
-                    actor=actor,
-                    target=request,
-                    details={"user": user.email, "note": OFFBOARD_REASON},
-                )
+            end_pending_request(
+                request, actor=actor, details={"user": user.email, "note": OFFBOARD_REASON}, now=now
+            )
     return ended
 
 
@@ -267,20 +262,17 @@ def _cancel_pending_extensions(grant: Grant, now: datetime) -> None:
         )
     )
     for request in pending:
-        if AccessRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-            status=RequestStatus.CANCELED, decided_at=now, updated_at=now
-        ):
-            record_event(
-                "request.canceled",
-                target=request,
-                details={
-                    "user": grant.user.email,
-                    "resource": grant.resource.name,
-                    "access_level": grant.access_level.name,
-                    "kind": request.kind,
-                    "note": "The access it would extend has ended.",
-                },
-            )
+        end_pending_request(
+            request,
+            details={
+                "user": grant.user.email,
+                "resource": grant.resource.name,
+                "access_level": grant.access_level.name,
+                "kind": request.kind,
+                "note": "The access it would extend has ended.",
+            },
+            now=now,
+        )
 
 
 def extend_grant(

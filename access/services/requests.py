@@ -29,8 +29,10 @@ from access.choices import (
     ReviewerKind,
     StageMode,
 )
+from access.humanize import humanize
 from access.models import AccessLevel, AccessRequest, Approval, Grant, RequestRule, Resource, User
 from access.services import grants as grant_service
+from access.services.pending_requests import end_pending_request
 from audit.services import record_event
 
 # The durations a request form offers, cut at the rule's maximum.
@@ -64,20 +66,6 @@ class RequestInvalid(Exception):
 
 class DecisionError(Exception):
     """A decision cannot be recorded (already decided, own request, not a reviewer)."""
-
-
-def humanize(value: timedelta | None) -> str:
-    if value is None:
-        return "until revoked"
-    seconds = int(value.total_seconds())
-    if seconds % 86400 == 0:
-        days = seconds // 86400
-        return f"{days} day{'s' if days != 1 else ''}"
-    if seconds % 3600 == 0:
-        hours = seconds // 3600
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    minutes = max(1, seconds // 60)
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 # Rules ----------------------------------------------------------------------------------------
@@ -735,13 +723,8 @@ def cancel_request(request: AccessRequest, *, actor: User) -> AccessRequest:
     if not permissions.can_cancel_request(actor, request):
         raise PermissionDenied("Only the requester can cancel this request.")
     with transaction.atomic():
-        changed = AccessRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-            status=RequestStatus.CANCELED, decided_at=timezone.now(), updated_at=timezone.now()
-        )
-        if not changed:
+        if not end_pending_request(request, actor=actor, details=_details(request)):
             raise DecisionError("Only a pending request can be canceled.")
-        request.refresh_from_db()
-        record_event("request.canceled", actor=actor, target=request, details=_details(request))
     return request
 
 
@@ -753,13 +736,12 @@ def expire_pending_requests(now: datetime | None = None) -> int:
         status=RequestStatus.PENDING, pending_until__lte=now
     ).values_list("pk", flat=True)[:500]:
         with transaction.atomic():
-            if AccessRequest.objects.filter(pk=pk, status=RequestStatus.PENDING).update(
-                status=RequestStatus.EXPIRED, decided_at=now, updated_at=now
+            request = AccessRequest.objects.select_related(
+                "user", "requested_by", "resource", "access_level"
+            ).get(pk=pk)
+            if end_pending_request(
+                request, status=RequestStatus.EXPIRED, details=_details(request), now=now
             ):
-                request = AccessRequest.objects.select_related(
-                    "user", "requested_by", "resource", "access_level"
-                ).get(pk=pk)
-                record_event("request.expired", target=request, details=_details(request))
                 notifications.decided(request)
                 expired += 1
     return expired
