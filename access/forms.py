@@ -6,12 +6,12 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from access import services, tokens
+from access import tokens
 from access.choices import ExtensionPolicy
 from access.humanize import humanize
 from access.models import MAX_RULE_STAGES, RequestRule, RequestRuleStage, User
 from access.services.requests import DURATION_CHOICES, unknown_user
-from access.services.rules import join_words
+from access.services.rules import join_words, rule_stage_problems
 
 
 class ApiTokenForm(forms.Form):
@@ -259,7 +259,7 @@ class BaseStageFormSet(forms.BaseInlineFormSet):
             and form.cleaned_data.get("order") is not None
         ]
         rule = self.instance
-        problems = services.rule_stage_problems(
+        problems = rule_stage_problems(
             allow_requests=rule.allow_requests,
             auto_approve=rule.auto_approve,
             orders=orders,

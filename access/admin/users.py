@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from import_export.admin import ImportExportMixin
 from import_export.formats.base_formats import CSV
 
-from access import permissions, services, tokens
+from access import permissions, tokens
 from access.admin.base import (
     AdminRoleMixin,
     AuditedAdminMixin,
@@ -26,6 +26,8 @@ from access.models import ApiToken, User, UserGroup
 from access.permissions import ADMIN_ROLE, ROLES, is_admin
 from access.resources import UserResource
 from access.services.grants import offboard_user
+from access.services.roles import set_user_roles
+from access.services.usernames import default_username
 from audit.services import record_event
 from config.csp import IMPORT_EXPORT_EXPORT_PAGE
 
@@ -90,7 +92,7 @@ class UserAddForm(RolesCheckRequesterMixin, AdminUserCreationForm):
         cleaned = super().clean()
         email = (cleaned.get("email") or "").strip().lower()
         if email and not cleaned.get("username"):
-            cleaned["username"] = services.default_username(email)
+            cleaned["username"] = default_username(email)
         return cleaned
 
 
@@ -216,7 +218,7 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
         before = getattr(form.instance, "_audit_before", None) or {}
         super().save_related(request, form, formsets, change)
         if roles is not None:
-            services.set_user_roles(form.instance, roles, actor=request.user)
+            set_user_roles(form.instance, roles, actor=request.user)
         if before.get("is_active") and not form.instance.is_active:
             ended = offboard_user(form.instance, actor=request.user)
             if ended:
