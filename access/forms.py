@@ -6,11 +6,12 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from access import services, tokens
+from access import tokens
 from access.choices import ExtensionPolicy
+from access.humanize import humanize
 from access.models import MAX_RULE_STAGES, RequestRule, RequestRuleStage, User
-from access.services.requests import DURATION_CHOICES, humanize, unknown_user
-from access.services.rules import join_words
+from access.services.requests import DURATION_CHOICES, unknown_user
+from access.services.rules import join_words, rule_stage_problems
 
 
 class ApiTokenForm(forms.Form):
@@ -44,9 +45,10 @@ class ApiTokenForm(forms.Form):
 
     def clean_expires_in_days(self) -> int | None:
         days = self.cleaned_data.get("expires_in_days")
-        longest = tokens.max_expiry_days()
-        if days is not None and not 1 <= days <= longest:
-            raise ValidationError(f"A token lasts from 1 to {longest} days.")
+        try:
+            tokens.expiry_in_days(days)
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict["expires_in_days"]) from None
         return days
 
     def expires_at(self) -> datetime:
@@ -258,7 +260,7 @@ class BaseStageFormSet(forms.BaseInlineFormSet):
             and form.cleaned_data.get("order") is not None
         ]
         rule = self.instance
-        problems = services.rule_stage_problems(
+        problems = rule_stage_problems(
             allow_requests=rule.allow_requests,
             auto_approve=rule.auto_approve,
             orders=orders,

@@ -32,6 +32,12 @@ from access.choices import (
 )
 from access.querysets import AccessRequestQuerySet, GrantQuerySet, ResourceQuerySet
 
+EXPIRY_IN_THE_PAST = "The expiry must be in the future."
+
+
+def in_the_future(moment: datetime) -> bool:
+    return moment > timezone.now()
+
 
 class User(AbstractUser):
     """A portal user. ``manager`` approves and reviews their reports' access."""
@@ -398,16 +404,29 @@ class Grant(models.Model):
         return f"{self.user} → {self.resource.name} ({self.access_level.name})"
 
     def clean(self) -> None:
-        if (
-            self.access_level_id
-            and self.resource_id
-            and self.access_level.resource_id != self.resource_id
-        ):
-            raise ValidationError(
-                {"access_level": "This access level belongs to another resource."}
-            )
-        if self.expires_at and self.starts_at and self.expires_at <= self.starts_at:
-            raise ValidationError({"expires_at": "The expiry must be after the start."})
+        """What makes a grant impossible, per field. A new grant also needs an active user,
+        a resource and a level still in AWS, and an expiry still to come; the admin's form
+        and ``create_grant`` both ask here."""
+        errors: dict[str, str] = {}
+        adding = self._state.adding
+        if adding and self.user_id and not self.user.is_active:
+            errors["user"] = f"{self.user.email} is deactivated and cannot receive access."
+        if adding and self.resource_id and self.resource.deleted_at is not None:
+            errors["resource"] = f"{self.resource.name} no longer exists in AWS."
+        if self.access_level_id and self.resource_id:
+            if self.access_level.resource_id != self.resource_id:
+                errors["access_level"] = "This access level belongs to another resource."
+            elif adding and self.access_level.deleted_at is not None:
+                errors["access_level"] = (
+                    f"The access level {self.access_level.name} no longer exists."
+                )
+        if self.expires_at is not None:
+            if adding and not in_the_future(self.expires_at):
+                errors["expires_at"] = EXPIRY_IN_THE_PAST
+            elif self.starts_at and self.expires_at <= self.starts_at:
+                errors["expires_at"] = "The expiry must be after the start."
+        if errors:
+            raise ValidationError(errors)
 
 
 class Assignment(models.Model):
@@ -585,6 +604,29 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def clean(self) -> None:
+        """A token has a name to recognise it by, and a new one an expiry to come within
+        API_TOKEN_MAX_DAYS (every token expires)."""
+        errors: dict[str, str] = {}
+        self.name = (self.name or "").strip()
+        longest_name = ApiToken._meta.get_field("name").max_length
+        if not self.name:
+            errors["name"] = "Give the token a name, so you can recognise it later."
+        elif longest_name is not None and len(self.name) > longest_name:
+            errors["name"] = (
+                f"A token name has at most {longest_name} characters; this has {len(self.name)}."
+            )
+        if self._state.adding:
+            days = int(settings.API_TOKEN_MAX_DAYS)
+            if self.expires_at is None:
+                errors["expires_at"] = "Every token expires: give it an expiry."
+            elif not in_the_future(self.expires_at):
+                errors["expires_at"] = EXPIRY_IN_THE_PAST
+            elif self.expires_at > timezone.now() + timedelta(days=days, minutes=1):
+                errors["expires_at"] = f"A token lasts at most {days} days (API_TOKEN_MAX_DAYS)."
+        if errors:
+            raise ValidationError(errors)
 
     @staticmethod
     def hash_token(raw: str) -> str:

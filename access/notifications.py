@@ -17,6 +17,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from access.humanize import humanize, time_left
 from config import queue
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def stage_started(request: AccessRequest, *, emails: dict[int, str] | None = Non
                 "request": request,
                 "who": who,
                 "what": _what(request),
-                "duration": _duration(request.duration),
+                "duration": humanize(request.duration),
                 "stages": len(request.stages),
                 "request_url": link("request-detail", request.pk),
                 "approvals_url": link("approvals"),
@@ -146,27 +147,9 @@ def expiry_warning(grant: Grant, *, within: timedelta) -> None:
     _send(
         [grant.user.email],
         f"[Portcullis] Your access to {grant.resource.name} ends in "
-        f"{_time_left(grant.expires_at - timezone.now())}",
+        f"{time_left(grant.expires_at - timezone.now())}",
         _body(
             "expiry_warning",
             {"grant": grant, "expires": expires, "extend_url": link("grant-extend", grant.pk)},
         ),
     )
-
-
-def _time_left(delta: timedelta) -> str:
-    """Rounded, so that a warning sent a little late still says how long is really left."""
-    minutes = max(1, round(delta.total_seconds() / 60))
-    if minutes >= 23 * 60 + 30:
-        days = round(minutes / 1440)
-        return f"{days} day{'s' if days != 1 else ''}"
-    if minutes >= 60:
-        hours = round(minutes / 60)
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
-
-
-def _duration(value: timedelta | None) -> str:
-    from access.services.requests import humanize
-
-    return humanize(value)

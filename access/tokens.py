@@ -8,6 +8,7 @@ the audit log or the logs.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -63,36 +64,20 @@ def create_api_token(
     ``read_only``: the token is refused on anything but reading."""
     if not permissions.can_use_api(user):
         raise PermissionDenied("Only active users can have API tokens.")
-    name = (name or "").strip()
-    if not name:
-        raise ValidationError({"name": "Give the token a name, so you can recognise it later."})
-    if len(name) > NAME_MAX_LENGTH:
-        raise ValidationError(
-            {
-                "name": f"A token name has at most {NAME_MAX_LENGTH} characters; this has {len(name)}."
-            }
-        )
-    now = timezone.now()
-    longest = max_expiry_days()
     if expires_at is None:
-        expires_at = now + timedelta(days=longest)
-    if expires_at <= now:
-        raise ValidationError({"expires_at": "The expiry must be in the future."})
-    if expires_at > now + timedelta(days=longest, minutes=1):
-        raise ValidationError(
-            {"expires_at": f"A token lasts at most {longest} days (API_TOKEN_MAX_DAYS)."}
-        )
-
+        expires_at = timezone.now() + timedelta(days=max_expiry_days())
     raw = ApiToken.generate()
+    token = ApiToken(
+        user=user,
+        name=name,
+        prefix=raw[:PREFIX_LENGTH],
+        digest=ApiToken.hash_token(raw),
+        expires_at=expires_at,
+        read_only=read_only,
+    )
+    token.clean()
     with transaction.atomic():
-        token = ApiToken.objects.create(
-            user=user,
-            name=name,
-            prefix=raw[:PREFIX_LENGTH],
-            digest=ApiToken.hash_token(raw),
-            expires_at=expires_at,
-            read_only=read_only,
-        )
+        token.save(force_insert=True)
         record_event(
             "api_token.created",
             actor=user,
@@ -116,23 +101,26 @@ def revoke_api_token(token: ApiToken, actor: Actor) -> ApiToken:
     """
     if actor is not None and not permissions.can_revoke_api_token(actor, token):
         raise PermissionDenied("You can revoke only your own API tokens.")
-    now = timezone.now()
     with transaction.atomic():
-        # Conditional update: two concurrent revokes record one event, not two.
-        changed = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-            revoked_at=now
-        )
-        if changed:
-            token.revoked_at = now
-            record_event(
-                "api_token.revoked",
-                actor=actor,
-                target=token,
-                details={"name": token.name, "prefix": token.prefix, "user_id": token.user_id},
-            )
-        else:
+        if not _revoke(token, actor=actor, now=timezone.now()):
             token.refresh_from_db(fields=["revoked_at"])
     return token
+
+
+def _revoke(token: ApiToken, *, actor: Actor, now: datetime, **details: Any) -> bool:
+    """Revokes ``token`` unless it already is, with its api_token.revoked event (plus
+    ``details``). A conditional update: two concurrent revokes record one event, not two.
+    Returns whether this call revoked it."""
+    if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
+        return False
+    token.revoked_at = now
+    record_event(
+        "api_token.revoked",
+        actor=actor,
+        target=token,
+        details={"name": token.name, "prefix": token.prefix, "user_id": token.user_id, **details},
+    )
+    return True
 
 
 def revoke_user_tokens(user: User, *, actor: Actor, reason: str) -> int:
@@ -144,21 +132,5 @@ def revoke_user_tokens(user: User, *, actor: Actor, reason: str) -> int:
     revoked = 0
     with transaction.atomic():
         for token in ApiToken.objects.filter(user=user, revoked_at__isnull=True).order_by("pk"):
-            if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-                revoked_at=now
-            ):
-                continue
-            token.revoked_at = now
-            revoked += 1
-            record_event(
-                "api_token.revoked",
-                actor=actor,
-                target=token,
-                details={
-                    "name": token.name,
-                    "prefix": token.prefix,
-                    "user_id": token.user_id,
-                    "reason": reason,
-                },
-            )
+            revoked += _revoke(token, actor=actor, now=now, reason=reason)
     return revoked

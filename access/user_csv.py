@@ -22,9 +22,12 @@ from django.db.models import Prefetch, QuerySet
 from import_export import fields, resources, widgets
 from import_export.results import Result
 
-from access import permissions, services
+from access import permissions
 from access.models import User
 from access.permissions import ROLES
+from access.services.change_log import record_created, record_updated, snapshot
+from access.services.roles import parse_roles, set_user_roles
+from access.services.usernames import default_username
 
 COLUMNS = (
     "email",
@@ -133,7 +136,7 @@ class UserResource(resources.ModelResource):
     def after_init_instance(
         self, instance: User, new: bool, row: dict[str, Any], **kwargs: Any
     ) -> None:
-        instance._import_before = None if new else services.snapshot(instance)
+        instance._import_before = None if new else snapshot(instance)
         instance._import_old_username = "" if new else instance.username
         instance._import_old_roles = set() if new else set(permissions.role_names(instance))
 
@@ -153,7 +156,7 @@ class UserResource(resources.ModelResource):
                 f"{email} is already on row {first} of this file; each user appears once."
             )
         if not instance.username:
-            instance.username = instance._import_old_username or services.default_username(
+            instance.username = instance._import_old_username or default_username(
                 email, exclude_pk=instance.pk
             )
 
@@ -168,7 +171,7 @@ class UserResource(resources.ModelResource):
         instance._import_roles = None
         if "roles" in row:
             try:
-                instance._import_roles = services.parse_roles(row.get("roles") or "")
+                instance._import_roles = parse_roles(row.get("roles") or "")
             except ValidationError as exc:
                 errors.setdefault("roles", []).extend(exc.messages)
         if errors:
@@ -236,13 +239,13 @@ class UserResource(resources.ModelResource):
                 if user.manager_id != (manager.pk if manager else None):
                     user.manager = manager
                     user.save(update_fields=["manager"])
-            after = services.snapshot(user)
+            after = snapshot(user)
             if saved.before is None:
-                services.record_created(user, actor=actor, after=after)
+                record_created(user, actor=actor, after=after)
             else:
-                services.record_updated(user, actor=actor, before=saved.before, after=after)
+                record_updated(user, actor=actor, before=saved.before, after=after)
             if saved.roles is not None:
-                services.set_user_roles(user, saved.roles, actor=actor)
+                set_user_roles(user, saved.roles, actor=actor)
 
     # Export --------------------------------------------------------------------
     def filter_export(self, queryset: QuerySet, **kwargs: Any) -> QuerySet:

@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET
 
 from audit.filters import AuditEventFilter, recent_values
 from audit.models import GENESIS_HASH, AuditEvent, UnknownChainKey
+from config.parsing import positive_int
 
 PAGE_SIZE = 50
 
@@ -52,8 +53,8 @@ def _position(request: HttpRequest, name: str) -> tuple[int | None, str | None]:
     raw = request.GET.get(name, "").strip()
     if not raw:
         return None, None
-    if raw.isascii() and raw.isdigit() and 0 < int(raw) < 2**63:
-        return int(raw), None
+    if (position := positive_int(raw)) is not None:
+        return position, None
     return None, f"'{name}' must be an event number, not {raw[:40]!r}; go back to the first page."
 
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from django.db import transaction
 
-from access import services as access_services
 from access.models import App, Owner, Resource, User
+from access.services.change_log import record_created, record_updated, snapshot
 from access.services.identity import learn_subject
+from access.services.owners import add_owner
 from aws_integration import clients, services
 from aws_integration.models import AwsApp, AwsSettings, SyncRun, Validation
 from aws_integration.setup_checks import run_validations
@@ -57,7 +58,7 @@ def ensure_demo_aws_app(
                 app = AwsApp(name=DEMO_APP_NAME, **values)
                 app.full_clean()
                 app.save()
-                access_services.record_created(app, actor=None, after=access_services.snapshot(app))
+                record_created(app, actor=None, after=snapshot(app))
                 return app, True
             # Multi-table inheritance: add the AWS row under the existing App row.
             app = AwsApp(
@@ -66,16 +67,14 @@ def ensure_demo_aws_app(
             )
             # Its App row exists: uniqueness checks must see this as that row, not a new one.
             app._state.adding = False
-            before = access_services.snapshot(plain)
+            before = snapshot(plain)
         else:
-            before = access_services.snapshot(app)
+            before = snapshot(app)
         for name, value in values.items():
             setattr(app, name, value)
         app.full_clean()
         app.save()
-        access_services.record_updated(
-            app, actor=None, before=before, after=access_services.snapshot(app)
-        )
+        record_updated(app, actor=None, before=before, after=snapshot(app))
     return app, False
 
 
@@ -87,7 +86,7 @@ def ensure_demo_app(description: str = "") -> tuple[App, bool]:
         if app is not None:
             return app, False
         app = App.objects.create(name=DEMO_APP_NAME, description=description)
-        access_services.record_created(app, actor=None, after=access_services.snapshot(app))
+        record_created(app, actor=None, after=snapshot(app))
     return app, True
 
 
@@ -150,7 +149,7 @@ def assign_demo_owners(app: AwsApp, owner_email: str, *, issuer_url: str) -> int
         app=app, type__in=DEMO_OWNED_TYPES, deleted_at__isnull=True
     ):
         if not Owner.objects.filter(resource=resource, user=owner).exists():
-            access_services.add_owner(resource, user=owner, actor=None)
+            add_owner(resource, user=owner, actor=None)
             added += 1
     for person in DEMO_PEOPLE:
         user = User.objects.filter(email=person.email).first()

@@ -11,9 +11,11 @@ from django.contrib.auth.hashers import make_password
 from django.core.management.base import CommandError
 from django.db import transaction
 
-from access import services
 from access.models import User
 from access.permissions import ADMIN_ROLE, AUDITOR_ROLE
+from access.services.change_log import record_created, record_updated, snapshot
+from access.services.roles import set_user_roles
+from access.services.usernames import default_username
 from audit.services import record_event
 
 DEMO_DOMAIN = "demo.portcullis.test"
@@ -106,7 +108,7 @@ def create_demo_users(password: str = DEMO_PASSWORD) -> list[DemoUser]:
             EmailAddress.objects.update_or_create(
                 user=user, email=user.email, defaults={"verified": True, "primary": True}
             )
-            services.set_user_roles(user, person.roles, actor=None)
+            set_user_roles(user, person.roles, actor=None)
             by_key[person.key] = user
             result.append(DemoUser(person=person, user=user, created=created))
     return result
@@ -124,21 +126,21 @@ def _ensure_user(
     }
     user = User.objects.filter(email__iexact=person.email).first()
     if user is None:
-        user = User(username=services.default_username(person.email), email=person.email, **wanted)
+        user = User(username=default_username(person.email), email=person.email, **wanted)
         user.password = encoded
         user.full_clean()
         user.save()
-        services.record_created(user, actor=None, after=services.snapshot(user))
+        record_created(user, actor=None, after=snapshot(user))
         return user, True
 
-    before = services.snapshot(user)
+    before = snapshot(user)
     for field, value in wanted.items():
         setattr(user, field, value)
     password_reset = not user.check_password(password)
     if password_reset:
         user.password = encoded
     user.save()
-    services.record_updated(user, actor=None, before=before, after=services.snapshot(user))
+    record_updated(user, actor=None, before=before, after=snapshot(user))
     if password_reset:
         # The password is never copied into the log; that it was set is.
         record_event("user.password_set", target=user, details={"reason": "demo users reset"})

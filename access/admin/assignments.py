@@ -11,8 +11,12 @@ from django.http import HttpRequest
 from django.utils.text import Truncator
 
 from access import leases
-from access.admin.base import AdminRoleMixin, HistoryAdminMixin, PortcullisTabularInline
-from access.admin.requests import ReadOnlyAdminMixin
+from access.admin.base import (
+    AdminRoleMixin,
+    HistoryAdminMixin,
+    PortcullisTabularInline,
+    ReadOnlyAdminMixin,
+)
 from access.leases import LeaseKind
 from access.models import Assignment, Grant
 

@@ -10,9 +10,9 @@ from django.db import models, transaction
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse
 
-from access import services
 from access.models import Grant
 from access.permissions import is_admin, signed_in
+from access.services import change_log
 
 # Shown on the delete confirmation page for each grant that blocks a deletion.
 MAX_PROTECTED_SHOWN = 20
@@ -38,6 +38,28 @@ class AdminRoleMixin:
         return is_admin(request.user)
 
 
+class ReadOnlyAdminMixin:
+    """Viewed, never added or changed in the admin (deletion: see HistoryAdminMixin)."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ActorFormMixin:
+    """The admin's form learns who is using it (``form.actor``), for the rules that depend
+    on who edits: nobody grants themselves access, only admins relax a rule."""
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)  # type: ignore[misc]
+        form.actor = signed_in(request.user)  # a class made for this request
+        return form
+
+
 class AuditedAdminMixin:
     """Records every add, change and delete made in the admin, in the view's transaction.
 
@@ -57,7 +79,7 @@ class AuditedAdminMixin:
         before = None
         if change and obj.pk is not None:
             original = type(obj)._default_manager.get(pk=obj.pk)
-            before = services.snapshot(original, related=self.audit_related)
+            before = change_log.snapshot(original, related=self.audit_related)
         obj._audit_before = before  # type: ignore[attr-defined]  # read by audit_saved
         super().save_model(request, obj, form, change)  # type: ignore[misc]
 
@@ -75,12 +97,14 @@ class AuditedAdminMixin:
             self.audit_saved(request, obj)
 
     def audit_saved(self, request: HttpRequest, obj: models.Model) -> None:
-        after = services.snapshot(obj, related=self.audit_related)
+        after = change_log.snapshot(obj, related=self.audit_related)
         before = getattr(obj, "_audit_before", None)
         if before is None:
-            services.record_created(obj, actor=signed_in(request.user), after=after)
+            change_log.record_created(obj, actor=signed_in(request.user), after=after)
         else:
-            services.record_updated(obj, actor=signed_in(request.user), before=before, after=after)
+            change_log.record_updated(
+                obj, actor=signed_in(request.user), before=before, after=after
+            )
 
     def save_formset(
         self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool
@@ -94,16 +118,16 @@ class AuditedAdminMixin:
             o.pk for o, _ in formset.changed_objects
         ]
         originals = {
-            o.pk: services.snapshot(o) for o in model._default_manager.filter(pk__in=touched)
+            o.pk: change_log.snapshot(o) for o in model._default_manager.filter(pk__in=touched)
         }
         with transaction.atomic():
             # Deletions first, so a row can be removed and re-added in one save.
             for obj in formset.deleted_objects:
                 pk, label = obj.pk, str(obj)
-                cascaded = services.cascade_snapshot(obj)
+                cascaded = change_log.cascade_snapshot(obj)
                 obj.delete()
                 obj.pk = pk
-                services.record_deleted(
+                change_log.record_deleted(
                     obj,
                     actor=signed_in(request.user),
                     before=originals.get(pk, {}),
@@ -113,16 +137,16 @@ class AuditedAdminMixin:
                 )
             for obj, _fields in formset.changed_objects:
                 obj.save()
-                services.record_updated(
+                change_log.record_updated(
                     obj,
                     actor=signed_in(request.user),
                     before=originals.get(obj.pk, {}),
-                    after=services.snapshot(obj),
+                    after=change_log.snapshot(obj),
                 )
             for obj in formset.new_objects:
                 obj.save()
-                services.record_created(
-                    obj, actor=signed_in(request.user), after=services.snapshot(obj)
+                change_log.record_created(
+                    obj, actor=signed_in(request.user), after=change_log.snapshot(obj)
                 )
             formset.save_m2m()
 
@@ -134,12 +158,12 @@ class AuditedAdminMixin:
     def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
         pk, label = obj.pk, str(obj)
         with transaction.atomic():
-            before = services.snapshot(obj, related=self.audit_related)
+            before = change_log.snapshot(obj, related=self.audit_related)
             # The rows the deletion takes with it (a resource's levels, rules, grants...).
-            cascaded = services.cascade_snapshot(obj)
+            cascaded = change_log.cascade_snapshot(obj)
             super().delete_model(request, obj)  # type: ignore[misc]
             obj.pk = pk
-            services.record_deleted(
+            change_log.record_deleted(
                 obj,
                 actor=signed_in(request.user),
                 before=before,
@@ -158,15 +182,15 @@ class AuditedAdminMixin:
                     obj,
                     obj.pk,
                     str(obj),
-                    services.snapshot(obj, related=self.audit_related),
-                    services.cascade_snapshot(obj),
+                    change_log.snapshot(obj, related=self.audit_related),
+                    change_log.cascade_snapshot(obj),
                 )
                 for obj in objects
             ]
             super().delete_queryset(request, queryset)  # type: ignore[misc]
             for obj, pk, label, before, cascaded in states:
                 obj.pk = pk
-                services.record_deleted(
+                change_log.record_deleted(
                     obj,
                     actor=signed_in(request.user),
                     before=before,

@@ -7,7 +7,7 @@ no page counts the whole table twice.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from access.admin.base import (
+    ActorFormMixin,
     GrantProtectionMixin,
     PortcullisModelAdmin,
     PortcullisTabularInline,
@@ -236,7 +237,7 @@ class RequestRuleAdminForm(forms.ModelForm):
 
 
 @admin.register(RequestRule)
-class RequestRuleAdmin(PortcullisModelAdmin):
+class RequestRuleAdmin(ActorFormMixin, PortcullisModelAdmin):
     list_display = (
         "__str__",
         "resource",
@@ -258,15 +259,6 @@ class RequestRuleAdmin(PortcullisModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(stage_count=Count("stages"))
-
-    def get_form(
-        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
-    ) -> Any:
-        form = cast(
-            "type[RequestRuleAdminForm]", super().get_form(request, obj, change=change, **kwargs)
-        )
-        form.actor = signed_in(request.user)  # a class made for this request
-        return form
 
     def _check_delete(self, request: HttpRequest, rule: RequestRule) -> None:
         try:

@@ -6,24 +6,17 @@ the workflow's services; here admins only read them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from access.admin.base import AdminRoleMixin, HistoryAdminMixin, PortcullisTabularInline
+from access.admin.base import (
+    AdminRoleMixin,
+    HistoryAdminMixin,
+    PortcullisTabularInline,
+    ReadOnlyAdminMixin,
+)
 from access.models import AccessRequest, Approval, User
-
-
-class ReadOnlyAdminMixin:
-    """Viewed, never added or changed in the admin (deletion: see HistoryAdminMixin)."""
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ApprovalInline(ReadOnlyAdminMixin, PortcullisTabularInline):

@@ -15,11 +15,18 @@ from django.http import HttpRequest, HttpResponse
 from import_export.admin import ImportExportMixin
 from import_export.formats.base_formats import CSV
 
-from access import permissions, services, tokens
-from access.admin.base import AdminRoleMixin, AuditedAdminMixin, PortcullisModelAdmin
+from access import permissions, tokens
+from access.admin.base import (
+    AdminRoleMixin,
+    AuditedAdminMixin,
+    PortcullisModelAdmin,
+    ReadOnlyAdminMixin,
+)
 from access.models import ApiToken, User, UserGroup
 from access.permissions import ADMIN_ROLE, ROLES, is_admin, signed_in
 from access.services.grants import offboard_user
+from access.services.roles import set_user_roles
+from access.services.usernames import default_username
 from access.user_csv import UserResource
 from audit.services import record_event
 from config.csp import IMPORT_EXPORT_EXPORT_PAGE
@@ -89,7 +96,7 @@ class UserAddForm(RolesCheckRequesterMixin, AdminUserCreationForm):
         assert cleaned is not None  # Form.clean returns cleaned_data
         email = (cleaned.get("email") or "").strip().lower()
         if email and not cleaned.get("username"):
-            cleaned["username"] = services.default_username(email)
+            cleaned["username"] = default_username(email)
         return cleaned
 
 
@@ -221,7 +228,7 @@ class UserAdmin(AdminRoleMixin, AuditedAdminMixin, ImportExportMixin, DjangoUser
         before = getattr(form.instance, "_audit_before", None) or {}
         super().save_related(request, form, formsets, change)
         if roles is not None:
-            services.set_user_roles(form.instance, roles, actor=signed_in(request.user))
+            set_user_roles(form.instance, roles, actor=signed_in(request.user))
         if before.get("is_active") and not form.instance.is_active:
             ended = offboard_user(form.instance, actor=signed_in(request.user))
             if ended:
@@ -289,7 +296,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class RoleAdmin(AdminRoleMixin, admin.ModelAdmin):
+class RoleAdmin(ReadOnlyAdminMixin, AdminRoleMixin, admin.ModelAdmin):
     """The roles are fixed (Admin, Auditor) and given to people on the user page."""
 
     list_display = ("name", "people")
@@ -308,19 +315,13 @@ class RoleAdmin(AdminRoleMixin, admin.ModelAdmin):
     def people(self, obj: Group) -> int:
         return obj.people  # type: ignore[attr-defined]  # annotated in get_queryset
 
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 # API tokens ---------------------------------------------------------------------
 @admin.register(ApiToken)
-class ApiTokenAdmin(AdminRoleMixin, admin.ModelAdmin):
+class ApiTokenAdmin(ReadOnlyAdminMixin, AdminRoleMixin, admin.ModelAdmin):
     """Tokens are created by their holders; here admins see them and revoke them."""
 
     show_full_result_count = False
@@ -337,28 +338,13 @@ class ApiTokenAdmin(AdminRoleMixin, admin.ModelAdmin):
     list_filter = ("revoked_at",)
     search_fields = ("name", "=prefix", "user__email")
     list_select_related = ("user",)
-    fields = (
-        "name",
-        "user",
-        "prefix",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "revoked_at",
-        "status",
-    )
+    fields = list_display
     readonly_fields = fields
     actions = ("revoke_tokens",)
 
     @admin.display(description="status")
     def status(self, obj: ApiToken) -> str:
         return tokens.token_status(obj)
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Revoked, never deleted: the list shows which tokens existed and when they ended.

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from access import permissions, tokens
+from access.humanize import humanize
 from access.models import (
     AccessLevel,
     AccessRequest,
@@ -22,7 +23,7 @@ from access.models import (
     User,
     UserGroup,
 )
-from access.services.requests import EffectiveRule, humanize, rule_for
+from access.services.requests import EffectiveRule, rule_for
 
 # A bound against overflow, far above any rule's maximum; the rule then says its own limit.
 MAX_DURATION_SECONDS = int(timedelta(days=3650).total_seconds())

@@ -284,6 +284,8 @@ class GrantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             )
         except grant_service.GrantError as exc:
             raise exceptions.ValidationError({"reason": [str(exc)]}) from exc
+        except DjangoPermissionDenied as exc:
+            raise exceptions.PermissionDenied(str(exc)) from exc
         if not revoked:
             raise Conflict("This access has already ended.")
         return Response(GrantSerializer(self._fresh(grant)).data)

@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from access import drivers, leases, tokens
+from access import drivers, leases, permissions, tokens
 from access.choices import (
     AssignmentState,
     GrantSource,
@@ -33,6 +33,7 @@ from access.choices import (
 )
 from access.leases import LeaseKind
 from access.models import AccessLevel, AccessRequest, Actor, Assignment, Grant, Resource, User
+from access.services.pending_requests import end_pending_request
 from audit.services import record_event
 
 logger = logging.getLogger("access.grants")
@@ -116,38 +117,30 @@ def create_grant(
     is never for the person making it: see ``check_direct_grant``."""
     if request is None:
         check_direct_grant(actor, user)
-    if access_level.resource_id != resource.pk:
-        raise GrantError(
-            f"The access level {access_level.name} belongs to another resource than "
-            f"{resource.name}."
-        )
-    if not user.is_active:
-        raise GrantError(f"{user.email} is deactivated and cannot receive access.")
-    if resource.deleted_at is not None:
-        raise GrantError(f"{resource.name} no longer exists in AWS.")
-    if access_level.deleted_at is not None:
-        raise GrantError(f"The access level {access_level.name} no longer exists.")
+    grant = Grant(
+        user=user,
+        resource=resource,
+        access_level=access_level,
+        source=source,
+        status=GrantStatus.PENDING,
+        starts_at=timezone.now(),
+        expires_at=expires_at,
+        propagation_status=PropagationStatus.IN_PROGRESS,
+        granted_by=actor if getattr(actor, "is_authenticated", False) else None,
+        request=request,
+    )
+    try:
+        # Grant.clean alone: the objects are at hand, so full_clean's lookups of each
+        # foreign key would only cost queries on the approval path.
+        grant.clean()
+    except ValidationError as exc:
+        raise GrantError(" ".join(exc.messages)) from None
     if refusal := not_requestable(resource, access_level):
         raise GrantError(refusal)
-    now = timezone.now()
-    if expires_at is not None and expires_at <= now:
-        raise GrantError("The expiry must be in the future.")
     # No savepoint: what fails in here fails the caller's change with it.
     with transaction.atomic(savepoint=False):
-        assignment_id = _planned_assignment(user, resource, access_level)
-        grant = Grant.objects.create(
-            user=user,
-            resource=resource,
-            access_level=access_level,
-            source=source,
-            status=GrantStatus.PENDING,
-            starts_at=now,
-            expires_at=expires_at,
-            propagation_status=PropagationStatus.IN_PROGRESS,
-            granted_by=actor if getattr(actor, "is_authenticated", False) else None,
-            request=request,
-            assignment_id=assignment_id,
-        )
+        grant.assignment_id = _planned_assignment(user, resource, access_level)
+        grant.save(force_insert=True)
         record_event(
             "grant.created",
             actor=actor,
@@ -194,7 +187,13 @@ def revoke_grant(grant: Grant, *, actor: Actor, reason: str, expired: bool = Fal
     holds the access (or when another current grant still needs the shared assignment).
     Returns False when the grant had already ended. Observed grants (access found in AWS)
     are removed from AWS too: that is what revoking them means. Holders giving up their
-    own access need give no reason; anyone else must."""
+    own access need give no reason; anyone else must.
+
+    Who may revoke is checked here, so pages, the API and the admin cannot differ:
+    ``permissions.can_revoke_grant``, else PermissionDenied. ``actor`` None means the
+    system (expiry, a one-off command)."""
+    if actor is not None and not permissions.can_revoke_grant(actor, grant):
+        raise PermissionDenied("Only the holder, the resource's owners and admins end access.")
     reason = (reason or "").strip()
     if not reason and actor is not None and actor.pk is not None and actor.pk == grant.user_id:
         reason = GIVEN_UP_REASON
@@ -252,15 +251,9 @@ def offboard_user(user: User, *, actor: Actor) -> int:
             if revoke_grant(grant, actor=actor, reason=OFFBOARD_REASON):
                 ended += 1
         for request in AccessRequest.objects.filter(user=user, status=RequestStatus.PENDING):
-            if AccessRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-                status=RequestStatus.CANCELED, decided_at=now, updated_at=now
-            ):
-                record_event(
-                    "request.canceled",
-                    actor=actor,
-                    target=request,
-                    details={"user": user.email, "note": OFFBOARD_REASON},
-                )
+            end_pending_request(
+                request, actor=actor, details={"user": user.email, "note": OFFBOARD_REASON}, now=now
+            )
     return ended
 
 
@@ -272,20 +265,17 @@ def _cancel_pending_extensions(grant: Grant, now: datetime) -> None:
         )
     )
     for request in pending:
-        if AccessRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-            status=RequestStatus.CANCELED, decided_at=now, updated_at=now
-        ):
-            record_event(
-                "request.canceled",
-                target=request,
-                details={
-                    "user": grant.user.email,
-                    "resource": grant.resource.name,
-                    "access_level": grant.access_level.name,
-                    "kind": request.kind,
-                    "note": "The access it would extend has ended.",
-                },
-            )
+        end_pending_request(
+            request,
+            details={
+                "user": grant.user.email,
+                "resource": grant.resource.name,
+                "access_level": grant.access_level.name,
+                "kind": request.kind,
+                "note": "The access it would extend has ended.",
+            },
+            now=now,
+        )
 
 
 def extend_grant(
@@ -857,8 +847,3 @@ def _record_failure(
 def failing_grants() -> Any:
     """Grants whose assignment raised the failing alert (for the admin list filter)."""
     return Grant.objects.filter(status__in=CURRENT_STATUSES, assignment__alerted_at__isnull=False)
-
-
-def validate_expiry(expires_at: datetime | None) -> None:
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationError({"expires_at": "The expiry must be in the future."})

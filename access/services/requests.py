@@ -29,6 +29,7 @@ from access.choices import (
     ReviewerKind,
     StageMode,
 )
+from access.humanize import humanize
 from access.models import (
     AccessLevel,
     AccessRequest,
@@ -41,6 +42,7 @@ from access.models import (
     User,
 )
 from access.services import grants as grant_service
+from access.services.pending_requests import end_pending_request
 from audit.services import record_event
 
 # The durations a request form offers, cut at the rule's maximum.
@@ -74,20 +76,6 @@ class RequestInvalid(Exception):
 
 class DecisionError(Exception):
     """A decision cannot be recorded (already decided, own request, not a reviewer)."""
-
-
-def humanize(value: timedelta | None) -> str:
-    if value is None:
-        return "until revoked"
-    seconds = int(value.total_seconds())
-    if seconds % 86400 == 0:
-        days = seconds // 86400
-        return f"{days} day{'s' if days != 1 else ''}"
-    if seconds % 3600 == 0:
-        hours = seconds // 3600
-        return f"{hours} hour{'s' if hours != 1 else ''}"
-    minutes = max(1, seconds // 60)
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 # Rules ----------------------------------------------------------------------------------------
@@ -159,6 +147,16 @@ class EffectiveRule:
         if self.allow_until_revoked:
             result.append(None)
         return result
+
+    def missing(self, resource: Resource, *, reason: str, ticket: str) -> list[str]:
+        """What a request (or an extension) for ``resource`` lacks that this rule requires:
+        a reason, a ticket reference."""
+        problems = []
+        if self.require_reason and not (reason or "").strip():
+            problems.append(f"Give a reason: {resource.name}'s rule requires one.")
+        if self.require_ticket and not (ticket or "").strip():
+            problems.append(f"Give a ticket reference: {resource.name}'s rule requires one.")
+        return problems
 
     @property
     def default_duration(self) -> timedelta | None:
@@ -445,7 +443,8 @@ def validate_items(
             add(index, refusal)
             continue
         level_pk = _as_int(item.access_level_id)
-        # With the pending request this user already has for it, if any.
+        # With the pending request this user already has for it, if any; looked up among
+        # the resource's own levels: another resource's is not one of them.
         pending = AccessRequest.objects.filter(
             user=user,
             resource=resource,
@@ -454,13 +453,13 @@ def validate_items(
             kind=RequestKind.NEW,
         )
         level = (
-            AccessLevel.objects.filter(pk=level_pk)
+            resource.access_levels.filter(pk=level_pk)
             .annotate(pending_request_id=Subquery(pending.values("pk")[:1]))
             .first()
             if level_pk is not None
             else None
         )
-        if level is None or level.resource_id != resource.pk:
+        if level is None:
             add(index, f"Choose one of {resource.name}'s access levels.")
             continue
         if level.deleted_at is not None:
@@ -494,10 +493,8 @@ def validate_items(
                 f"Access to {resource.name} lasts at most {humanize(rule.max_duration)}; "
                 f"you asked for {humanize(item.duration)}.",
             )
-        if rule.require_reason and not reason.strip():
-            add(index, f"Give a reason: {resource.name}'s rule requires one.")
-        if rule.require_ticket and not ticket.strip():
-            add(index, f"Give a ticket reference: {resource.name}'s rule requires one.")
+        for problem in rule.missing(resource, reason=reason, ticket=ticket):
+            add(index, problem)
         if level.pending_request_id is not None:
             add(
                 index,
@@ -794,13 +791,8 @@ def cancel_request(request: AccessRequest, *, actor: User) -> AccessRequest:
     if not permissions.can_cancel_request(actor, request):
         raise PermissionDenied("Only the requester can cancel this request.")
     with transaction.atomic():
-        changed = AccessRequest.objects.filter(pk=request.pk, status=RequestStatus.PENDING).update(
-            status=RequestStatus.CANCELED, decided_at=timezone.now(), updated_at=timezone.now()
-        )
-        if not changed:
+        if not end_pending_request(request, actor=actor, details=_details(request)):
             raise DecisionError("Only a pending request can be canceled.")
-        request.refresh_from_db()
-        record_event("request.canceled", actor=actor, target=request, details=_details(request))
     return request
 
 
@@ -812,13 +804,12 @@ def expire_pending_requests(now: datetime | None = None) -> int:
         status=RequestStatus.PENDING, pending_until__lte=now
     ).values_list("pk", flat=True)[:500]:
         with transaction.atomic():
-            if AccessRequest.objects.filter(pk=pk, status=RequestStatus.PENDING).update(
-                status=RequestStatus.EXPIRED, decided_at=now, updated_at=now
+            request = AccessRequest.objects.select_related(
+                "user", "requested_by", "resource", "access_level"
+            ).get(pk=pk)
+            if end_pending_request(
+                request, status=RequestStatus.EXPIRED, details=_details(request), now=now
             ):
-                request = AccessRequest.objects.select_related(
-                    "user", "requested_by", "resource", "access_level"
-                ).get(pk=pk)
-                record_event("request.expired", target=request, details=_details(request))
                 notifications.decided(request)
                 expired += 1
     return expired
@@ -869,10 +860,7 @@ def request_extension(
             f"from now; {_left_text(grant)} left, so it can be extended by at most "
             f"{humanize(max_extension(grant, rule.max_duration))}."
         )
-    if rule.require_reason and not (reason or "").strip():
-        problems.append(f"Give a reason: {grant.resource.name}'s rule requires one.")
-    if rule.require_ticket and not (ticket or "").strip():
-        problems.append(f"Give a ticket reference: {grant.resource.name}'s rule requires one.")
+    problems += rule.missing(grant.resource, reason=reason, ticket=ticket)
     if AccessRequest.objects.filter(
         grant=grant, kind=RequestKind.EXTENSION, status=RequestStatus.PENDING
     ).exists():

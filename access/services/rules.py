@@ -16,8 +16,9 @@ from typing import Any
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
-from access import permissions, services
-from access.models import Actor, RequestRule, Resource, User
+from access import permissions
+from access.models import MAX_RULE_STAGES, Actor, RequestRule, Resource, User
+from access.services.change_log import record_created, record_deleted, record_updated, snapshot
 from access.services.requests import applicable_rule
 
 RELATED = ("stages",)
@@ -31,6 +32,52 @@ def join_words(items: list[str]) -> str:
 
 def _label(rule: RequestRule) -> str:
     return f"“{rule.name}”" if rule.name else (f"rule {rule.pk}" if rule.pk else "this rule")
+
+
+def rule_stage_problems(
+    *, allow_requests: bool, auto_approve: bool, orders: list[int], can_relax: bool = True
+) -> list[str]:
+    """What is wrong with a rule's approval stages, as messages for the person editing it
+    (``can_relax``: whether they may tick auto-approve, which the messages then offer).
+
+    A rule that takes requests and does not approve them automatically needs 1 to 3
+    stages numbered 1, 2, 3 in order; an auto-approving rule has none.
+    """
+    if auto_approve:
+        if orders:
+            return [
+                "An auto-approving rule has no approval stages: remove the stages, "
+                "or untick auto-approve."
+            ]
+        return []
+    if not allow_requests:
+        return []
+    if not orders:
+        return [
+            "A rule that is not auto-approved needs at least one approval stage: "
+            "add a stage (who approves, any or all)"
+            + (", or tick auto-approve." if can_relax else ".")
+        ]
+    problems = []
+    if len(orders) > MAX_RULE_STAGES:
+        problems.append(
+            f"A rule has at most {MAX_RULE_STAGES} approval stages; this has {len(orders)}."
+        )
+    duplicates = sorted({o for o in orders if orders.count(o) > 1})
+    if duplicates:
+        problems.append(
+            "Each stage needs its own order; "
+            + ", ".join(str(o) for o in duplicates)
+            + " is used more than once."
+        )
+    expected = list(range(1, len(set(orders)) + 1))
+    if not duplicates and sorted(orders) != expected:
+        problems.append(
+            "Number the stages "
+            + ", ".join(str(o) for o in expected)
+            + f" in order, without gaps; they are numbered {', '.join(str(o) for o in sorted(orders))}."
+        )
+    return problems
 
 
 def rule_change_problems(
@@ -165,7 +212,7 @@ def save_request_rule(form: Any, stages: Any, *, actor: User) -> RequestRule:
         before = None
         if rule.pk is not None:
             original = RequestRule.objects.get(pk=rule.pk)
-            before = services.snapshot(original, related=RELATED)
+            before = snapshot(original, related=RELATED)
         stages_before = _stages(original) if original is not None else []
         check_rule_change(actor, rule.resource, before=original, after=rule)
         rule.full_clean()
@@ -173,11 +220,11 @@ def save_request_rule(form: Any, stages: Any, *, actor: User) -> RequestRule:
         stages.instance = rule
         stages.save()
         check_stage_change(actor, original, before=stages_before, after=rule)
-        after = services.snapshot(rule, related=RELATED)
+        after = snapshot(rule, related=RELATED)
         if before is None:
-            services.record_created(rule, actor=actor, after=after)
+            record_created(rule, actor=actor, after=after)
         else:
-            services.record_updated(rule, actor=actor, before=before, after=after)
+            record_updated(rule, actor=actor, before=before, after=after)
     return rule
 
 
@@ -188,9 +235,9 @@ def delete_request_rule(rule: RequestRule, *, actor: User) -> str:
         _lock(rule.resource)
         original = RequestRule.objects.get(pk=rule.pk)
         check_rule_change(actor, original.resource, before=original, after=None)
-        before = services.snapshot(original, related=RELATED)
+        before = snapshot(original, related=RELATED)
         label, rule_id = str(original), original.pk
         original.delete()
         original.pk = rule_id
-        services.record_deleted(original, actor=actor, before=before, pk=rule_id, label=label)
+        record_deleted(original, actor=actor, before=before, pk=rule_id, label=label)
     return label

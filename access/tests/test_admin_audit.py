@@ -427,24 +427,6 @@ def test_an_admin_grant_is_recorded_with_its_source_and_granter(admin_client, pe
     assert event.details["source"] == "admin"
 
 
-def test_it_refuses_a_grant_whose_level_belongs_to_another_resource(admin_client, personas):
-    other = Resource.objects.create(app=personas.app, type="aws_account", remote_id="2", name="dev")
-    level = AccessLevel.objects.create(resource=other, remote_id="ps", name="Admin")
-    response = post_form(
-        admin_client,
-        add_url(Grant),
-        {
-            "user": str(personas.requester.pk),
-            "resource": str(personas.resource.pk),
-            "access_level": str(level.pk),
-        },
-    )
-    assert response.status_code == 200
-    assert "This access level belongs to another resource." in form_errors(response)
-    assert not Grant.objects.exists()
-    assert not events("grant.created")
-
-
 # Users and roles -----------------------------------------------------------------------
 def test_adding_a_user_with_a_role_records_user_created_then_role_granted(admin_client, personas):
     saved(

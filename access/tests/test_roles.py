@@ -8,9 +8,10 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
-from access import permissions, services
+from access import permissions
 from access.models import Resource
 from access.roles import PROJECT_APPS, sync_role_permissions
+from access.services.roles import RoleChange, set_user_roles
 from audit.models import AuditEvent
 from tests.fixtures import make_user
 
@@ -83,8 +84,8 @@ def test_the_role_decides_not_the_django_permissions(personas):
 
 # set_user_roles --------------------------------------------------------------------------
 def test_set_user_roles_records_each_role_granted_and_revoked(personas):
-    change = services.set_user_roles(personas.auditor, ["admin"], actor=personas.admin)
-    assert change == services.RoleChange(granted=("Admin",), revoked=("Auditor",))
+    change = set_user_roles(personas.auditor, ["admin"], actor=personas.admin)
+    assert change == RoleChange(granted=("Admin",), revoked=("Auditor",))
     assert permissions.is_admin(personas.auditor)
     events = list(AuditEvent.objects.filter(action__startswith="role.").order_by("id"))
     assert [(e.action, e.details["role"], e.actor) for e in events] == [
@@ -95,28 +96,28 @@ def test_set_user_roles_records_each_role_granted_and_revoked(personas):
 
 
 def test_set_user_roles_records_nothing_when_nothing_changes(personas):
-    assert services.set_user_roles(personas.auditor, "Auditor", actor=personas.admin) == (
-        services.RoleChange(granted=(), revoked=())
+    assert set_user_roles(personas.auditor, "Auditor", actor=personas.admin) == (
+        RoleChange(granted=(), revoked=())
     )
     assert not AuditEvent.objects.filter(action__startswith="role.").exists()
 
 
 def test_set_user_roles_refuses_an_unknown_role_and_changes_nothing(personas):
     with pytest.raises(ValidationError, match="Unknown role 'Owner'"):
-        services.set_user_roles(personas.auditor, "Admin, Owner", actor=personas.admin)
+        set_user_roles(personas.auditor, "Admin, Owner", actor=personas.admin)
     assert list(personas.auditor.groups.values_list("name", flat=True)) == ["Auditor"]
 
 
 def test_an_admin_cannot_take_away_their_own_admin_role(personas):
     with pytest.raises(ValidationError, match="You cannot remove your own Admin role"):
-        services.set_user_roles(personas.admin, [], actor=personas.admin)
+        set_user_roles(personas.admin, [], actor=personas.admin)
     assert permissions.is_admin(personas.admin)
     assert not AuditEvent.objects.filter(action="role.revoked").exists()
 
 
 def test_another_admin_can_take_the_admin_role_away(personas):
     other = make_user("second.admin@example.com", roles=("Admin",))
-    services.set_user_roles(personas.admin, [], actor=other)
+    set_user_roles(personas.admin, [], actor=other)
     event = AuditEvent.objects.get(action="role.revoked")
     assert (event.actor, event.target_id) == (other, str(personas.admin.pk))
     personas.admin.refresh_from_db()

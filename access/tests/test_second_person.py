@@ -40,7 +40,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from access import services
 from access.choices import (
     Decision,
     ExtensionPolicy,
@@ -63,6 +62,7 @@ from access.permissions import ADMIN_ROLE
 from access.services import grants as grant_service
 from access.services import requests as request_service
 from access.services import rules as rule_service
+from access.services.owners import add_owner, remove_owner
 from access.services.requests import applicable_rule
 from audit.models import AuditEvent
 from tests.fixtures import make_user
@@ -392,15 +392,15 @@ class SecondPersonMachine(RuleBasedStateMachine):
         if group:
             existing = Owner.objects.filter(resource=self.resource, group=self.groups["ops"])
             if existing.exists():
-                services.remove_owner(existing.get(), actor=self.admin)
+                remove_owner(existing.get(), actor=self.admin)
             else:
-                services.add_owner(self.resource, group=self.groups["ops"], actor=self.admin)
+                add_owner(self.resource, group=self.groups["ops"], actor=self.admin)
             return
         existing = Owner.objects.filter(resource=self.resource, user=user)
         if existing.exists():
-            services.remove_owner(existing.get(), actor=self.admin)
+            remove_owner(existing.get(), actor=self.admin)
         else:
-            services.add_owner(self.resource, user=user, actor=self.admin)
+            add_owner(self.resource, user=user, actor=self.admin)
 
     @precondition(lambda self: self.configured)
     @rule(level=st.sampled_from((0, 1)))

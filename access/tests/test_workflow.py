@@ -16,6 +16,7 @@ from access.choices import (
 )
 from access.models import AccessLevel, AccessRequest, Grant, RequestRule, UserGroup
 from access.services import requests as svc
+from access.services.owners import remove_owner
 from audit.models import AuditEvent
 from tests.fixtures import make_user
 
@@ -218,15 +219,11 @@ def test_cancel_is_for_the_requester(personas, level):
 
 # Reviewers are fixed when a stage starts, and must still qualify when they decide ------------
 def test_a_removed_owner_can_no_longer_approve_a_request_of_their_stage(personas, level):
-    from access import services
-
     second = make_user("sam.second@example.com")
     personas.resource.owners.create(user=second)
     request = ask(personas, level)
     assert personas.approver.pk in request.stage_reviewers
-    services.remove_owner(
-        personas.resource.owners.get(user=personas.approver), actor=personas.admin
-    )
+    remove_owner(personas.resource.owners.get(user=personas.approver), actor=personas.admin)
     assert not svc.can_decide(personas.approver, request)
     with pytest.raises(svc.DecisionError, match="neither an owner of prod nor an admin"):
         svc.decide(request, reviewer=personas.approver, approve=True)
@@ -260,14 +257,12 @@ def test_a_former_manager_cannot_approve_and_the_new_one_was_not_asked(personas,
 
 
 def test_an_all_stage_does_not_wait_for_an_owner_removed_since(personas, level):
-    from access import services
-
     second = make_user("sam.second@example.com")
     personas.resource.owners.create(user=second)
     rule(personas, (ReviewerKind.OWNERS, StageMode.ALL))
     request = ask(personas, level)
     assert set(request.stage_reviewers) == {personas.approver.pk, second.pk}
-    services.remove_owner(personas.resource.owners.get(user=second), actor=personas.admin)
+    remove_owner(personas.resource.owners.get(user=second), actor=personas.admin)
     svc.decide(request, reviewer=personas.approver, approve=True)
     request.refresh_from_db()
     assert request.status == RequestStatus.APPROVED

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.core.exceptions import PermissionDenied
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -28,6 +29,7 @@ from access.services import grants as grant_service
 from access.services import requests as request_service
 from access.tests.test_admin_grants import FakeProvider
 from access.tests.test_pages_rules import rule_data
+from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -113,6 +115,31 @@ def test_an_extension_judged_on_an_old_copy_of_the_grant_still_stops_at_the_maxi
             )
         made.refresh_from_db()
         assert made.expires_at == timezone.now() + timedelta(days=1)
+
+
+# Who may revoke is the service's rule, whichever page, endpoint or action calls it
+@pytest.mark.parametrize("who", ["outsider", "manager", "auditor"])
+def test_revoking_someone_elses_grant_is_refused_by_the_service_itself(
+    personas, level, provider, django_capture_on_commit_callbacks, who
+):
+    made = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    with pytest.raises(PermissionDenied, match="Only the holder"):
+        grant_service.revoke_grant(made, actor=getattr(personas, who), reason="not mine")
+    made.refresh_from_db()
+    assert made.status == GrantStatus.ACTIVE and made.assignment_id in provider.held
+    assert not AuditEvent.objects.filter(action="grant.revoked").exists()
+    # The holder gives it up, and the system (expiry, actor None) may end it too.
+    assert grant_service.revoke_grant(made, actor=personas.requester, reason="")
+
+
+def test_the_system_revokes_without_an_actor(
+    personas, level, provider, django_capture_on_commit_callbacks
+):
+    made = direct_grant(personas, level, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert grant_service.revoke_grant(made, actor=None, reason="Offboarded by a script")
+    made.refresh_from_db()
+    assert made.status == GrantStatus.REVOKED and made.assignment_id not in provider.held
 
 
 # A change that meets a busy assignment is planned again, never dropped
@@ -292,7 +319,6 @@ def test_deactivating_a_user_in_the_admin_revokes_their_access_and_cancels_their
 ):
     from access.tests.test_admin import change_url
     from access.tests.test_admin_audit import post_form, saved
-    from audit.models import AuditEvent
 
     made = direct_grant(personas, level, django_capture_on_commit_callbacks)
     other = AccessLevel.objects.create(resource=personas.resource, remote_id="ps-2", name="Admin")

@@ -10,8 +10,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from access.humanize import humanize
 from access.models import AccessRequest
-from access.services.requests import humanize
+from config.parsing import positive_int
 
 UNTIL_REVOKED = "until"
 
@@ -44,9 +45,8 @@ def parse_duration(raw: str | None) -> tuple[timedelta | None, bool]:
     raw = (raw or "").strip()
     if raw == UNTIL_REVOKED:
         return None, True
-    if raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**9:
-        return timedelta(seconds=int(raw)), True
-    return None, False
+    seconds = positive_int(raw, below=10**9)
+    return (timedelta(seconds=seconds), True) if seconds is not None else (None, False)
 
 
 def duration_options(
@@ -72,7 +72,5 @@ def safe_next(request: HttpRequest, default: str) -> str:
 
 
 def int_or_none(raw: Any) -> int | None:
-    raw = str(raw or "").strip()
-    if raw.isascii() and raw.isdigit() and 0 < int(raw) < 2**63:
-        return int(raw)
-    return None
+    """An id from a form or query string, or None."""
+    return positive_int(raw)

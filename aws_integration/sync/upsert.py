@@ -36,8 +36,8 @@ from django.utils import timezone
 
 from access.choices import GrantSource, GrantStatus, PropagationStatus, ResourceType
 from access.models import AccessLevel, Grant, Resource, User
-from access.services import action_prefix
 from access.services import grants as grant_service
+from access.services.change_log import action_prefix
 from audit.services import PendingEvent, record_event, record_events
 from aws_integration import setup_policies, trust_policy_editor
 from aws_integration.models import (

@@ -13,6 +13,7 @@ import pytest
 
 from access.choices import GrantSource, GrantStatus, PropagationStatus, ResourceType
 from access.models import Grant, Resource, User
+from access.permissions import ADMIN_ROLE
 from access.services.grants import create_grant, revoke_grant
 from audit.models import AuditEvent
 from aws_integration import setup_policies, trust_policy_editor
@@ -361,7 +362,7 @@ def test_a_subject_put_back_after_its_grant_was_revoked_is_removed_again(
     app, account_id, role, ada, settings, django_capture_on_commit_callbacks
 ):
     settings.TASKS_INLINE = True
-    admin = make_user("admin@example.com")
+    admin = make_user("admin@example.com", roles=(ADMIN_ROLE,))
     sync(app, account_id=account_id)
     row = role_row(app, role)
     with django_capture_on_commit_callbacks(execute=True):
