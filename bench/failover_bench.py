@@ -192,6 +192,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
     from access.choices import GrantStatus
     from access.models import Grant
     from access.services import requests
+    from audit.models import AuditEvent
 
     approver, users, groups = prepare(seeded)
     user_ids = seeded["users"]
@@ -307,6 +308,22 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
 
     takeover = taken_at[0] - killed_at if taken_at else float("nan")
     lags = [i.gone_at - i.expires_at for i in tracked.values() if i.gone_at is not None]
+    before = [
+        i.gone_at - i.expires_at for i in tracked.values() if i.gone_at and i.expires_at < killed_at
+    ]
+    after = [
+        i.gone_at - i.expires_at
+        for i in tracked.values()
+        if i.gone_at and i.expires_at >= killed_at
+    ]
+    slow = sorted(
+        (round(i.expires_at - killed_at, 1), round(i.gone_at - i.expires_at, 1))
+        for i in tracked.values()
+        if i.gone_at and i.gone_at - i.expires_at > TARGETS["revoke_lag_p99"]
+    )
+    if slow:
+        say(f"  revokes later than the target, (expiry - kill, lag) in s: {slow[:20]}")
+    failed_removals = AuditEvent.objects.filter(action="grant.remove_failed").count()
     left = sum(1 for (user_id, group_id) in tracked if user_id in final[group_id][0])
     not_ended = Grant.objects.exclude(status=GrantStatus.REVOKED).count()
     after_kill = sum(1 for end in ends.values() if end >= killed_at)
@@ -324,6 +341,9 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
         ("revoke_lag_p50", f"{percentile(lags, 0.50):.2f}", "s"),
         ("revoke_lag_p99", f"{percentile(lags, 0.99):.2f}", "s"),
         ("revoke_lag_max", f"{max(lags, default=float('nan')):.2f}", "s"),
+        ("revoke_lag_p99_before_kill", f"{percentile(before, 0.99):.2f}", "s"),
+        ("revoke_lag_p99_after_kill", f"{percentile(after, 0.99):.2f}", "s"),
+        ("failed_removals", failed_removals, ""),
         ("grants_not_revoked", not_ended, ""),
         ("left_granted", left, ""),
     ]
