@@ -29,6 +29,12 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def print_figures(figures: list[tuple[str, Any, str]]) -> None:
+    """The figures on stdout, one a line as ``name: value unit``."""
+    for name, value, unit in figures:
+        print(f"{name}: {value} {unit}".rstrip())
+
+
 def setup_django() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

@@ -52,16 +52,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Run as a script: bench/ is on the path.
-from benchkit import STANDIN_ENV, say, setup_django, start_standin
+from benchkit import STANDIN_ENV, print_figures, say, setup_django, start_standin
 from grants_bench import (
-    Tracked,
     Watcher,
     create_database,
     percentile,
+    population_args,
     prepare,
     seed_size,
     start_cluster,
     stop_cluster,
+    tracked_pairs,
+    wait_for_revokes,
 )
 
 TARGETS = {"takeover_s": 2.0, "survivor_stop_s": 2.0, "revoke_lag_p99": 5.0, "left_granted": 0}
@@ -70,25 +72,11 @@ LEASE_POLL = 0.02  # seconds between two reads of the engine lease
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=100, help="Identity Center users (100)")
-    parser.add_argument("--groups", type=int, default=10, help="Identity Center groups (10)")
-    parser.add_argument(
-        "--spread", type=float, default=60.0, help="seconds the expiries spread over (60)"
-    )
-    parser.add_argument(
-        "--lead",
-        type=float,
-        default=5.0,
-        help="seconds from bringing the ends forward to the first expiry (5)",
-    )
-    parser.add_argument(
-        "--q-workers", type=int, default=2, help="task workers per cluster (Q_WORKERS, 2)"
-    )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=60.0,
-        help="seconds to wait after the last expiry for the last revokes (60)",
+    population_args(
+        parser,
+        lead=5.0,
+        lead_help="seconds from bringing the ends forward to the first expiry",
+        settle=60.0,
     )
     parser.add_argument(
         "--database-url",
@@ -196,10 +184,8 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
 
     approver, users, groups = prepare(seeded)
     user_ids = seeded["users"]
-    pairs = [(user, group) for user in users for group in groups]
+    pairs, tracked = tracked_pairs(seeded, users, groups)
     total = len(pairs)
-    tracked = {(user_ids[u.email], g.remote_id): Tracked() for u, g in pairs}
-    say(f"Synced: {len(users)} users, {len(groups)} groups; {total} grants to make.")
 
     broker = {"REDIS_URL": args.redis_url}
     clusters = [
@@ -284,14 +270,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
         lease_thread.join(timeout=65)
         connection.close()  # the thread's connection is its own; this one idles until the end
 
-        last_end = max(ends.values())
-        deadline = last_end + args.settle
-        while time.time() < deadline:
-            with watcher.lock:
-                done = all(item.gone_at is not None for item in tracked.values())
-            if done and time.time() > last_end + 3:
-                break
-            time.sleep(0.5)
+        wait_for_revokes(watcher, tracked, max(ends.values()), args.settle)
         watcher.stop()
         final = watcher.snapshot()
         # How long the survivor takes to stop on SIGTERM (its loops release their leases).
@@ -347,8 +326,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
         ("grants_not_revoked", not_ended, ""),
         ("left_granted", left, ""),
     ]
-    for name, value, unit in figures:
-        print(f"{name}: {value} {unit}".rstrip())
+    print_figures(figures)
 
     missed = []
     if not takeover <= TARGETS["takeover_s"]:

@@ -64,43 +64,50 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 # Run as a script: bench/ is on the path.
-from benchkit import ROOT, STANDIN_ENV, say, setup_django, start_standin
+from benchkit import ROOT, STANDIN_ENV, print_figures, say, setup_django, start_standin
 
 TARGETS = {"approval_to_applied_p99": 5.0, "revoke_lag_p99": 10.0}
 APPROVER_EMAIL = "owner.of.groups@corp.example"
 WATCH_PAUSE = 0.25  # seconds between two listings of every group
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def population_args(
+    parser: argparse.ArgumentParser, *, lead: float, lead_help: str, settle: float
+) -> None:
+    """The options the grants and failover benchmarks share: who, how many, and when."""
     parser.add_argument("--users", type=int, default=100, help="Identity Center users (100)")
     parser.add_argument("--groups", type=int, default=10, help="Identity Center groups (10)")
     parser.add_argument(
         "--spread", type=float, default=60.0, help="seconds the expiries spread over (60)"
     )
+    parser.add_argument("--lead", type=float, default=lead, help=f"{lead_help} ({lead:.0f})")
     parser.add_argument(
-        "--lead",
+        "--q-workers",
+        type=int,
+        default=int(os.environ.get("Q_WORKERS") or 2),
+        help="task workers per cluster (Q_WORKERS, else 2 as the settings default)",
+    )
+    parser.add_argument(
+        "--settle",
         type=float,
-        default=30.0,
-        help="seconds from the first approval to the first expiry (30)",
+        default=settle,
+        help=f"seconds to wait after the last expiry for the last revokes ({settle:.0f})",
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    population_args(
+        parser,
+        lead=30.0,
+        lead_help="seconds from the first approval to the first expiry",
+        settle=150.0,
     )
     parser.add_argument(
         "--first-expiry",
         type=float,
         default=5.0,
         help="the shortest duration, in seconds (5)",
-    )
-    parser.add_argument(
-        "--q-workers",
-        type=int,
-        default=int(os.environ.get("Q_WORKERS") or 4),
-        help="task cluster workers (Q_WORKERS, else 4 as the settings default)",
-    )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=150.0,
-        help="seconds to wait after the last expiry for the last revokes (150)",
     )
     parser.add_argument(
         "--database-url",
@@ -199,7 +206,7 @@ def stop_cluster(cluster: subprocess.Popen[bytes]) -> None:
     try:
         cluster.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        os.killpg(cluster.pid, signal.SIGKILL)  # a timer run still looping: not waited for
+        os.killpg(cluster.pid, signal.SIGKILL)  # a worker still busy: not waited for
         cluster.wait(timeout=15)
 
 
@@ -352,6 +359,31 @@ def prepare(seeded: dict[str, Any]) -> tuple[Any, list[Any], list[Any]]:
     return approver, users, groups
 
 
+def tracked_pairs(
+    seeded: dict[str, Any], users: list[Any], groups: list[Any]
+) -> tuple[list[tuple[Any, Any]], dict[tuple[str, str], Tracked]]:
+    """Every (user, group) to grant, and what is tracked of each, keyed by the Identity
+    Center user and group ids the watcher sees."""
+    user_ids = seeded["users"]
+    pairs = [(user, group) for user in users for group in groups]
+    tracked = {(user_ids[u.email], g.remote_id): Tracked() for u, g in pairs}
+    say(f"Synced: {len(users)} users, {len(groups)} groups; {len(pairs)} grants to make.")
+    return pairs, tracked
+
+
+def wait_for_revokes(
+    watcher: Watcher, tracked: dict[Any, Tracked], last_end: float, settle: float
+) -> None:
+    """Until AWS no longer holds any tracked membership (from 3 s after the last end), or
+    ``settle`` seconds after the last end."""
+    while time.time() < last_end + settle:
+        with watcher.lock:
+            done = all(item.gone_at is not None for item in tracked.values())
+        if done and time.time() > last_end + 3:
+            return
+        time.sleep(0.5)
+
+
 def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str) -> int:
     from django.db import connection, transaction
     from django.utils import timezone
@@ -362,10 +394,8 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
 
     approver, users, groups = prepare(seeded)
     user_ids = seeded["users"]
-    pairs = [(user, group) for user in users for group in groups]
+    pairs, tracked = tracked_pairs(seeded, users, groups)
     total = len(pairs)
-    tracked = {(user_ids[u.email], g.remote_id): Tracked() for u, g in pairs}
-    say(f"Synced: {len(users)} users, {len(groups)} groups; {total} grants to make.")
 
     cluster = start_cluster(database_url, seeded["url"], args.q_workers)
     watcher = Watcher(seeded, tracked)
@@ -400,14 +430,9 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
                 item.expires_at = grant.expires_at.timestamp()
         approvals_wall = time.time() - first
         say(f"  approved in {approvals_wall:.1f} s; waiting for the expiries and revokes...")
-        last_expiry = max(item.expires_at for item in tracked.values())
-        deadline = last_expiry + args.settle
-        while time.time() < deadline:
-            with watcher.lock:
-                done = all(item.gone_at is not None for item in tracked.values())
-            if done and time.time() > last_expiry + 3:
-                break
-            time.sleep(0.5)
+        wait_for_revokes(
+            watcher, tracked, max(item.expires_at for item in tracked.values()), args.settle
+        )
         watcher.stop()
         final = watcher.snapshot()
     finally:
@@ -444,8 +469,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
         ("grants_not_revoked", not_ended, ""),
         ("left_granted_after_expiry", left, ""),
     ]
-    for name, value, unit in figures:
-        print(f"{name}: {value} {unit}".rstrip())
+    print_figures(figures)
 
     missed = []
     if never_seen or not percentile(applied, 0.99) <= TARGETS["approval_to_applied_p99"]:

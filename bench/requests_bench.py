@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 # Run as a script: bench/ is on the path.
-from benchkit import say, setup_django
+from benchkit import print_figures, say, setup_django
 
 TARGET_P50_MS = {"sqlite": 10.0, "postgres": 15.0}
 TARGET_QUERIES = 20
@@ -259,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         ("queries_per_cycle", f"{worst_queries:.1f}", ""),
         ("new_connections_per_cycle", f"{worst_connections:.2f}", ""),
     ]
-    for name, value, unit in figures:
-        print(f"{name}: {value} {unit}".rstrip())
+    print_figures(figures)
 
     missed = [
         f"cycle_p50_{database}"

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script: bench/ is on the path.
-from benchkit import STANDIN_ENV, say, setup_django, start_standin
+from benchkit import STANDIN_ENV, print_figures, say, setup_django, start_standin
 
 TARGET_RATIO = {"sqlite": 1.5, "postgresql": 1.3}
 WRITE = re.compile(
@@ -495,8 +495,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], vendor: str) -> in
         ("resync_queries", counter.queries, "queries"),
         ("peak_rss", f"{peak_rss_mb():.0f}", "MB"),
     ]
-    for name, value, unit in figures:
-        print(f"{name}: {value} {unit}".rstrip())
+    print_figures(figures)
     if rows_written:
         say(f"    rows written by the resync, per table: {dict(counter.rows)}")
         for statement in counter.writes[:5]:
