@@ -91,8 +91,18 @@ class Decision(models.TextChoices):
     DENIED = "denied", "Denied"
 
 
-class AssignmentState(models.TextChoices):
+class AssignmentStatus(models.TextChoices):
+    """Where an assignment's lifecycle stands: what the grant engine has done in AWS, or
+    what it still has to do there. Only the transitions on ``Assignment`` move it."""
+
     ABSENT = "absent", "Not in AWS"
-    PRESENT = "present", "In AWS"
-    WAITING = "waiting", "Waiting for the user's first sign-in"
-    FAILED = "failed", "Failing"
+    APPLIED = "applied", "In AWS"
+    # In AWS, to be applied again: a re-apply was asked for (an OU's accounts changed, the
+    # user's subject was cleared) or an apply over what AWS holds failed and is retried.
+    REAPPLY = "reapply", "In AWS, to apply again"
+    WAITING_FOR_USER = "waiting_for_user", "Waiting for the user's first sign-in"
+    FAILING = "failing", "Failing"
+
+
+# The statuses in which AWS holds the assignment.
+ASSIGNMENT_IN_AWS = (AssignmentStatus.APPLIED, AssignmentStatus.REAPPLY)

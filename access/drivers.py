@@ -39,7 +39,7 @@ class SubjectUnknown(DriverError):
 
 @dataclass
 class Outcome:
-    """What a driver did. ``state`` replaces Assignment.state (the driver's own notes, e.g.
+    """What a driver did. ``state`` replaces Assignment.driver_state (the driver's own notes, e.g.
     the managed role it created or the accounts below an OU it assigned); ``note`` is a
     one-line summary for the audit log."""
 

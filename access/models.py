@@ -15,7 +15,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from access.choices import (
-    AssignmentState,
+    ASSIGNMENT_IN_AWS,
+    AssignmentStatus,
     Decision,
     ExtensionPolicy,
     GrantSource,
@@ -30,7 +31,12 @@ from access.choices import (
     RiskSensitivity,
     StageMode,
 )
-from access.querysets import AccessRequestQuerySet, GrantQuerySet, ResourceQuerySet
+from access.querysets import (
+    AccessRequestQuerySet,
+    AssignmentQuerySet,
+    GrantQuerySet,
+    ResourceQuerySet,
+)
 
 EXPIRY_IN_THE_PAST = "The expiry must be in the future."
 
@@ -431,16 +437,20 @@ class Grant(models.Model):
 
 class Assignment(models.Model):
     """The provider-side thing a grant materialises as: one (user, resource, access level),
-    shared by overlapping grants and removed only when the last of them ends. Its ``state``
-    is what Portcullis last made true in AWS; the grants pointing at it say what should be."""
+    shared by overlapping grants and removed only when the last of them ends. Its ``status``
+    is where its lifecycle stands: what Portcullis last made true in AWS, or what it still
+    has to do there; the grants pointing at it say what should be.
+
+    The status moves only through the transitions below (``mark_*``, ``request_reapply``),
+    each writing the status and the columns that go with it in one statement."""
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="assignments")
     resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="assignments")
     access_level = models.ForeignKey(
         AccessLevel, on_delete=models.CASCADE, related_name="assignments"
     )
-    state = models.CharField(
-        max_length=16, choices=AssignmentState.choices, default=AssignmentState.ABSENT
+    status = models.CharField(
+        max_length=20, choices=AssignmentStatus.choices, default=AssignmentStatus.ABSENT
     )
     driver_state = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(
@@ -451,15 +461,12 @@ class Assignment(models.Model):
     alerted_at = models.DateTimeField(
         null=True, blank=True, help_text="When the failing alert was raised (cleared on success)."
     )
-    reapply_requested = models.BooleanField(
-        default=False,
-        help_text="Apply again even though AWS holds it (an OU's accounts changed); cleared "
-        "once applied.",
-    )
     applied_at = models.DateTimeField(null=True, blank=True)
     removed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AssignmentQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated_at", "-id"]
@@ -471,6 +478,82 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} → {self.resource.name} ({self.access_level.name})"
+
+    @property
+    def in_aws(self) -> bool:
+        return self.status in ASSIGNMENT_IN_AWS
+
+    # Transitions. The engine writes with update(), not save(): other processes plan the
+    # assignment (next_attempt_at) or ask for a re-apply while a driver call runs, and a
+    # save() of the whole row would overwrite what they wrote.
+    def _move(self, **fields: Any) -> None:
+        Assignment.objects.filter(pk=self.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    @staticmethod
+    def _succeeded(now: datetime) -> dict[str, Any]:
+        return {"attempts": 0, "last_error": "", "alerted_at": None, "updated_at": now}
+
+    def mark_applied(self, now: datetime, driver_state: dict[str, Any] | None) -> None:
+        """The driver made AWS hold it (a first apply, a re-apply or a retry)."""
+        fields = {"status": AssignmentStatus.APPLIED, "applied_at": now, **self._succeeded(now)}
+        if driver_state is not None:
+            fields["driver_state"] = driver_state
+        self._move(**fields)
+
+    def mark_kept(self, now: datetime) -> None:
+        """AWS holds it and another grant still needs it: nothing was called, the status
+        stays (a re-apply asked for meanwhile is kept); a past failure is over."""
+        self._move(**self._succeeded(now))
+
+    def mark_removed(self, now: datetime, driver_state: dict[str, Any] | None) -> None:
+        """AWS no longer holds it (removed, or never applied)."""
+        fields = {"status": AssignmentStatus.ABSENT, "removed_at": now, **self._succeeded(now)}
+        if driver_state is not None:
+            fields["driver_state"] = driver_state
+        self._move(**fields)
+
+    def mark_waiting(self, now: datetime, message: str) -> None:
+        """The provider cannot name the user yet (no OIDC subject): nothing is planned until
+        the user signs in (``retry_waiting_for_subject``)."""
+        self._move(
+            status=AssignmentStatus.WAITING_FOR_USER,
+            last_error=message,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+
+    def mark_failed(
+        self, now: datetime, *, operation: str, error: str, retry_at: datetime, alert: bool
+    ) -> None:
+        """A driver call failed: count it and plan the retry. A failed apply over what AWS
+        holds leaves it held, to be applied again; anything else is failing."""
+        fields: dict[str, Any] = {
+            "status": (
+                AssignmentStatus.REAPPLY
+                if operation == "apply" and self.in_aws
+                else AssignmentStatus.FAILING
+            ),
+            "attempts": self.attempts + 1,
+            "last_error": error[:4000],
+            "next_attempt_at": retry_at,
+            "updated_at": now,
+        }
+        if alert:
+            fields["alerted_at"] = now
+        self._move(**fields)
+
+    def mark_found_in_aws(self, now: datetime) -> None:
+        """AWS was seen holding it (an observed grant, or sync finding a revoked one back)."""
+        self._move(status=AssignmentStatus.APPLIED, updated_at=now)
+
+    def unplan(self) -> None:
+        """Clears the planned attempt this instance read; a plan made since stays."""
+        if self.next_attempt_at is not None:
+            Assignment.objects.filter(pk=self.pk, next_attempt_at=self.next_attempt_at).update(
+                next_attempt_at=None
+            )
 
 
 class AccessRequest(models.Model):

@@ -9,10 +9,10 @@ from django.db.models import Exists, OuterRef, Q, TextField
 from django.db.models.functions import Cast
 
 from access import permissions
-from access.choices import GrantStatus, RequestStatus
+from access.choices import ASSIGNMENT_IN_AWS, AssignmentStatus, GrantStatus, RequestStatus
 
 if TYPE_CHECKING:
-    from access.models import AccessRequest, AnyUser, Grant, Resource, User  # noqa: F401
+    from access.models import AccessRequest, AnyUser, Assignment, Grant, Resource, User  # noqa: F401
 
 
 class ResourceQuerySet(models.QuerySet["Resource"]):
@@ -28,6 +28,13 @@ class ResourceQuerySet(models.QuerySet["Resource"]):
         if permissions.is_admin(user) or permissions.is_auditor(user):
             return self
         return self.live()
+
+
+class AssignmentQuerySet(models.QuerySet["Assignment"]):
+    def request_reapply(self) -> int:
+        """Asks for a fresh apply of those AWS holds (the one transition taken on several
+        rows at once, outside any assignment's lease). Returns how many."""
+        return self.filter(status__in=ASSIGNMENT_IN_AWS).update(status=AssignmentStatus.REAPPLY)
 
 
 class GrantQuerySet(models.QuerySet["Grant"]):

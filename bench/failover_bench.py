@@ -169,7 +169,7 @@ def states() -> str:
     from access.models import Assignment, Grant
 
     grants = Grant.objects.values_list("status", "propagation_status").annotate(n=Count("id"))
-    assignments = Assignment.objects.values_list("state").annotate(n=Count("id"))
+    assignments = Assignment.objects.values_list("status").annotate(n=Count("id"))
     errors = Assignment.objects.exclude(last_error="").values_list("last_error", flat=True)[:3]
     return f"grants {sorted(grants)}, assignments {sorted(assignments)}, errors {list(errors)}"
 

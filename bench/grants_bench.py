@@ -388,7 +388,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from access.choices import AssignmentState, GrantStatus
+    from access.choices import AssignmentStatus, GrantStatus
     from access.models import Assignment, Grant
     from access.services import requests
 
@@ -448,7 +448,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
     expiry_window = max(expiries) - min(expiries)  # from the first expiry to the last
     left = sum(1 for (user_id, group_id) in tracked if user_id in final[group_id][0])
     not_ended = Grant.objects.exclude(status=GrantStatus.REVOKED).count()
-    failed = Assignment.objects.filter(state=AssignmentState.FAILED).count()
+    failed = Assignment.objects.filter(status=AssignmentStatus.FAILING).count()
     now = timezone.now()
     say(f"  at the end: {not_ended} grants not revoked, {failed} failed assignments ({now:%X})")
     rounds = watcher.rounds or [float("nan")]

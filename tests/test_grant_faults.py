@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from access import drivers, engine
 from access.choices import (
-    AssignmentState,
+    AssignmentStatus,
     GrantSource,
     GrantStatus,
     PropagationStatus,
@@ -176,7 +176,7 @@ def test_grants_and_revokes_complete_while_aws_throttles_and_fails_a_share_of_ca
     )
     for _, group, user_id in pairs:
         assert user_id not in members(store, org, group.remote_id)
-    assert not Assignment.objects.exclude(state=AssignmentState.ABSENT).exists()
+    assert not Assignment.objects.exclude(status=AssignmentStatus.ABSENT).exists()
 
     # The faults did happen: most retried by botocore, some by the backoff.
     faults = aws_faults_kept.faults()

@@ -27,6 +27,7 @@ from botocore.stub import Stubber
 from django.db.models import Q
 
 from access.choices import (
+    AssignmentStatus,
     GrantSource,
     GrantStatus,
     PropagationStatus,
@@ -623,7 +624,7 @@ def test_an_account_that_joins_an_ou_gets_the_ous_grant_at_the_next_sync(
 
     assert accounts_holding(org, ada_id(org), arn) == {production.account_id, sandbox.account_id}
     grant.assignment.refresh_from_db()
-    assert not grant.assignment.reapply_requested
+    assert grant.assignment.status == AssignmentStatus.APPLIED
 
     expire(grant, django_capture_on_commit_callbacks)
     assert accounts_holding(org, ada_id(org), arn) == set()

@@ -58,14 +58,14 @@ class AssignmentAdmin(HistoryAdminMixin, ReadOnlyAdminMixin, AdminRoleMixin, adm
         "user",
         "resource",
         "access_level",
-        "state",
+        "status",
         "attempts",
         "next_attempt_at",
         "alerted_at",
         "last_error_preview",
         "updated_at",
     )
-    list_filter = ("state", FailingAssignmentFilter, "resource__type")
+    list_filter = ("status", FailingAssignmentFilter, "resource__type")
     search_fields = ("user__email", "resource__name", "=resource__remote_id", "access_level__name")
     search_help_text = "User email, resource name or access level (contains), remote id (exact)."
     list_select_related = ("user", "resource", "access_level")
@@ -73,7 +73,7 @@ class AssignmentAdmin(HistoryAdminMixin, ReadOnlyAdminMixin, AdminRoleMixin, adm
         "user",
         "resource",
         "access_level",
-        "state",
+        "status",
         "attempts",
         "next_attempt_at",
         "alerted_at",

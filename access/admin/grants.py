@@ -223,7 +223,7 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
 
     @admin.display(description="state in AWS")
     def assignment_state(self, obj: Grant) -> str:
-        return obj.assignment.get_state_display() if obj.assignment else "-"
+        return obj.assignment.get_status_display() if obj.assignment else "-"
 
     @admin.display(description="failed attempts in a row")
     def assignment_attempts(self, obj: Grant) -> Any:

@@ -24,7 +24,8 @@ from django.utils import timezone
 
 from access import drivers, leases, permissions, tokens
 from access.choices import (
-    AssignmentState,
+    ASSIGNMENT_IN_AWS,
+    AssignmentStatus,
     GrantSource,
     GrantStatus,
     PropagationStatus,
@@ -217,9 +218,12 @@ def revoke_grant(grant: Grant, *, actor: Actor, reason: str, expired: bool = Fal
         grant = _load(grant.pk)
         if grant.assignment_id is None:
             assignment = _assignment_for(grant.user, grant.resource, grant.access_level)
-            if assignment.state == AssignmentState.ABSENT and grant.source == GrantSource.OBSERVED:
+            if (
+                assignment.status == AssignmentStatus.ABSENT
+                and grant.source == GrantSource.OBSERVED
+            ):
                 # Found in AWS, so it is there until removed.
-                Assignment.objects.filter(pk=assignment.pk).update(state=AssignmentState.PRESENT)
+                assignment.mark_found_in_aws(now)
             Grant.objects.filter(pk=grant.pk).update(assignment=assignment)
             grant.assignment = assignment
         assert grant.assignment_id is not None  # found or made just above
@@ -425,7 +429,7 @@ def retry_now(grants: list[Grant], *, actor: Actor) -> int:
                 details=grant_details(
                     grant,
                     assignment_id=grant.assignment_id,
-                    state=assignment.state,
+                    state=assignment.status,
                     attempts=assignment.attempts,
                     last_error=assignment.last_error,
                 ),
@@ -445,7 +449,7 @@ def requeue_stalled(now: datetime | None = None, limit: int = 500) -> int:
             next_attempt_at__isnull=True,
             updated_at__lte=now - STALL_AFTER,
         )
-        .exclude(state=AssignmentState.WAITING, grants__status=GrantStatus.PENDING)
+        .exclude(status=AssignmentStatus.WAITING_FOR_USER, grants__status=GrantStatus.PENDING)
         .values_list("pk", flat=True)
         .distinct()[:limit]
     )
@@ -459,7 +463,7 @@ def requeue_stalled(now: datetime | None = None, limit: int = 500) -> int:
 def retry_waiting_for_subject(user: User) -> int:
     """The user's OIDC subject became known: apply their grants that waited for it."""
     pks = list(
-        Assignment.objects.filter(user=user, state=AssignmentState.WAITING).values_list(
+        Assignment.objects.filter(user=user, status=AssignmentStatus.WAITING_FOR_USER).values_list(
             "pk", flat=True
         )
     )
@@ -475,16 +479,19 @@ class ReconcileResult:
 
 
 def _work_left(assignment: Assignment) -> bool:
+    """Whether the grants ask for more than the status says was done: a removal always; a
+    new grant unless it waits for the user; an active one unless AWS holds it; none at all
+    unless AWS is clear of it."""
     statuses = set(
         assignment.grants.filter(status__in=CURRENT_STATUSES).values_list("status", flat=True)
     )
     if GrantStatus.REVOKING in statuses:
         return True
     if GrantStatus.PENDING in statuses:
-        return assignment.state != AssignmentState.WAITING
+        return assignment.status != AssignmentStatus.WAITING_FOR_USER
     if GrantStatus.ACTIVE in statuses:
-        return assignment.state != AssignmentState.PRESENT
-    return assignment.state != AssignmentState.ABSENT
+        return not assignment.in_aws
+    return assignment.status != AssignmentStatus.ABSENT
 
 
 def reapply_present(app_id: int, resource_types: list[str]) -> int:
@@ -505,13 +512,13 @@ def _reapply(**where: Any) -> int:
     plans each."""
     pks = list(
         Assignment.objects.filter(
-            state=AssignmentState.PRESENT, grants__status=GrantStatus.ACTIVE, **where
+            status__in=ASSIGNMENT_IN_AWS, grants__status=GrantStatus.ACTIVE, **where
         )
         .values_list("pk", flat=True)
         .distinct()
     )
     if pks:
-        Assignment.objects.filter(pk__in=pks).update(reapply_requested=True)
+        Assignment.objects.filter(pk__in=pks).request_reapply()
     for pk in pks:
         plan_reconcile(pk)
     return len(pks)
@@ -541,9 +548,7 @@ def reassert_revocations(keys: set[tuple[int, int, int]]) -> set[tuple[int, int,
             continue
         handled.add(key)
         with transaction.atomic():
-            Assignment.objects.filter(pk=assignment.pk).update(
-                state=AssignmentState.PRESENT, updated_at=timezone.now()
-            )
+            assignment.mark_found_in_aws(timezone.now())
             record_event(
                 "grant.revoke_reapplied",
                 target=assignment,
@@ -595,29 +600,27 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
     wanted = any(g.status in ACTIVE_STATUSES for g in grants)
     pending = [g for g in grants if g.status == GrantStatus.PENDING]
     ending = [g for g in grants if g.status == GrantStatus.REVOKING]
-    if assignment.reapply_requested or (
-        assignment.next_attempt_at is not None and assignment.attempts
-    ):
-        # A requested re-apply, or a retry after a failure: do again what failed, even where
-        # the state already says "present" (a failed re-apply of an OU keeps that state).
+    status = assignment.status
+    if status == AssignmentStatus.REAPPLY:
+        # A requested re-apply, or a retry after a failed apply over what AWS holds.
         force = True
     if wanted:
-        if force and assignment.state == AssignmentState.PRESENT:
+        if force and assignment.in_aws:
             pass  # apply again: the driver brings new parts (an OU's new accounts) in line
-        elif not pending and not ending and assignment.state == AssignmentState.PRESENT:
+        elif not pending and not ending and assignment.in_aws:
             return _nothing(assignment)
-        elif not pending and assignment.state == AssignmentState.PRESENT:
+        elif not pending and assignment.in_aws:
             # Only endings while another grant still needs the assignment: nothing to do
             # in AWS; the ending grants are done.
-            _record_success(assignment, AssignmentState.PRESENT, None, [], ending, shared=True)
+            _record_success(assignment, AssignmentStatus.APPLIED, None, [], ending, shared=True)
             return ReconcileResult("applied")
         operation = "apply"
     else:
-        if assignment.state == AssignmentState.ABSENT and not ending:
+        if status == AssignmentStatus.ABSENT and not ending:
             return _nothing(assignment)
-        if assignment.state == AssignmentState.WAITING and not assignment.driver_state:
+        if status == AssignmentStatus.WAITING_FOR_USER and not assignment.driver_state:
             # Never applied (it waited for the user's subject): nothing to remove in AWS.
-            _record_success(assignment, AssignmentState.ABSENT, None, [], ending)
+            _record_success(assignment, AssignmentStatus.ABSENT, None, [], ending)
             return ReconcileResult("removed")
         operation = "remove"
 
@@ -650,18 +653,15 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
         return ReconcileResult("failed", message)
 
     if operation == "apply":
-        _record_success(assignment, AssignmentState.PRESENT, outcome, pending, ending)
+        _record_success(assignment, AssignmentStatus.APPLIED, outcome, pending, ending)
         return ReconcileResult("applied")
-    _record_success(assignment, AssignmentState.ABSENT, outcome, [], ending)
+    _record_success(assignment, AssignmentStatus.ABSENT, outcome, [], ending)
     return ReconcileResult("removed")
 
 
 def _nothing(assignment: Assignment) -> ReconcileResult:
     """Nothing to do in the provider: a planned attempt (a retry, a claim) is moot."""
-    if assignment.next_attempt_at is not None:
-        Assignment.objects.filter(
-            pk=assignment.pk, next_attempt_at=assignment.next_attempt_at
-        ).update(next_attempt_at=None)
+    assignment.unplan()
     return ReconcileResult("nothing")
 
 
@@ -676,7 +676,7 @@ def _lock_name(driver: Any, assignment: Assignment) -> str:
 
 def _record_success(
     assignment: Assignment,
-    state: str,
+    status: AssignmentStatus,
     outcome: drivers.Outcome | None,
     applied: list[Grant],
     ended: list[Grant],
@@ -684,31 +684,19 @@ def _record_success(
     shared: bool = False,
 ) -> None:
     now = timezone.now()
+    driver_state = outcome.state if outcome is not None else None
     with transaction.atomic():
-        fields: dict[str, Any] = {
-            "state": state,
-            "attempts": 0,
-            "last_error": "",
-            "alerted_at": None,
-            "updated_at": now,
-        }
         # A plan made since this attempt read the assignment stays (compare and clear).
-        Assignment.objects.filter(
-            pk=assignment.pk, next_attempt_at=assignment.next_attempt_at
-        ).update(next_attempt_at=None)
-        if outcome is not None:
-            fields["driver_state"] = outcome.state
-            if state == AssignmentState.PRESENT:
-                fields["reapply_requested"] = False
-        if state == AssignmentState.PRESENT and not shared:
-            fields["applied_at"] = now
-        if state == AssignmentState.ABSENT:
-            fields["reapply_requested"] = False
-            fields["removed_at"] = now
-        Assignment.objects.filter(pk=assignment.pk).update(**fields)
+        assignment.unplan()
+        if status == AssignmentStatus.ABSENT:
+            assignment.mark_removed(now, driver_state)
+        elif shared:
+            assignment.mark_kept(now)
+        else:
+            assignment.mark_applied(now, driver_state)
         note = outcome.note if outcome is not None else ""
         waited: list[int] = []
-        if state == AssignmentState.PRESENT:
+        if status == AssignmentStatus.APPLIED:
             # Active grants that waited for a new subject (see _record_waiting) hold again.
             for grant in assignment.grants.filter(
                 status=GrantStatus.ACTIVE,
@@ -719,7 +707,7 @@ def _record_success(
                 )
                 record_event("grant.applied", target=grant, details=grant_details(grant, note=note))
                 waited.append(grant.pk)
-        if state == AssignmentState.PRESENT and outcome is not None and not applied:
+        if status == AssignmentStatus.APPLIED and outcome is not None and not applied:
             # Applied again what was in AWS (a requested re-apply, a retry): the driver may
             # have changed AWS (moved the holders to another role, deleted a former one),
             # which belongs in the history of each grant the assignment serves.
@@ -768,12 +756,7 @@ def _record_success(
 def _record_waiting(assignment: Assignment, pending: list[Grant], message: str) -> None:
     now = timezone.now()
     with transaction.atomic():
-        Assignment.objects.filter(pk=assignment.pk).update(
-            state=AssignmentState.WAITING,
-            last_error=message,
-            next_attempt_at=None,
-            updated_at=now,
-        )
+        assignment.mark_waiting(now, message)
         for grant in pending:
             if (
                 Grant.objects.filter(
@@ -805,17 +788,9 @@ def _record_failure(
     wait = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF)) - 1]
     alert = attempts >= alert_after() and assignment.alerted_at is None
     with transaction.atomic():
-        fields: dict[str, Any] = {
-            "attempts": attempts,
-            "last_error": message[:4000],
-            "next_attempt_at": now + wait,
-            "updated_at": now,
-        }
-        if assignment.state != AssignmentState.PRESENT or operation == "remove":
-            fields["state"] = AssignmentState.FAILED
-        if alert:
-            fields["alerted_at"] = now
-        Assignment.objects.filter(pk=assignment.pk).update(**fields)
+        assignment.mark_failed(
+            now, operation=operation, error=message, retry_at=now + wait, alert=alert
+        )
         Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
             propagation_status=PropagationStatus.FAILED, last_error=message[:4000], updated_at=now
         )

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from access import drivers
 from access.choices import (
-    AssignmentState,
+    AssignmentStatus,
     GrantSource,
     GrantStatus,
     PropagationStatus,
@@ -91,7 +91,7 @@ def make_failing(grant: Grant, *, error: str = "AccessDenied: not authorized") -
     """The grant's assignment failed three times in a row and raised the alert."""
     now = timezone.now()
     Assignment.objects.filter(pk=grant.assignment_id).update(
-        state=AssignmentState.FAILED,
+        status=AssignmentStatus.FAILING,
         attempts=3,
         last_error=error,
         next_attempt_at=now + timedelta(minutes=2),
@@ -472,8 +472,8 @@ def test_retry_now_applies_a_failing_grant_and_is_audited(
         g.refresh_from_db()
         assert (g.status, g.propagation_status) == (GrantStatus.ACTIVE, PropagationStatus.APPLIED)
     assignment = Assignment.objects.get(pk=grant.assignment_id)
-    assert (assignment.state, assignment.attempts, assignment.alerted_at) == (
-        AssignmentState.PRESENT,
+    assert (assignment.status, assignment.attempts, assignment.alerted_at) == (
+        AssignmentStatus.APPLIED,
         0,
         None,
     )
@@ -594,13 +594,13 @@ def test_assignments_are_read_only_and_filter_by_state_and_failing(admin_client,
     assert listing.context["cl"].result_count == 2
     by_failing = admin_client.get(url, {"failing": "yes"})
     assert [a.pk for a in by_failing.context["cl"].result_list] == [failing.assignment_id]
-    by_state = admin_client.get(url, {"state__exact": AssignmentState.ABSENT})
+    by_state = admin_client.get(url, {"status__exact": AssignmentStatus.ABSENT})
     assert [a.pk for a in by_state.context["cl"].result_list] == [healthy.assignment_id]
     page = admin_client.get(change_url(failing.assignment))
     assert "AccessDenied: not authorized" in page.content.decode()
     assert admin_client.get(add_url(Assignment)).status_code == 403
     assert (
-        admin_client.post(change_url(failing.assignment), {"state": "present"}).status_code == 403
+        admin_client.post(change_url(failing.assignment), {"status": "applied"}).status_code == 403
     )
     delete = reverse("admin:access_assignment_delete", args=[failing.assignment_id])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403

@@ -24,7 +24,7 @@ from config.loops import StopAfter
 
 def reapply(assignment_id: int) -> str:
     """Sync asks for a fresh apply (an OU's accounts changed)."""
-    Assignment.objects.filter(pk=assignment_id).update(reapply_requested=True)
+    Assignment.objects.filter(pk=assignment_id).request_reapply()
     return grant_service.reconcile_assignment(assignment_id, force=True).action
 
 

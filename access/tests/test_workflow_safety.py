@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from access import drivers, engine, leases
 from access.choices import (
-    AssignmentState,
+    AssignmentStatus,
     ExtensionPolicy,
     GrantSource,
     GrantStatus,
@@ -180,7 +180,7 @@ def test_a_failed_reapply_of_present_access_is_retried_and_then_left_alone(
     assert grant_service.reconcile_assignment(made.assignment_id, force=True).action == "failed"
     provider.failing = ""
     assignment = Assignment.objects.get(pk=made.assignment_id)
-    assert assignment.state == AssignmentState.PRESENT and assignment.next_attempt_at
+    assert assignment.status == AssignmentStatus.REAPPLY and assignment.next_attempt_at
 
     later = timezone.now() + timedelta(hours=2)
     calls_before = provider.calls

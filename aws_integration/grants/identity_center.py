@@ -26,7 +26,7 @@ from allauth.account.models import EmailAddress
 from botocore.exceptions import ClientError
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
-from access.choices import AssignmentState, GrantStatus, ResourceType
+from access.choices import ASSIGNMENT_IN_AWS, GrantStatus, ResourceType
 from access.drivers import Driver, DriverError, Outcome
 from aws_integration import setup_policies
 from aws_integration.grants import base
@@ -436,7 +436,7 @@ def targets_held_elsewhere(assignment: Assignment) -> set[Target]:
             user_id=assignment.user_id,
             resource__app_id=assignment.resource.app_id,
             resource__type__in=ASSIGNMENT_TYPES,
-            state=AssignmentState.PRESENT,
+            status__in=ASSIGNMENT_IN_AWS,
             # Only while a grant still needs it: one whose grants all ended is on its way out.
             grants__status__in=[GrantStatus.PENDING, GrantStatus.ACTIVE],
         )

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from access import drivers, leases
-from access.choices import AssignmentState, ResourceType
+from access.choices import AssignmentStatus, ResourceType
 from access.drivers import DriverError, Outcome, SubjectUnknown
 from access.leases import LeaseKind
 from access.models import Assignment
@@ -362,7 +362,7 @@ def _leave(
     others = list(
         Assignment.objects.filter(driver_state__role_arn=legacy.arn)
         .exclude(pk=assignment.pk)
-        .exclude(state=AssignmentState.ABSENT)
+        .exclude(status=AssignmentStatus.ABSENT)
         .select_related("user")
     )
     found = get_role(iam, legacy.name)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import time_machine
 from botocore.exceptions import ClientError
-from django.apps import apps
+from django.utils import timezone
 
-from access.choices import AssignmentState, ResourceType
+from access.choices import AssignmentStatus, ResourceType
 from access.drivers import DriverError, SubjectUnknown
 from access.models import AccessLevel, Assignment, Resource, User
 from aws_integration import clients, setup_policies
@@ -585,16 +585,20 @@ def test_a_trust_statement_written_by_an_older_version_binds_session_names_once_
     ada_assignment, bob_assignment = assign(ada, role, "assume"), assign(bob, role, "assume")
     assert mintable_names(trust_of("Older"), "ada-subject") == {ANY_NAME}
     for held in (ada_assignment, bob_assignment):
-        held.state = AssignmentState.PRESENT
+        held.status = AssignmentStatus.APPLIED
         held.driver_state = {"role_arn": role.arn, "subject": held.user.oidc_subject}
         held.save()
 
-    # The upgrade asks the grant engine to apply both again; it starts with Bob's.
-    import_module(
+    # The upgrade asks the grant engine to apply both again; it starts with Bob's. Its
+    # data migration wrote the columns access 0010 maps to the status: what it leaves.
+    upgrade = import_module(
         "aws_integration.migrations.0003_reapply_trust_policies_binding_session_names"
-    ).reapply_trust_policies(apps, None)
+    )
+    marked = Assignment.objects.filter(resource__type__in=upgrade.TRUST_POLICY_TYPES)
+    marked.request_reapply()
+    marked.update(next_attempt_at=timezone.now())
     assert set(
-        Assignment.objects.filter(reapply_requested=True, next_attempt_at__isnull=False)
+        Assignment.objects.filter(status=AssignmentStatus.REAPPLY, next_attempt_at__isnull=False)
     ) == {ada_assignment, bob_assignment}
     IAM.apply(bob_assignment)
 

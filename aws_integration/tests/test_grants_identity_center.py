@@ -11,7 +11,7 @@ import pytest
 from allauth.account.models import EmailAddress
 from botocore.stub import Stubber
 
-from access.choices import AssignmentState, GrantSource, GrantStatus, ResourceType
+from access.choices import AssignmentStatus, GrantSource, GrantStatus, ResourceType
 from access.drivers import DriverError, Outcome
 from access.models import AccessLevel, Assignment, Grant, Resource, User
 from aws_integration.grants import base
@@ -116,16 +116,16 @@ def apply(assignment: Assignment) -> Outcome:
     """As the grant machinery does: apply, then keep the driver's state."""
     outcome = idc.DRIVERS[assignment.resource.type].apply(assignment)
     assignment.driver_state = outcome.state
-    assignment.state = AssignmentState.PRESENT
-    assignment.save(update_fields=["driver_state", "state"])
+    assignment.status = AssignmentStatus.APPLIED
+    assignment.save(update_fields=["driver_state", "status"])
     return outcome
 
 
 def remove(assignment: Assignment) -> Outcome:
     outcome = idc.DRIVERS[assignment.resource.type].remove(assignment)
     assignment.driver_state = outcome.state
-    assignment.state = AssignmentState.ABSENT
-    assignment.save(update_fields=["driver_state", "state"])
+    assignment.status = AssignmentStatus.ABSENT
+    assignment.save(update_fields=["driver_state", "status"])
     return outcome
 
 

@@ -18,12 +18,11 @@ from typing import Any
 import pytest
 import time_machine
 from botocore.stub import Stubber
-from django.apps import apps
 from django.utils import timezone
 
-from access.choices import AssignmentState, GrantSource, ResourceType
+from access.choices import AssignmentStatus, GrantSource, ResourceType
 from access.drivers import DriverError, SubjectUnknown
-from access.models import Resource
+from access.models import Assignment, Resource
 from access.services import grants as grant_service
 from audit.models import AuditEvent
 from aws_integration import clients, setup_policies
@@ -605,7 +604,7 @@ def share_one_legacy_role(monkeypatch, driver, assignments) -> str:
         old.setattr(managed, "role_name", legacy_role_name)
         for assignment in assignments:
             assignment.driver_state = driver.apply(assignment).state
-            assignment.state = "present"
+            assignment.status = AssignmentStatus.APPLIED
             assignment.save()
     shared = "portcullis-rds-orders-app_ro"
     unbind_session_names(shared)
@@ -643,11 +642,14 @@ def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
     (statement,) = permissions(shared)["Statement"]
     assert f":{OTHER_REGION}:" in statement["Resource"]  # Ada's role now names Bob's database
 
-    # The upgrade marks them; the grant engine applies them again (first Ada's).
+    # The upgrade marks them; the grant engine applies them again (first Ada's). Its data
+    # migration wrote the columns access 0010 maps to the status: what it leaves.
     migration = import_module(
         "aws_integration.migrations.0002_reapply_managed_roles_named_per_resource"
     )
-    migration.reapply_managed(apps, None)
+    marked = Assignment.objects.filter(resource__type__in=migration.MANAGED_TYPES)
+    marked.request_reapply()
+    marked.update(next_attempt_at=timezone.now())
     assert grant_service.reconcile_assignment(ada_grant.assignment_id).action == "applied"
 
     ada_role, bob_role = name_of(east, "app_rw"), name_of(west, "app_rw")
@@ -670,8 +672,7 @@ def test_grants_on_a_role_shared_by_an_older_version_move_to_roles_of_their_own(
     assert f":{OTHER_REGION}:" in statement["Resource"]
     for made in (ada_grant, bob_grant):
         made.assignment.refresh_from_db()
-        assert made.assignment.state == AssignmentState.PRESENT
-        assert not made.assignment.reapply_requested
+        assert made.assignment.status == AssignmentStatus.APPLIED
         assert made.assignment.driver_state["role_arn"].endswith(name_of(made.resource, "app_rw"))
 
 
@@ -688,7 +689,7 @@ def test_a_grant_revoked_before_it_moved_leaves_the_shared_role_to_the_other_hol
 
     assert subjects_of(trust(shared)) == ["bob-subject"]
     assert_only_bob_keeps_sessions(shared, ada, bob)
-    ada_assignment.state = "absent"
+    ada_assignment.status = AssignmentStatus.ABSENT
     ada_assignment.save()
     driver.remove(bob_assignment)
     assert role(shared) is None
