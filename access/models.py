@@ -590,9 +590,6 @@ class AccessRequest(models.Model):
         max_length=16, choices=RequestStatus.choices, default=RequestStatus.PENDING
     )
     current_stage = models.PositiveSmallIntegerField(default=1)
-    stage_reviewers = models.JSONField(
-        default=list, blank=True, help_text="Ids of the users who may decide the current stage."
-    )
     auto_approved = models.BooleanField(default=False)
     pending_until = models.DateTimeField(null=True, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -618,6 +615,56 @@ class AccessRequest(models.Model):
     @property
     def is_pending(self) -> bool:
         return self.status == RequestStatus.PENDING
+
+    def _current_reviewer_rows(self) -> list[StageReviewer]:
+        if "stage_reviewers" in getattr(self, "_prefetched_objects_cache", {}):
+            rows = [r for r in self.stage_reviewers.all() if r.stage == self.current_stage]
+        else:
+            rows = list(
+                self.stage_reviewers.filter(stage=self.current_stage).select_related("user")
+            )
+        return sorted(rows, key=lambda row: row.user_id)
+
+    @property
+    def reviewer_ids(self) -> list[int]:
+        """Ids of who may decide the current stage, fixed when it started, ascending.
+        Lists prefetch them (``AccessRequestQuerySet.with_reviewers``); on a single
+        request this reads them, one query."""
+        return [row.user_id for row in self._current_reviewer_rows()]
+
+    @property
+    def reviewers(self) -> list[User]:
+        """The users behind ``reviewer_ids``, in the same order and at the same cost."""
+        return [row.user for row in self._current_reviewer_rows()]
+
+
+class StageReviewer(models.Model):
+    """One person who may decide one stage of a request, fixed when the stage starts
+    (``services.requests._start_stage``). The rows of past stages stay: who was asked."""
+
+    # The unique constraint's index serves lookups by request; the index below, by user.
+    request = models.ForeignKey(
+        AccessRequest, on_delete=models.CASCADE, related_name="stage_reviewers", db_index=False
+    )
+    stage = models.PositiveSmallIntegerField()
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, related_name="stages_to_review", db_index=False
+    )
+
+    class Meta:
+        ordering = ["request", "stage", "user"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "stage", "user"], name="stage_reviewer_unique"
+            )
+        ]
+        # "Awaiting a decision by this user": their rows, joined to the requests' stage.
+        indexes = [
+            models.Index(fields=["user", "request", "stage"], name="stage_reviewer_user_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} reviews stage {self.stage} of request {self.request_id}"
 
 
 class Approval(models.Model):

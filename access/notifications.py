@@ -77,27 +77,25 @@ def _what(request: AccessRequest) -> str:
     return f"{request.resource.name} ({request.access_level.name})"
 
 
-def stage_started(request: AccessRequest, *, emails: dict[int, str] | None = None) -> None:
-    """The stage's reviewers, but the requester, are asked to decide. ``emails``: active
-    users' addresses the caller read already, by id."""
+def stage_started(
+    request: AccessRequest, *, reviewers: list[int], emails: dict[int, str] | None = None
+) -> None:
+    """The stage's reviewers (``reviewers``, their ids), but the requester, are asked to
+    decide. ``emails``: active users' addresses the caller read already, by id."""
     from access.models import User
 
-    wanted = [
-        pk
-        for pk in request.stage_reviewers or []
-        if pk not in (request.user_id, request.requested_by_id)
-    ]
+    wanted = [pk for pk in reviewers if pk not in (request.user_id, request.requested_by_id)]
     if emails is not None and all(pk in emails for pk in wanted):
-        reviewers = [emails[pk] for pk in wanted]
+        addresses = [emails[pk] for pk in wanted]
     else:
-        reviewers = list(
+        addresses = list(
             User.objects.filter(pk__in=wanted, is_active=True).values_list("email", flat=True)
         )
     who = request.user.email
     if request.requested_by_id != request.user_id:
         who += f" (asked by {request.requested_by.email})"
     _send(
-        reviewers,
+        addresses,
         f"[Portcullis] Approve access to {_what(request)} for {request.user.email}?",
         _body(
             "stage_started",

@@ -118,7 +118,7 @@ def can_view_request(user: AnyUser, request: AccessRequest) -> bool:
         return False
     return (
         user.pk in (request.user_id, request.requested_by_id)
-        or user.pk in (request.stage_reviewers or [])
+        or user.pk in request.reviewer_ids
         or request.approvals.filter(reviewer=user).exists()
         or is_owner(user, request.resource)
         or is_manager_of(user, request.user)

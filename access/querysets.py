@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.db import models
-from django.db.models import Exists, OuterRef, Q, TextField
-from django.db.models.functions import Cast
+from django.db.models import Exists, F, OuterRef, Prefetch, Q
 
 from access import permissions
 from access.choices import ASSIGNMENT_IN_AWS, AssignmentStatus, GrantStatus, RequestStatus
@@ -67,19 +66,36 @@ class AccessRequestQuerySet(models.QuerySet["AccessRequest"]):
         """Pending requests whose current stage ``user`` reviews and can still decide: not
         the ones they already decided at this stage, nor their own unless the rule lets
         them approve those. The approvals page, its count and the API all use this."""
-        from access.models import Approval
+        from access.models import Approval, StageReviewer
 
         if not permissions.is_signed_in(user):
             return self.none()
-        # stage_reviewers is a JSON list of ids, "[3, 14]" as text on both databases; the
-        # text search works on SQLite too, where JSON containment is not available.
+        reviews = StageReviewer.objects.filter(
+            request=OuterRef("pk"), stage=OuterRef("current_stage"), user=user
+        )
         already_decided = Approval.objects.filter(
             request=OuterRef("pk"), stage=OuterRef("current_stage"), reviewer=user
         )
         return (
-            self.filter(status=RequestStatus.PENDING)
-            .annotate(_reviewers_text=Cast("stage_reviewers", output_field=TextField()))
-            .filter(_reviewers_text__regex=rf"(\[|\s){int(user.pk)}(,|\])")
+            self.filter(Exists(reviews), status=RequestStatus.PENDING)
             .exclude(Exists(already_decided))
             .exclude(Q(user=user) | Q(requested_by=user), rule_snapshot__allow_self_approval=False)
         )
+
+    def with_reviewers(self) -> AccessRequestQuerySet:
+        """Prefetches the current stage's reviewers with their users, one query for the
+        list, for ``AccessRequest.reviewer_ids`` and ``reviewers``."""
+        return self.prefetch_related(current_reviewers())
+
+
+def current_reviewers() -> Prefetch:
+    """The prefetch of requests' current-stage reviewers with their users (one query),
+    for querysets and for lists already read (``prefetch_related_objects``)."""
+    from access.models import StageReviewer
+
+    return Prefetch(
+        "stage_reviewers",
+        queryset=StageReviewer.objects.filter(stage=F("request__current_stage")).select_related(
+            "user"
+        ),
+    )

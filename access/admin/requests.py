@@ -16,7 +16,7 @@ from access.admin.base import (
     PortcullisTabularInline,
     ReadOnlyAdminMixin,
 )
-from access.models import AccessRequest, Approval, User
+from access.models import AccessRequest, Approval
 
 
 class ApprovalInline(ReadOnlyAdminMixin, PortcullisTabularInline):
@@ -112,8 +112,7 @@ class AccessRequestAdmin(HistoryAdminMixin, ReadOnlyAdminMixin, AdminRoleMixin, 
 
     @admin.display(description="reviewers of the current stage")
     def reviewers(self, obj: AccessRequest) -> str:
-        ids = obj.stage_reviewers or []
-        if not ids:
+        emails = sorted(user.email for user in obj.reviewers)
+        if not emails:
             return "-"
-        emails = User.objects.filter(pk__in=ids).order_by("email").values_list("email", flat=True)
         return ", ".join(emails)

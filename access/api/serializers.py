@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+from django.db.models import prefetch_related_objects
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -23,6 +23,7 @@ from access.models import (
     User,
     UserGroup,
 )
+from access.querysets import current_reviewers
 from access.services.requests import EffectiveRule, rule_for
 
 # A bound against overflow, far above any rule's maximum; the rule then says its own limit.
@@ -351,21 +352,12 @@ class StageSerializer(serializers.Serializer):
 
 
 class AccessRequestListSerializer(serializers.ListSerializer):
-    """Loads the current stage's reviewers of every listed request in one query."""
+    """Loads the current stage's reviewers of every listed pending request in one query."""
 
     def to_representation(self, data: Any) -> list[Any]:
         requests = list(data.all() if hasattr(data, "all") else data)
-        self.context["reviewers"] = users_by_id(
-            pk for request in requests for pk in (request.stage_reviewers or [])
-        )
+        prefetch_related_objects([r for r in requests if r.is_pending], current_reviewers())
         return super().to_representation(requests)
-
-
-def users_by_id(ids: Iterable[int]) -> dict[int, User]:
-    wanted = set(ids)
-    if not wanted:
-        return {}
-    return {user.pk: user for user in User.objects.filter(pk__in=wanted)}
 
 
 class AccessRequestSerializer(serializers.ModelSerializer):
@@ -439,12 +431,8 @@ class AccessRequestSerializer(serializers.ModelSerializer):
     def get_stage_reviewers(self, request: AccessRequest) -> list[dict[str, Any]]:
         if not request.is_pending:
             return []
-        ids = request.stage_reviewers or []
-        known = self.context.get("reviewers")
-        if known is None:
-            known = users_by_id(ids)
         # many=True: the data is a list, where the stubs say a dict.
-        return UserSummarySerializer([known[pk] for pk in ids if pk in known], many=True).data  # type: ignore[return-value]
+        return UserSummarySerializer(request.reviewers, many=True).data  # type: ignore[return-value]
 
     @extend_schema_field(
         serializers.ListField(

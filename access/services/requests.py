@@ -37,8 +37,10 @@ from access.models import (
     AnyUser,
     Approval,
     Grant,
+    Owner,
     RequestRule,
     Resource,
+    StageReviewer,
     User,
 )
 from access.services import grants as grant_service
@@ -311,17 +313,20 @@ def still_qualified(stage: dict[str, Any], request: AccessRequest) -> set[int]:
     the reviewers its kind names today (an owner removed since, or a manager who no longer
     is the requester's, drops out), and the admins, who may decide any request. Nobody
     joins by this: who became an owner or the manager since is not a reviewer of it."""
-    return set(request.stage_reviewers or []) & (
-        _named_by(stage["reviewers"], request) | set(admins())
-    )
+    return set(request.reviewer_ids) & (_named_by(stage["reviewers"], request) | set(admins()))
 
 
-def _still_reviews(user: Any, stage: dict[str, Any], request: AccessRequest) -> bool:
+def _still_reviews(
+    user: User, stage: dict[str, Any], request: AccessRequest, *, owns: bool | None = None
+) -> bool:
     """Whether ``user``, a reviewer of the stage when it started, still may decide it: as
-    ``still_qualified`` says, asking only about them."""
-    if user.pk not in (request.stage_reviewers or []):
-        return False
-    return permissions.is_admin(user) or user.pk in _named_by(stage["reviewers"], request)
+    ``still_qualified`` says, asking only about them. ``owns``: whether they own the
+    resource today (directly or through a group, and active), when the caller read it."""
+    if permissions.is_admin(user):
+        return True
+    if owns is not None and stage["reviewers"] == ReviewerKind.OWNERS:
+        return owns
+    return user.pk in _named_by(stage["reviewers"], request)
 
 
 def _self_ids(request: AccessRequest) -> set[int]:
@@ -341,14 +346,14 @@ def _stage_complete(request: AccessRequest, stage: dict[str, Any]) -> bool:
     needed = still_qualified(stage, request)
     if not request.rule_snapshot.get("allow_self_approval"):
         # The requester cannot approve, so "all" means all the others; when they were the
-        # only reviewer, stage_reviewers holds the admins instead, and all of them decide.
+        # only reviewer, the stage's reviewers are the admins instead, and all of them decide.
         needed -= _self_ids(request)
     return bool(approved) and needed <= approved
 
 
-def _start_stage(request: AccessRequest, order: int) -> dict[int, str]:
-    """Starts the stage: fixes its reviewers. Returns the addresses of those it read
-    (for the mail to them)."""
+def _start_stage(request: AccessRequest, order: int) -> tuple[list[int], dict[int, str]]:
+    """Starts the stage of a saved request: fixes its reviewers, one insert. Returns their
+    ids and the addresses of those it read (for the audit event and the mail to them)."""
     stage = request.stages[order - 1]
     request.current_stage = order
     emails: dict[int, str] = {}
@@ -358,8 +363,10 @@ def _start_stage(request: AccessRequest, order: int) -> dict[int, str]:
     ):
         # Only the requester could decide, and they may not: the admins decide.
         reviewers = sorted(set(admins()) - _self_ids(request)) or reviewers
-    request.stage_reviewers = reviewers
-    return emails
+    StageReviewer.objects.bulk_create(
+        StageReviewer(request=request, stage=order, user_id=pk) for pk in reviewers
+    )
+    return reviewers, emails
 
 
 # Submitting -----------------------------------------------------------------------------------
@@ -573,8 +580,8 @@ def _open(
         pending_until=now + pending_timeout(),
     )
     auto = rule.auto_approve if auto is None else auto
-    emails = {} if auto else _start_stage(request, 1)
     request.save()
+    reviewers, emails = ([], {}) if auto else _start_stage(request, 1)
     record_event(
         "request.extension_requested" if kind == RequestKind.EXTENSION else "request.created",
         actor=requested_by,
@@ -587,7 +594,7 @@ def _open(
         except grant_service.GrantError as exc:
             raise RequestInvalid({"": [str(exc)]}) from exc
     else:
-        notifications.stage_started(request, emails=emails)
+        notifications.stage_started(request, reviewers=reviewers, emails=emails)
     return request
 
 
@@ -617,7 +624,7 @@ def can_decide(user: AnyUser, request: AccessRequest) -> bool:
     if permissions.is_admin(user):
         return True
     stages = request.stages
-    if not stages or user.pk not in (request.stage_reviewers or []):
+    if not stages or user.pk not in request.reviewer_ids:
         return False
     return _still_reviews(user, stages[request.current_stage - 1], request)
 
@@ -632,15 +639,28 @@ def decide(
     two approvers acting at once yield one decision and one grant."""
     comment = (comment or "").strip()
     with transaction.atomic():
-        # With whether this reviewer already decided its current stage: decisions on the
-        # request wait for this row lock, so nobody adds one meanwhile.
+        # With whether this reviewer already decided its current stage, reviews it and
+        # owns its resource today: decisions on the request, and so the start of its next
+        # stage with its reviewers, wait for this row lock, so none of it moves meanwhile.
         decided_already = Approval.objects.filter(
             request=OuterRef("pk"), stage=OuterRef("current_stage"), reviewer=reviewer.pk
+        )
+        reviews = StageReviewer.objects.filter(
+            request=OuterRef("pk"), stage=OuterRef("current_stage"), user=reviewer.pk
+        )
+        owns = Owner.objects.filter(
+            Q(user=reviewer.pk, user__is_active=True)
+            | Q(group__members=reviewer.pk, group__members__is_active=True),
+            resource=OuterRef("resource_id"),
         )
         locked = (
             AccessRequest.objects.select_for_update(of=("self",))
             .select_related("user", "requested_by", "resource", "access_level", "grant")
-            .annotate(decided_already=Exists(decided_already))
+            .annotate(
+                decided_already=Exists(decided_already),
+                is_reviewer=Exists(reviews),
+                reviewer_owns=Exists(owns),
+            )
             .get(pk=request.pk)
         )
         if locked.status != RequestStatus.PENDING:
@@ -651,10 +671,13 @@ def decide(
                 "You cannot decide your own request; another reviewer must. "
                 "Cancel it instead if you no longer need it."
             )
-        is_reviewer = reviewer.pk in (locked.stage_reviewers or [])
+        is_reviewer: bool = locked.is_reviewer  # type: ignore[attr-defined]  # annotated above
         is_admin = permissions.is_admin(reviewer)
         if is_reviewer and not _still_reviews(
-            reviewer, locked.stages[locked.current_stage - 1], locked
+            reviewer,
+            locked.stages[locked.current_stage - 1],
+            locked,
+            owns=locked.reviewer_owns,  # type: ignore[attr-defined]  # annotated above
         ):
             # Reviewers are fixed when a stage starts; one who has since stopped being an
             # owner or the requester's manager (or an admin) no longer decides.
@@ -708,14 +731,14 @@ def decide(
             or _stage_complete(locked, stages[stage - 1])
         ):
             if not override and stage < len(stages):
-                emails = _start_stage(locked, stage + 1)
-                locked.save(update_fields=["current_stage", "stage_reviewers", "updated_at"])
+                reviewers, emails = _start_stage(locked, stage + 1)
+                locked.save(update_fields=["current_stage", "updated_at"])
                 record_event(
                     "request.stage_started",
                     target=locked,
-                    details=_details(locked, reviewers=_emails(locked.stage_reviewers)),
+                    details=_details(locked, reviewers=_emails(reviewers)),
                 )
-                notifications.stage_started(locked, emails=emails)
+                notifications.stage_started(locked, reviewers=reviewers, emails=emails)
             else:
                 try:
                     _approve(locked, actor=reviewer, approval=approval)

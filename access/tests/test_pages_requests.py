@@ -9,7 +9,14 @@ from django.test import Client
 from django.urls import reverse
 
 from access.choices import RequestStatus, ReviewerKind, StageMode
-from access.models import AccessLevel, AccessRequest, Grant, RequestRule, Resource
+from access.models import (
+    AccessLevel,
+    AccessRequest,
+    Grant,
+    RequestRule,
+    Resource,
+    StageReviewer,
+)
 from access.services import requests as svc
 from audit.models import AuditEvent
 from tests.fixtures import make_user
@@ -431,13 +438,15 @@ def test_the_queue_shows_what_waits_for_me_with_a_count_in_the_navigation(person
     assert f'data-request-id="{request.pk}"' not in nothing
 
 
-def test_the_queue_does_not_confuse_reviewer_ids_that_share_digits(personas, level):
+def test_the_queue_shows_a_request_to_its_current_stage_reviewers_only(personas, level):
     request = ask(personas, level)
-    AccessRequest.objects.filter(pk=request.pk).update(
-        stage_reviewers=[personas.approver.pk * 10 + 1, personas.approver.pk + 100]
-    )
+    StageReviewer.objects.filter(request=request, user=personas.approver).delete()
+    StageReviewer.objects.create(request=request, stage=1, user=personas.manager)
+    StageReviewer.objects.create(request=request, stage=2, user=personas.approver)
     body = logged_in(personas.approver).get(reverse("approvals")).content.decode()
     assert f'data-request-id="{request.pk}"' not in body
+    body = logged_in(personas.manager).get(reverse("approvals")).content.decode()
+    assert f'data-request-id="{request.pk}"' in body
 
 
 def test_admins_see_every_pending_request_and_may_override(personas, level):

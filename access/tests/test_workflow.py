@@ -14,7 +14,14 @@ from access.choices import (
     ReviewerKind,
     StageMode,
 )
-from access.models import AccessLevel, AccessRequest, Grant, RequestRule, UserGroup
+from access.models import (
+    AccessLevel,
+    AccessRequest,
+    Grant,
+    RequestRule,
+    StageReviewer,
+    UserGroup,
+)
 from access.services import requests as svc
 from access.services.owners import remove_owner
 from audit.models import AuditEvent
@@ -48,7 +55,7 @@ def rule(personas, *stages, **fields):
 def test_the_default_rule_sends_a_request_to_the_owners(personas, level):
     request = ask(personas, level)
     assert request.status == RequestStatus.PENDING
-    assert request.stage_reviewers == [personas.approver.pk]
+    assert request.reviewer_ids == [personas.approver.pk]
     assert AuditEvent.objects.filter(action="request.created", target_id=str(request.pk)).exists()
 
 
@@ -72,7 +79,7 @@ def test_it_refuses_self_approval(personas, level):
     request.refresh_from_db()
     assert request.status == RequestStatus.PENDING
     # The owner was the only reviewer, so the admins decide instead.
-    assert personas.admin.pk in request.stage_reviewers
+    assert personas.admin.pk in request.reviewer_ids
 
 
 def test_self_approval_when_the_rule_allows_it_says_so_in_the_audit_event(personas, level):
@@ -98,7 +105,7 @@ def test_an_all_stage_waits_for_every_reviewer_then_the_next_stage_starts(person
     svc.decide(request, reviewer=second, approve=True)
     request.refresh_from_db()
     assert request.current_stage == 2
-    assert request.stage_reviewers == [personas.manager.pk]
+    assert request.reviewer_ids == [personas.manager.pk]
     with pytest.raises(PermissionDenied):
         svc.decide(request, reviewer=second, approve=True)
     svc.decide(request, reviewer=personas.manager, approve=True)
@@ -136,7 +143,7 @@ def test_rules_by_requester_group_pick_the_highest_priority_match(personas, leve
     assert request.status == RequestStatus.APPROVED and request.auto_approved
     other = ask(personas, level, user=personas.outsider)
     assert other.status == RequestStatus.PENDING
-    assert personas.admin.pk in other.stage_reviewers
+    assert personas.admin.pk in other.reviewer_ids
 
 
 def test_bad_input_names_each_problem_and_creates_nothing(personas, level):
@@ -222,7 +229,7 @@ def test_a_removed_owner_can_no_longer_approve_a_request_of_their_stage(personas
     second = make_user("sam.second@example.com")
     personas.resource.owners.create(user=second)
     request = ask(personas, level)
-    assert personas.approver.pk in request.stage_reviewers
+    assert personas.approver.pk in request.reviewer_ids
     remove_owner(personas.resource.owners.get(user=personas.approver), actor=personas.admin)
     assert not svc.can_decide(personas.approver, request)
     with pytest.raises(svc.DecisionError, match="neither an owner of prod nor an admin"):
@@ -240,7 +247,7 @@ def test_a_removed_owner_can_no_longer_approve_a_request_of_their_stage(personas
 def test_a_former_manager_cannot_approve_and_the_new_one_was_not_asked(personas, level):
     rule(personas, (ReviewerKind.MANAGER, StageMode.ANY))
     request = ask(personas, level)
-    assert request.stage_reviewers == [personas.manager.pk]
+    assert request.reviewer_ids == [personas.manager.pk]
     new_manager = make_user("nora.new@example.com")
     personas.requester.manager = new_manager
     personas.requester.save()
@@ -261,8 +268,45 @@ def test_an_all_stage_does_not_wait_for_an_owner_removed_since(personas, level):
     personas.resource.owners.create(user=second)
     rule(personas, (ReviewerKind.OWNERS, StageMode.ALL))
     request = ask(personas, level)
-    assert set(request.stage_reviewers) == {personas.approver.pk, second.pk}
+    assert set(request.reviewer_ids) == {personas.approver.pk, second.pk}
     remove_owner(personas.resource.owners.get(user=second), actor=personas.admin)
     svc.decide(request, reviewer=personas.approver, approve=True)
     request.refresh_from_db()
     assert request.status == RequestStatus.APPROVED
+
+
+def test_the_stage_reviewers_table_says_who_decides(personas, level):
+    # Both are owners; only the one listed for the current stage decides it.
+    second = make_user("sam.second@example.com")
+    personas.resource.owners.create(user=second)
+    request = ask(personas, level)
+    StageReviewer.objects.filter(request=request).exclude(user=second).delete()
+    StageReviewer.objects.get_or_create(request=request, stage=1, user=second)
+    # A row for another stage does not make the approver a reviewer of this one.
+    StageReviewer.objects.create(request=request, stage=2, user=personas.approver)
+    request.refresh_from_db()
+
+    assert request.reviewer_ids == [second.pk]
+    assert not svc.can_decide(personas.approver, request)
+    with pytest.raises(PermissionDenied):
+        svc.decide(request, reviewer=personas.approver, approve=True)
+    assert svc.can_decide(second, request)
+    svc.decide(request, reviewer=second, approve=True)
+    request.refresh_from_db()
+    assert request.status == RequestStatus.APPROVED
+
+
+def test_each_stage_keeps_the_reviewers_it_started_with(personas, level):
+    rule(personas, (ReviewerKind.OWNERS, StageMode.ANY), (ReviewerKind.MANAGER, StageMode.ANY))
+    request = ask(personas, level)
+    svc.decide(request, reviewer=personas.approver, approve=True)
+    request.refresh_from_db()
+
+    assert request.current_stage == 2
+    assert request.reviewer_ids == [personas.manager.pk]
+    assert sorted(request.stage_reviewers.values_list("stage", "user_id")) == [
+        (1, personas.approver.pk),
+        (2, personas.manager.pk),
+    ]
+    event = AuditEvent.objects.get(action="request.stage_started", target_id=str(request.pk))
+    assert event.details["reviewers"] == [personas.manager.email]

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
+from django.db.models import Q, prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -18,6 +18,7 @@ from access.choices import RequestStatus
 from access.forms import DecisionForm, RequestDetailsForm
 from access.humanize import humanize
 from access.models import AccessRequest, Resource, User
+from access.querysets import current_reviewers
 from access.services import requests as request_service
 from access.views.common import (
     duration_options,
@@ -161,13 +162,11 @@ def _say_sent(request: HttpRequest, created: list[AccessRequest], target: User) 
 def _with_reviewers(requests: list[AccessRequest]) -> list[AccessRequest]:
     """Attaches the current stage's reviewers (one query for the whole list) and the
     duration in words."""
-    ids = {pk for r in requests if r.is_pending for pk in (r.stage_reviewers or [])}
-    people = {u.pk: u for u in User.objects.filter(pk__in=ids)} if ids else {}
+    pending = [r for r in requests if r.is_pending]
+    prefetch_related_objects(pending, current_reviewers())
     for r in requests:
         r.duration_text = humanize(r.duration)  # type: ignore[attr-defined]
-        r.reviewer_list = [  # type: ignore[attr-defined]
-            people[pk] for pk in (r.stage_reviewers or []) if pk in people and r.is_pending
-        ]
+        r.reviewer_list = r.reviewers if r.is_pending else []  # type: ignore[attr-defined]
     return requests
 
 
