@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("access", "0010_stage_reviewers")]
-COPIED = [("access", "0011_copy_stage_reviewers")]
+BEFORE = [("access", "0012_stage_reviewers")]
+COPIED = [("access", "0013_copy_stage_reviewers")]
 
 
 def migrate(targets):

@@ -5,7 +5,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('access', '0011_copy_stage_reviewers'),
+        ('access', '0013_copy_stage_reviewers'),
     ]
 
     operations = [

@@ -44,7 +44,7 @@ def copy_to_json(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('access', '0010_stage_reviewers'),
+        ('access', '0012_stage_reviewers'),
     ]
 
     operations = [migrations.RunPython(copy_to_table, copy_to_json)]

@@ -8,11 +8,11 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('access', '0009_leases_in_one_table'),
+        ('access', '0011_remove_assignment_reapply_requested'),
     ]
 
     # The reverse accessor takes its name, stage_reviewers, once the JSON field of that name
-    # is gone (0012); until then the two would clash on the historical models.
+    # is gone (0014); until then the two would clash on the historical models.
     operations = [
         migrations.CreateModel(
             name='StageReviewer',
