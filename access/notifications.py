@@ -9,7 +9,6 @@ a transaction.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -18,10 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from access.humanize import humanize, time_left
+from access.models import AccessRequest, Approval, Grant, User
 from config import queue
-
-if TYPE_CHECKING:
-    from access.models import AccessRequest, Approval, Grant
 
 
 def link(name: str, *args: object) -> str:
@@ -80,8 +77,6 @@ def _what(request: AccessRequest) -> str:
 def stage_started(request: AccessRequest, *, emails: dict[int, str] | None = None) -> None:
     """The stage's reviewers, but the requester, are asked to decide. ``emails``: active
     users' addresses the caller read already, by id."""
-    from access.models import User
-
     wanted = [
         pk
         for pk in request.stage_reviewers or []

@@ -60,14 +60,14 @@ class AccessRequestQuerySet(models.QuerySet["AccessRequest"]):
         """Pending requests whose current stage ``user`` reviews and can still decide: not
         the ones they already decided at this stage, nor their own unless the rule lets
         them approve those. The approvals page, its count and the API all use this."""
-        from access.models import Approval
-
         if not permissions.is_signed_in(user):
             return self.none()
         # stage_reviewers is a JSON list of ids, "[3, 14]" as text on both databases; the
         # text search works on SQLite too, where JSON containment is not available.
-        already_decided = Approval.objects.filter(
-            request=OuterRef("pk"), stage=OuterRef("current_stage"), reviewer=user
+        # Through the requests' approvals (querysets.py is below models.py and names no model
+        # class): one filter() call, so both conditions hold for the same approval.
+        already_decided = self.model.objects.filter(
+            pk=OuterRef("pk"), approvals__stage=OuterRef("current_stage"), approvals__reviewer=user
         )
         return (
             self.filter(status=RequestStatus.PENDING)
