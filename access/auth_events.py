@@ -15,12 +15,14 @@ from allauth.account import signals as account_signals
 from allauth.account.authentication import get_authentication_records
 from allauth.account.models import EmailAddress
 from allauth.socialaccount.signals import social_account_added
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 from django.http import HttpRequest
 
 from access import tokens
+from access.services.identity import learn_subject
 from audit.services import record_event
 
 # allauth's names for how a session was authenticated, in our words.
@@ -82,10 +84,6 @@ def _logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: An
     if details.get("provider") == "sso" and details.get("uid"):
         # A portal SSO login through the issuer AWS trusts tells the user's subject, which
         # trust-policy grants waiting for it need.
-        from django.conf import settings
-
-        from access.services.identity import learn_subject
-
         learn_subject(user, str(details["uid"]), issuer=settings.SSO_ISSUER, actor=user)
 
 

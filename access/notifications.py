@@ -9,7 +9,6 @@ a transaction.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -18,10 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from access.humanize import humanize, time_left
+from access.models import AccessRequest, Approval, Grant, User
 from config import queue
-
-if TYPE_CHECKING:
-    from access.models import AccessRequest, Approval, Grant
 
 
 def link(name: str, *args: object) -> str:
@@ -82,8 +79,6 @@ def stage_started(
 ) -> None:
     """The stage's reviewers (``reviewers``, their ids), but the requester, are asked to
     decide. ``emails``: active users' addresses the caller read already, by id."""
-    from access.models import User
-
     wanted = [pk for pk in reviewers if pk not in (request.user_id, request.requested_by_id)]
     if emails is not None and all(pk in emails for pk in wanted):
         addresses = [emails[pk] for pk in wanted]

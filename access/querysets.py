@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.apps import apps
 from django.db import models
 from django.db.models import Exists, F, OuterRef, Prefetch, Q
 
@@ -66,15 +67,17 @@ class AccessRequestQuerySet(models.QuerySet["AccessRequest"]):
         """Pending requests whose current stage ``user`` reviews and can still decide: not
         the ones they already decided at this stage, nor their own unless the rule lets
         them approve those. The approvals page, its count and the API all use this."""
-        from access.models import Approval, StageReviewer
-
         if not permissions.is_signed_in(user):
             return self.none()
-        reviews = StageReviewer.objects.filter(
-            request=OuterRef("pk"), stage=OuterRef("current_stage"), user=user
+        # Through the requests' own rows (querysets.py is below models.py and names no model
+        # class): one filter() call each, so both conditions hold for the same row.
+        reviews = self.model.objects.filter(
+            pk=OuterRef("pk"),
+            stage_reviewers__stage=OuterRef("current_stage"),
+            stage_reviewers__user=user,
         )
-        already_decided = Approval.objects.filter(
-            request=OuterRef("pk"), stage=OuterRef("current_stage"), reviewer=user
+        already_decided = self.model.objects.filter(
+            pk=OuterRef("pk"), approvals__stage=OuterRef("current_stage"), approvals__reviewer=user
         )
         return (
             self.filter(Exists(reviews), status=RequestStatus.PENDING)
@@ -91,11 +94,9 @@ class AccessRequestQuerySet(models.QuerySet["AccessRequest"]):
 def current_reviewers() -> Prefetch:
     """The prefetch of requests' current-stage reviewers with their users (one query),
     for querysets and for lists already read (``prefetch_related_objects``)."""
-    from access.models import StageReviewer
-
+    # From the app registry: querysets.py is below models.py and imports none of it.
+    reviewers = apps.get_model("access", "StageReviewer")
     return Prefetch(
         "stage_reviewers",
-        queryset=StageReviewer.objects.filter(stage=F("request__current_stage")).select_related(
-            "user"
-        ),
+        queryset=reviewers.objects.filter(stage=F("request__current_stage")).select_related("user"),
     )

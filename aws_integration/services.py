@@ -14,8 +14,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from access.services import identity
-from audit.services import REDACTED, record_event
+from audit.services import record_event
 from aws_integration import outbound
+from aws_integration.aws_settings import get_aws_settings, mask_external_id, settings_state
 from aws_integration.grants import iam, managed
 from aws_integration.models import AwsSettings, generate_external_id
 
@@ -24,41 +25,11 @@ logger = logging.getLogger(__name__)
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 REQUIRED_DISCOVERY_KEYS = ("jwks_uri", "authorization_endpoint", "token_endpoint")
 SETTINGS_FIELDS = ("oidc_issuer_url", "oidc_client_id", "oidc_client_secret")
-# Enough of the External ID to tell two apart in the log, too little to use it.
-EXTERNAL_ID_SHOWN = len("portcullis-") + 4
-
-
-def mask_external_id(value: str) -> str:
-    return f"{value[:EXTERNAL_ID_SHOWN]}…" if value else ""
-
-
-def _settings_state(obj: AwsSettings) -> dict[str, Any]:
-    return {
-        "oidc_issuer_url": obj.oidc_issuer_url,
-        "oidc_client_id": obj.oidc_client_id,
-        # Only whether a secret is set: never its value.
-        "oidc_client_secret": REDACTED if obj.oidc_client_secret else "",
-        "external_id": mask_external_id(obj.external_id),
-    }
 
 
 def subject_resource_types() -> set[str]:
     """The resource types whose grants name the user's OIDC subject in a trust statement."""
     return set(iam.DRIVERS) | set(managed.DRIVERS)
-
-
-def get_aws_settings() -> AwsSettings:
-    """The installation's AWS settings, created (and audited) on first use."""
-    existing = AwsSettings.objects.filter(pk=1).first()
-    if existing is not None:
-        return existing
-    with transaction.atomic():
-        obj, created = AwsSettings.objects.get_or_create(pk=1)
-        if created:
-            record_event(
-                "aws.settings.created", target=obj, details={"after": _settings_state(obj)}
-            )
-    return obj
 
 
 def regenerate_external_id(actor: Any) -> AwsSettings:
@@ -101,7 +72,7 @@ def update_aws_settings(
         )
     with transaction.atomic():
         obj = AwsSettings.objects.select_for_update().get(pk=settings_obj.pk)
-        before = _settings_state(obj)
+        before = settings_state(obj)
         changed = [name for name, value in changes.items() if getattr(obj, name) != value]
         for name in changed:
             setattr(obj, name, changes[name])
@@ -117,7 +88,7 @@ def update_aws_settings(
                 target=obj,
                 details={
                     "before": before,
-                    "after": _settings_state(obj),
+                    "after": settings_state(obj),
                     # A list of names, so that a changed secret shows without its value.
                     "changed": sorted(changed),
                 },

@@ -44,10 +44,10 @@ from django.utils import timezone
 
 from audit.services import record_event
 from aws_integration import clients, services, setup_policies, validators
+from aws_integration.aws_settings import get_aws_settings
 from aws_integration.choices import Severity, ValidationStatus
 from aws_integration.models import AwsApp, AwsSettings, Validation
-from aws_integration.services import get_aws_settings
-from config.schedules import InstallResult, restore_schedules
+from config.schedules import InstallResult, install_schedules
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +182,33 @@ def _probe(check: Check, action: str, call: Callable[[], Any], **context: Any) -
     except (ClientError, BotoCoreError) as exc:
         check.fail(action, exc, **context)
         return None
+
+
+def restore_schedules(*, actor: Any = None) -> InstallResult:
+    """Reinstalls the declared schedules, and audits what it found missing or changed.
+
+    The daily validations run it: schedules are declared in code only (the task admin is
+    read-only), so any difference was made behind Portcullis's back."""
+    with transaction.atomic():
+        # Any other schedule was made outside the code (in django-q2's admin before it
+        # became read-only, say), and its func may be any importable function: os.system.
+        result = install_schedules(only_declared=True)
+        if result.drifted:
+            record_event(
+                "schedules.restored",
+                actor=actor,
+                target_type="django_q.schedule",
+                target_label="Background schedules",
+                details={
+                    "created": result.created,
+                    "updated": result.updated,
+                    "removed": result.removed,
+                    "changes": result.changes,
+                },
+            )
+    if result.drifted:
+        logger.warning("Background schedules had drifted and were restored: %s.", result)
+    return result
 
 
 # Entry points ------------------------------------------------------------------------

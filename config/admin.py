@@ -11,6 +11,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import resolve_url
 
+from access.permissions import can_use_admin_site
+
 
 class PortcullisAdminSite(admin.AdminSite):
     site_header = "Portcullis administration"
@@ -18,8 +20,6 @@ class PortcullisAdminSite(admin.AdminSite):
     index_title = "Administration"
 
     def has_permission(self, request: HttpRequest) -> bool:
-        from access.permissions import can_use_admin_site
-
         return can_use_admin_site(request.user)
 
     def login(

@@ -22,7 +22,6 @@ from django.apps import apps as global_apps
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
 
-from audit.services import record_event
 from config.declarations import declared
 
 logger = logging.getLogger(__name__)
@@ -165,33 +164,6 @@ def install_schedules(
 
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
-
-
-def restore_schedules(*, actor: Any = None) -> InstallResult:
-    """Reinstalls the declared schedules, and audits what it found missing or changed.
-
-    The daily validations run it: schedules are declared in code only (the task admin is
-    read-only), so any difference was made behind Portcullis's back."""
-    with transaction.atomic():
-        # Any other schedule was made outside the code (in django-q2's admin before it
-        # became read-only, say), and its func may be any importable function: os.system.
-        result = install_schedules(only_declared=True)
-        if result.drifted:
-            record_event(
-                "schedules.restored",
-                actor=actor,
-                target_type="django_q.schedule",
-                target_label="Background schedules",
-                details={
-                    "created": result.created,
-                    "updated": result.updated,
-                    "removed": result.removed,
-                    "changes": result.changes,
-                },
-            )
-    if result.drifted:
-        logger.warning("Background schedules had drifted and were restored: %s.", result)
-    return result
 
 
 def install_after_migrate(

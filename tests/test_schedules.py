@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
+from aws_integration.setup_checks import restore_schedules
 from config import schedules
 
 pytestmark = pytest.mark.django_db
@@ -135,11 +136,11 @@ def test_it_brings_forward_a_postponed_next_run():
 def test_restoring_audits_what_it_found_and_nothing_when_all_is_in_order():
     from audit.models import AuditEvent
 
-    assert not schedules.restore_schedules().drifted
+    assert not restore_schedules().drifted
     assert not AuditEvent.objects.filter(action="schedules.restored").exists()
     Schedule.objects.filter(name="Portcullis: grant sweep").update(intended_date_kwarg="when")
 
-    result = schedules.restore_schedules()
+    result = restore_schedules()
 
     assert result.updated == ["Portcullis: grant sweep"]
     event = AuditEvent.objects.get(action="schedules.restored")
@@ -156,7 +157,7 @@ def test_restoring_removes_and_audits_a_schedule_not_declared_in_code():
         name="Nightly report", func="os.system", args="'id'", schedule_type=Schedule.DAILY
     )
 
-    result = schedules.restore_schedules()
+    result = restore_schedules()
 
     assert result.removed == ["Nightly report"]
     assert not Schedule.objects.filter(name="Nightly report").exists()

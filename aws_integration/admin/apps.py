@@ -19,11 +19,12 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from access.admin.base import GrantProtectionMixin, PortcullisModelAdmin
-from aws_integration import services, setup_policies
+from aws_integration import services, setup_checks, setup_policies
 from aws_integration.admin import display
 from aws_integration.choices import SyncStatus, ValidationStatus
 from aws_integration.forms import IDENTITY_CENTER_FIELDS, IDENTITY_CENTER_HINT, AwsAppForm
 from aws_integration.models import AwsApp, SyncRun
+from aws_integration.sync.services import request_sync
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +37,7 @@ def run_validations_with_message(request: HttpRequest, app: AwsApp) -> None:
     """Runs the app's validations and says how they went. A failure to run them is a
     message, never an error page: the app itself is saved either way."""
     try:
-        from aws_integration.setup_checks import run_validations
-    except ImportError:
-        messages.warning(
-            request,
-            "Validations are not available in this installation yet "
-            "(aws_integration.setup_checks is missing); the app was not checked.",
-        )
-        return
-    try:
-        results = run_validations(app, actor=request.user)
+        results = setup_checks.run_validations(app, actor=request.user)
     except Exception as exc:  # an unexpected AWS or network error must not lose the page
         logger.exception("Validations of app %s could not run", app.pk)
         messages.error(request, f"Validations could not run: {exc}")
@@ -254,15 +246,6 @@ class AwsAppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
 
     def _sync_now(self, request: HttpRequest, object_id: str) -> HttpResponse:
         app = self._app_for(request, object_id, change=True)
-        try:
-            from aws_integration.sync.services import request_sync
-        except ImportError:
-            messages.error(
-                request,
-                "Sync is not available in this installation yet "
-                "(aws_integration.sync.services is missing); nothing was queued.",
-            )
-            return self._back_to(app)
         try:
             run = request_sync(app, actor=request.user)
         except (ValueError, ValidationError) as exc:

@@ -23,6 +23,7 @@ from aws_integration.events.parser import (
 )
 from aws_integration.models import AwsApp, SyncRun
 from aws_integration.sync import refresh as sync_refresh
+from aws_integration.sync.engine import reapply_ou_assignments
 from aws_integration.sync.object_refs import IDENTITY_CENTER_KINDS, MEMBER_KINDS, ObjectRef
 
 Handler = Callable[[ParsedEvent, AwsApp], list[ObjectRef]]
@@ -138,8 +139,6 @@ def handle_event(
             "(their sync issues say why)."
         )
     if event.name in OU_MEMBERSHIP_EVENTS:
-        from aws_integration.sync.engine import reapply_ou_assignments
-
         reapply_ou_assignments(app)
     return HandleResult(HANDLED, app, refs, counts)
 

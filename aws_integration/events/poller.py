@@ -30,11 +30,11 @@ from django.utils import timezone
 
 from audit.services import record_event
 from aws_integration import clients, validators
+from aws_integration.aws_settings import get_aws_settings
 from aws_integration.choices import SyncKind, SyncStatus
 from aws_integration.events.handlers import HANDLED, IGNORED, REFUSED_CALL, UNKNOWN, handle_event
 from aws_integration.events.parser import BadMessage, excerpt, parse_message
 from aws_integration.models import AwsApp, SyncIssue, SyncRun
-from aws_integration.services import get_aws_settings
 
 logger = logging.getLogger(__name__)
 

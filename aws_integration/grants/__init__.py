@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from access import drivers
+from aws_integration.grants import iam, identity_center, managed
+from aws_integration.models import AwsSettings
+
 
 def register_drivers() -> None:
-    from access import drivers
-    from aws_integration.grants import iam, identity_center, managed
-
     for module in (identity_center, iam, managed):
         for resource_type, driver in module.DRIVERS.items():
             drivers.register(resource_type, driver)
@@ -14,8 +15,6 @@ def register_drivers() -> None:
 
 
 def _aws_issuer() -> str:
-    from aws_integration.models import AwsSettings
-
     # Read, not get_aws_settings(): a login must not create the settings row.
     row = AwsSettings.objects.only("oidc_issuer_url").first()
     return row.oidc_issuer_url if row is not None else ""

@@ -13,13 +13,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from access.drivers import DriverError
 from aws_integration import clients
+from aws_integration.aws_settings import get_aws_settings
 from aws_integration.clients import error_code
+from aws_integration.models import AwsApp
 
 if TYPE_CHECKING:
     import boto3
 
     from access.models import Assignment
-    from aws_integration.models import AwsApp
 
 SESSION_NAME = "portcullis-grants"
 # Assumed-role credentials last an hour; reuse them for 45 minutes.
@@ -39,8 +40,6 @@ ACCESS_DENIED_CODES = frozenset(
 
 
 def app_of(assignment: Assignment) -> AwsApp:
-    from aws_integration.models import AwsApp
-
     app = AwsApp.objects.filter(pk=assignment.resource.app_id).first()
     if app is None:
         raise DriverError(
@@ -52,8 +51,6 @@ def app_of(assignment: Assignment) -> AwsApp:
 
 def session_for(app: AwsApp, account_id: str) -> boto3.Session:
     """A session in ``account_id`` through the app's ingester role (with the External ID)."""
-    from aws_integration.services import get_aws_settings
-
     external_id = get_aws_settings().external_id
     key = (account_id, app.ingester_role_name, external_id)
     now = time.monotonic()

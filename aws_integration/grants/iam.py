@@ -31,6 +31,7 @@ from access import drivers
 from access.choices import ResourceType
 from access.drivers import DriverError, Outcome, SubjectUnknown
 from aws_integration import setup_policies, trust_policy_editor
+from aws_integration.aws_settings import get_aws_settings
 from aws_integration.grants import base
 
 if TYPE_CHECKING:
@@ -84,8 +85,6 @@ class OidcTrust:
 
 
 def oidc_trust(account_id: str) -> OidcTrust:
-    from aws_integration.services import get_aws_settings
-
     aws_settings = get_aws_settings()
     if not aws_settings.oidc_issuer_url or not aws_settings.oidc_client_id:
         raise DriverError(

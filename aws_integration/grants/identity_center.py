@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from allauth.account.models import EmailAddress
 from botocore.exceptions import ClientError
@@ -28,12 +28,10 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 from access.choices import ASSIGNMENT_IN_AWS, GrantStatus, ResourceType
 from access.drivers import Driver, DriverError, Outcome
+from access.models import Assignment, User
 from aws_integration import setup_policies
 from aws_integration.grants import base
-
-if TYPE_CHECKING:
-    from access.models import Assignment, User
-    from aws_integration.models import AwsApp
+from aws_integration.models import AwsApp, IdentityCenterUser
 
 GROUP = ResourceType.IDC_GROUP.value
 ACCOUNT = ResourceType.ACCOUNT.value
@@ -92,8 +90,6 @@ class IdentityCenter:
 
 
 def _setting_name(field: str) -> str:
-    from aws_integration.models import AwsApp
-
     return str(AwsApp._meta.get_field(field).verbose_name)  # type: ignore[union-attr]  # a column
 
 
@@ -133,8 +129,6 @@ def find_user_id(ic: IdentityCenter, user: User) -> str | None:
 
     The look-up is only for an address verified as the user's, and never finds an Identity
     Center user linked to someone else: an address typed in is nobody's proof of identity."""
-    from aws_integration.models import IdentityCenterUser
-
     linked = (
         IdentityCenterUser.objects.filter(app=ic.app, portal_user=user, deleted_at__isnull=True)
         .order_by("pk")
@@ -429,10 +423,8 @@ def user_assignments_lock(assignment: Assignment) -> str:
 def targets_held_elsewhere(assignment: Assignment) -> set[Target]:
     """What the user's other present account, Identity Center role and OU Assignments of
     this app hold in AWS: removing this Assignment must leave those assignments in place."""
-    from access.models import Assignment as AssignmentModel
-
     others = (
-        AssignmentModel.objects.filter(
+        Assignment.objects.filter(
             user_id=assignment.user_id,
             resource__app_id=assignment.resource.app_id,
             resource__type__in=ASSIGNMENT_TYPES,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aws_integration import clients
-from aws_integration.services import get_aws_settings
+from aws_integration.aws_settings import get_aws_settings
 
 if TYPE_CHECKING:
     import boto3

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from access.choices import ResourceType
+from access.services import grants as grant_service
 from audit.services import record_event
 from aws_integration.choices import SyncStatus
 from aws_integration.models import AwsApp, SyncRun
@@ -250,8 +251,5 @@ def _finish(run: SyncRun, writer: InventoryWriter, status: str, message: str) ->
 
 
 def reapply_ou_assignments(app: AwsApp) -> int:
-    from access.choices import ResourceType
-    from access.services import grants as grant_service
-
     with transaction.atomic():
         return grant_service.reapply_present(app.pk, [ResourceType.ORGANIZATIONAL_UNIT.value])

@@ -16,6 +16,7 @@ from typing import Any
 from django.db.models import Q
 
 from access.choices import ResourceType
+from access.models import Resource
 from aws_integration import clients
 from aws_integration.models import AwsApp, SyncRun
 from aws_integration.sync import scope_jobs
@@ -184,8 +185,6 @@ class _Plan:
         return jobs
 
     def _active_accounts(self) -> list[str]:
-        from access.models import Resource
-
         return sorted(
             Resource.objects.filter(
                 app_id=self.target.app_id, type=ACCOUNT, deleted_at__isnull=True
