@@ -213,13 +213,10 @@ def managed_subjects(policy: Any, *, issuer_host: str, client_id: str) -> set[st
     statement with Sid ``PortcullisManaged`` (or a per-subject ``PortcullisManagedSubject…``
     one) whose ``aud`` is Portcullis's client, with or without the session-name binding of
     current versions. Anything else (another Sid, another provider's or client's statement,
-    a policy that cannot be read) admits no one here."""
-    if not isinstance(policy, dict):
-        return set()
-    statements = policy.get("Statement", [])
-    if isinstance(statements, dict):
-        statements = [statements]
-    if not isinstance(statements, list):
+    a policy that trust_policy_editor cannot read) admits no one here."""
+    try:
+        statements = trust_policy_editor.statements_in(policy)
+    except trust_policy_editor.TrustPolicyError:
         return set()
     found: set[str] = set()
     # Statement by statement: a policy with two managed statements (which the grant
@@ -235,7 +232,7 @@ def managed_subjects(policy: Any, *, issuer_host: str, client_id: str) -> set[st
         audience = equals.get(f"{issuer_host}:aud") if isinstance(equals, dict) else None
         if audience != client_id and not (isinstance(audience, list) and client_id in audience):
             continue
-        found |= trust_policy_editor.subjects_in({"Statement": statement}, issuer_host)
+        found |= trust_policy_editor.subjects_of(statement, issuer_host)
     return found
 
 
