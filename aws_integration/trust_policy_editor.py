@@ -137,10 +137,10 @@ def _without(policy: dict[str, Any], subject: str, issuer_host: str) -> dict[str
     kept = []
     for statement in statements:
         if is_portcullis_statement(statement):
-            left = _subjects_of(statement, issuer_host) - {subject}
+            left = subjects_of(statement, issuer_host) - {subject}
             if not left:
                 continue
-            if left != _subjects_of(statement, issuer_host):
+            if left != subjects_of(statement, issuer_host):
                 equals = statement["Condition"]["StringEquals"]
                 equals[f"{issuer_host}:sub"] = [_escaped(s) for s in sorted(left)]
         kept.append(statement)
@@ -181,13 +181,23 @@ def _hosts_of(statement: dict[str, Any]) -> set[str]:
     return hosts
 
 
+def statements_in(document: str | dict[str, Any]) -> list[Any]:
+    """Return a trust policy's statements as a list (a single statement object becomes a
+    list of one), from whatever parse_policy reads; TrustPolicyError when it cannot."""
+    return _listed(parse_policy(document).get("Statement", []))
+
+
+def _listed(raw: Any) -> list[Any]:
+    return [raw] if isinstance(raw, dict) else list(raw)
+
+
 def subjects_in(policy: dict[str, Any], issuer_host: str) -> set[str]:
     """Return the subjects Portcullis's statements admit for this issuer."""
     statements, _, _ = _statements(parse_policy(policy))
     found: set[str] = set()
     for statement in statements:
         if is_portcullis_statement(statement):
-            found |= _subjects_of(statement, issuer_host)
+            found |= subjects_of(statement, issuer_host)
     return found
 
 
@@ -291,7 +301,7 @@ def binds_session_names(policy: dict[str, Any], issuer_host: str) -> bool:
         bound = equals.get(SESSION_NAME_KEY) if isinstance(equals, dict) else None
         if not isinstance(bound, str):
             return False
-        for subject in _subjects_of(statement, issuer_host):
+        for subject in subjects_of(statement, issuer_host):
             if bound.replace(variable, subject) != session_name_for(subject):
                 return False
     return True
@@ -315,7 +325,7 @@ def _statements(policy: dict[str, Any]) -> tuple[list[Any], bool, int | None]:
     """Return the statements as a list, whether they were one object, and the managed index."""
     raw = policy.get("Statement", [])
     was_object = isinstance(raw, dict)
-    statements = [raw] if was_object else list(raw)
+    statements = _listed(raw)
     indexes = [
         position
         for position, statement in enumerate(statements)
@@ -341,7 +351,8 @@ def _with_statements(
     return policy
 
 
-def _subjects_of(statement: dict[str, Any], issuer_host: str) -> set[str]:
+def subjects_of(statement: dict[str, Any], issuer_host: str) -> set[str]:
+    """Return the subjects one statement admits for this issuer, whatever its Sid."""
     condition = statement.get("Condition")
     equals = condition.get("StringEquals") if isinstance(condition, dict) else None
     value = equals.get(f"{issuer_host}:sub") if isinstance(equals, dict) else None

@@ -24,17 +24,16 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from audit.services import record_event
 from aws_integration import clients, validators
 from aws_integration.aws_settings import get_aws_settings
 from aws_integration.choices import SyncKind, SyncStatus
 from aws_integration.events.handlers import HANDLED, IGNORED, REFUSED_CALL, UNKNOWN, handle_event
 from aws_integration.events.parser import BadMessage, excerpt, parse_message
 from aws_integration.models import AwsApp, SyncIssue, SyncRun
+from aws_integration.sync import services as sync_services
 
 logger = logging.getLogger(__name__)
 
@@ -278,26 +277,4 @@ def _finish_run(run: SyncRun, counts: Counter[str], inventory: Counter[str]) -> 
     )
     # Like a full sync's run, the batch's end is in the audit log (the inventory changes
     # themselves are audited by refresh()).
-    with transaction.atomic():
-        run.save(
-            update_fields=[
-                "status",
-                "finished_at",
-                "counts",
-                "progress_done",
-                "progress_total",
-                "message",
-            ]
-        )
-        record_event(
-            "sync.completed",
-            actor=None,
-            target=run,
-            details={
-                "app": run.app.name,
-                "kind": run.kind,
-                "status": run.status,
-                "counts": run.counts,
-                "message": run.message,
-            },
-        )
+    sync_services.record_finished(run)

@@ -21,10 +21,10 @@ from django.utils import timezone
 
 from access.choices import ResourceType
 from access.services import grants as grant_service
-from audit.services import record_event
 from aws_integration.choices import SyncStatus
 from aws_integration.models import AwsApp, SyncRun
 from aws_integration.sync import scope_jobs
+from aws_integration.sync import services as sync_services
 from aws_integration.sync.app_connection import SyncTarget
 from aws_integration.sync.fetch_results import ScopeResult
 from aws_integration.sync.fetchers.base import ServiceLimiter
@@ -222,31 +222,7 @@ def _finish(run: SyncRun, writer: InventoryWriter, status: str, message: str) ->
     run.message = message
     if status != SyncStatus.FAILED:
         run.progress_done = run.progress_total
-    with transaction.atomic():
-        run.save(
-            update_fields=[
-                "status",
-                "finished_at",
-                "counts",
-                "message",
-                "progress_done",
-                "progress_total",
-            ]
-        )
-        record_event(
-            "sync.completed",
-            actor=None,
-            target=run,
-            details={
-                "app": run.app.name,
-                "kind": run.kind,
-                "account_id": run.account_id,
-                "status": status,
-                "counts": run.counts,
-                "issues": len(writer.failed),
-                "message": message,
-            },
-        )
+    sync_services.record_finished(run, account_id=run.account_id, issues=len(writer.failed))
     return run
 
 

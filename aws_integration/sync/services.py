@@ -52,6 +52,36 @@ def expire_stale_runs(app: AwsApp) -> int:
     return len(stale)
 
 
+def record_finished(run: SyncRun, **details: Any) -> None:
+    """Saves the end of a run (status, finish time, counts, message, progress) and its
+    ``sync.completed`` event in one transaction; ``details`` are what this kind of run adds
+    to the event."""
+    with transaction.atomic():
+        run.save(
+            update_fields=[
+                "status",
+                "finished_at",
+                "counts",
+                "message",
+                "progress_done",
+                "progress_total",
+            ]
+        )
+        record_event(
+            "sync.completed",
+            actor=None,
+            target=run,
+            details={
+                "app": run.app.name,
+                "kind": run.kind,
+                "status": run.status,
+                "counts": run.counts,
+                "message": run.message,
+                **details,
+            },
+        )
+
+
 def active_run(app: AwsApp, account_id: str = "") -> SyncRun | None:
     return (
         SyncRun.objects.filter(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -125,18 +125,98 @@ def _field_name(attribute: str) -> str:
     return attribute[:-3] if attribute.endswith("_id") and attribute != "account_id" else attribute
 
 
+class _Upsert[RowT: (Resource, AccessLevel, IdentityCenterUser)]:
+    """One batch's writes of one model's rows: the fetched values compared with the rows
+    already loaded, rows to create, changed rows grouped by the attributes they change (a
+    ``bulk_update`` per group), and rows AWS no longer shows marked deleted. Counts go to
+    ``counts(row)``; audit events stay with the caller, which knows how each kind reads."""
+
+    def __init__(
+        self,
+        model: type[RowT],
+        counts: Callable[[RowT], dict[str, int]],
+        *,
+        unique_fields: list[str],
+        update_fields: list[str],
+    ) -> None:
+        self.model: type[RowT] = model
+        self.counts: Callable[[RowT], dict[str, int]] = counts
+        self.unique_fields = unique_fields
+        self.update_fields = update_fields
+        self.to_create: list[RowT] = []
+        self.updates: dict[tuple[str, ...], list[RowT]] = defaultdict(list)
+
+    def create(self, row: RowT) -> None:
+        self.to_create.append(row)
+
+    def change(
+        self,
+        row: RowT,
+        desired: dict[str, Any],
+        *,
+        before_of: tuple[str, ...] | None = None,
+        touch: dict[str, Any] | None = None,
+    ) -> tuple[list[str], dict[str, Any]]:
+        """Sets the attributes of ``row`` that differ from ``desired`` and undeletes it (AWS
+        shows it again); a changed row also gets ``touch`` and is queued for update.
+        Returns the attributes changed and, when ``before_of`` is given, the audited values
+        they had, with those of ``before_of``."""
+        changed: list[str] = [f for f, value in desired.items() if getattr(row, f) != value]
+        if not changed and row.deleted_at is None:
+            return changed, {}
+        before: dict[str, Any] = {}
+        if before_of is not None:
+            before = _values(row, changed + list(before_of))
+        for f in changed:
+            setattr(row, f, desired[f])
+        if row.deleted_at is not None:
+            row.deleted_at = None
+            changed.append("deleted_at")
+        for f, value in (touch or {}).items():
+            setattr(row, f, value)
+            changed.append(f)
+        self.updates[tuple(changed)].append(row)
+        self.counts(row)["updated"] += 1
+        return changed, before
+
+    def save(self) -> list[RowT]:
+        """Creates the new rows (taking over any a refresh created meanwhile) and updates
+        the changed ones. Returns the rows created."""
+        if self.to_create:
+            self.model.objects.bulk_create(
+                self.to_create,
+                batch_size=BATCH_SIZE,
+                update_conflicts=True,
+                unique_fields=self.unique_fields,
+                update_fields=self.update_fields,
+            )
+            for row in self.to_create:
+                self.counts(row)["created"] += 1
+        for fields, rows in self.updates.items():
+            self.model.objects.bulk_update(
+                rows, [_field_name(f) for f in fields], batch_size=BATCH_SIZE
+            )
+        return self.to_create
+
+    def mark_gone(self, rows: Iterable[RowT], now: datetime) -> None:
+        """Marks these rows deleted: AWS no longer shows them."""
+        gone = {row.pk: row for row in rows}
+        for chunk in _chunks(sorted(gone)):
+            self.model.objects.filter(pk__in=chunk, deleted_at__isnull=True).update(deleted_at=now)
+        for row in gone.values():
+            row.deleted_at = now
+            self.counts(row)["deleted"] += 1
+
+
 def managed_subjects(policy: Any, *, issuer_host: str, client_id: str) -> set[str]:
     """The OIDC subjects a role's trust policy admits through Portcullis: those of an Allow
     statement with Sid ``PortcullisManaged`` (or a per-subject ``PortcullisManagedSubject…``
     one) whose ``aud`` is Portcullis's client, with or without the session-name binding of
     current versions. Anything else (another Sid, another provider's or client's statement,
-    a policy that cannot be read) admits no one here."""
-    if not isinstance(policy, dict):
-        return set()
-    statements = policy.get("Statement", [])
-    if isinstance(statements, dict):
-        statements = [statements]
-    if not isinstance(statements, list):
+    a policy that trust_policy_editor cannot read) admits no one here."""
+    try:
+        statements = trust_policy_editor.statements_in(policy)
+    except trust_policy_editor.TrustPolicyError:
         return set()
     found: set[str] = set()
     # Statement by statement: a policy with two managed statements (which the grant
@@ -152,7 +232,7 @@ def managed_subjects(policy: Any, *, issuer_host: str, client_id: str) -> set[st
         audience = equals.get(f"{issuer_host}:aud") if isinstance(equals, dict) else None
         if audience != client_id and not (isinstance(audience, list) and client_id in audience):
             continue
-        found |= trust_policy_editor.subjects_in({"Statement": statement}, issuer_host)
+        found |= trust_policy_editor.subjects_of(statement, issuer_host)
     return found
 
 
@@ -330,6 +410,15 @@ class InventoryWriter:
                 record.metadata.get("trust_policy"), issuer_host=issuer_host, client_id=client_id
             )
 
+    def _resource_upsert(self) -> _Upsert[Resource]:
+        return _Upsert(
+            Resource,
+            lambda row: self.counts[row.type],
+            # A refresh may have created the same row meanwhile: take it over.
+            unique_fields=["app", "type", "remote_id"],
+            update_fields=[*RESOURCE_FIELDS, "parent", "deleted_at", "last_seen_at"],
+        )
+
     def _resolve(self, key: ResourceKey | None) -> int | None:
         if key is None:
             return None
@@ -347,8 +436,7 @@ class InventoryWriter:
             wanted_keys.update(result.level_sets)
         self._ensure_loaded(wanted_keys)
 
-        to_create: list[Resource] = []
-        updates: dict[tuple[str, ...], list[Resource]] = defaultdict(list)
+        writes = self._resource_upsert()
         orphans: list[tuple[Resource, ResourceKey]] = []
         # pk -> (row, audited values before, attributes changed), for existing rows.
         updated: dict[int, tuple[Resource, dict[str, Any], set[str]]] = {}
@@ -374,46 +462,25 @@ class InventoryWriter:
                     deleted_at=None,
                     **desired,
                 )
-                to_create.append(row)
+                writes.create(row)
             else:
-                changed = [f for f in RESOURCE_FIELDS if getattr(row, f) != desired[f]]
-                before = _values(row, [*changed, "parent_id", "deleted_at"])
-                for f in changed:
-                    setattr(row, f, desired[f])
-                if parent_id is not None and row.parent_id != parent_id:
-                    row.parent_id = parent_id
-                    changed.append("parent_id")
-                elif record.parent is None and row.parent_id is not None:
-                    row.parent_id = None
-                    changed.append("parent_id")
-                if row.deleted_at is not None:
-                    row.deleted_at = None
-                    changed.append("deleted_at")
+                # A parent not created yet is set once it is (the orphans below).
+                if parent_id is not None or record.parent is None:
+                    desired["parent_id"] = parent_id
+                changed, before = writes.change(
+                    row,
+                    desired,
+                    before_of=("parent_id", "deleted_at"),
+                    touch={"last_seen_at": self.now},
+                )
                 if changed:
-                    row.last_seen_at = self.now
-                    changed.append("last_seen_at")
-                    updates[tuple(changed)].append(row)
-                    self.counts[record.type]["updated"] += 1
                     updated[row.pk] = (row, before, set(changed))
             if record.parent is not None and parent_id is None:
                 orphans.append((row, record.parent))
 
-        if to_create:
-            Resource.objects.bulk_create(
-                to_create,
-                batch_size=BATCH_SIZE,
-                # A refresh may have created the same row meanwhile: take it over.
-                update_conflicts=True,
-                unique_fields=["app", "type", "remote_id"],
-                update_fields=[*RESOURCE_FIELDS, "parent", "deleted_at", "last_seen_at"],
-            )
-            for row in to_create:
-                self._index(row)
-                self.counts[row.type]["created"] += 1
-        for fields, rows in updates.items():
-            Resource.objects.bulk_update(
-                rows, [_field_name(f) for f in fields], batch_size=BATCH_SIZE
-            )
+        to_create = writes.save()
+        for row in to_create:
+            self._index(row)
         # Parents created in this batch (nested OUs, a new account's resources).
         adopted = []
         created_pks = {row.pk for row in to_create}
@@ -471,13 +538,8 @@ class InventoryWriter:
                             doomed[row.pk] = row
         if not doomed:
             return
-        for chunk in _chunks(sorted(doomed)):
-            Resource.objects.filter(pk__in=chunk, deleted_at__isnull=True).update(
-                deleted_at=self.now
-            )
+        self._resource_upsert().mark_gone(doomed.values(), self.now)
         for row in doomed.values():
-            row.deleted_at = self.now
-            self.counts[row.type]["deleted"] += 1
             self._audit(
                 f"{RESOURCE_EVENT}.gone",
                 row,
@@ -516,8 +578,12 @@ class InventoryWriter:
                     if existing is not None and existing.deleted_at is None:
                         removals.append(existing)
 
-        to_create: list[AccessLevel] = []
-        updates: dict[tuple[str, ...], list[AccessLevel]] = defaultdict(list)
+        writes = _Upsert(
+            AccessLevel,
+            lambda level: self.counts[LEVEL_COUNT],
+            unique_fields=["resource", "remote_id"],
+            update_fields=[*LEVEL_FIELDS, "deleted_at"],
+        )
         level_updates: dict[int, tuple[AccessLevel, dict[str, Any]]] = {}
 
         def upsert(resource_pk: int, record: LevelRecord, *, create: bool) -> None:
@@ -529,20 +595,12 @@ class InventoryWriter:
             level = self.levels[resource_pk].get(record.remote_id)
             if level is None:
                 if create:
-                    to_create.append(
+                    writes.create(
                         AccessLevel(resource_id=resource_pk, remote_id=record.remote_id, **desired)
                     )
                 return
-            changed = [f for f in LEVEL_FIELDS if getattr(level, f) != desired[f]]
-            before = _values(level, [*changed, "deleted_at"])
-            for f in changed:
-                setattr(level, f, desired[f])
-            if level.deleted_at is not None:
-                level.deleted_at = None
-                changed.append("deleted_at")
+            changed, before = writes.change(level, desired, before_of=("deleted_at",))
             if changed:
-                updates[tuple(changed)].append(level)
-                self.counts[LEVEL_COUNT]["updated"] += 1
                 # A level merged after its resource's listing keeps its first "before".
                 earlier = level_updates.setdefault(level.pk, (level, {}))[1]
                 for f in changed:
@@ -561,25 +619,11 @@ class InventoryWriter:
         for resource_pk, record in merges:
             upsert(resource_pk, record, create=False)
 
-        if to_create:
-            AccessLevel.objects.bulk_create(
-                to_create,
-                batch_size=BATCH_SIZE,
-                update_conflicts=True,
-                unique_fields=["resource", "remote_id"],
-                update_fields=[*LEVEL_FIELDS, "deleted_at"],
-            )
-            for level in to_create:
-                self._index_level(level)
-            self.counts[LEVEL_COUNT]["created"] += len(to_create)
-        for fields, levels in updates.items():
-            AccessLevel.objects.bulk_update(levels, list(fields), batch_size=BATCH_SIZE)
+        to_create = writes.save()
+        for level in to_create:
+            self._index_level(level)
         removed = {level.pk: level for level in removals}
-        for chunk in _chunks(sorted(removed)):
-            AccessLevel.objects.filter(pk__in=chunk).update(deleted_at=self.now)
-        for level in removed.values():
-            level.deleted_at = self.now
-        self.counts[LEVEL_COUNT]["deleted"] += len(removed)
+        writes.mark_gone(removed.values(), self.now)
         for level in to_create:
             self._audit_level(
                 f"{LEVEL_EVENT}.created",
@@ -607,8 +651,12 @@ class InventoryWriter:
         # match by email never gives them a second.
         taken = {u.portal_user_id for u in existing.values() if u.portal_user_id}
         links: list[IdentityCenterUser] = []
-        to_create: list[IdentityCenterUser] = []
-        updates: dict[tuple[str, ...], list[IdentityCenterUser]] = defaultdict(list)
+        writes = _Upsert(
+            IdentityCenterUser,
+            lambda user: self.counts[USER_COUNT],
+            unique_fields=["app", "remote_id"],
+            update_fields=[*[_field_name(f) for f in USER_FIELDS], "deleted_at"],
+        )
         seen: set[str] = set()
         complete = False
         for result in listed:
@@ -625,42 +673,20 @@ class InventoryWriter:
                         app_id=self.app.pk, remote_id=record.remote_id, **desired
                     )
                     existing[record.remote_id] = user
-                    to_create.append(user)
+                    writes.create(user)
                     if user.portal_user_id:
                         links.append(user)
                     continue
                 if desired["portal_user_id"] and not user.portal_user_id:
                     links.append(user)
-                changed = [f for f in USER_FIELDS if getattr(user, f) != desired[f]]
-                for f in changed:
-                    setattr(user, f, desired[f])
-                if user.deleted_at is not None:
-                    user.deleted_at = None
-                    changed.append("deleted_at")
-                if changed:
-                    updates[tuple(changed)].append(user)
-                    self.counts[USER_COUNT]["updated"] += 1
-        if to_create:
-            IdentityCenterUser.objects.bulk_create(
-                to_create,
-                batch_size=BATCH_SIZE,
-                update_conflicts=True,
-                unique_fields=["app", "remote_id"],
-                update_fields=[*[_field_name(f) for f in USER_FIELDS], "deleted_at"],
-            )
-            self.counts[USER_COUNT]["created"] += len(to_create)
-        for fields, users in updates.items():
-            IdentityCenterUser.objects.bulk_update(
-                users, [_field_name(f) for f in fields], batch_size=BATCH_SIZE
-            )
+                writes.change(user, desired)
+        writes.save()
         self._record_links(links)
         if complete:
-            gone = [u for rid, u in existing.items() if rid not in seen and u.deleted_at is None]
-            for chunk in _chunks([u.pk for u in gone]):
-                IdentityCenterUser.objects.filter(pk__in=chunk).update(deleted_at=self.now)
-            for user in gone:
-                user.deleted_at = self.now
-            self.counts[USER_COUNT]["deleted"] += len(gone)
+            writes.mark_gone(
+                (u for rid, u in existing.items() if rid not in seen and u.deleted_at is None),
+                self.now,
+            )
 
     @staticmethod
     def _user_fields(record: IdcUserRecord) -> dict[str, Any]:

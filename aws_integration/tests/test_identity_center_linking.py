@@ -15,20 +15,13 @@ from access.choices import GrantSource, GrantStatus
 from access.models import Grant, User
 from audit.models import AuditEvent
 from aws_integration.models import IdentityCenterUser
-from aws_integration.tests.sync_fixtures import ADA_EMAIL, make_app, management, seeded_org, sync
+from aws_integration.tests.sync_fixtures import ADA_EMAIL, make_app, management, sync
 from demo import seed
 from tests.fixtures import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
 
 CONFIRM_LINK = re.compile(r"/accounts/confirm-email/([-:\w]+)/")
-
-
-@pytest.fixture
-def org(moto_server, settings) -> seed.SeedResult:
-    settings.AWS_ENDPOINT_URL = moto_server
-    settings.AWS_MAX_ATTEMPTS = 2
-    return seeded_org()
 
 
 @pytest.fixture

@@ -37,13 +37,6 @@ T = ResourceType
 
 
 @pytest.fixture
-def org(moto_server, settings) -> seed.SeedResult:
-    settings.AWS_ENDPOINT_URL = moto_server
-    settings.AWS_MAX_ATTEMPTS = 2
-    return seeded_org()
-
-
-@pytest.fixture
 def app(org):
     return make_app(org)
 

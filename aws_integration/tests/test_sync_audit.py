@@ -21,10 +21,8 @@ from aws_integration.tests.sync_fixtures import (
     make_app,
     member,
     run_instance,
-    seeded_org,
     sync,
 )
-from demo import seed
 
 pytestmark = pytest.mark.django_db
 
@@ -34,13 +32,6 @@ INVENTORY_ACTIONS = (
     "inventory.access_level.",
     "aws_integration.identitycenteruser.",
 )
-
-
-@pytest.fixture
-def org(moto_server, settings) -> seed.SeedResult:
-    settings.AWS_ENDPOINT_URL = moto_server
-    settings.AWS_MAX_ATTEMPTS = 2
-    return seeded_org()
 
 
 @pytest.fixture

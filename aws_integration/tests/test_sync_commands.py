@@ -17,17 +17,10 @@ from audit.models import AuditEvent
 from aws_integration.choices import SyncKind, SyncStatus
 from aws_integration.models import SyncRun
 from aws_integration.sync import services, tasks
-from aws_integration.tests.sync_fixtures import live, make_app, seeded_org
+from aws_integration.tests.sync_fixtures import live, make_app
 from tests.fixtures import make_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def org(moto_server, settings):
-    settings.AWS_ENDPOINT_URL = moto_server
-    settings.AWS_MAX_ATTEMPTS = 2
-    return seeded_org()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from aws_integration.tests.sync_fixtures import (
     management,
     member,
     run_instance,
-    seeded_org,
     sync,
 )
 from demo import seed
@@ -35,13 +34,6 @@ from tests.fixtures import make_user
 pytestmark = pytest.mark.django_db
 
 T = ResourceType
-
-
-@pytest.fixture
-def org(moto_server, settings) -> seed.SeedResult:
-    settings.AWS_ENDPOINT_URL = moto_server
-    settings.AWS_MAX_ATTEMPTS = 2
-    return seeded_org()
 
 
 @pytest.fixture

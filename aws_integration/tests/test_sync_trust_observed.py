@@ -60,13 +60,6 @@ def oidc_provider(db: Any) -> None:
 
 
 @pytest.fixture
-def org(moto_server: str, settings: Any) -> seed.SeedResult:
-    settings.AWS_ENDPOINT_URL = moto_server
-    settings.AWS_MAX_ATTEMPTS = 2
-    return seeded_org()
-
-
-@pytest.fixture
 def app(org: seed.SeedResult) -> AwsApp:
     return make_app(org)
 

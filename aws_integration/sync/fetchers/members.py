@@ -296,38 +296,56 @@ def db_levels(tags: dict[str, str]) -> list[LevelRecord]:
 
 
 def db_instance_record(account_id: str, region: str, db: dict[str, Any]) -> ResourceRecord:
-    tags = tag_dict(db.get("TagList"))
     endpoint = db.get("Endpoint") or {}
-    return ResourceRecord(
-        type=RDS_INSTANCE_TYPES[db["Engine"]],
-        remote_id=db["DBInstanceArn"],
-        name=db["DBInstanceIdentifier"],
+    return _db_record(
+        account_id,
+        region,
+        db,
+        resource_type=RDS_INSTANCE_TYPES[db["Engine"]],
         arn=db["DBInstanceArn"],
-        account_id=account_id,
-        region=region,
-        parent=_parent(account_id),
-        tags=tags,
-        metadata={
-            "engine": db["Engine"],
-            "engine_version": db.get("EngineVersion", ""),
-            "iam_auth_enabled": bool(db.get("IAMDatabaseAuthenticationEnabled", False)),
-            "publicly_accessible": bool(db.get("PubliclyAccessible", False)),
+        name=db["DBInstanceIdentifier"],
+        details={
             "dbi_resource_id": db.get("DbiResourceId", ""),
             "endpoint": endpoint.get("Address", ""),
             "port": endpoint.get("Port") or db.get("DbInstancePort"),
-            "master_username": db.get("MasterUsername", ""),
         },
-        levels=db_levels(tags),
     )
 
 
 def db_cluster_record(account_id: str, region: str, db: dict[str, Any]) -> ResourceRecord:
+    return _db_record(
+        account_id,
+        region,
+        db,
+        resource_type=RDS_CLUSTER_TYPES[db["Engine"]],
+        arn=db["DBClusterArn"],
+        name=db["DBClusterIdentifier"],
+        details={
+            "db_cluster_resource_id": db.get("DbClusterResourceId", ""),
+            "endpoint": db.get("Endpoint", ""),
+            "reader_endpoint": db.get("ReaderEndpoint", ""),
+            "port": db.get("Port"),
+        },
+    )
+
+
+def _db_record(
+    account_id: str,
+    region: str,
+    db: dict[str, Any],
+    *,
+    resource_type: str,
+    arn: str,
+    name: str,
+    details: dict[str, Any],
+) -> ResourceRecord:
+    """An RDS instance or Aurora cluster: what both describe alike, with ``details``."""
     tags = tag_dict(db.get("TagList"))
     return ResourceRecord(
-        type=RDS_CLUSTER_TYPES[db["Engine"]],
-        remote_id=db["DBClusterArn"],
-        name=db["DBClusterIdentifier"],
-        arn=db["DBClusterArn"],
+        type=resource_type,
+        remote_id=arn,
+        name=name,
+        arn=arn,
         account_id=account_id,
         region=region,
         parent=_parent(account_id),
@@ -337,10 +355,7 @@ def db_cluster_record(account_id: str, region: str, db: dict[str, Any]) -> Resou
             "engine_version": db.get("EngineVersion", ""),
             "iam_auth_enabled": bool(db.get("IAMDatabaseAuthenticationEnabled", False)),
             "publicly_accessible": bool(db.get("PubliclyAccessible", False)),
-            "db_cluster_resource_id": db.get("DbClusterResourceId", ""),
-            "endpoint": db.get("Endpoint", ""),
-            "reader_endpoint": db.get("ReaderEndpoint", ""),
-            "port": db.get("Port"),
+            **details,
             "master_username": db.get("MasterUsername", ""),
         },
         levels=db_levels(tags),
