@@ -277,7 +277,7 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
         current_pks = {g.pk for g in current}
         form = RevokeForm(request.POST if "confirm" in request.POST else None)
         if form.is_bound and form.is_valid():
-            revoked = 0
+            revoked = refused = 0
             for grant in current:
                 try:
                     if grant_service.revoke_grant(
@@ -285,11 +285,13 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
                     ):
                         revoked += 1
                 except PermissionDenied:
-                    continue
+                    refused += 1
             message = f"Revoked {plural(revoked, 'grant')}."
-            skipped = len(selected) - revoked
+            skipped = len(selected) - revoked - refused
             if skipped:
                 message += f" Left {plural(skipped, 'grant')} that had already ended."
+            if refused:
+                message += f" Left {plural(refused, 'grant')} you may not revoke."
             self.message_user(request, message, messages.SUCCESS)
             return None
         context = {
