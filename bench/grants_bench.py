@@ -57,7 +57,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -120,24 +120,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # The stand-in, in a child process --------------------------------------------------------
 def seed_size(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "name": "grants-bench",
-        "accounts": 1,
-        "ous": 1,
-        "regions": 1,
-        "iam_roles_per_account": 1,
-        "ec2_per_account": 0,
-        "eks_per_account": 0,
-        "rds_mysql_per_account": 0,
-        "rds_postgres_per_account": 0,
-        "aurora_mysql_per_account": 0,
-        "aurora_postgres_per_account": 0,
-        "permission_sets": 1,
-        "idc_groups": args.groups,
-        "idc_users": args.users,
-        "memberships_per_user": 0,
-        "assignments_per_account": 0,
-    }
+    """The seed's minimal organization with ``--users`` users, ``--groups`` groups and no
+    memberships."""
+    from demo.seed import SeedSize
+
+    return asdict(
+        SeedSize.minimal(
+            "grants-bench", idc_groups=args.groups, idc_users=args.users, memberships_per_user=0
+        )
+    )
 
 
 # The database ----------------------------------------------------------------------------
