@@ -18,20 +18,21 @@ driver call is idempotent).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from access import leases
 from access.leases import LeaseKind
 from access.models import Assignment
 from access.services import grants, requests
-from config.loops import Stop
+from config.loops import Stop, keep_connections
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def run(stop: Stop) -> None:
                 work(stop, lease.lost)
                 continue
         stop.wait(STANDBY_POLL)
-        close_old_connections()
+        keep_connections()
 
 
 def work(stop: Stop, lost: threading.Event | None = None) -> dict[str, int]:
@@ -87,12 +88,11 @@ def work(stop: Stop, lost: threading.Event | None = None) -> dict[str, int]:
             except DatabaseError:
                 logger.exception("Could not plan assignment %s again", pk)
         finally:
-            connection.close()  # each pool thread's own connection
             with guard:
                 in_flight.discard(pk)
 
     last_sweep = 0.0
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grant-engine")
+    pool = _Pool(threads, reconcile)
     try:
         while not stop.is_set() and not (lost is not None and lost.is_set()):
             wait = tick
@@ -108,7 +108,7 @@ def work(stop: Stop, lost: threading.Event | None = None) -> dict[str, int]:
                     for pk in grants.due_assignments(now, limit=room, exclude=busy):
                         with guard:
                             in_flight.add(pk)
-                        pool.submit(reconcile, pk)
+                        pool.submit(pk)
                         done["reconciled"] += 1
                 if time.monotonic() - last_sweep >= SWEEP_EVERY:
                     last_sweep = time.monotonic()
@@ -121,9 +121,11 @@ def work(stop: Stop, lost: threading.Event | None = None) -> dict[str, int]:
                 logger.exception("The grant engine's tick failed; trying again next tick.")
                 wait = max(tick, 1.0)
             stop.wait(max(wait, 0.02))
-            close_old_connections()
+            keep_connections()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        dropped = pool.shutdown()
+        with guard:
+            in_flight.difference_update(dropped)
         give_up = time.monotonic() + STOP_GRACE
         while time.monotonic() < give_up:
             with guard:
@@ -138,6 +140,48 @@ def work(stop: Stop, lost: threading.Event | None = None) -> dict[str, int]:
                     len(in_flight),
                 )
     return done
+
+
+class _Pool:
+    """The engine's threads. Each keeps its own database connection from one
+    reconciliation to the next (opening one costs more than a reconciliation's queries,
+    and what PostgreSQL prepared for it stays) and closes it when it ends."""
+
+    def __init__(self, size: int, work: Callable[[int], None]) -> None:
+        self.work = work
+        self.todo: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._run, name=f"grant-engine-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, pk: int) -> None:
+        self.todo.put(pk)
+
+    def shutdown(self) -> list[int]:
+        """Each thread ends after the reconciliation in hand. Returns what was submitted
+        but not started: it stays planned for the next engine."""
+        dropped = []
+        while True:
+            try:
+                pk = self.todo.get_nowait()
+            except queue.Empty:
+                break
+            if pk is not None:
+                dropped.append(pk)
+        for _ in self.threads:
+            self.todo.put(None)
+        return dropped
+
+    def _run(self) -> None:
+        try:
+            while (pk := self.todo.get()) is not None:
+                self.work(pk)
+                keep_connections()
+        finally:
+            connection.close()
 
 
 def sweep(now: datetime | None = None) -> dict[str, int]:

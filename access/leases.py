@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from access.models import Lease
@@ -67,22 +66,28 @@ def _holder() -> str:
 
 
 def claim(lease_name: str, length: timedelta) -> Held | None:
-    """Claims the lease for ``length``; None when someone else holds it."""
+    """Claims the lease for ``length``; None when someone else holds it.
+
+    One statement: it makes the row, or takes it over when it is free or ran out (an upsert
+    whose update is conditional), and answers whether it did, on SQLite and PostgreSQL."""
     holder = _holder()
     now = timezone.now()
-    taken = (
-        Lease.objects.filter(name=lease_name)
-        .filter(Q(until__isnull=True) | Q(until__lte=now))
-        .update(holder=holder, until=now + length)
-    )
-    if taken:
-        return Held(lease_name, holder)
-    try:
-        with transaction.atomic():
-            Lease.objects.create(name=lease_name, holder=holder, until=now + length)
-    except IntegrityError:
-        return None  # the row exists and its holder's time has not run out
-    return Held(lease_name, holder)
+    ops = connection.ops
+    table = ops.quote_name(Lease._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (name, holder, until) VALUES (%s, %s, %s) "  # noqa: S608 - the table's own name
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until "
+            f"WHERE {table}.until IS NULL OR {table}.until <= %s RETURNING holder",
+            [
+                lease_name,
+                holder,
+                ops.adapt_datetimefield_value(now + length),
+                ops.adapt_datetimefield_value(now),
+            ],
+        )
+        taken = cursor.fetchone()
+    return Held(lease_name, holder) if taken is not None else None
 
 
 def renew(lease: Held, length: timedelta) -> bool:

@@ -41,6 +41,24 @@ STOP_TIMEOUT = 2.0
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 15.0, 30.0)
 
 
+def keep_connections() -> None:
+    """Between two rounds of a loop (or two jobs of a loop's thread): closes this thread's
+    database connections only when they broke, so that the next round opens them anew.
+    Unlike Django's per-request ``close_old_connections`` it ignores DB_CONN_MAX_AGE, which
+    is for web requests: a loop that opened a connection every round (four times a second
+    for the grant engine) would spend more on connecting than on its work, and lose what
+    PostgreSQL prepared for it."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        if conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"] or (
+            conn.errors_occurred and not conn.is_usable()
+        ):
+            conn.close()  # left in a transaction, or the database went away
+        else:
+            conn.errors_occurred = False
+
+
 class Stop(Protocol):
     """What a loop is given: it returns soon after ``is_set()`` becomes true. ``wait``
     sleeps up to ``seconds`` and returns True early when the stop comes."""

@@ -55,6 +55,9 @@ RETRY_BACKOFF = (
 # polled up to ~2 minutes); a dead process's leases run out within this.
 LEASE = timedelta(seconds=4)
 RESOURCE_BUSY_RETRY = timedelta(seconds=1)
+# Expired grants ended per transaction: few enough that requests waiting on the audit chain
+# (or on SQLite's one writer) wait only milliseconds.
+EXPIRY_BATCH = 20
 # A reconciliation still to do with nothing planned this long after the last change is
 # considered lost and planned again by the sweep.
 STALL_AFTER = timedelta(minutes=2)
@@ -348,10 +351,12 @@ def expire_due_grants(
         .values_list("pk", flat=True)[:limit]
     )
     ended: list[int] = []
-    for pk in due:
-        grant = _load(pk)
-        if revoke_grant(grant, actor=None, reason=REASON_EXPIRED, expired=True):
-            ended.append(pk)
+    for start in range(0, len(due), EXPIRY_BATCH):
+        # A batch per transaction: the audit chain is locked once for all of it.
+        with transaction.atomic():
+            for pk in due[start : start + EXPIRY_BATCH]:
+                if revoke_grant(_load(pk), actor=None, reason=REASON_EXPIRED, expired=True):
+                    ended.append(pk)
     if reconcile_now and ended:
         assignment_ids = Grant.objects.filter(pk__in=ended).values_list("assignment_id", flat=True)
         for assignment_id in sorted(set(assignment_ids)):
@@ -597,6 +602,9 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
         pk=assignment_id
     )
     grants = list(assignment.grants.filter(status__in=CURRENT_STATUSES))
+    for grant in grants:  # the same rows as the assignment's: no query each for the events
+        grant.user, grant.resource = assignment.user, assignment.resource
+        grant.access_level = assignment.access_level
     wanted = any(g.status in ACTIVE_STATUSES for g in grants)
     pending = [g for g in grants if g.status == GrantStatus.PENDING]
     ending = [g for g in grants if g.status == GrantStatus.REVOKING]

@@ -148,7 +148,7 @@ def test_the_grant_engine_revokes_a_grant_that_expires_while_it_runs(
     made = grant(group, user, expires_at, django_capture_on_commit_callbacks)
     assert user_id in members(org, group.remote_id)
     # The test's transaction is not a worker's finished one: keep its connection.
-    monkeypatch.setattr(engine, "close_old_connections", lambda: None)
+    monkeypatch.setattr(engine, "keep_connections", lambda: None)
 
     # A short real run (the engine's own loop, 1.5 s) starting half a second before expiry.
     with (
@@ -169,7 +169,7 @@ def test_a_second_grant_engine_stands_by_while_one_holds_the_lease_and_then_take
     user, group, user_id = membership
     expires_at = timezone.now() + timedelta(hours=1)
     made = grant(group, user, expires_at, django_capture_on_commit_callbacks)
-    monkeypatch.setattr(engine, "close_old_connections", lambda: None)
+    monkeypatch.setattr(engine, "keep_connections", lambda: None)
 
     with time_machine.travel(expires_at + timedelta(minutes=1), tick=True):
         running = leases.claim(engine.ENGINE_LEASE, timedelta(minutes=2))  # the first engine

@@ -138,7 +138,7 @@ def test_an_engine_killed_with_its_lease_held_is_taken_over_once_the_lease_runs_
     expires_at = timezone.now() + timedelta(hours=1)
     made = make_grant(personas, level(personas, "L"), expires_at)
     grant_service.reconcile_assignment(made.assignment_id)
-    monkeypatch.setattr(engine, "close_old_connections", lambda: None)
+    monkeypatch.setattr(engine, "keep_connections", lambda: None)
 
     with time_machine.travel(expires_at + timedelta(seconds=5), tick=True) as clock:
         # A cluster holding the engine's lease is killed (SIGKILL: nothing released).
@@ -161,7 +161,7 @@ def test_a_transient_database_error_in_one_tick_does_not_end_the_engine_run(
     expires_at = timezone.now() + timedelta(hours=1)
     made = make_grant(personas, level(personas, "L"), expires_at)
     grant_service.reconcile_assignment(made.assignment_id)
-    monkeypatch.setattr(engine, "close_old_connections", lambda: None)
+    monkeypatch.setattr(engine, "keep_connections", lambda: None)
     real = grant_service.expire_due_grants
     calls = {"n": 0}
 

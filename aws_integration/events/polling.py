@@ -12,13 +12,11 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from django.db import close_old_connections
-
 from access import leases
 from access.leases import LeaseKind
 from aws_integration.events.poller import poll_queue
 from aws_integration.models import AwsApp
-from config.loops import Stop
+from config.loops import Stop, keep_connections
 
 # A holder polls one app's queue this long, then looks at the others (apps share the loop).
 SLICE_SECONDS = 30.0
@@ -39,7 +37,7 @@ def run(stop: Stop) -> None:
     while not stop.is_set():
         if not poll_all_queues(SLICE_SECONDS, WAIT_SECONDS, stop=stop):
             stop.wait(STANDBY_POLL)
-        close_old_connections()
+        keep_connections()
 
 
 def poll_all_queues(
