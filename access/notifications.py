@@ -39,7 +39,7 @@ class _Batch:
 
     def __call__(self) -> None:
         self.queued = True
-        queue.enqueue("access.tasks.deliver_emails", self.messages)
+        queue.enqueue("access.tasks.deliver_emails", self.messages, keep_success=False)
 
 
 def _open_batch() -> _Batch | None:
@@ -61,7 +61,7 @@ def _send(recipients: list[str], subject: str, body: str) -> None:
         return
     message = (recipients, subject, body)
     if not transaction.get_connection().in_atomic_block:
-        queue.enqueue("access.tasks.deliver_emails", [message])
+        queue.enqueue("access.tasks.deliver_emails", [message], keep_success=False)
         return
     batch = _open_batch()
     if batch is None:

@@ -13,9 +13,19 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 
-def enqueue(func: str, *args: Any, task_name: str | None = None, group: str | None = None) -> None:
+def enqueue(
+    func: str,
+    *args: Any,
+    task_name: str | None = None,
+    group: str | None = None,
+    keep_success: bool = True,
+) -> None:
     """Queue the task ``func`` (a dotted path) with ``args``; with TASKS_INLINE (tests,
-    one-off commands) run it here and now."""
+    one-off commands) run it here and now.
+
+    ``keep_success=False`` is for tasks run by the thousand (mail): django-q2 then stores
+    only their failures. Storing a success costs its cluster a transaction that locks and
+    loads every stored success (up to ``save_limit``) to prune the oldest."""
     if settings.TASKS_INLINE:
         import_string(func)(*args)
         return
@@ -24,6 +34,8 @@ def enqueue(func: str, *args: Any, task_name: str | None = None, group: str | No
     options: dict[str, Any] = {"group": group or func.rsplit(".", 1)[-1]}
     if task_name:
         options["task_name"] = task_name
+    if not keep_success:
+        options["save"] = False
     if broker := _orm_broker():
         options["broker"] = broker
     async_task(func, *args, **options)

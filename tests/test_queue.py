@@ -35,3 +35,56 @@ def test_queueing_after_a_commit_opens_no_connection(settings: Any) -> None:
         connection_created.disconnect(count)
     assert opened == []
     assert connection.connection is before
+
+
+@pytest.mark.django_db
+def test_mail_is_queued_so_that_only_its_failures_are_stored(
+    settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Storing a success makes the cluster lock and load every stored success to prune
+    # the oldest: for mail, sent by the thousand, only failures are kept.
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.models import Failure, Success
+    from django_q.monitor import save_task
+    from django_q.signing import SignedPackage
+
+    from access import notifications
+    from access.choices import GrantSource, GrantStatus
+    from access.models import AccessLevel, Grant
+    from access.tests.factories import AccessLevelFactory
+    from tests.fixtures import make_user
+
+    settings.TASKS_INLINE = False
+    level: AccessLevel = AccessLevelFactory.create()
+    grant = Grant.objects.create(
+        user=make_user("holder@example.com"),
+        resource=level.resource,
+        access_level=level,
+        source=GrantSource.ADMIN,
+        status=GrantStatus.ACTIVE,
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        notifications.expiry_warning(grant, within=timedelta(hours=1))
+    (queued,) = OrmQ.objects.all()
+    task = SignedPackage.loads(queued.payload)
+    assert task["func"] == "access.tasks.deliver_emails"
+    assert task["save"] is False
+
+    now = timezone.now()
+    for success in (True, False):
+        save_task(
+            {
+                **task,
+                "success": success,
+                "result": None,
+                "started": now,
+                "stopped": now,
+                "sync": True,  # as a task run in process: the test keeps its connection
+            },
+            None,
+        )
+    assert not Success.objects.exists()
+    assert Failure.objects.count() == 1

@@ -126,7 +126,7 @@ def test_the_mail_of_one_transaction_is_queued_as_one_task(personas, level, comm
     other.owners.create(user=personas.manager)
     other_level = AccessLevel.objects.create(resource=other, remote_id="ps-2", name="ReadOnly")
     queued: list[tuple] = []
-    monkeypatch.setattr(queue, "enqueue", lambda *args: queued.append(args))
+    monkeypatch.setattr(queue, "enqueue", lambda *args, **options: queued.append(args))
     with committed():
         svc.submit_requests(
             requested_by=personas.requester,
