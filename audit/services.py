@@ -155,6 +155,13 @@ class PendingEvent:
     target_label: str = ""
     details: dict[str, Any] | None = None
 
+    @classmethod
+    def about(
+        cls, action: str, target: models.Model, details: dict[str, Any] | None = None
+    ) -> PendingEvent:
+        """An event about ``target``, with its fields filled as ``record_event`` fills them."""
+        return cls(action, target._meta.label_lower, target.pk, str(target), details)
+
 
 def record_event(
     action: str,

@@ -2,6 +2,11 @@
 the parent ends), Django set up from the repository, and progress lines on stderr.
 
 Run as a script, this module is that child: ``python bench/benchkit.py '<seed size JSON>'``.
+Besides serving AWS, the child answers the parent on its stdin and stdout: a line
+``memberships <identity store id>`` gets one JSON line of what its Identity Center holds,
+read from the stand-in's own state. Benchmarks watch AWS that way rather than through the
+API: listing every group four times a second cost the benchmark's process three times the
+CPU of the portal it measures, and the stand-in the time of the grants it serves.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -71,8 +78,28 @@ def serve_standin(size_json: str) -> None:
         "size": asdict(result.size),
     }
     print(json.dumps(summary), flush=True)
-    sys.stdin.read()  # until the parent ends
+    for line in sys.stdin:  # until the parent ends
+        command, _, argument = line.strip().partition(" ")
+        if command == "memberships":
+            print(json.dumps(held_memberships(argument)), flush=True)
     server.stop()
+
+
+def held_memberships(store_id: str) -> dict[str, Any]:
+    """What the stand-in's identity store holds now: {"at": time, "groups": {group id:
+    [user ids]}}."""
+    from moto.identitystore.models import identitystore_backends
+
+    groups: dict[str, list[str]] = {}
+    for account_id in list(identitystore_backends.keys()):
+        for region in list(identitystore_backends[account_id].keys()):
+            store = identitystore_backends[account_id][region].identity_stores.get(store_id)
+            # list(): one step under the GIL while the server's threads change the dict.
+            for membership in list(store.group_memberships.values()) if store else []:
+                groups.setdefault(membership["GroupId"], []).append(
+                    membership["MemberId"]["UserId"]
+                )
+    return {"at": time.time(), "groups": groups}
 
 
 def start_standin(size: dict[str, Any]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
@@ -90,7 +117,24 @@ def start_standin(size: dict[str, Any]) -> tuple[subprocess.Popen[str], dict[str
     if not line:
         child.wait()
         raise SystemExit(f"The stand-in AWS did not start (exit status {child.returncode}).")
+    global _standin
+    _standin = child
     return child, json.loads(line)
+
+
+_standin: subprocess.Popen[str] | None = None
+_standin_lock = threading.Lock()
+
+
+def standin_memberships(store_id: str) -> tuple[dict[str, set[str]], float]:
+    """The memberships the stand-in started by ``start_standin`` holds now, per group, and
+    when it read them."""
+    assert _standin is not None and _standin.stdin is not None and _standin.stdout is not None
+    with _standin_lock:
+        _standin.stdin.write(f"memberships {store_id}\n")
+        _standin.stdin.flush()
+        answer = json.loads(_standin.stdout.readline())
+    return {g: set(users) for g, users in answer["groups"].items()}, answer["at"]
 
 
 if __name__ == "__main__":

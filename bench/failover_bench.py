@@ -27,14 +27,14 @@ Figures, one a line as ``name: value unit``, then ``targets: met`` or
 
 - takeover_s: from the SIGKILL to the surviving cluster's engine holding the lease
   (target <= 2 s);
-- revoke_lag_p50/p99/max: from each grant's end to the first listing without its
+- revoke_lag_p50/p99/max: from each grant's end to the first reading without its
   membership, for all grants, those that expired around the kill included
   (target p99 <= 5 s);
 - left_granted: memberships still in AWS at the end (target 0);
 - survivor_stop_s: at the end, from SIGTERM to the surviving cluster's exit (target <= 2 s,
   the issue's bound for the loops; its workers are idle by then);
 - expiry_window, watch_resolution, expired_after_kill: how the expiries spread, the time
-  between two listings of a group (a stamp is at most that late), and how many grants
+  between two readings of the stand-in (a stamp is at most that late), and how many grants
   expired after the kill (the share the surviving cluster revoked).
 
 It exits 0 whether the targets are met or not; it fails only when it cannot run.
@@ -54,6 +54,7 @@ from typing import Any
 # Run as a script: bench/ is on the path.
 from benchkit import STANDIN_ENV, print_figures, say, setup_django, start_standin
 from grants_bench import (
+    WATCH_PAUSE,
     Watcher,
     create_database,
     percentile,
@@ -280,7 +281,6 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
         stop_s = time.monotonic() - stop_started
     finally:
         watcher.stop()
-        watcher.pool.shutdown()
         for cluster in clusters:
             stop_cluster(cluster)
     connection.close()
@@ -314,7 +314,7 @@ def measure(args: argparse.Namespace, seeded: dict[str, Any], database_url: str)
         ("grants", total, ""),
         ("expiry_window", f"{max(ends.values()) - min(ends.values()):.1f}", "s"),
         ("expired_after_kill", after_kill, ""),
-        ("watch_resolution", f"{sum(rounds) / len(rounds) + 0.25:.2f}", "s"),
+        ("watch_resolution", f"{sum(rounds) / len(rounds) + WATCH_PAUSE:.2f}", "s"),
         ("takeover_s", f"{takeover:.2f}", "s"),
         ("survivor_stop_s", f"{stop_s:.2f}", "s"),
         ("revoke_lag_p50", f"{percentile(lags, 0.50):.2f}", "s"),

@@ -35,7 +35,7 @@ from access.choices import (
 from access.leases import LeaseKind
 from access.models import AccessLevel, AccessRequest, Actor, Assignment, Grant, Resource, User
 from access.services.pending_requests import end_pending_request
-from audit.services import record_event
+from audit.services import PendingEvent, record_event, record_events
 
 logger = logging.getLogger("access.grants")
 
@@ -205,40 +205,49 @@ def revoke_grant(grant: Grant, *, actor: Actor, reason: str, expired: bool = Fal
         raise GrantError("Say why the access is revoked.")
     now = timezone.now()
     with transaction.atomic():
-        still = Grant.objects.filter(pk=grant.pk, status__in=ACTIVE_STATUSES)
-        if expired:
-            # An extension committed since the grant was found due keeps it.
-            still = still.filter(expires_at__lte=now)
-        changed = still.update(
-            status=GrantStatus.REVOKING,
-            revoked_at=now,
-            revoked_by=actor if getattr(actor, "is_authenticated", False) else None,
-            revoke_reason=reason[:2000],
-            updated_at=now,
-        )
-        if not changed:
+        ended = _mark_revoking(grant.pk, actor=actor, reason=reason, expired=expired, now=now)
+        if ended is None:
             return False
-        grant = _load(grant.pk)
-        if grant.assignment_id is None:
-            assignment = _assignment_for(grant.user, grant.resource, grant.access_level)
-            if (
-                assignment.status == AssignmentStatus.ABSENT
-                and grant.source == GrantSource.OBSERVED
-            ):
-                # Found in AWS, so it is there until removed.
-                assignment.mark_found_in_aws(now)
-            Grant.objects.filter(pk=grant.pk).update(assignment=assignment)
-            grant.assignment = assignment
-        assert grant.assignment_id is not None  # found or made just above
         record_event(
             "grant.expired" if expired else "grant.revoked",
             actor=actor,
-            target=grant,
-            details=grant_details(grant, reason=reason),
+            target=ended,
+            details=grant_details(ended, reason=reason),
         )
-        _cancel_pending_extensions(grant, now)
-        plan_reconcile(grant.assignment_id)
+        _cancel_pending_extensions([ended], now)
     return True
+
+
+def _mark_revoking(
+    grant_id: int, *, actor: Actor, reason: str, expired: bool, now: datetime
+) -> Grant | None:
+    """Turns the grant ``revoking`` and plans its assignment's reconciliation, inside the
+    caller's transaction; None when it had already ended (or, ``expired``, was extended
+    since it was found due). Its event is the caller's to write."""
+    still = Grant.objects.filter(pk=grant_id, status__in=ACTIVE_STATUSES)
+    if expired:
+        # An extension committed since the grant was found due keeps it.
+        still = still.filter(expires_at__lte=now)
+    changed = still.update(
+        status=GrantStatus.REVOKING,
+        revoked_at=now,
+        revoked_by=actor if getattr(actor, "is_authenticated", False) else None,
+        revoke_reason=reason[:2000],
+        updated_at=now,
+    )
+    if not changed:
+        return None
+    grant = _load(grant_id)
+    if grant.assignment_id is None:
+        assignment = _assignment_for(grant.user, grant.resource, grant.access_level)
+        if assignment.status == AssignmentStatus.ABSENT and grant.source == GrantSource.OBSERVED:
+            # Found in AWS, so it is there until removed.
+            assignment.mark_found_in_aws(now)
+        Grant.objects.filter(pk=grant.pk).update(assignment=assignment)
+        grant.assignment = assignment
+    assert grant.assignment_id is not None  # found or made just above
+    plan_reconcile(grant.assignment_id)
+    return grant
 
 
 OFFBOARD_REASON = "The user was deactivated"
@@ -264,14 +273,16 @@ def offboard_user(user: User, *, actor: Actor) -> int:
     return ended
 
 
-def _cancel_pending_extensions(grant: Grant, now: datetime) -> None:
-    """Extensions still awaiting a decision end with the grant they would extend."""
-    pending = list(
-        AccessRequest.objects.filter(
-            grant=grant, kind=RequestKind.EXTENSION, status=RequestStatus.PENDING
-        )
-    )
+def _cancel_pending_extensions(grants: list[Grant], now: datetime) -> None:
+    """Extensions still awaiting a decision end with the grants they would extend (one
+    query for all of them)."""
+    by_pk = {grant.pk: grant for grant in grants}
+    pending = AccessRequest.objects.filter(
+        grant__in=list(by_pk), kind=RequestKind.EXTENSION, status=RequestStatus.PENDING
+    ).order_by("pk")
     for request in pending:
+        assert request.grant_id is not None  # filtered on it
+        grant = by_pk[request.grant_id]
         end_pending_request(
             request,
             details={
@@ -352,11 +363,29 @@ def expire_due_grants(
     )
     ended: list[int] = []
     for start in range(0, len(due), EXPIRY_BATCH):
-        # A batch per transaction: the audit chain is locked once for all of it.
+        # A batch per transaction, its events written together at its end: the audit
+        # chain is locked once, for the last milliseconds of the transaction only.
         with transaction.atomic():
-            for pk in due[start : start + EXPIRY_BATCH]:
-                if revoke_grant(_load(pk), actor=None, reason=REASON_EXPIRED, expired=True):
-                    ended.append(pk)
+            batch = [
+                grant
+                for pk in due[start : start + EXPIRY_BATCH]
+                if (
+                    grant := _mark_revoking(
+                        pk, actor=None, reason=REASON_EXPIRED, expired=True, now=timezone.now()
+                    )
+                )
+                is not None
+            ]
+            record_events(
+                [
+                    PendingEvent.about(
+                        "grant.expired", grant, grant_details(grant, reason=REASON_EXPIRED)
+                    )
+                    for grant in batch
+                ]
+            )
+            _cancel_pending_extensions(batch, now)
+        ended += [grant.pk for grant in batch]
     if reconcile_now and ended:
         assignment_ids = Grant.objects.filter(pk__in=ended).values_list("assignment_id", flat=True)
         for assignment_id in sorted(set(assignment_ids)):
@@ -703,6 +732,8 @@ def _record_success(
         else:
             assignment.mark_applied(now, driver_state)
         note = outcome.note if outcome is not None else ""
+        # Written together at the end: the audit chain is locked for the last moment only.
+        events: list[PendingEvent] = []
         waited: list[int] = []
         if status == AssignmentStatus.APPLIED:
             # Active grants that waited for a new subject (see _record_waiting) hold again.
@@ -713,7 +744,9 @@ def _record_success(
                 Grant.objects.filter(pk=grant.pk).update(
                     propagation_status=PropagationStatus.APPLIED, last_error="", updated_at=now
                 )
-                record_event("grant.applied", target=grant, details=grant_details(grant, note=note))
+                events.append(
+                    PendingEvent.about("grant.applied", grant, grant_details(grant, note=note))
+                )
                 waited.append(grant.pk)
         if status == AssignmentStatus.APPLIED and outcome is not None and not applied:
             # Applied again what was in AWS (a requested re-apply, a retry): the driver may
@@ -724,8 +757,8 @@ def _record_success(
                 .exclude(pk__in=waited)
                 .select_related("user", "resource", "access_level")
             ):
-                record_event(
-                    "grant.reapplied", target=grant, details=grant_details(grant, note=note)
+                events.append(
+                    PendingEvent.about("grant.reapplied", grant, grant_details(grant, note=note))
                 )
         for grant in applied:
             if Grant.objects.filter(pk=grant.pk, status=GrantStatus.PENDING).update(
@@ -734,10 +767,8 @@ def _record_success(
                 last_error="",
                 updated_at=now,
             ):
-                record_event(
-                    "grant.applied",
-                    target=grant,
-                    details=grant_details(grant, note=note),
+                events.append(
+                    PendingEvent.about("grant.applied", grant, grant_details(grant, note=note))
                 )
         for grant in ended:
             if Grant.objects.filter(pk=grant.pk, status=GrantStatus.REVOKING).update(
@@ -746,19 +777,22 @@ def _record_success(
                 last_error="",
                 updated_at=now,
             ):
-                record_event(
-                    "grant.removed",
-                    target=grant,
-                    details=grant_details(
+                events.append(
+                    PendingEvent.about(
+                        "grant.removed",
                         grant,
-                        note=(
-                            "Another current grant still holds this access; nothing was "
-                            "removed from AWS."
-                            if shared
-                            else note
+                        grant_details(
+                            grant,
+                            note=(
+                                "Another current grant still holds this access; nothing was "
+                                "removed from AWS."
+                                if shared
+                                else note
+                            ),
                         ),
-                    ),
+                    )
                 )
+        record_events(events)
 
 
 def _record_waiting(assignment: Assignment, pending: list[Grant], message: str) -> None:
