@@ -5,6 +5,8 @@ from __future__ import annotations
 from rest_framework import exceptions, pagination
 from rest_framework.request import Request
 
+from config.parsing import positive_int
+
 
 class CursorPagination(pagination.CursorPagination):
     """DRF's cursor pagination, with ``page_size`` checked: DRF ignores a page size it cannot
@@ -19,11 +21,8 @@ class CursorPagination(pagination.CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
-        if size < 1:
+        size = positive_int(raw)
+        if size is None:
             raise exceptions.ValidationError(
                 {
                     self.page_size_query_param: [
