@@ -162,7 +162,16 @@ def create_database() -> tuple[str, Callable[[], None]]:
 
     def drop() -> None:
         connection.close()
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+        if connection.vendor == "postgresql":
+            # FORCE: a killed cluster's sessions, or one a benchmark thread kept, may not
+            # have ended yet; PostgreSQL ends them and waits.
+            with connection._nodb_cursor() as cursor:
+                cursor.execute(
+                    f"DROP DATABASE IF EXISTS {connection.ops.quote_name(test_name)} WITH (FORCE)"
+                )
+            connection.settings_dict["NAME"] = old_name
+        else:
+            connection.creation.destroy_test_db(old_name, verbosity=0)
         shutil.rmtree(workdir, ignore_errors=True)
 
     return url, drop
