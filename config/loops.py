@@ -51,12 +51,11 @@ def keep_connections() -> None:
     for conn in connections.all(initialized_only=True):
         if conn.connection is None:
             continue
-        if conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"] or (
-            conn.errors_occurred and not conn.is_usable()
-        ):
-            conn.close()  # left in a transaction, or the database went away
-        else:
-            conn.errors_occurred = False
+        if conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"] or conn.errors_occurred:
+            # Left in a transaction, or an error: the database may have gone away, or (with
+            # prepared statements) a migration changed what a prepared statement reads.
+            # A new connection costs little next to an error repeated every round.
+            conn.close()
 
 
 class Stop(Protocol):

@@ -115,13 +115,21 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 elif _db["ENGINE"] == "django.db.backends.postgresql":
-    # Parameters bound by the server let psycopg prepare a statement a connection sends
-    # again (from its DB_PREPARE_THRESHOLD-th time on): PostgreSQL then plans it once per
-    # connection instead of at every execution. Planning was half of a request's
-    # database time; keep connections (DB_CONN_MAX_AGE) to keep what was prepared.
-    _db.setdefault("OPTIONS", {}).update(
-        server_side_binding=True, prepare_threshold=env_int("DB_PREPARE_THRESHOLD", 5)
-    )
+    # Opt-in (README): with DB_PREPARE_THRESHOLD set, parameters are bound by the server and
+    # psycopg prepares a statement a connection sends again (from that many executions on):
+    # PostgreSQL then plans it once per connection instead of at every execution (planning
+    # was half of a request's database time). Off by default, as Django has it: a statement
+    # bound by the server takes at most 65,535 parameters, and poolers in transaction mode
+    # do not keep prepared statements.
+    _prepare = env_str("DB_PREPARE_THRESHOLD", "off").strip().lower()
+    if _prepare not in ("", "off"):
+        if not _prepare.isdigit():
+            raise ImproperlyConfigured(
+                f"DB_PREPARE_THRESHOLD={_prepare!r} is neither 'off' nor a whole number."
+            )
+        _db.setdefault("OPTIONS", {}).update(
+            server_side_binding=True, prepare_threshold=int(_prepare)
+        )
 else:
     raise ImproperlyConfigured("DATABASE_URL must be a sqlite:// or postgres:// URL.")
 DATABASES = {"default": _db}

@@ -52,3 +52,40 @@ def test_error_reports_hide_the_passwords_in_connection_urls(settings, name):
     shown = get_default_exception_reporter_filter().get_safe_settings()
 
     assert "owner-password" not in str(shown[name])
+
+
+def _postgres_options(**env):
+    """What config.settings gives PostgreSQL as OPTIONS under ``env`` (a fresh interpreter:
+    settings are read once)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    program = (
+        "import json; from config import settings; "
+        "print(json.dumps(settings.DATABASES['default'].get('OPTIONS', {})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        env={**os.environ, "DEBUG": "true", "DATABASE_URL": "postgres://u:p@127.0.0.1/x", **env},
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode, (json.loads(done.stdout) if done.returncode == 0 else done.stderr)
+
+
+def test_prepared_statements_are_opt_in_and_a_bad_threshold_is_named():
+    # Off by default: bound by the server, a statement takes at most 65,535 parameters.
+    assert _postgres_options() == (0, {})
+    assert _postgres_options(DB_PREPARE_THRESHOLD="off") == (0, {})
+    assert _postgres_options(DB_PREPARE_THRESHOLD="5") == (
+        0,
+        {"server_side_binding": True, "prepare_threshold": 5},
+    )
+    code, error = _postgres_options(DB_PREPARE_THRESHOLD="soon")
+    assert code != 0
+    assert "DB_PREPARE_THRESHOLD='soon' is neither 'off' nor a whole number" in error
