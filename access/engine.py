@@ -178,8 +178,11 @@ class _Pool:
     def _run(self) -> None:
         try:
             while (pk := self.todo.get()) is not None:
-                self.work(pk)
-                keep_connections()
+                try:
+                    self.work(pk)
+                    keep_connections()
+                except Exception:  # the thread must outlive any one assignment
+                    logger.exception("The grant engine's thread failed on assignment %s", pk)
         finally:
             connection.close()
 

@@ -12,6 +12,7 @@ def positive_int(raw: Any, *, below: int = ID_LIMIT) -> int | None:
     """``raw`` (surrounding blanks allowed) as a whole number from 1 to ``below`` - 1, or
     None: only ASCII digits count, so no sign, no decimal point, no other script's digits."""
     text = str(raw if raw is not None else "").strip()
-    if text.isascii() and text.isdigit() and 0 < int(text) < below:
+    # The length first: int() refuses strings of thousands of digits (a ValueError).
+    if len(text) <= len(str(below)) and text.isascii() and text.isdigit() and 0 < int(text) < below:
         return int(text)
     return None

@@ -215,15 +215,18 @@ def revoke_grant(grant: Grant, *, actor: Actor, reason: str, expired: bool = Fal
             details=grant_details(ended, reason=reason),
         )
         _cancel_pending_extensions([ended], now)
+        assert ended.assignment_id is not None  # _mark_revoking gives it one
+        plan_reconcile(ended.assignment_id)
     return True
 
 
 def _mark_revoking(
     grant_id: int, *, actor: Actor, reason: str, expired: bool, now: datetime
 ) -> Grant | None:
-    """Turns the grant ``revoking`` and plans its assignment's reconciliation, inside the
-    caller's transaction; None when it had already ended (or, ``expired``, was extended
-    since it was found due). Its event is the caller's to write."""
+    """Turns the grant ``revoking``, inside the caller's transaction; None when it had
+    already ended (or, ``expired``, was extended since it was found due). Its event, then
+    its assignment's plan (``plan_reconcile``), are the caller's: the audit chain is
+    locked before the assignment's row, in the order an approval locks them."""
     still = Grant.objects.filter(pk=grant_id, status__in=ACTIVE_STATUSES)
     if expired:
         # An extension committed since the grant was found due keeps it.
@@ -246,7 +249,6 @@ def _mark_revoking(
         Grant.objects.filter(pk=grant.pk).update(assignment=assignment)
         grant.assignment = assignment
     assert grant.assignment_id is not None  # found or made just above
-    plan_reconcile(grant.assignment_id)
     return grant
 
 
@@ -385,6 +387,9 @@ def expire_due_grants(
                 ]
             )
             _cancel_pending_extensions(batch, now)
+            for grant in batch:
+                assert grant.assignment_id is not None  # _mark_revoking gives it one
+                plan_reconcile(grant.assignment_id)
         ended += [grant.pk for grant in batch]
     if reconcile_now and ended:
         assignment_ids = Grant.objects.filter(pk__in=ended).values_list("assignment_id", flat=True)

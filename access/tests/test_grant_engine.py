@@ -83,3 +83,41 @@ def test_the_engine_applies_new_grants_and_removes_expired_ones_without_the_task
     assert done["expired"] == 3
     # The engine did it all itself: no task was queued.
     assert queued == []
+
+
+def test_an_engine_thread_outlives_an_assignment_that_fails_outside_the_reconcile():
+    # A thread that died would leave its assignment "in flight" for good: the engine would
+    # keep its lease and, its threads gone, reconcile nothing.
+    done: list[int] = []
+    finished = threading.Event()
+
+    def work(pk: int) -> None:
+        if pk == 1:
+            raise RuntimeError("not a database error")
+        done.append(pk)
+        finished.set()
+
+    pool = engine._Pool(1, work)
+    try:
+        pool.submit(1)
+        pool.submit(2)
+        assert finished.wait(10)
+    finally:
+        pool.shutdown()
+    assert done == [2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_loop_opens_a_new_connection_after_an_error():
+    # With prepared statements, an error can repeat on the same connection (a migration
+    # changed what a prepared statement reads) although it still answers SELECT 1.
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():  # type: ignore[attr-defined]  # SQLite's wrapper only
+        pytest.skip("Django never closes an in-memory SQLite database: run on PostgreSQL.")
+    from config.loops import keep_connections
+
+    connection.ensure_connection()
+    keep_connections()
+    assert connection.connection is not None  # kept while all is well
+    connection.errors_occurred = True
+    keep_connections()
+    assert connection.connection is None
