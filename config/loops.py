@@ -43,7 +43,8 @@ RESTART_BACKOFF = (1.0, 2.0, 5.0, 15.0, 30.0)
 
 def keep_connections() -> None:
     """Between two rounds of a loop (or two jobs of a loop's thread): closes this thread's
-    database connections only when they broke, so that the next round opens them anew.
+    database connections only after an error (or when left inside a transaction), so that
+    the next round opens them anew.
     Unlike Django's per-request ``close_old_connections`` it ignores DB_CONN_MAX_AGE, which
     is for web requests: a loop that opened a connection every round (four times a second
     for the grant engine) would spend more on connecting than on its work, and lose what

@@ -203,30 +203,41 @@ def revoke_grant(grant: Grant, *, actor: Actor, reason: str, expired: bool = Fal
         reason = GIVEN_UP_REASON
     if not reason:
         raise GrantError("Say why the access is revoked.")
-    now = timezone.now()
     with transaction.atomic():
-        ended = _mark_revoking(grant.pk, actor=actor, reason=reason, expired=expired, now=now)
-        if ended is None:
-            return False
-        record_event(
-            "grant.expired" if expired else "grant.revoked",
-            actor=actor,
-            target=ended,
-            details=grant_details(ended, reason=reason),
-        )
-        _cancel_pending_extensions([ended], now)
-        assert ended.assignment_id is not None  # _mark_revoking gives it one
-        plan_reconcile(ended.assignment_id)
-    return True
+        return bool(_end_grants([grant.pk], actor=actor, reason=reason, expired=expired))
+
+
+def _end_grants(grant_ids: list[int], *, actor: Actor, reason: str, expired: bool) -> list[Grant]:
+    """Revokes these grants inside the caller's transaction (``revoke_grant`` for one, an
+    expiry batch for many); returns those it ended. Their events are written together,
+    then their assignments planned: the audit chain is locked for the end of the
+    transaction only, and before the assignments' rows, in the order an approval locks
+    them."""
+    now = timezone.now()
+    ended = [
+        grant
+        for pk in grant_ids
+        if (grant := _mark_revoking(pk, actor=actor, reason=reason, expired=expired, now=now))
+        is not None
+    ]
+    action = "grant.expired" if expired else "grant.revoked"
+    record_events(
+        [PendingEvent.about(action, g, grant_details(g, reason=reason)) for g in ended],
+        actor=actor,
+    )
+    _cancel_pending_extensions(ended, now)
+    for grant in ended:
+        assert grant.assignment_id is not None  # _mark_revoking gives it one
+        plan_reconcile(grant.assignment_id)
+    return ended
 
 
 def _mark_revoking(
     grant_id: int, *, actor: Actor, reason: str, expired: bool, now: datetime
 ) -> Grant | None:
     """Turns the grant ``revoking``, inside the caller's transaction; None when it had
-    already ended (or, ``expired``, was extended since it was found due). Its event, then
-    its assignment's plan (``plan_reconcile``), are the caller's: the audit chain is
-    locked before the assignment's row, in the order an approval locks them."""
+    already ended (or, ``expired``, was extended since it was found due). Its event and
+    its assignment's plan are ``_end_grants``'s."""
     still = Grant.objects.filter(pk=grant_id, status__in=ACTIVE_STATUSES)
     if expired:
         # An extension committed since the grant was found due keeps it.
@@ -365,31 +376,11 @@ def expire_due_grants(
     )
     ended: list[int] = []
     for start in range(0, len(due), EXPIRY_BATCH):
-        # A batch per transaction, its events written together at its end: the audit
-        # chain is locked once, for the last milliseconds of the transaction only.
+        # A batch per transaction: the audit chain is locked once for all of it.
         with transaction.atomic():
-            batch = [
-                grant
-                for pk in due[start : start + EXPIRY_BATCH]
-                if (
-                    grant := _mark_revoking(
-                        pk, actor=None, reason=REASON_EXPIRED, expired=True, now=timezone.now()
-                    )
-                )
-                is not None
-            ]
-            record_events(
-                [
-                    PendingEvent.about(
-                        "grant.expired", grant, grant_details(grant, reason=REASON_EXPIRED)
-                    )
-                    for grant in batch
-                ]
+            batch = _end_grants(
+                due[start : start + EXPIRY_BATCH], actor=None, reason=REASON_EXPIRED, expired=True
             )
-            _cancel_pending_extensions(batch, now)
-            for grant in batch:
-                assert grant.assignment_id is not None  # _mark_revoking gives it one
-                plan_reconcile(grant.assignment_id)
         ended += [grant.pk for grant in batch]
     if reconcile_now and ended:
         assignment_ids = Grant.objects.filter(pk__in=ended).values_list("assignment_id", flat=True)
