@@ -147,7 +147,8 @@ class RequestRuleSerializer(serializers.Serializer):
             "name": rule.name,
             "allow_requests": rule.allow_requests,
             "auto_approve": rule.auto_approve,
-            "description": rule.describe(),
+            # Detail only: for the resource and caller in the context, as the pages have it.
+            "description": rule.describe(self.context.get("resource"), self.context.get("user")),
             "duration_choices": [
                 {"seconds": seconds(d), "label": humanize(d)} for d in rule.duration_choices()
             ],
@@ -196,7 +197,10 @@ class ResourceDetailSerializer(ResourceSerializer):
 
     @extend_schema_field(RequestRuleSerializer)
     def get_request_rule(self, resource: Resource) -> dict[str, Any]:
-        return RequestRuleSerializer(rule_for(resource, self.context["request"].user)).data
+        user = self.context["request"].user
+        return RequestRuleSerializer(
+            rule_for(resource, user), context={"resource": resource, "user": user}
+        ).data
 
 
 class GrantSerializer(serializers.ModelSerializer):

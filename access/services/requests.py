@@ -87,17 +87,22 @@ class Stage:
     reviewers: str
     mode: str
 
-    def describe(self) -> str:
-        who = {
-            ReviewerKind.OWNERS: "the resource's owners",
-            ReviewerKind.MANAGER: "the requester's manager",
-            ReviewerKind.ADMINS: "an admin" if self.mode == StageMode.ANY else "the admins",
-        }[ReviewerKind(self.reviewers)]
+    def describe(self, *, names_nobody: bool = False) -> str:
+        """The stage in words. ``names_nobody``: its kind of reviewer names nobody for the
+        resource and requester in question (no owners, no manager), so the admins decide it,
+        as ``reviewers_of`` has it."""
+        admins = "an admin" if self.mode == StageMode.ANY else "every one of the admins"
+        if names_nobody and self.reviewers == ReviewerKind.OWNERS:
+            return f"Stage {self.order}: the resource has no owners, so {admins} approves."
+        if names_nobody and self.reviewers == ReviewerKind.MANAGER:
+            return f"Stage {self.order}: the requester has no manager, so {admins} approves."
+        if self.reviewers == ReviewerKind.ADMINS:
+            return f"Stage {self.order}: {admins} approves."
         if self.reviewers == ReviewerKind.MANAGER:
-            return f"Stage {self.order}: {who} approves."
+            return f"Stage {self.order}: the requester's manager approves."
         if self.mode == StageMode.ALL:
-            return f"Stage {self.order}: every one of {who} approves."
-        return f"Stage {self.order}: any one of {who} approves."
+            return f"Stage {self.order}: every one of the resource's owners approves."
+        return f"Stage {self.order}: any one of the resource's owners approves."
 
 
 @dataclass(frozen=True)
@@ -166,15 +171,26 @@ class EffectiveRule:
             return self.recommended_duration
         return self.max_duration
 
-    def describe(self) -> list[str]:
-        """The rule in plain words, for the resource page."""
+    def describe(
+        self, resource: Resource | None = None, requester: User | None = None
+    ) -> list[str]:
+        """The rule in plain words. Given the resource and the requester, a stage whose kind
+        of reviewer names nobody for them says that the admins decide it instead."""
         if not self.allow_requests:
             return ["Access to this resource cannot be requested."]
         lines = []
         if self.auto_approve:
             lines.append("Requests are approved automatically.")
         else:
-            lines.extend(stage.describe() for stage in self.stages)
+            lines.extend(
+                stage.describe(
+                    names_nobody=resource is not None
+                    and stage.reviewers != ReviewerKind.ADMINS
+                    and (stage.reviewers != ReviewerKind.MANAGER or requester is not None)
+                    and not named_by(stage.reviewers, resource, requester)
+                )
+                for stage in self.stages
+            )
         if self.max_duration is not None:
             lines.append(f"Access lasts at most {humanize(self.max_duration)}.")
         if self.allow_until_revoked:
@@ -266,22 +282,28 @@ def admins() -> list[int]:
 
 
 def _named_by(kind: str, request: AccessRequest, emails: dict[int, str] | None = None) -> set[int]:
-    """The active users a stage's kind of reviewer names today: the resource's owners
-    (directly or through a group), the requester's manager, or the admins. ``emails``, if
-    given, receives the addresses of the owners or the manager named."""
+    return named_by(kind, request.resource, request.user, emails)
+
+
+def named_by(
+    kind: str, resource: Resource, user: User | None, emails: dict[int, str] | None = None
+) -> set[int]:
+    """The active users a stage's kind of reviewer names today for a request of ``user``
+    for ``resource``: the resource's owners (directly or through a group), the user's
+    manager, or the admins. ``emails``, if given, receives the addresses of the owners or
+    the manager named."""
     ids: set[int] = set()
     found: dict[int, str] = {}
     if kind == ReviewerKind.OWNERS:
         found = dict(
             User.objects.filter(
-                Q(ownerships__resource=request.resource)
-                | Q(member_of__ownerships__resource=request.resource),
+                Q(ownerships__resource=resource) | Q(member_of__ownerships__resource=resource),
                 is_active=True,
             ).values_list("pk", "email")
         )
         ids |= set(found)
     elif kind == ReviewerKind.MANAGER:
-        manager_id = request.user.manager_id
+        manager_id = user.manager_id if user is not None else None
         manager = User.objects.filter(pk=manager_id, is_active=True).first() if manager_id else None
         if manager is not None:
             ids.add(manager.pk)

@@ -211,7 +211,8 @@ def test_a_resource_detail_shows_the_rule_that_applies_to_the_caller(personas, l
     employee = bearer(personas.requester).get(url).json()["request_rule"]
 
     assert contractor["description"][:2] == [
-        "Stage 1: the requester's manager approves.",
+        # The contractor has no manager: the admins decide that stage for them.
+        "Stage 1: the requester has no manager, so an admin approves.",
         "Stage 2: every one of the resource's owners approves.",
     ]
     assert "A request needs a reason and a ticket reference." in contractor["description"]

@@ -211,7 +211,7 @@ def resource_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "levels": levels,
         "owners": list(resource.owners.select_related("user", "group")),
         "rule": rule,
-        "rule_lines": rule.describe(),
+        "rule_lines": rule.describe(resource, user),
         "my_grants": list(
             Grant.objects.filter(resource=resource, user=user)
             .select_related("access_level")

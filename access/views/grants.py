@@ -136,6 +136,11 @@ def grant_extend(request: HttpRequest, pk: int) -> HttpResponse:
             else:
                 messages.success(request, "Extension requested; the approvers have been asked.")
             return HttpResponseRedirect(reverse("request-detail", args=[extension.pk]))
-    context = {"grant": grant, "form": form, "problems": problems, "rule_lines": rule.describe()}
+    context = {
+        "grant": grant,
+        "form": form,
+        "problems": problems,
+        "rule_lines": rule.describe(grant.resource, grant.user),
+    }
     status = 400 if request.method == "POST" else 200
     return render_page(request, "access/grant_extend.html", context, status=status)

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from access import permissions
-from access.choices import RequestStatus
+from access.choices import RequestStatus, ReviewerKind
 from access.forms import DecisionForm, RequestDetailsForm
 from access.humanize import humanize
 from access.models import AccessRequest, Resource, User
@@ -77,6 +77,7 @@ def _form_rows(
             duration = chosen.get("duration", rule.default_duration)
             row |= {
                 "rule": rule,
+                "rule_lines": rule.describe(resource, target),
                 "levels": levels,
                 "level_id": chosen.get("level_id", levels[0].pk if len(levels) == 1 else None),
                 "durations": duration_options(rule.duration_choices(), duration),
@@ -213,10 +214,15 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     stages = []
     for stage in access_request.stages:
         described = request_service.Stage(stage["order"], stage["reviewers"], stage["mode"])
+        names_nobody = stage["reviewers"] != ReviewerKind.ADMINS and not (
+            request_service.named_by(
+                stage["reviewers"], access_request.resource, access_request.user
+            )
+        )
         stages.append(
             {
                 "order": stage["order"],
-                "text": described.describe(),
+                "text": described.describe(names_nobody=names_nobody),
                 "current": access_request.is_pending
                 and stage["order"] == access_request.current_stage,
             }
