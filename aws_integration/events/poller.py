@@ -16,7 +16,8 @@ objects are described again in AWS rather than taken from the event. Events Port
 does not follow are counted per (source, name) in UnknownEventName.
 
 What a receive leaves behind (issues, bad messages, unknown names, resolutions) is
-written once per receive, in one transaction: a good message costs no query of its own.
+written once per receive, in one transaction, before its messages are deleted: a good
+message costs no query of its own.
 
 Events issues resolve (with their audit event) when they are over:
 
@@ -151,8 +152,10 @@ def poll_queue(
                 run = _start_run(app)
             batch = Batch()
             done = [m for m in messages if _process(app, m, run, counts, inventory, batch)]
-            _delete(sqs, app, done, batch)
+            # Recorded before the delete: a bad message is kept even if the database
+            # fails now (it is then delivered again), never deleted unrecorded.
             _record_batch(batch, run, issues, unknown)
+            _delete(sqs, app, done, run, issues)
             # Progress an admin can watch while the poll goes on.
             SyncRun.objects.filter(pk=run.pk).update(
                 progress_done=counts["received"], progress_total=counts["received"]
@@ -194,7 +197,6 @@ class Batch:
     unknown: Counter[tuple[str, str]] = field(default_factory=Counter)
     handled: int = 0
     failed: int = 0
-    deleted: bool = False  # every message done with was deleted
 
     def issue(self, code: str, message: str) -> None:
         self.issues[code].append(message)
@@ -286,7 +288,9 @@ def _receive_count(message: dict[str, Any]) -> int:
         return 1
 
 
-def _delete(sqs: Any, app: AwsApp, messages: list[dict[str, Any]], batch: Batch) -> None:
+def _delete(
+    sqs: Any, app: AwsApp, messages: list[dict[str, Any]], run: SyncRun, issues: EventIssues
+) -> None:
     if not messages:
         return
     entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
@@ -299,14 +303,15 @@ def _delete(sqs: Any, app: AwsApp, messages: list[dict[str, Any]], batch: Batch)
     if failed:
         # The messages come back after their visibility timeout and are handled again,
         # which is harmless; the issue says why they keep coming.
-        batch.issue(
+        issues.record_now(
             DELETE_FAILED,
             f"Could not delete {len(failed)} handled message(s) from {app.sqs_queue_url}: "
             f"{failed[0]}. They will be delivered and handled again; check that the "
             "ingester role may sqs:DeleteMessage on the queue.",
+            run,
         )
     else:
-        batch.deleted = True
+        issues.resolve([DELETE_FAILED], "handled messages were deleted again")
 
 
 def _record_batch(batch: Batch, run: SyncRun, issues: EventIssues, unknown: UnknownNames) -> None:
@@ -321,8 +326,6 @@ def _record_batch(batch: Batch, run: SyncRun, issues: EventIssues, unknown: Unkn
             BadEventMessage.objects.bulk_create(batch.bad_messages)
             _prune_bad_messages(run.app_id)
         unknown.count(batch.unknown)
-        if batch.deleted and DELETE_FAILED not in batch.issues:
-            issues.resolve([DELETE_FAILED], "handled messages were deleted again")
         if batch.handled and not batch.failed:
             issues.resolve([HANDLING_FAILED], "events were handled again")
 

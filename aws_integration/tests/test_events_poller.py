@@ -482,3 +482,53 @@ def test_a_resolved_issue_reopens_when_it_recurs(app, queue):
 
     issue.refresh_from_db()
     assert (issue.resolved_at, issue.occurrences) == (None, 2)
+
+
+def test_a_bad_message_is_never_deleted_unrecorded(app, queue, monkeypatch):
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the database is gone")
+
+    monkeypatch.setattr(BadEventMessage.objects, "bulk_create", refuse)
+    send(queue, "junk")
+    clients.client("sqs").set_queue_attributes(
+        QueueUrl=queue, Attributes={"VisibilityTimeout": "30"}
+    )
+
+    with pytest.raises(RuntimeError):
+        poller.poll_queue(app, max_seconds=10, wait_seconds=0)
+
+    assert waiting(queue) == 1  # delivered again after its visibility timeout
+    assert not SyncIssue.objects.filter(app=app).exists()  # the batch's writes, undone
+
+
+def test_a_failed_delete_is_recorded_and_resolves_at_the_next_clean_delete(app, queue, monkeypatch):
+    real_client = poller.queue_client
+
+    class RefusingDeletes:
+        def __init__(self, sqs: Any) -> None:
+            self.sqs = sqs
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.sqs, name)
+
+        def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+            return {"Failed": [{"Id": "0", "Code": "AccessDenied", "Message": "no"}]}
+
+    monkeypatch.setattr(poller, "queue_client", lambda app: RefusingDeletes(real_client(app)))
+    send(queue, unknown_event())
+    clients.client("sqs").set_queue_attributes(
+        QueueUrl=queue, Attributes={"VisibilityTimeout": "30"}
+    )
+    poller.poll_queue(app, max_seconds=10, wait_seconds=0)
+    issue = SyncIssue.objects.get(app=app, code=poller.DELETE_FAILED)
+    assert issue.resolved_at is None and "AccessDenied: no" in issue.message
+
+    monkeypatch.setattr(poller, "queue_client", real_client)
+    clients.client("sqs").set_queue_attributes(
+        QueueUrl=queue, Attributes={"VisibilityTimeout": "0"}
+    )
+    send(queue, unknown_event())
+    poller.poll_queue(app, max_seconds=10, wait_seconds=0)
+
+    issue.refresh_from_db()
+    assert issue.resolved_at is not None
