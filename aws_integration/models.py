@@ -228,6 +228,65 @@ class SyncIssue(models.Model):
         return f"{self.scope}: {self.message[:80]}"
 
 
+class BadEventMessage(models.Model):
+    """A message the events poller deleted without handling it: not an event (bad input),
+    or given up after failing ``MAX_RECEIVES`` times. Its issue counts them; this row keeps
+    each one, with the start of its body, which may hold account data (Admin role only).
+
+    The newest ``poller.BAD_MESSAGES_KEPT`` rows of an app are kept; a flood of junk
+    replaces older rows rather than growing the table."""
+
+    app = models.ForeignKey(AwsApp, on_delete=models.CASCADE, related_name="bad_event_messages")
+    issue = models.ForeignKey(
+        SyncIssue, null=True, blank=True, on_delete=models.SET_NULL, related_name="bad_messages"
+    )
+    run = models.ForeignKey(
+        SyncRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="bad_messages"
+    )
+    code = models.CharField(max_length=120)
+    message_id = models.CharField("SQS message ID", max_length=128)
+    receive_count = models.PositiveIntegerField(
+        default=1, help_text="SQS's ApproximateReceiveCount when it was deleted."
+    )
+    body = models.TextField(blank=True, help_text="The first 1 KiB of the message body.")
+    body_bytes = models.PositiveIntegerField(default=0, help_text="The whole body's size.")
+    error = models.TextField()
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["app", "-id"], name="badeventmessage_app_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message_id}"
+
+
+class UnknownEventName(models.Model):
+    """How many events of one (source, name) Portcullis does not follow reached an app's
+    queue: what a broad EventBridge rule delivers for nothing. Names past
+    ``poller.UNKNOWN_NAMES_KEPT`` per app are counted together under ``OTHER_NAMES``."""
+
+    OTHER_NAMES = "(other names)"
+
+    app = models.ForeignKey(AwsApp, on_delete=models.CASCADE, related_name="unknown_event_names")
+    source = models.CharField(max_length=128, blank=True)
+    name = models.CharField(max_length=128)
+    count = models.PositiveBigIntegerField(default=0)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-count", "source", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "source", "name"], name="unknowneventname_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.name}".strip()
+
+
 class SyncScope(models.Model):
     """When a scope (account × region × service) was last listed completely.
 

@@ -160,7 +160,13 @@ def _make_objects(personas: Any) -> dict[str, Any]:
     from access.tokens import create_api_token
     from audit.models import AuditEvent
     from aws_integration import services as aws_services
-    from aws_integration.models import AwsApp, SyncIssue, SyncRun, Validation
+    from aws_integration.models import (
+        AwsApp,
+        BadEventMessage,
+        SyncIssue,
+        SyncRun,
+        Validation,
+    )
 
     resource = personas.resource
     level = AccessLevel.objects.create(resource=resource, remote_id="ps-1", name="ReadOnly")
@@ -188,7 +194,12 @@ def _make_objects(personas: Any) -> dict[str, Any]:
     aws_app = AwsApp.objects.create(name="Example AWS", management_account_id="222222222222")
     aws_services.get_aws_settings()
     run = SyncRun.objects.create(app=aws_app)
-    SyncIssue.objects.create(app=aws_app, scope="events", code="x", message="x", last_run=run)
+    issue = SyncIssue.objects.create(
+        app=aws_app, scope="events", code="x", message="x", last_run=run
+    )
+    BadEventMessage.objects.create(
+        app=aws_app, issue=issue, run=run, code="x", message_id="m", body="{}", error="x"
+    )
     Validation.objects.create(
         app=aws_app, key="k", name="k", why="k", status="failed", severity="high"
     )

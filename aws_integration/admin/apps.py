@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 RECENT_SYNC_RUNS = 10
 SYNC_ISSUES_SHOWN = 50
+UNKNOWN_EVENTS_SHOWN = 10
 SYNC_RUNS_TEMPLATE = "aws_integration/admin/sync_runs.html"
 
 
@@ -150,6 +151,7 @@ class AwsAppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
             ]
         )
         validations = display.sorted_validations(list(app.validations.all()))
+        unknown_events = list(app.unknown_event_names.all()[: UNKNOWN_EVENTS_SHOWN + 1])
         return {
             "external_id": aws_settings.external_id,
             "principal_missing": not settings.PORTCULLIS_AWS_PRINCIPAL_ARN,
@@ -166,6 +168,14 @@ class AwsAppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
                 for v in validations
             ],
             "sync_issues": issues,
+            "unknown_events": unknown_events[:UNKNOWN_EVENTS_SHOWN],
+            "unknown_events_more": (
+                app.unknown_event_names.count() - UNKNOWN_EVENTS_SHOWN
+                if len(unknown_events) > UNKNOWN_EVENTS_SHOWN
+                else 0
+            ),
+            "bad_messages_url": reverse("admin:aws_integration_badeventmessage_changelist")
+            + f"?app__id__exact={app.pk}",
             **self._sync_runs_context(app),
             "regenerate_url": reverse("admin:aws_integration_awssettings_regenerate_external_id")
             + f"?next={request.path}",

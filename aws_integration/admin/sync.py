@@ -1,18 +1,22 @@
-"""Read-only admin lists of what sync and validations record: runs, issues, checks."""
+"""Read-only admin lists of what sync and validations record: runs, issues, checks, and
+the bad messages of the events queue. Issues are resolved with the list's actions."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.db.models import F, QuerySet
+from django.contrib import admin, messages
+from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from access.admin.base import AdminRoleMixin
+from access.permissions import is_admin, signed_in
 from aws_integration.admin import display
-from aws_integration.models import SyncIssue, SyncRun, Validation
+from aws_integration.models import BadEventMessage, SyncIssue, SyncRun, Validation
+from aws_integration.sync.services import resolve_issues
 
 # Seconds between reloads of a running sync's page (read-only: nothing typed is lost).
 SYNC_PAGE_REFRESH = 3
@@ -116,6 +120,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
 
 @admin.register(SyncIssue)
 class SyncIssueAdmin(ReadOnlyAdmin):
+    actions = ("resolve_selected", "resolve_same_kind")
     list_display = (
         "scope",
         "code",
@@ -139,6 +144,7 @@ class SyncIssueAdmin(ReadOnlyAdmin):
         "last_seen_at",
         "resolved_at",
         "last_run",
+        "bad_messages_link",
     )
     readonly_fields = fields
 
@@ -149,6 +155,79 @@ class SyncIssueAdmin(ReadOnlyAdmin):
     @admin.display(description="message")
     def short_message(self, obj: SyncIssue) -> str:
         return obj.message if len(obj.message) <= 120 else obj.message[:119] + "…"
+
+    @admin.display(description="bad messages")
+    def bad_messages_link(self, obj: SyncIssue) -> SafeString | str:
+        if not obj.bad_messages.exists():
+            return "—"
+        url = reverse("admin:aws_integration_badeventmessage_changelist")
+        return format_html('<a href="{}?issue__exact={}">The messages kept</a>', url, obj.pk)
+
+    # Resolving ------------------------------------------------------------------------
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return is_admin(request.user)
+
+    @admin.action(description="Resolve the selected issues", permissions=["resolve"])
+    def resolve_selected(self, request: HttpRequest, queryset: QuerySet[SyncIssue]) -> None:
+        count = resolve_issues(
+            queryset, actor=signed_in(request.user), reason="resolved by an admin"
+        )
+        self._resolved_message(request, count)
+
+    @admin.action(
+        description="Resolve every open issue of the selected kinds (same app and code)",
+        permissions=["resolve"],
+    )
+    def resolve_same_kind(self, request: HttpRequest, queryset: QuerySet[SyncIssue]) -> None:
+        kinds = Q()
+        for app_id, code in queryset.order_by().values_list("app_id", "code").distinct():
+            kinds |= Q(app_id=app_id, code=code)
+        count = resolve_issues(
+            SyncIssue.objects.filter(kinds),
+            actor=signed_in(request.user),
+            reason="resolved by an admin",
+        )
+        self._resolved_message(request, count)
+
+    def _resolved_message(self, request: HttpRequest, count: int) -> None:
+        if count:
+            self.message_user(request, f"{count} issue(s) resolved.", messages.SUCCESS)
+        else:
+            self.message_user(request, "No open issue among them: nothing changed.", messages.INFO)
+
+
+@admin.register(BadEventMessage)
+class BadEventMessageAdmin(ReadOnlyAdmin):
+    """The bodies may hold account data: like every page here, Admin role only."""
+
+    list_display = ("received_at", "code", "message_id", "receive_count", "short_error", "app")
+    list_filter = ("code", "app")
+    list_select_related = ("app",)
+    search_fields = ("message_id",)
+    fields = (
+        "app",
+        "code",
+        "issue",
+        "run",
+        "message_id",
+        "receive_count",
+        "received_at",
+        "error",
+        "body_bytes",
+        "body",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BadEventMessage]:
+        # The list shows no body: it is read on the message's own page.
+        return super().get_queryset(request).defer("body")
+
+    def get_ordering(self, request: HttpRequest) -> list[str]:
+        return ["-id"]
+
+    @admin.display(description="error")
+    def short_error(self, obj: BadEventMessage) -> str:
+        return obj.error if len(obj.error) <= 120 else obj.error[:119] + "…"
 
 
 @admin.register(Validation)

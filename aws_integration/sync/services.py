@@ -8,15 +8,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from audit.services import record_event
+from audit.services import PendingEvent, record_event, record_events
 from aws_integration import validators
 from aws_integration.choices import SyncKind, SyncStatus
-from aws_integration.models import AwsApp, SyncRun
+from aws_integration.models import AwsApp, SyncIssue, SyncRun
 from config import queue
 
 RUN_SYNC_TASK = "aws_integration.sync.tasks.run_sync"
+# Rows resolved per UPDATE: well within every database's limit of parameters.
+RESOLVE_CHUNK = 500
 
 
 def stale_after() -> timedelta:
@@ -129,3 +132,48 @@ def request_sync(
 
 def _enqueue(run_id: int) -> None:
     queue.enqueue(RUN_SYNC_TASK, run_id, task_name=f"sync-run-{run_id}", group="aws-sync")
+
+
+def resolve_issues(issues: QuerySet[SyncIssue], *, actor: Any = None, reason: str) -> int:
+    """Marks the open ones among ``issues`` resolved now, each with its
+    ``sync.issue_resolved`` event, in one transaction; returns how many it resolved.
+
+    ``actor`` is the admin who resolved them, or None for the system (the poller closing
+    an issue that is over). The events name the issue by scope and code only: an issue's
+    message can quote the start of a queue message, which auditors must not read."""
+    now = timezone.now()
+    with transaction.atomic():
+        # Locked, so that two resolvers at once resolve (and audit) each issue once.
+        open_issues = list(
+            SyncIssue.objects.filter(pk__in=issues.values("pk"), resolved_at__isnull=True)
+            .select_for_update(of=("self",))
+            .select_related("app")
+            .order_by("pk")
+        )
+        if not open_issues:
+            return 0
+        for start in range(0, len(open_issues), RESOLVE_CHUNK):
+            chunk = open_issues[start : start + RESOLVE_CHUNK]
+            SyncIssue.objects.filter(pk__in=[i.pk for i in chunk]).update(resolved_at=now)
+        record_events(
+            [
+                PendingEvent(
+                    "sync.issue_resolved",
+                    target_type=SyncIssue._meta.label_lower,
+                    target_id=issue.pk,
+                    target_label=f"{issue.scope}: {issue.code}",
+                    details={
+                        "app": issue.app.name,
+                        "scope": issue.scope,
+                        "code": issue.code,
+                        "occurrences": issue.occurrences,
+                        "first_seen_at": issue.first_seen_at.isoformat(),
+                        "last_seen_at": issue.last_seen_at.isoformat(),
+                        "reason": reason,
+                    },
+                )
+                for issue in open_issues
+            ],
+            actor=actor,
+        )
+    return len(open_issues)

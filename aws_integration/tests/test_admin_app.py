@@ -16,7 +16,7 @@ from access.tests.test_admin import add_url, change_url, form_errors
 from audit.models import AuditEvent
 from aws_integration import services, setup_policies
 from aws_integration.choices import Severity, SyncStatus, ValidationStatus
-from aws_integration.models import AwsApp, SyncIssue, SyncRun, Validation
+from aws_integration.models import AwsApp, SyncIssue, SyncRun, UnknownEventName, Validation
 
 pytestmark = pytest.mark.django_db
 
@@ -317,6 +317,28 @@ def test_the_app_page_shows_sync_issues_unresolved_first(admin_client, app):
     assert page.index("Still throttled") < page.index("Old problem, fixed since")
     assert "210987654321/eu-west-1/rds" in page
     assert "<td>7</td>" in page
+
+
+def test_the_app_page_counts_unknown_events_per_name_in_a_short_table(admin_client, app):
+    for i in range(12):
+        UnknownEventName.objects.create(
+            app=app, source="s3.amazonaws.com", name=f"Call{i:02d}", count=100 + i
+        )
+    UnknownEventName.objects.create(
+        app=make_aws_app("other"), source="s3.amazonaws.com", name="NotThisApp", count=999
+    )
+    page = admin_client.get(change_url(app)).content.decode()
+    section = page[page.index('id="unknown-events"') :]
+    assert section.index("Call11") < section.index("Call02")  # the most frequent first
+    assert "<td>111</td>" in section
+    assert "Call01" not in section and "Call00" not in section  # ten names shown
+    assert "… and 2 more names" in section
+    assert "NotThisApp" not in page
+
+
+def test_the_app_page_says_when_no_unknown_event_arrived(admin_client, app):
+    page = admin_client.get(change_url(app)).content.decode()
+    assert "No event the queue delivered was one Portcullis does not follow." in page
 
 
 def test_a_running_sync_shows_its_progress_and_the_page_polls_for_it(admin_client, app):

@@ -1,5 +1,6 @@
-"""Sync runs, sync issues and validations in the admin: read-only lists for the admin,
-refused to everyone else, with a bounded number of queries."""
+"""Sync runs, sync issues, bad event messages and validations in the admin: read-only
+lists for the admin, refused to everyone else, with a bounded number of queries; issues
+resolved by the admin's actions, each with its audit event."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from access.tests.test_admin import change_url, changelist
+from audit.models import AuditEvent
 from aws_integration.choices import SyncStatus
-from aws_integration.models import AwsApp, SyncIssue, SyncRun, Validation
+from aws_integration.models import AwsApp, BadEventMessage, SyncIssue, SyncRun, Validation
+from aws_integration.sync import services as sync_services
 from aws_integration.tests.test_admin_app import NON_ADMINS, make_aws_app
 
 pytestmark = pytest.mark.django_db
 
-MODELS = (SyncRun, SyncIssue, Validation)
+MODELS = (SyncRun, SyncIssue, Validation, BadEventMessage)
+SECRET_BODY = '{"detail": {"accountId": "999988887777", "secret": "account data"}}'
 MAX_LIST_QUERIES = 12
 
 
@@ -39,8 +43,17 @@ def make_rows(app: AwsApp, n: int, *, prefix: str) -> None:
             counts={"ec2_instance": {"created": 2, "updated": 1, "deleted": 0}},
             requested_by=None,
         )
-        SyncIssue.objects.create(
+        issue = SyncIssue.objects.create(
             app=app, scope=f"{prefix}{i:012d}/eu-west-1/ec2", code="AccessDenied", message="no"
+        )
+        BadEventMessage.objects.create(
+            app=app,
+            issue=issue,
+            code="not_json",
+            message_id=f"{prefix}-{i}",
+            body=SECRET_BODY,
+            body_bytes=len(SECRET_BODY),
+            error="The message is not JSON.",
         )
         Validation.objects.create(
             app=app,
@@ -62,6 +75,7 @@ def rows() -> dict[str, object]:
         "run": SyncRun.objects.get(),
         "issue": SyncIssue.objects.get(),
         "validation": Validation.objects.get(),
+        "bad_message": BadEventMessage.objects.get(),
     }
 
 
@@ -70,6 +84,7 @@ def pages(rows: dict[str, object]) -> list[str]:
         change_url(rows["run"]),
         change_url(rows["issue"]),
         change_url(rows["validation"]),
+        change_url(rows["bad_message"]),
     ]
 
 
@@ -85,7 +100,9 @@ def test_the_lists_and_pages_are_refused_to_everyone_else(client, personas, rows
         response = client.get(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith(reverse("admin:login")), url
-        assert client.get(response["Location"]).status_code == 403
+        refused = client.get(response["Location"])
+        assert refused.status_code == 403
+        assert "999988887777" not in response.content.decode() + refused.content.decode()
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
@@ -163,3 +180,122 @@ def test_each_list_costs_the_same_queries_for_5_and_60_rows(
         response = admin_client.get(url)
     assert len(small.captured_queries) == len(large.captured_queries)
     assert len(response.context["cl"].result_list) == 50  # one page
+
+
+# Bad messages -----------------------------------------------------------------------------
+def test_the_admin_reads_a_bad_message_body_on_its_page_and_not_in_the_list(admin_client, rows):
+    page = admin_client.get(change_url(rows["bad_message"])).content.decode()
+    assert "999988887777" in page
+    assert "The message is not JSON." in page
+    listed = admin_client.get(changelist(BadEventMessage)).content.decode()
+    assert "a-0" in listed
+    assert "999988887777" not in listed
+
+
+def test_an_issue_links_to_its_bad_messages_only(admin_client, rows):
+    other = SyncIssue.objects.create(app=rows["app"], scope="events", code="not_json", message="x")
+    BadEventMessage.objects.create(
+        app=rows["app"], issue=other, code="not_json", message_id="elsewhere", error="x"
+    )
+    page = admin_client.get(change_url(rows["issue"])).content.decode()
+    link = f"{changelist(BadEventMessage)}?issue__exact={rows['issue'].pk}"
+    assert link.replace("&", "&amp;") in page
+    listed = admin_client.get(link).context["cl"].result_list
+    assert [m.message_id for m in listed] == ["a-0"]
+
+
+# Resolving issues -------------------------------------------------------------------------
+def resolve(client, action: str, *issues: SyncIssue):
+    return client.post(
+        changelist(SyncIssue),
+        {"action": action, "_selected_action": [i.pk for i in issues], "index": "0"},
+    )
+
+
+@pytest.fixture
+def issues(rows) -> dict[str, SyncIssue]:
+    app, other_app = rows["app"], make_aws_app("other")
+
+    def issue(app: AwsApp, scope: str, code: str) -> SyncIssue:
+        return SyncIssue.objects.create(
+            app=app, scope=scope, code=code, message="It began: 999988887777"
+        )
+
+    return {
+        "denied_a": rows["issue"],
+        "denied_b": issue(app, "210987654321/eu-west-1/ec2", "AccessDenied"),
+        "throttled": issue(app, "210987654321/eu-west-1/rds", "Throttling"),
+        "other_app": issue(other_app, "210987654321/eu-west-1/ec2", "AccessDenied"),
+    }
+
+
+def open_codes(issues: dict[str, SyncIssue]) -> set[str]:
+    return {
+        name
+        for name, issue in issues.items()
+        if SyncIssue.objects.get(pk=issue.pk).resolved_at is None
+    }
+
+
+def test_an_admin_resolves_the_selected_issues_each_with_its_audit_event(
+    admin_client, personas, issues
+):
+    response = resolve(admin_client, "resolve_selected", issues["denied_a"], issues["throttled"])
+
+    assert response.status_code == 302
+    assert open_codes(issues) == {"denied_b", "other_app"}
+    events = AuditEvent.objects.filter(action="sync.issue_resolved").order_by("id")
+    assert [e.target_id for e in events] == [
+        str(issues["denied_a"].pk),
+        str(issues["throttled"].pk),
+    ]
+    for event in events:
+        assert event.actor_id == personas.admin.pk
+        assert event.details["reason"] == "resolved by an admin"
+        # An issue's message can quote a queue message: auditors read events, not bodies.
+        assert "999988887777" not in str(event.details) + event.target_label
+
+
+def test_resolving_a_kind_resolves_every_open_issue_of_that_app_and_code(admin_client, issues):
+    resolve(admin_client, "resolve_same_kind", issues["denied_a"])
+
+    assert open_codes(issues) == {"throttled", "other_app"}
+    assert AuditEvent.objects.filter(action="sync.issue_resolved").count() == 2
+
+
+def test_resolving_resolved_issues_changes_and_audits_nothing(admin_client, issues):
+    resolve(admin_client, "resolve_selected", issues["throttled"])
+    resolve(admin_client, "resolve_selected", issues["throttled"])
+
+    assert AuditEvent.objects.filter(action="sync.issue_resolved").count() == 1
+
+
+def test_a_resolution_and_its_audit_events_are_one_transaction(admin_client, issues, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("the audit log is unavailable")
+
+    monkeypatch.setattr(sync_services, "record_events", refuse)
+    with pytest.raises(RuntimeError):
+        resolve(admin_client, "resolve_selected", issues["denied_a"])
+
+    assert "denied_a" in open_codes(issues)
+
+
+def test_the_resolve_actions_refuse_a_get(admin_client, issues):
+    response = admin_client.get(
+        changelist(SyncIssue),
+        {"action": "resolve_selected", "_selected_action": issues["denied_a"].pk},
+    )
+    assert response.status_code in (200, 302)  # the list (or its error redirect), no action
+    assert "denied_a" in open_codes(issues)
+
+
+@pytest.mark.parametrize("persona", NON_ADMINS)
+def test_nobody_else_resolves_issues(client, personas, issues, persona):
+    client.force_login(getattr(personas, persona))
+    response = resolve(client, "resolve_same_kind", issues["denied_a"])
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+    assert open_codes(issues) == set(issues)
+    assert not AuditEvent.objects.filter(action="sync.issue_resolved").exists()
