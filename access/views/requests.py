@@ -3,6 +3,7 @@ approvals queue). Every change goes through access.services.requests."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from django.contrib import messages
@@ -17,7 +18,7 @@ from access import permissions
 from access.choices import RequestStatus, ReviewerKind
 from access.forms import DecisionForm, RequestDetailsForm
 from access.humanize import humanize
-from access.models import AccessRequest, Resource, User
+from access.models import AccessRequest, Grant, Resource, User
 from access.querysets import current_reviewers
 from access.services import requests as request_service
 from access.views.common import (
@@ -60,11 +61,31 @@ def _form_rows(
         .select_related("app")
         .prefetch_related("access_levels")
     }
+    # What the person asked for already holds or waits for there: said on the form, so that
+    # nobody asks twice without knowing (a second pending request is refused on submit).
+    held: dict[int, list[Grant]] = defaultdict(list)
+    for grant in (
+        Grant.objects.current()
+        .filter(user=target, resource_id__in=list(found))
+        .select_related("access_level")
+        .order_by("resource_id", "access_level__name", "pk")
+    ):
+        held[grant.resource_id].append(grant)
+    waiting: dict[int, list[AccessRequest]] = defaultdict(list)
+    for pending in (
+        AccessRequest.objects.filter(
+            user=target, resource_id__in=list(found), status=RequestStatus.PENDING
+        )
+        .select_related("access_level")
+        .order_by("resource_id", "pk")
+    ):
+        waiting[pending.resource_id].append(pending)
     rows, resources = [], []
     for index, raw in enumerate(resource_ids):
         resource = found.get(int_or_none(raw) or 0)
         row: dict[str, Any] = {"index": index, "raw_id": raw, "resource": resource}
         if resource is not None:
+            row |= {"held": held.get(resource.pk, []), "waiting": waiting.get(resource.pk, [])}
             resources.append(resource)
             rule = request_service.rule_for(resource, target)
             chosen = (posted or {}).get(index, {})
