@@ -16,7 +16,9 @@ class PortcullisConfig(AppConfig):
     label = "portcullis"
 
     def ready(self) -> None:
-        from config import schedules
+        from config import lookups, schedules
+
+        lookups.install()
 
         # Schedules are declared in code; every migrate brings the rows in line with them.
         # django-q2's post_migrate, because this app has no models and so gets none.

@@ -118,9 +118,10 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     # Opt-in (README): with DB_PREPARE_THRESHOLD set, parameters are bound by the server and
     # psycopg prepares a statement a connection sends again (from that many executions on):
     # PostgreSQL then plans it once per connection instead of at every execution (planning
-    # was half of a request's database time). Off by default, as Django has it: a statement
-    # bound by the server takes at most 65,535 parameters, and poolers in transaction mode
-    # do not keep prepared statements.
+    # was half of a request's database time). Off by default, as Django has it: poolers in
+    # transaction mode do not keep prepared statements, and a migration can change what a
+    # kept one returns. (A statement bound by the server takes at most 65,535 parameters:
+    # config/lookups.py sends each `__in` list as one.)
     _prepare = env_str("DB_PREPARE_THRESHOLD", "off").strip().lower()
     if _prepare not in ("", "off"):
         if not _prepare.isdigit():
