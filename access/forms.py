@@ -159,6 +159,7 @@ class RequestRuleForm(forms.ModelForm):
             "allow_until_revoked",
             "require_reason",
             "require_ticket",
+            "require_deny_comment",
             "extension_policy",
             "allow_self_approval",
         )

@@ -272,6 +272,10 @@ class RequestRule(models.Model):
     )
     require_reason = models.BooleanField(default=True)
     require_ticket = models.BooleanField(default=False)
+    require_deny_comment = models.BooleanField(
+        default=True,
+        help_text="A reviewer who denies says why; the requester sees it and the audit log keeps it.",
+    )
     extension_policy = models.CharField(
         max_length=20, choices=ExtensionPolicy.choices, default=ExtensionPolicy.SAME_AS_REQUEST
     )

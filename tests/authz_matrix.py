@@ -528,7 +528,7 @@ approvals                                                  GET    login     ok  
 approvals                                                  POST   login     405       405       405       405       405       405
 my-access                                                  GET    login     ok        ok        ok        ok        ok        ok
 my-access                                                  POST   login     405       405       405       405       405       405
-grant-revoke                                               GET    login     405       405       405       405       405       405
+grant-revoke                                               GET    login     404       ok        ok        403       403       ok
 grant-revoke                                               POST   login     404       redirect  redirect  403       403       redirect
 grant-extend                                               GET    login     404       ok        ok        ok        403       ok
 grant-extend                                               POST   login     404       redirect  redirect  redirect  403       redirect

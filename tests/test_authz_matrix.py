@@ -426,7 +426,7 @@ def _bodies(objects: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "reason": "matrix",
         },
         "request-decide": {"decision": "approve", "comment": "matrix"},
-        "grant-revoke": {"reason": "matrix"},
+        "grant-revoke": {"reason": "matrix", "confirm": "yes"},  # the confirmation's button
         "grant-extend": {"duration": "3600", "reason": "matrix"},
         # API
         "access-api:access-request-list": {

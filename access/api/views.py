@@ -464,6 +464,8 @@ class AccessRequestViewSet(
                 approve=approve,
                 comment=data.validated_data["comment"],
             )
+        except request_service.CommentRequired as exc:
+            raise exceptions.ValidationError({"comment": [str(exc)]}) from exc
         except request_service.DecisionError as exc:
             raise Conflict(str(exc)) from exc
         except DjangoPermissionDenied as exc:

@@ -186,6 +186,13 @@ def _assignment_for(user: User, resource: Resource, access_level: AccessLevel) -
 
 
 # Revoke ----------------------------------------------------------------------------------------
+def check_may_revoke(actor: User, grant: Grant) -> None:
+    """PermissionDenied unless ``actor`` may end the grant (``permissions.can_revoke_grant``):
+    for ``revoke_grant``, and for the page that asks to confirm it before offering it."""
+    if not permissions.can_revoke_grant(actor, grant):
+        raise PermissionDenied("Only the holder, the resource's owners and admins end access.")
+
+
 def revoke_grant(grant: Grant, *, actor: Actor, reason: str, expired: bool = False) -> bool:
     """Ends a grant: it turns ``revoking`` at once and ``revoked`` when the provider no longer
     holds the access (or when another current grant still needs the shared assignment).
@@ -196,8 +203,8 @@ def revoke_grant(grant: Grant, *, actor: Actor, reason: str, expired: bool = Fal
     Who may revoke is checked here, so pages, the API and the admin cannot differ:
     ``permissions.can_revoke_grant``, else PermissionDenied. ``actor`` None means the
     system (expiry, a one-off command)."""
-    if actor is not None and not permissions.can_revoke_grant(actor, grant):
-        raise PermissionDenied("Only the holder, the resource's owners and admins end access.")
+    if actor is not None:
+        check_may_revoke(actor, grant)
     reason = (reason or "").strip()
     if not reason and actor is not None and actor.pk is not None and actor.pk == grant.user_id:
         reason = GIVEN_UP_REASON

@@ -80,6 +80,10 @@ class DecisionError(Exception):
     """A decision cannot be recorded (already decided, own request, not a reviewer)."""
 
 
+class CommentRequired(DecisionError):
+    """A denial without the comment its rule requires: the input is what is wrong."""
+
+
 # Rules ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stage:
@@ -118,6 +122,7 @@ class EffectiveRule:
     allow_until_revoked: bool = False
     require_reason: bool = True
     require_ticket: bool = False
+    require_deny_comment: bool = True
     extension_policy: str = ExtensionPolicy.SAME_AS_REQUEST
     allow_self_approval: bool = False
     stages: tuple[Stage, ...] = (Stage(1, ReviewerKind.OWNERS, StageMode.ANY),)
@@ -134,6 +139,7 @@ class EffectiveRule:
             allow_until_revoked=rule.allow_until_revoked,
             require_reason=rule.require_reason,
             require_ticket=rule.require_ticket,
+            require_deny_comment=rule.require_deny_comment,
             extension_policy=rule.extension_policy,
             allow_self_approval=rule.allow_self_approval,
             stages=tuple(Stage(s.order, s.reviewers, s.mode) for s in rule.stages.all()),
@@ -205,6 +211,8 @@ class EffectiveRule:
         ]
         if needs:
             lines.append("A request needs " + " and ".join(needs) + ".")
+        if not self.require_deny_comment and not self.auto_approve:
+            lines.append("A reviewer may deny without saying why.")
         lines.append(
             {
                 ExtensionPolicy.NOT_ALLOWED: "Access cannot be extended.",
@@ -222,6 +230,7 @@ class EffectiveRule:
             "name": self.name,
             "auto_approve": self.auto_approve,
             "allow_self_approval": self.allow_self_approval,
+            "require_deny_comment": self.require_deny_comment,
             "extension_policy": self.extension_policy,
             "max_duration_seconds": int(self.max_duration.total_seconds())
             if self.max_duration
@@ -720,6 +729,8 @@ def decide(
         override = not is_reviewer
         if locked.decided_already:  # type: ignore[attr-defined]  # annotated above
             raise DecisionError("You already decided this stage of the request.")
+        if not approve and not comment and denial_needs_comment(locked):
+            raise CommentRequired(DENY_COMMENT_NEEDED)
         approval = Approval.objects.create(
             request=locked,
             stage=stage,
@@ -768,6 +779,17 @@ def decide(
                     # Rolls the decision back with it: nothing is half-written.
                     raise DecisionError(f"The access cannot be granted: {exc}") from exc
         return locked
+
+
+DENY_COMMENT_NEEDED = (
+    "Say why you deny the request: the requester sees your comment and the audit log keeps it."
+)
+
+
+def denial_needs_comment(request: AccessRequest) -> bool:
+    """Whether denying the request needs a comment: as its rule said when it was made
+    (requests made before the rule had the setting need one)."""
+    return bool(request.rule_snapshot.get("require_deny_comment", True))
 
 
 def _no_longer(request: AccessRequest) -> str:

@@ -561,7 +561,7 @@ def test_the_queue_leaves_out_decided_requests_and_stages_already_decided(person
         items=[svc.RequestItem(personas.resource.pk, decided_level.pk, timedelta(hours=1))],
         reason="x",
     )[0]
-    svc.decide(done, reviewer=personas.approver, approve=False)
+    svc.decide(done, reviewer=personas.approver, approve=False, comment="no")
     svc.decide(request, reviewer=personas.approver, approve=True)
 
     assert ids(bearer(personas.approver).get(APPROVALS)) == []

@@ -269,12 +269,15 @@ def test_owners_admins_and_auditors_see_who_holds_access(personas, grant, person
 def test_an_owner_revokes_from_the_resource_page_with_a_reason(personas, grant):
     client = logged_in(personas.approver)
     page = reverse("resource-detail", args=[personas.resource.pk])
-    refused = client.post(reverse("grant-revoke", args=[grant.pk]), {"next": page}, follow=True)
+    refused = client.post(
+        reverse("grant-revoke", args=[grant.pk]), {"next": page, "confirm": "yes"}, follow=True
+    )
     assert "Say why you revoke" in refused.content.decode()
     grant.refresh_from_db()
     assert grant.status == GrantStatus.ACTIVE
     response = client.post(
-        reverse("grant-revoke", args=[grant.pk]), {"reason": "left the team", "next": page}
+        reverse("grant-revoke", args=[grant.pk]),
+        {"reason": "left the team", "next": page, "confirm": "yes"},
     )
     assert response["Location"] == page
     grant.refresh_from_db()

@@ -15,6 +15,8 @@ from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
+CONFIRM = {"confirm": "yes"}  # the confirmation page's button
+
 
 def logged_in(user) -> Client:
     client = Client()
@@ -87,7 +89,7 @@ def test_my_access_costs_the_same_queries_for_many_grants(
 
 
 def test_the_holder_gives_up_without_a_reason(personas, grant):
-    response = logged_in(personas.requester).post(reverse("grant-revoke", args=[grant.pk]))
+    response = logged_in(personas.requester).post(reverse("grant-revoke", args=[grant.pk]), CONFIRM)
     assert response["Location"] == reverse("my-access")
     grant.refresh_from_db()
     assert grant.status == GrantStatus.REVOKING
@@ -99,31 +101,55 @@ def test_the_holder_gives_up_without_a_reason(personas, grant):
 
 def test_giving_up_twice_says_it_had_ended(personas, grant):
     client = logged_in(personas.requester)
-    client.post(reverse("grant-revoke", args=[grant.pk]))
-    response = client.post(reverse("grant-revoke", args=[grant.pk]), follow=True)
+    client.post(reverse("grant-revoke", args=[grant.pk]), CONFIRM)
+    response = client.post(reverse("grant-revoke", args=[grant.pk]), CONFIRM, follow=True)
     assert "already ended" in response.content.decode()
     assert AuditEvent.objects.filter(action="grant.revoked").count() == 1
 
 
 def test_an_admin_must_give_a_reason(personas, grant):
     client = logged_in(personas.admin)
-    client.post(reverse("grant-revoke", args=[grant.pk]), {"reason": "  "})
+    client.post(reverse("grant-revoke", args=[grant.pk]), {"reason": "  ", **CONFIRM})
     grant.refresh_from_db()
     assert grant.status == GrantStatus.ACTIVE
-    client.post(reverse("grant-revoke", args=[grant.pk]), {"reason": "audit finding"})
+    client.post(reverse("grant-revoke", args=[grant.pk]), {"reason": "audit finding", **CONFIRM})
     grant.refresh_from_db()
     assert grant.status == GrantStatus.REVOKING
     assert AuditEvent.objects.get(action="grant.revoked").details["reason"] == "audit finding"
 
 
-def test_revoking_is_post_only(personas, grant):
-    response = logged_in(personas.requester).get(reverse("grant-revoke", args=[grant.pk]))
-    assert response.status_code == 405
+def test_giving_up_asks_first_and_says_what_happens(personas, grant):
+    client = logged_in(personas.requester)
+    url = reverse("grant-revoke", args=[grant.pk])
+    # My access links to the page; the page, and a POST without its confirm, end nothing.
+    assert url in client.get(reverse("my-access")).content.decode()
+    for response in (client.get(url), client.post(url)):
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert 'data-testid="revoke-consequence"' in page
+        assert 'name="confirm" value="yes"' in page
+        assert 'data-testid="revoke-observed"' not in page
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.ACTIVE
+    assert not AuditEvent.objects.filter(action="grant.revoked").exists()
+
+
+def test_giving_up_access_found_in_aws_says_aws_loses_it(personas, grant):
+    Grant.objects.filter(pk=grant.pk).update(source=GrantSource.OBSERVED)
+    page = logged_in(personas.requester).get(reverse("grant-revoke", args=[grant.pk]))
+    assert 'data-testid="revoke-observed"' in page.content.decode()
+    assert "removes it from AWS all the same" in page.content.decode()
+
+
+def test_the_confirmation_page_is_refused_to_whoever_may_not_revoke(personas, grant):
+    url = reverse("grant-revoke", args=[grant.pk])
+    assert logged_in(personas.manager).get(url).status_code == 403
+    assert logged_in(personas.outsider).get(url).status_code == 404
 
 
 def test_a_manager_who_may_see_the_grant_may_not_revoke_it(personas, grant):
     response = logged_in(personas.manager).post(
-        reverse("grant-revoke", args=[grant.pk]), {"reason": "no"}
+        reverse("grant-revoke", args=[grant.pk]), {"reason": "no", **CONFIRM}
     )
     assert response.status_code == 403
     grant.refresh_from_db()
@@ -132,7 +158,12 @@ def test_a_manager_who_may_see_the_grant_may_not_revoke_it(personas, grant):
 
 def test_someone_elses_grant_is_not_found(personas, grant):
     client = logged_in(personas.outsider)
-    assert client.post(reverse("grant-revoke", args=[grant.pk]), {"reason": "x"}).status_code == 404
+    assert (
+        client.post(
+            reverse("grant-revoke", args=[grant.pk]), {"reason": "x", **CONFIRM}
+        ).status_code
+        == 404
+    )
     assert client.get(reverse("grant-extend", args=[grant.pk])).status_code == 404
     assert (
         client.post(
@@ -149,7 +180,8 @@ def test_the_grant_pages_send_anonymous_people_to_login(personas, grant):
     client = Client()
     for response in (
         client.get(reverse("my-access")),
-        client.post(reverse("grant-revoke", args=[grant.pk])),
+        client.post(reverse("grant-revoke", args=[grant.pk]), CONFIRM),
+        client.get(reverse("grant-revoke", args=[grant.pk])),
         client.get(reverse("grant-extend", args=[grant.pk])),
     ):
         assert response.status_code == 302 and "/accounts/login/" in response["Location"]

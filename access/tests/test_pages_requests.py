@@ -327,9 +327,15 @@ def test_the_approver_approves_on_the_request_page(personas, level):
 
 def test_the_approver_denies(personas, level):
     request = ask(personas, level)
-    logged_in(personas.approver).post(
-        reverse("request-decide", args=[request.pk]), {"decision": "deny", "comment": "no"}
-    )
+    client = logged_in(personas.approver)
+    url = reverse("request-decide", args=[request.pk])
+    # The Deny button asks again, saying what a denial does; nothing is decided yet.
+    asked = client.post(url, {"decision": "deny", "comment": "no"})
+    assert asked.status_code == 200
+    assert 'data-testid="deny-consequence"' in asked.content.decode()
+    request.refresh_from_db()
+    assert request.status == RequestStatus.PENDING
+    client.post(url, {"decision": "deny", "comment": "no", "confirm": "yes"})
     request.refresh_from_db()
     assert request.status == RequestStatus.DENIED
     assert AuditEvent.objects.filter(action="request.denied", target_id=str(request.pk)).exists()
@@ -368,7 +374,7 @@ def test_the_requester_cannot_approve_their_own_request_and_is_told_why(personas
 
 def test_a_decided_request_is_not_decided_again(personas, level):
     request = ask(personas, level)
-    svc.decide(request, reviewer=personas.approver, approve=False)
+    svc.decide(request, reviewer=personas.approver, approve=False, comment="no")
     response = logged_in(personas.admin).post(
         reverse("request-decide", args=[request.pk]), {"decision": "approve"}, follow=True
     )

@@ -13,10 +13,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 
 from access import permissions
-from access.choices import RequestStatus
+from access.choices import GrantSource, RequestStatus
 from access.forms import ExtensionForm, RevokeForm
 from access.models import Grant
 from access.services import grants as grant_service
@@ -69,18 +69,29 @@ def visible_grant(request: HttpRequest, pk: int) -> Grant:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def grant_revoke(request: HttpRequest, pk: int) -> HttpResponse:
-    # revoke_grant refuses (PermissionDenied, a 403) whoever may not revoke this grant.
+    """Giving up or revoking a grant: a page that says what happens, then the POST of its
+    "confirm" button. A POST without it (the buttons of My access and the resource page)
+    shows the page; nothing ends in one click."""
     grant = visible_grant(request, pk)
+    user = permissions.signed_in(request.user)
+    grant_service.check_may_revoke(user, grant)  # before the page offers anything
     back = safe_next(request, reverse("my-access"))
-    form = RevokeForm(request.POST)
+    form = RevokeForm(request.POST if request.method == "POST" else None)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
     holder = grant.user_id == request.user.pk
+    if request.method == "GET" or request.POST.get("confirm") != "yes":
+        context = {
+            "grant": grant,
+            "holder": holder,
+            "reason": reason,
+            "next": back,
+            "observed": grant.source == GrantSource.OBSERVED,
+        }
+        return render_page(request, "access/grant_revoke.html", context)
     try:
-        ended = grant_service.revoke_grant(
-            grant, actor=permissions.signed_in(request.user), reason=reason
-        )
+        ended = grant_service.revoke_grant(grant, actor=user, reason=reason)
     except grant_service.GrantError:
         # The one refusal: no reason from someone other than the holder.
         messages.error(

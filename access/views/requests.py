@@ -272,6 +272,23 @@ def request_decide(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, "Choose approve or deny; nothing was recorded.")
         return HttpResponseRedirect(back)
     approve = form.cleaned_data["decision"] == DecisionForm.APPROVE
+    comment = form.cleaned_data["comment"].strip()
+    needs_comment = request_service.denial_needs_comment(access_request)
+    if (
+        not approve
+        and (request.POST.get("confirm") != "yes" or (needs_comment and not comment))
+        and request_service.can_decide(request.user, access_request)
+    ):
+        # A denial ends the request at once: a page says so and asks again (with the
+        # comment its rule requires); the decision is recorded from that page's button.
+        context = {
+            "req": access_request,
+            "comment": comment,
+            "needs_comment": needs_comment,
+            "missing_comment": request.POST.get("confirm") == "yes" and needs_comment,
+            "next": back,
+        }
+        return render_page(request, "access/deny_confirm.html", context)
     try:
         request_service.decide(
             access_request,
