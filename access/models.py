@@ -409,6 +409,28 @@ class Grant(models.Model):
     def __str__(self) -> str:
         return f"{self.user} → {self.resource.name} ({self.access_level.name})"
 
+    def extension_refusal(self) -> str:
+        """Why this grant cannot be extended, in words; "" when it can. My access offers
+        Extend only when this is "", and the services refuse with this text, so the page,
+        the API and an approval agree.
+
+        Only access that holds, or is still on its way to AWS, is worth more time: an
+        ended grant, one that never ends, and one whose first apply failed (it never held;
+        its error says why) are not."""
+        if self.status not in (GrantStatus.PENDING, GrantStatus.ACTIVE):
+            return "This access has ended; request it again instead."
+        if self.expires_at is None:
+            return "This access does not expire; there is nothing to extend."
+        if (
+            self.status == GrantStatus.PENDING
+            and self.propagation_status == PropagationStatus.FAILED
+        ):
+            return (
+                "This access was never granted in AWS (see its error), so there is nothing to "
+                "extend; give it up, and request it again once the cause is fixed."
+            )
+        return ""
+
     def clean(self) -> None:
         """What makes a grant impossible, per field. A new grant also needs an active user,
         a resource and a level still in AWS, and an expiry still to come; the admin's form

@@ -329,10 +329,10 @@ def extend_grant(
     now = timezone.now()
     with transaction.atomic():
         locked = Grant.objects.select_for_update().get(pk=grant.pk)
-        if locked.status not in ACTIVE_STATUSES:
-            raise GrantError("This access has ended; request it again instead.")
-        if locked.expires_at is None:
-            raise GrantError("This access does not expire; there is nothing to extend.")
+        refusal = locked.extension_refusal()
+        if refusal:
+            raise GrantError(refusal)
+        assert locked.expires_at is not None  # extension_refusal says so otherwise
         before = locked.expires_at
         after = max(before, now) + by
         if maximum is not None:
