@@ -547,16 +547,27 @@ class Assignment(models.Model):
         )
 
     def mark_failed(
-        self, now: datetime, *, operation: str, error: str, retry_at: datetime, alert: bool
+        self,
+        now: datetime,
+        *,
+        operation: str,
+        error: str,
+        retry_at: datetime,
+        alert: bool,
+        left_nothing: bool = False,
     ) -> None:
         """A driver call failed: count it and plan the retry. A failed apply over what AWS
-        holds leaves it held, to be applied again; anything else is failing."""
+        holds leaves it held, to be applied again; one that left nothing in AWS (the driver
+        undid it) leaves an assignment that held nothing not in AWS, so that a revoke has
+        nothing to remove; anything else is failing."""
+        if operation == "apply" and self.in_aws:
+            status = AssignmentStatus.REAPPLY
+        elif operation == "apply" and left_nothing and self.status == AssignmentStatus.ABSENT:
+            status = AssignmentStatus.ABSENT
+        else:
+            status = AssignmentStatus.FAILING
         fields: dict[str, Any] = {
-            "status": (
-                AssignmentStatus.REAPPLY
-                if operation == "apply" and self.in_aws
-                else AssignmentStatus.FAILING
-            ),
+            "status": status,
             "attempts": self.attempts + 1,
             "last_error": error[:4000],
             "next_attempt_at": retry_at,

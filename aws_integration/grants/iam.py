@@ -368,6 +368,7 @@ class IamRoleDriver:
                     f"The IAM role {role_name} no longer exists in account "
                     f"{resource.account_id}, so access to it cannot be granted.",
                     retryable=False,
+                    left_nothing=True,
                 )
             if role.get("Path") == setup_policies.MANAGED_PATH:
                 raise DriverError(
