@@ -8,6 +8,8 @@ share. Drivers are idempotent: applying what exists or removing what is gone is 
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,15 +18,44 @@ if TYPE_CHECKING:
     from access.models import Assignment
 
 
+# An error people read is one line of at most this many characters.
+MAX_ERROR_LENGTH = 1000
+# A page, not a message: what a proxy or a stand-in answers for a call it does not know.
+_DOCUMENT = re.compile(r"<(?:!doctype|html|head|body|\?xml)\b", re.IGNORECASE)
+_UNREAD = re.compile(r"<(script|style|title|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_MARKUP = re.compile(r"<!--.*?-->|<[!?/]?[a-zA-Z][^<>]*>", re.DOTALL)
+_SPACE = re.compile(r"\s+")
+
+
+def readable(text: str) -> str:
+    """An error as people are shown it (a grant's last error, the audit log): one line,
+    without the markup of a web page the provider's endpoint may have answered with, at
+    most MAX_ERROR_LENGTH characters. The words stay (an AWS error's code and message)."""
+    if _DOCUMENT.search(text):
+        text = html.unescape(_MARKUP.sub(" ", _UNREAD.sub(" ", text)))
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[: MAX_ERROR_LENGTH - 1].rstrip() + "…"
+    return text
+
+
 class DriverError(Exception):
     """The provider refused or failed. ``message`` is shown to the user and the admin, so it
-    says what was wrong and, where it can, what to do. Every error is retried with backoff;
-    ``retryable=False`` only tells the admin that retrying alone will not fix it."""
+    says what was wrong and, where it can, what to do; it is made ``readable`` here, the one
+    place every provider error and every unexpected one passes on its way to a grant's last
+    error. Every error is retried with backoff; ``retryable=False`` only tells the admin
+    that retrying alone will not fix it.
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    ``left_nothing``: the failed call left nothing in the provider (it failed before
+    changing anything, or undid what it had changed), so an assignment that held nothing
+    before still holds nothing."""
+
+    def __init__(self, message: str, *, retryable: bool = True, left_nothing: bool = False) -> None:
+        message = readable(message)
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+        self.left_nothing = left_nothing
 
 
 class SubjectUnknown(DriverError):

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
 
 def _count(number: int, unit: str) -> str:
     return f"{number} {unit}{'' if number == 1 else 's'}"
 
 
 def humanize(value: timedelta | None) -> str:
-    """A duration as a rule or a request states it: "8 hours", "7 days", "90 minutes"
-    (the largest unit that divides it exactly); None is "until revoked"."""
+    """A duration as it was granted or asked for, exactly: "8 hours", "7 days", "2 minutes
+    30 seconds", "1 hour 30 minutes"; None is "until revoked".
+
+    Nothing is rounded away: a duration a rule offers or a person picks has at most two
+    units; a computed one (what is left of a grant) names every unit it has, rather than
+    read shorter than it is."""
     if value is None:
         return "until revoked"
-    seconds = int(value.total_seconds())
-    if seconds % 86400 == 0:
-        return _count(seconds // 86400, "day")
-    if seconds % 3600 == 0:
-        return _count(seconds // 3600, "hour")
-    return _count(max(1, seconds // 60), "minute")
+    left = max(0, int(value.total_seconds()))
+    parts: list[str] = []
+    for unit, size in _UNITS:
+        number, left = divmod(left, size)
+        if number:
+            parts.append(_count(number, unit))
+    return " ".join(parts) or _count(0, "second")
 
 
 def time_left(delta: timedelta) -> str:

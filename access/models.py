@@ -413,6 +413,28 @@ class Grant(models.Model):
     def __str__(self) -> str:
         return f"{self.user} → {self.resource.name} ({self.access_level.name})"
 
+    def extension_refusal(self) -> str:
+        """Why this grant cannot be extended, in words; "" when it can. My access offers
+        Extend only when this is "", and the services refuse with this text, so the page,
+        the API and an approval agree.
+
+        Only access that holds, or is still on its way to AWS, is worth more time: an
+        ended grant, one that never ends, and one whose first apply failed (it never held;
+        its error says why) are not."""
+        if self.status not in (GrantStatus.PENDING, GrantStatus.ACTIVE):
+            return "This access has ended; request it again instead."
+        if self.expires_at is None:
+            return "This access does not expire; there is nothing to extend."
+        if (
+            self.status == GrantStatus.PENDING
+            and self.propagation_status == PropagationStatus.FAILED
+        ):
+            return (
+                "This access was never granted in AWS (see its error), so there is nothing to "
+                "extend; give it up, and request it again once the cause is fixed."
+            )
+        return ""
+
     def clean(self) -> None:
         """What makes a grant impossible, per field. A new grant also needs an active user,
         a resource and a level still in AWS, and an expiry still to come; the admin's form
@@ -529,16 +551,27 @@ class Assignment(models.Model):
         )
 
     def mark_failed(
-        self, now: datetime, *, operation: str, error: str, retry_at: datetime, alert: bool
+        self,
+        now: datetime,
+        *,
+        operation: str,
+        error: str,
+        retry_at: datetime,
+        alert: bool,
+        left_nothing: bool = False,
     ) -> None:
         """A driver call failed: count it and plan the retry. A failed apply over what AWS
-        holds leaves it held, to be applied again; anything else is failing."""
+        holds leaves it held, to be applied again; one that left nothing in AWS (the driver
+        undid it) leaves an assignment that held nothing not in AWS, so that a revoke has
+        nothing to remove; anything else is failing."""
+        if operation == "apply" and self.in_aws:
+            status = AssignmentStatus.REAPPLY
+        elif operation == "apply" and left_nothing and self.status == AssignmentStatus.ABSENT:
+            status = AssignmentStatus.ABSENT
+        else:
+            status = AssignmentStatus.FAILING
         fields: dict[str, Any] = {
-            "status": (
-                AssignmentStatus.REAPPLY
-                if operation == "apply" and self.in_aws
-                else AssignmentStatus.FAILING
-            ),
+            "status": status,
             "attempts": self.attempts + 1,
             "last_error": error[:4000],
             "next_attempt_at": retry_at,

@@ -336,10 +336,10 @@ def extend_grant(
     now = timezone.now()
     with transaction.atomic():
         locked = Grant.objects.select_for_update().get(pk=grant.pk)
-        if locked.status not in ACTIVE_STATUSES:
-            raise GrantError("This access has ended; request it again instead.")
-        if locked.expires_at is None:
-            raise GrantError("This access does not expire; there is nothing to extend.")
+        refusal = locked.extension_refusal()
+        if refusal:
+            raise GrantError(refusal)
+        assert locked.expires_at is not None  # extension_refusal says so otherwise
         before = locked.expires_at
         after = max(before, now) + by
         if maximum is not None:
@@ -662,6 +662,11 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
             # Never applied (it waited for the user's subject): nothing to remove in AWS.
             _record_success(assignment, AssignmentStatus.ABSENT, None, [], ending)
             return ReconcileResult("removed")
+        if status == AssignmentStatus.ABSENT and assignment.attempts:
+            # Its applies failed and each left nothing in AWS (Assignment.mark_failed):
+            # nothing to remove either.
+            _record_success(assignment, AssignmentStatus.ABSENT, None, [], ending)
+            return ReconcileResult("removed")
         operation = "remove"
 
     try:
@@ -684,13 +689,14 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
         _record_waiting(assignment, pending + active, exc.message)
         return ReconcileResult("waiting", exc.message)
     except drivers.DriverError as exc:
-        _record_failure(assignment, operation, pending + ending, exc.message)
+        _record_failure(assignment, operation, pending + ending, exc)
         return ReconcileResult("failed", exc.message)
     except Exception as exc:  # a bug or an unexpected error must not leave grants silent
         logger.exception("Reconciling assignment %s failed", assignment_id)
-        message = f"Unexpected error: {type(exc).__name__}: {exc}"
-        _record_failure(assignment, operation, pending + ending, message)
-        return ReconcileResult("failed", message)
+        # As a DriverError: shown as readably as the provider's own errors.
+        unexpected = drivers.DriverError(f"Unexpected error: {type(exc).__name__}: {exc}")
+        _record_failure(assignment, operation, pending + ending, unexpected)
+        return ReconcileResult("failed", unexpected.message)
 
     if operation == "apply":
         _record_success(assignment, AssignmentStatus.APPLIED, outcome, pending, ending)
@@ -826,15 +832,21 @@ def alert_after() -> int:
 
 
 def _record_failure(
-    assignment: Assignment, operation: str, grants: list[Grant], message: str
+    assignment: Assignment, operation: str, grants: list[Grant], error: drivers.DriverError
 ) -> None:
+    message = error.message
     now = timezone.now()
     attempts = assignment.attempts + 1
     wait = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF)) - 1]
     alert = attempts >= alert_after() and assignment.alerted_at is None
     with transaction.atomic():
         assignment.mark_failed(
-            now, operation=operation, error=message, retry_at=now + wait, alert=alert
+            now,
+            operation=operation,
+            error=message,
+            retry_at=now + wait,
+            alert=alert,
+            left_nothing=error.left_nothing,
         )
         Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
             propagation_status=PropagationStatus.FAILED, last_error=message[:4000], updated_at=now

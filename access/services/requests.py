@@ -911,10 +911,9 @@ def request_extension(
     refused, approved automatically up to the maximum, or approved like a new request."""
     if not permissions.can_extend_grant(requested_by, grant):
         raise PermissionDenied("You cannot extend this access.")
-    if grant.status not in (GrantStatus.PENDING, GrantStatus.ACTIVE):
-        raise RequestInvalid({"": ["This access has ended; request it again instead."]})
-    if grant.expires_at is None:
-        raise RequestInvalid({"": ["This access does not expire; there is nothing to extend."]})
+    refusal = grant.extension_refusal()
+    if refusal:
+        raise RequestInvalid({"": [refusal]})
     rule = rule_for(grant.resource, grant.user)
     problems: list[str] = []
     if not rule.allow_requests or rule.extension_policy == ExtensionPolicy.NOT_ALLOWED:

@@ -321,3 +321,17 @@ def test_short_grants_do_not_hide_a_long_grant_from_the_warnings(personas, level
         for _ in range(500)
     )
     assert warn_at(moment, committed) == 1
+
+
+def test_a_duration_under_a_minute_more_is_mailed_and_shown_as_asked(
+    personas, level, committed, client
+):
+    with committed():
+        request = ask(personas, level, duration=timedelta(seconds=150))
+
+    (message,) = mail.outbox
+    assert "Duration: 2 minutes 30 seconds" in message.body
+    client.force_login(personas.requester)
+    page = client.get(f"/requests/{request.pk}/").content.decode()
+    assert "2 minutes 30 seconds" in page
+    assert "2 minutes<" not in page

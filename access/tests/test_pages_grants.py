@@ -8,9 +8,18 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
-from access.choices import ExtensionPolicy, GrantSource, GrantStatus, RequestKind, RequestStatus
+from access.choices import (
+    ExtensionPolicy,
+    GrantSource,
+    GrantStatus,
+    PropagationStatus,
+    RequestKind,
+    RequestStatus,
+)
 from access.models import AccessLevel, AccessRequest, Assignment, Grant, RequestRule
+from access.services import grants as grant_service
 from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -253,3 +262,43 @@ def test_an_owner_who_is_not_the_holder_cannot_extend_through_another_door(perso
     )
     assert response.status_code == 403
     assert not AccessRequest.objects.exists()
+
+
+def test_access_whose_apply_failed_offers_only_giving_up_and_refuses_an_extension(personas, grant):
+    error = (
+        "The IAM role Gone no longer exists in account 111111111111, so access to it cannot "
+        "be granted."
+    )
+    Grant.objects.filter(pk=grant.pk).update(
+        status=GrantStatus.PENDING, propagation_status=PropagationStatus.FAILED, last_error=error
+    )
+    grant.refresh_from_db()
+    client = logged_in(personas.requester)
+
+    body = client.get(reverse("my-access")).content.decode()
+    current = body.split('data-testid="current-grants"')[1].split("</table>")[0]
+    assert error in current
+    assert reverse("grant-extend", args=[grant.pk]) not in current
+    assert reverse("grant-revoke", args=[grant.pk]) in current
+
+    # Every door refuses it with the same words: the page, the API and the service.
+    page = client.get(reverse("grant-extend", args=[grant.pk]), follow=True)
+    assert "never granted in AWS" in page.content.decode()
+    posted = client.post(
+        reverse("grant-extend", args=[grant.pk]), {"duration": 3600, "reason": "x"}
+    )
+    assert posted["Location"] == reverse("my-access")
+    api = APIClient()
+    api.force_authenticate(personas.requester)
+    response = api.post(
+        f"/api/v1/grants/{grant.pk}/extend/",
+        {"duration_seconds": 3600, "reason": "x"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "never granted in AWS" in " ".join(response.json()["non_field_errors"])
+    with pytest.raises(grant_service.GrantError, match="never granted in AWS"):
+        grant_service.extend_grant(grant, by=timedelta(hours=1), actor=personas.admin)
+    assert not AccessRequest.objects.exists()
+    grant.refresh_from_db()
+    assert not AuditEvent.objects.filter(action="grant.extended").exists()

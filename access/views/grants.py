@@ -48,10 +48,8 @@ def my_access(request: HttpRequest) -> HttpResponse:
         grant.may_give_up = grant.status in grant_service.ACTIVE_STATUSES and (  # type: ignore[attr-defined]
             permissions.can_revoke_grant(user, grant)
         )
-        grant.may_extend = (  # type: ignore[attr-defined]
-            grant.expires_at is not None
-            and grant.status in grant_service.ACTIVE_STATUSES
-            and permissions.can_extend_grant(user, grant)
+        grant.may_extend = not grant.extension_refusal() and (  # type: ignore[attr-defined]
+            permissions.can_extend_grant(user, grant)
         )
     for grant in current + recent:
         grant.error = grant.last_error or (  # type: ignore[attr-defined]
@@ -122,6 +120,10 @@ def grant_extend(request: HttpRequest, pk: int) -> HttpResponse:
     grant = visible_grant(request, pk)
     if not permissions.can_extend_grant(request.user, grant):
         raise PermissionDenied("Only the holder, their manager, owners and admins extend access.")
+    refusal = grant.extension_refusal()
+    if refusal:
+        messages.error(request, refusal)
+        return HttpResponseRedirect(reverse("my-access"))
     rule = request_service.rule_for(grant.resource, grant.user)
     durations = [d for d in rule.duration_choices() if d is not None]
     form = ExtensionForm(request.POST or None, durations=durations)

@@ -366,9 +366,9 @@ class IamRoleDriver:
             if role is None:
                 raise DriverError(
                     f"The IAM role {role_name} no longer exists in account "
-                    f"{resource.account_id}: the role no longer exists, so access to it "
-                    "cannot be granted.",
+                    f"{resource.account_id}, so access to it cannot be granted.",
                     retryable=False,
+                    left_nothing=True,
                 )
             if role.get("Path") == setup_policies.MANAGED_PATH:
                 raise DriverError(

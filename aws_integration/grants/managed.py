@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,8 @@ from aws_integration.grants.iam import (
 if TYPE_CHECKING:
     from access.models import AccessLevel, Resource
     from aws_integration.models import AwsApp
+
+logger = logging.getLogger(__name__)
 
 ACCESS_POLICY = "PortcullisAccess"
 MAX_ROLE_NAME = 64
@@ -112,6 +116,11 @@ class ManagedRole:
             {"Key": RESOURCE_TAG, "Value": self.resource_arn[:256]},
             {"Key": LEVEL_TAG, "Value": self.level[:256]},
         ]
+
+
+# One step undoing a change a failed apply made (see ManagedRoleDriver.apply); what it
+# returns is not used.
+Undo = Callable[[], object]
 
 
 def _policy(*statements: dict[str, Any]) -> dict[str, Any]:
@@ -232,29 +241,32 @@ def managed_role_of(assignment: Assignment) -> ManagedRole:
 
 
 # AWS ------------------------------------------------------------------------------------------
-def _create_role(iam: Any, role: ManagedRole, trust: OidcTrust, subject: str) -> dict[str, Any]:
-    """Create the role trusting ``subject``; an existing one (a concurrent or half-done
-    grant) is read back and updated by the caller."""
+def _create_role(
+    iam: Any, role: ManagedRole, trust: OidcTrust, subject: str
+) -> tuple[dict[str, Any], bool]:
+    """Create the role trusting ``subject``; True with it when this call created it. An
+    existing one (a concurrent or half-done grant) is read back and updated by the caller."""
     document = with_subject(
         {"Version": setup_policies.POLICY_VERSION, "Statement": []}, trust, subject
     )
     with base.aws_errors(f"Creating the managed role {role.name}"):
         try:
-            return iam.create_role(
+            made = iam.create_role(
                 RoleName=role.name,
                 Path=setup_policies.MANAGED_PATH,
                 AssumeRolePolicyDocument=trust_policy_editor.serialise(document),
                 PermissionsBoundary=setup_policies.boundary_policy_arn(role.account_id),
                 Description=f"Portcullis: {role.level} on {role.resource_arn}"[:1000],
                 Tags=role.tags,
-            )["Role"]
+            )
+            return made["Role"], True
         except ClientError as error:
             if base.error_code(error) != "EntityAlreadyExists":
                 raise
     existing = get_role(iam, role.name)
     if existing is None:
         raise DriverError(f"The managed role {role.name} was deleted while being granted.")
-    return existing
+    return existing, False
 
 
 def _check_ours(role: ManagedRole, found: dict[str, Any]) -> None:
@@ -281,7 +293,7 @@ def _put_permissions(iam: Any, role: ManagedRole) -> None:
         )
 
 
-def _map_in_eks(app: AwsApp, role: ManagedRole, role_arn: str) -> None:
+def _map_in_eks(app: AwsApp, role: ManagedRole, role_arn: str, undo: list[Undo]) -> None:
     eks = eks_client(app, role.account_id, role.region)
     with base.aws_errors(f"Creating the EKS access entry of {role.name} on {role.eks_cluster}"):
         try:
@@ -291,6 +303,8 @@ def _map_in_eks(app: AwsApp, role: ManagedRole, role_arn: str) -> None:
         except ClientError as error:
             if base.error_code(error) != "ResourceInUseException":
                 raise
+        else:
+            undo.append(lambda: _unmap_in_eks(app, role))
     with base.aws_errors(
         f"Associating {role.eks_policy_arn} with {role.name} on {role.eks_cluster}"
     ):
@@ -313,10 +327,11 @@ def _unmap_in_eks(app: AwsApp, role: ManagedRole) -> None:
                 raise
 
 
-def _delete_role(iam: Any, app: AwsApp, role: ManagedRole) -> None:
+def _delete_role(iam: Any, app: AwsApp, role: ManagedRole, *, unmap: bool = True) -> None:
     # The access entry first: EKS keeps the role's unique ID, so an entry left behind would
-    # not work for a role created later under the same name.
-    if role.eks_cluster:
+    # not work for a role created later under the same name. (``unmap`` False: a failed
+    # apply that created no entry deletes the role it created.)
+    if role.eks_cluster and unmap:
         _unmap_in_eks(app, role)
     with base.aws_errors(f"Deleting the managed role {role.name}"):
         try:
@@ -458,19 +473,14 @@ class ManagedRoleDriver:
                 if found is not None:
                     _drop_other_issuers(iam, app, role, found, trust)
                 raise SubjectUnknown()
-            created = found is None
-            if found is None:
-                found = _create_role(iam, role, trust, subject)
-            _check_ours(role, found)
-            current = trust_policy_editor.parse_policy(found["AssumeRolePolicyDocument"])
+            undo: list[Undo] = []
             try:
-                new = with_subject(current, trust, subject)
-            except trust_policy_editor.TrustPolicyError as error:
-                raise DriverError(f"Role {role.name}: {error}", retryable=False) from error
-            write_trust_policy(iam, role.name, current, new)
-            _put_permissions(iam, role)
-            if role.eks_cluster:
-                _map_in_eks(app, role, found["Arn"])
+                found, created = self._admit(iam, app, role, trust, subject, found, undo)
+            except Exception as error:
+                instead = _undo(role, undo, error)
+                if instead is None:
+                    raise
+                raise instead from error
         # Only once the new role admits the user: moving is never a gap in their access.
         moved = _leave_legacy_role(iam, app, assignment, role, trust)
         return Outcome(
@@ -482,6 +492,36 @@ class ManagedRoleDriver:
             note=f"{'Created' if created else 'Updated'} the managed role {found['Arn']} "
             f"for {assignment.user}.{moved}",
         )
+
+    def _admit(
+        self,
+        iam: Any,
+        app: AwsApp,
+        role: ManagedRole,
+        trust: OidcTrust,
+        subject: str,
+        found: dict[str, Any] | None,
+        undo: list[Undo],
+    ) -> tuple[dict[str, Any], bool]:
+        """The role (created if need be) trusting the subject, allowed the level, mapped in
+        EKS. Each change made is pushed on ``undo``, for a failure further on."""
+        created = False
+        if found is None:
+            found, created = _create_role(iam, role, trust, subject)
+            if created:
+                undo.append(lambda: _delete_role(iam, app, role, unmap=False))
+        _check_ours(role, found)
+        current = trust_policy_editor.parse_policy(found["AssumeRolePolicyDocument"])
+        try:
+            new = with_subject(current, trust, subject)
+        except trust_policy_editor.TrustPolicyError as error:
+            raise DriverError(f"Role {role.name}: {error}", retryable=False) from error
+        if write_trust_policy(iam, role.name, current, new) and not created:
+            undo.append(lambda: write_trust_policy(iam, role.name, new, current))
+        _put_permissions(iam, role)
+        if role.eks_cluster:
+            _map_in_eks(app, role, found["Arn"], undo)
+        return found, created
 
     def remove(self, assignment: Assignment) -> Outcome:
         role = managed_role_of(assignment)
@@ -524,6 +564,29 @@ class ManagedRoleDriver:
             note=f"Removed {assignment.user} from the managed role {found['Arn']}; their live "
             "sessions are denied.",
         )
+
+
+def _undo(role: ManagedRole, undo: list[Undo], error: Exception) -> DriverError | None:
+    """After a failed apply, take back what it changed, latest first: the access entry it
+    created, its subject in a role others hold, the role it created. Returns the error to
+    raise instead of ``error`` (None: raise it as it is): marked ``left_nothing`` when all
+    was taken back; saying what is left when a step failed (the next attempt or a revoke
+    removes it)."""
+    for step in reversed(undo):
+        try:
+            step()
+        except Exception as failed:  # the apply's own error must still reach the grant
+            what = failed.message if isinstance(failed, DriverError) else repr(failed)
+            logger.warning("Could not undo a failed apply on %s: %s", role.name, what)
+            cause = error.message if isinstance(error, DriverError) else repr(error)
+            return DriverError(
+                f"{cause} Undoing what this attempt changed failed too ({what}); the next "
+                "attempt or a revoke removes what is left.",
+                retryable=getattr(error, "retryable", True),
+            )
+    if isinstance(error, DriverError):
+        return DriverError(error.message, retryable=error.retryable, left_nothing=True)
+    return None
 
 
 _driver = ManagedRoleDriver()

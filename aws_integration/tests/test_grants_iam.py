@@ -447,7 +447,10 @@ def test_a_role_deleted_in_aws_cannot_be_granted_but_revoking_it_succeeds(grants
     with pytest.raises(DriverError) as error:
         IAM.apply(assignment)
     assert not error.value.retryable
-    assert "role no longer exists" in error.value.message
+    assert error.value.message == (
+        f"The IAM role Gone no longer exists in account {ACCOUNT}, so access to it cannot be "
+        "granted."
+    )
 
     outcome = IAM.remove(assignment)
     assert "no longer exists" in outcome.note

@@ -20,7 +20,7 @@ import time_machine
 from botocore.stub import Stubber
 from django.utils import timezone
 
-from access.choices import AssignmentStatus, GrantSource, ResourceType
+from access.choices import AssignmentStatus, GrantSource, GrantStatus, ResourceType
 from access.drivers import DriverError, SubjectUnknown
 from access.models import Assignment, Resource
 from access.services import grants as grant_service
@@ -769,3 +769,128 @@ def test_a_managed_roles_trust_edited_to_free_session_names_makes_a_revoke_deny_
         assert denies(revoked, chosen, at - timedelta(minutes=5)), chosen
     assert not denies(revoked, "bob-subject", at + timedelta(minutes=2))
     assert subjects_of(trust(name)) == ["bob-subject"]
+
+
+# A failed apply leaves nothing behind ---------------------------------------------------------
+# What the stand-in answers for a call it has no route for (its EKS access entries), and so
+# what the demo's EKS grants recorded as their error.
+STANDIN_NOT_FOUND_PAGE = (
+    "<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n"
+    "<p>The requested URL was not found on the server. If you entered the URL manually "
+    "please check your spelling and try again.</p>\n"
+)
+
+
+def grant_on(resource: Resource, level: str, user: Any = None) -> Any:
+    return grant_service.create_grant(
+        user=user or person("ada"),
+        resource=resource,
+        access_level=resource.access_levels.get(remote_id=level),
+        expires_at=None,
+        source=GrantSource.ADMIN,
+        actor=make_user("admin@example.com"),
+    )
+
+
+def revoke_and_reconcile(grant: Any) -> str:
+    grant_service.revoke_grant(grant, actor=None, reason="no longer needed")
+    return grant_service.reconcile_assignment(grant.assignment_id).action
+
+
+def test_an_eks_grant_failing_at_its_access_entry_deletes_its_role_and_is_revoked(
+    grants_env, eks_stub
+):
+    cluster = eks_cluster(grants_env)
+    name = name_of(cluster, EKS_VIEW)
+    # The one call mocked (the stand-in has no access-entry API): it fails as the stand-in
+    # answers an unknown call, with a web page.
+    eks_stub.add_client_error(
+        "create_access_entry",
+        service_error_code="404",
+        service_message=STANDIN_NOT_FOUND_PAGE,
+        http_status_code=404,
+    )
+    grant = grant_on(cluster, EKS_VIEW)
+
+    assert grant_service.reconcile_assignment(grant.assignment_id).action == "failed"
+
+    assert role(name) is None
+    assert member_client("iam").list_roles(PathPrefix="/portcullis/")["Roles"] == []
+    grant.refresh_from_db()
+    assert (grant.status, grant.propagation_status) == (GrantStatus.PENDING, "failed")
+    assert grant.last_error == (
+        f"Creating the EKS access entry of {name} on platform: 404: Not Found The requested "
+        "URL was not found on the server. If you entered the URL manually please check your "
+        "spelling and try again."
+    )
+    (failed,) = AuditEvent.objects.filter(action="grant.apply_failed")
+    assert failed.details["error"] == grant.last_error
+    assert grant.extension_refusal()
+
+    # Nothing is in AWS, so there is nothing to remove: no call (the stub has none left).
+    assert revoke_and_reconcile(grant) == "removed"
+    grant.refresh_from_db()
+    assert (grant.status, grant.propagation_status) == (GrantStatus.REVOKED, "removed")
+
+
+@pytest.mark.parametrize(
+    ("make", "level"),
+    [(ec2_instance, "ssm-session"), (db_instance, "app_ro"), (db_cluster, "app_ro")],
+    ids=["ec2", "rds-postgres", "aurora-mysql"],
+)
+def test_an_apply_refused_after_creating_its_role_deletes_it_and_is_revoked(
+    grants_env, aws_faults, make, level
+):
+    resource = make(grants_env)
+    name = name_of(resource, level)
+    aws_faults.deny("iam", "PutRolePolicy")
+    grant = grant_on(resource, level)
+
+    assert grant_service.reconcile_assignment(grant.assignment_id).action == "failed"
+
+    assert role(name) is None
+    grant.refresh_from_db()
+    assert grant.propagation_status == "failed"
+    assert f"Writing the permissions of the managed role {name}: AWS refused (AccessDenied" in (
+        grant.last_error
+    )
+    aws_faults.clear()
+    assert revoke_and_reconcile(grant) == "removed"
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.REVOKED
+    assert role(name) is None
+
+
+def test_a_failed_apply_on_a_role_others_hold_takes_only_its_subject_back(grants_env, aws_faults):
+    instance = ec2_instance(grants_env)
+    name = name_of(instance, "ssm-session")
+    DRIVER.apply(assign(person("bob"), instance, "ssm-session"))
+    aws_faults.deny("iam", "PutRolePolicy")
+
+    with pytest.raises(DriverError) as error:
+        DRIVER.apply(assign(person("ada"), instance, "ssm-session"))
+
+    assert error.value.left_nothing
+    assert subjects_of(trust(name)) == ["bob-subject"]
+
+
+def test_an_apply_whose_undoing_fails_says_what_is_left_and_its_revoke_removes_it(
+    grants_env, aws_faults
+):
+    instance = ec2_instance(grants_env)
+    name = name_of(instance, "ssm-session")
+    aws_faults.deny("iam", "PutRolePolicy")
+    aws_faults.deny("iam", "DeleteRole")
+    grant = grant_on(instance, "ssm-session")
+
+    assert grant_service.reconcile_assignment(grant.assignment_id).action == "failed"
+
+    assert role(name) is not None
+    grant.refresh_from_db()
+    assert f"Undoing what this attempt changed failed too (Deleting the managed role {name}" in (
+        grant.last_error
+    )
+    assert grant.assignment.status == AssignmentStatus.FAILING
+    aws_faults.clear()
+    assert revoke_and_reconcile(grant) == "removed"
+    assert role(name) is None
