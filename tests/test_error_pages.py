@@ -105,3 +105,16 @@ def test_every_layout_links_the_favicon(client, personas):
     client.force_login(personas.admin)
     assert FAVICON in client.get("/").content.decode()
     assert FAVICON in client.get("/admin/").content.decode()
+
+
+def test_a_refused_form_says_why_and_what_to_do(personas):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(personas.requester)
+
+    refused = client.post("/accounts/logout/")
+
+    assert refused.status_code == 403
+    page = refused.content.decode()
+    assert "<h1>This form could not be sent</h1>" in page
+    assert "reload the page" in page
+    assert 'href="/catalogue/"' in page and FAVICON in page
