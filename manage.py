@@ -3,10 +3,18 @@
 
 import os
 import sys
+from pathlib import Path
+
+from config import running_demo
 
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # The demo's own commands run in the running demo's environment (DEBUG, its database,
+    # the stand-in AWS), so that they work as the demo and the README print them.
+    refusal = running_demo.prepare(sys.argv, Path(__file__).resolve().parent)
+    if refusal:
+        sys.exit(refusal)
     if sys.argv[1:2] == ["makemigrations"]:
         # Writing or checking migration files serves nothing and uses no secret, so it runs
         # with development settings when none are given; every other command still

@@ -20,6 +20,7 @@ import tablib
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet
 from import_export import fields, resources, widgets
+from import_export.resources import Diff
 from import_export.results import Result
 
 from access import permissions
@@ -56,6 +57,23 @@ def _strip_neutraliser(value: str) -> str:
     return value
 
 
+class _PreviewDiff(Diff):
+    """The import preview's before and after of a row, through the resource's dehydrate
+    methods: import-export reads the fields alone, and the manager and roles columns
+    have no model attribute, so they showed blank."""
+
+    def __init__(self, resource: Any, instance: Any, new: bool) -> None:
+        super().__init__(resource, instance, new)
+        self.left = _preview_values(resource, instance)
+
+    def compare_with(self, resource: Any, instance: Any, dry_run: bool = False) -> None:
+        self.right = _preview_values(resource, instance)
+
+
+def _preview_values(resource: Any, instance: Any) -> list[Any]:
+    return [resource.preview_value(f, instance) for f in resource.get_import_fields()]
+
+
 @dataclass
 class _ImportedUser:
     """What a saved row still needs once every row is in: its manager, roles and audit."""
@@ -87,6 +105,16 @@ class UserResource(resources.ModelResource):
         use_transactions = True
         skip_unchanged = True
         report_skipped = True
+
+    @classmethod
+    def get_diff_class(cls) -> type[Diff]:
+        return _PreviewDiff
+
+    def preview_value(self, field: fields.Field, instance: User | None) -> Any:
+        if instance is None:
+            return ""
+        dehydrate = getattr(self, f"dehydrate_{field.column_name}", None)
+        return dehydrate(instance) if dehydrate is not None else field.export(instance)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -253,10 +281,21 @@ class UserResource(resources.ModelResource):
             Prefetch("groups", to_attr="export_roles")
         )
 
+    # During an import, managers and roles are set only once every row is saved
+    # (after_import), after the preview has compared each row: the row's own values are
+    # what the user will have.
     def dehydrate_manager_email(self, user: User) -> str:
+        pending: str | None = getattr(user, "_import_manager_email", None)
+        if pending is not None:
+            return pending
         return user.manager.email if user.manager_id and user.manager else ""
 
     def dehydrate_roles(self, user: User) -> str:
+        pending: list[str] | None = getattr(user, "_import_roles", None)
+        if pending is not None:
+            return ", ".join(sorted(pending))
+        if user.pk is None:
+            return ""  # a new user, before the import sets anything
         groups = getattr(user, "export_roles", None)
         names = (
             [g.name for g in groups]

@@ -62,7 +62,9 @@ def _position(request: HttpRequest, name: str) -> tuple[int | None, str | None]:
 @require_GET
 def event_list(request: HttpRequest) -> HttpResponse:
     _require_reader(request)
-    filterset = AuditEventFilter(request.GET or None, queryset=AuditEvent.objects.all())
+    filterset = AuditEventFilter(
+        request.GET or None, queryset=AuditEvent.objects.select_related("actor")
+    )
     errors: list[str] = []
     if filterset.is_bound and not filterset.is_valid():
         for field, messages in filterset.errors.items():
@@ -117,7 +119,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def event_detail(request: HttpRequest, pk: int) -> HttpResponse:
     _require_reader(request)
-    event = get_object_or_404(AuditEvent, pk=pk)
+    event = get_object_or_404(AuditEvent.objects.select_related("actor"), pk=pk)
     previous = (
         AuditEvent.objects.filter(pk__lt=event.pk).order_by("-id").values("pk", "hash").first()
     )

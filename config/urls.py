@@ -35,3 +35,5 @@ urlpatterns = [
 
 # Paths under /api/ that match no endpoint get a JSON 404, like the API's own.
 handler404 = "access.views.not_found"
+# The refusal page says why, when the portal itself gave the reason (config/errors.py).
+handler403 = "config.errors.permission_denied"

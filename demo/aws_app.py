@@ -124,7 +124,7 @@ def validate_and_sync(app: AwsApp) -> tuple[list[Validation], SyncRun]:
     so the inventory is there when the web server answers; "Sync now" in the admin runs
     the next ones in the task cluster."""
     validations = run_validations(app)
-    run = sync_services.request_sync(app, enqueue=False)
+    run = sync_services.request_sync(app, enqueue=False, requested_via=sync_services.VIA_DEMO)
     return validations, engine.run_sync(run.pk)
 
 

@@ -94,7 +94,8 @@ def test_the_login_page_renders_in_the_site_layout(client, db):
     assert '<a class="brand" href="/">Portcullis</a>' in page
     assert 'name="login"' in page and 'type="email"' in page
     assert 'name="password"' in page
-    assert "Forgot your password?" in page
+    assert page.count("Forgot your password?") == 1
+    assert "_helptext" not in page  # no help text, nor a description pointing at none
 
 
 def test_logout_by_post_ends_the_session_and_is_recorded(client, personas):

@@ -12,9 +12,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from access.models import User
-from access.user_csv import UserResource
+from access.user_csv import COLUMNS, UserResource
 from audit.models import AuditEvent
 
+DIFF_STYLE_DEL = ' style="background:#ffe6e6;"'
+DIFF_STYLE_INS = ' style="background:#e6ffe6;"'
 HEADER = "email,first_name,last_name,username,title,department,manager_email,roles\n"
 
 
@@ -193,6 +195,24 @@ def test_a_user_listed_twice_is_an_error(personas):
         "row 2 email: a@example.com is already on row 1 of this file; each user appears once."
     ]
     assert not User.objects.filter(email="a@example.com").exists()
+
+
+def test_the_preview_shows_each_rows_manager_and_roles(personas):
+    text = (
+        HEADER
+        + "dev@example.com,Dan,Dev,,,,boss@example.com,\n"
+        + 'boss@example.com,Bea,Boss,,,,,"Auditor, Admin"\n'
+        + f"{personas.requester.email},,,,,,boss@example.com,\n"
+    )
+    result = run_import(text, personas.admin, dry_run=True)
+    assert not result.has_validation_errors(), row_errors(result)
+    manager_at, roles_at = COLUMNS.index("manager_email"), COLUMNS.index("roles")
+    dev, boss, requester = result.rows
+    assert "boss@example.com" in dev.diff[manager_at]
+    assert "Admin, Auditor" in boss.diff[roles_at]
+    # An existing user's preview shows the old manager struck out and the new one.
+    change = requester.diff[manager_at]
+    assert f"<del{DIFF_STYLE_DEL}>mia.manager</del><ins{DIFF_STYLE_INS}>boss</ins>" in change
 
 
 def test_a_dry_run_writes_nothing(personas):

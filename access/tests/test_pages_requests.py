@@ -7,8 +7,16 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from access.choices import RequestStatus, ReviewerKind, StageMode
+from access.choices import (
+    ExtensionPolicy,
+    GrantSource,
+    GrantStatus,
+    RequestStatus,
+    ReviewerKind,
+    StageMode,
+)
 from access.models import (
     AccessLevel,
     AccessRequest,
@@ -496,3 +504,47 @@ def test_the_queue_costs_the_same_queries_for_many_requests(
     client = logged_in(personas.admin)
     with django_assert_max_num_queries(10):
         assert client.get(reverse("approvals")).status_code == 200
+
+
+# Extensions ----------------------------------------------------------------------------------
+@pytest.fixture
+def held(personas, level):
+    return Grant.objects.create(
+        user=personas.requester,
+        resource=personas.resource,
+        access_level=level,
+        source=GrantSource.REQUEST,
+        status=GrantStatus.ACTIVE,
+        expires_at=timezone.now() + timedelta(hours=4),
+    )
+
+
+def test_an_approved_extension_says_the_held_access_now_lasts_longer(personas, held):
+    rule = RequestRule.objects.create(
+        resource=personas.resource, extension_policy=ExtensionPolicy.AUTO_APPROVE
+    )
+    rule.stages.create(order=1)
+
+    page = logged_in(personas.requester).post(
+        reverse("grant-extend", args=[held.pk]), {"duration": 3600, "reason": "x"}, follow=True
+    )
+
+    held.refresh_from_db()
+    body = page.content.decode()
+    assert "<h2>Access extended</h2>" in body
+    assert f"Grant #{held.pk}</a>" in body
+    outcome = body.split('data-testid="extension-outcome">')[1].split("</p>")[0]
+    assert outcome == (
+        "Approved: this access was already granted, so nothing changes in AWS; it now lasts "
+        f"until {held.expires_at:%Y-%m-%d %H:%M} UTC."
+    )
+    assert "being granted" not in body
+
+
+def test_a_pending_extension_shows_the_access_it_would_extend(personas, held):
+    page = logged_in(personas.requester).post(
+        reverse("grant-extend", args=[held.pk]), {"duration": 3600, "reason": "x"}, follow=True
+    )
+    body = page.content.decode()
+    assert "<h2>Access to extend</h2>" in body
+    assert "extension-outcome" not in body and "being granted" not in body

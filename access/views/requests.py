@@ -218,7 +218,7 @@ def my_requests(request: HttpRequest) -> HttpResponse:
 def visible_request(request: HttpRequest, pk: int) -> AccessRequest:
     access_request = get_object_or_404(
         AccessRequest.objects.select_related(
-            "resource", "access_level", "user", "requested_by", "grant"
+            "resource", "access_level", "user", "requested_by", "grant__access_level"
         ),
         pk=pk,
     )
@@ -253,6 +253,8 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "stages": stages,
         "approvals": list(access_request.approvals.select_related("reviewer")),
         "grants": list(access_request.granted.select_related("access_level")),
+        # An extension grants nothing new: it moves the expiry of the grant it names.
+        "extended_grants": [access_request.grant] if access_request.grant else [],
         "duration": humanize(access_request.duration),
         "can_decide": request_service.can_decide(request.user, access_request),
         "can_cancel": access_request.is_pending

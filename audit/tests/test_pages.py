@@ -13,6 +13,7 @@ from audit import views
 from audit.models import AuditEvent
 from audit.services import record_event
 from audit.tests.helpers import page_event_ids
+from tests.fixtures import make_user
 
 LIST_URL = reverse("audit:event-list")
 
@@ -70,6 +71,20 @@ def test_auditors_and_admins_see_an_event_with_its_hashes(client, personas, pers
     assert f"matches event {before.pk}" in body
     assert "matches the contents" in body
     assert "&quot;after&quot;: {" in body
+    assert '<span data-testid="actor-name">Ada</span>' in body
+    assert f'data-testid="actor-email">{personas.admin.email}</a>' in body
+
+
+def test_an_actor_who_no_longer_exists_keeps_the_recorded_name(client, personas):
+    gone = make_user("gone@example.com", first_name="Gone")
+    event = record_event("test.gone", actor=gone)
+    gone_name = event.actor_name
+    type(gone).objects.filter(pk=gone.pk).delete()
+    client.force_login(personas.auditor)
+
+    for url in (LIST_URL, detail_url(event)):
+        body = client.get(url).content.decode()
+        assert f'{gone_name} <span class="muted">(user no longer exists)</span>' in body, url
 
 
 @pytest.mark.parametrize("persona", ["requester", "outsider"])
@@ -139,7 +154,8 @@ def test_the_page_shows_time_actor_action_target_details_request_and_ip(client, 
 
     body = client.get(LIST_URL).content.decode()
 
-    assert personas.admin.get_username() in body
+    assert '<span data-testid="actor-name">Ada</span>' in body
+    assert f'data-testid="actor-email">{personas.admin.email}</a>' in body
     assert "access.owner.added" in body
     assert f"access.resource #{personas.resource.pk}" in body and str(personas.resource) in body
     assert "<details><summary>2 fields</summary>" in body

@@ -32,6 +32,14 @@ RECENT_SYNC_RUNS = 10
 SYNC_ISSUES_SHOWN = 50
 UNKNOWN_EVENTS_SHOWN = 10
 SYNC_RUNS_TEMPLATE = "aws_integration/admin/sync_runs.html"
+SYNC_RUNS_PAGE_TEMPLATE = "admin/aws_integration/awsapp/sync_runs.html"
+# The query string with which the app page's script asks for the runs table alone.
+FRAGMENT = "fragment=1"
+
+
+def sync_runs_list_url(app: AwsApp) -> str:
+    """Every sync run of the app, in the SyncRun changelist (filters, search, paging)."""
+    return reverse("admin:aws_integration_syncrun_changelist") + f"?app__id__exact={app.pk}"
 
 
 def run_validations_with_message(request: HttpRequest, app: AwsApp) -> None:
@@ -186,11 +194,14 @@ class AwsAppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
                 "admin:aws_integration_awsapp_refresh_validations", args=[app.pk]
             ),
             "sync_now_url": reverse("admin:aws_integration_awsapp_sync_now", args=[app.pk]),
-            "sync_runs_url": reverse("admin:aws_integration_awsapp_sync_runs", args=[app.pk]),
+            "sync_runs_url": reverse("admin:aws_integration_awsapp_sync_runs", args=[app.pk])
+            + f"?{FRAGMENT}",
+            "sync_runs_list_url": sync_runs_list_url(app),
         }
 
     def _sync_runs_context(self, app: AwsApp) -> dict[str, Any]:
         runs = list(app.sync_runs.select_related("requested_by")[:RECENT_SYNC_RUNS])
+        requested_by = display.requested_by_labels(runs)
         return {
             "sync_runs": [
                 {
@@ -199,6 +210,7 @@ class AwsAppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
                     "status": display.badge(run.status, run.get_status_display()),
                     "counts": display.counts_summary(run),
                     "duration": display.format_duration(run.duration),
+                    "requested_by": requested_by[run.pk],
                 }
                 for run in runs
             ],
@@ -270,5 +282,20 @@ class AwsAppAdmin(GrantProtectionMixin, PortcullisModelAdmin):
         return require_GET(self._sync_runs)(request, object_id)
 
     def _sync_runs(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The app's recent sync runs: the table alone for the app page's script, which
+        refreshes it while a sync is active; opened directly, an admin page of its own."""
         app = self._app_for(request, object_id, change=False)
-        return TemplateResponse(request, SYNC_RUNS_TEMPLATE, self._sync_runs_context(app))
+        runs = self._sync_runs_context(app)
+        if request.GET.get("fragment") == "1":
+            return TemplateResponse(request, SYNC_RUNS_TEMPLATE, runs)
+        context = {
+            **self.admin_site.each_context(request),
+            **runs,
+            "opts": self.opts,
+            "original": app,
+            "title": f"Sync runs of {app}",
+            "recent": RECENT_SYNC_RUNS,
+            "sync_runs_url": request.path + f"?{FRAGMENT}",
+            "sync_runs_list_url": sync_runs_list_url(app),
+        }
+        return TemplateResponse(request, SYNC_RUNS_PAGE_TEMPLATE, context)

@@ -8,8 +8,10 @@ from typing import Any
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from aws_integration.choices import SyncStatus, ValidationStatus
+from audit.models import AuditEvent
+from aws_integration.choices import SyncKind, SyncStatus, ValidationStatus
 from aws_integration.models import SyncRun, Validation
+from aws_integration.sync.services import REQUESTED_VIA
 
 ACTIVE_SYNC_STATUSES = (SyncStatus.QUEUED, SyncStatus.RUNNING)
 COUNT_KINDS = ("created", "updated", "deleted")
@@ -109,3 +111,33 @@ def sorted_validations(validations: list[Validation]) -> list[Validation]:
         validations,
         key=lambda v: (STATUS_ORDER.get(v.status, 9), SEVERITY_ORDER.get(v.severity, 9), v.key),
     )
+
+
+def requested_by_labels(runs: list[SyncRun]) -> dict[int, str]:
+    """Who or what asked for each run: the person, the events queue, or what the run's
+    "sync.requested" event names (the schedule, the sync command, the demo), read for
+    all the runs in one query. Runs recorded before that was named say "Portcullis"."""
+    unnamed = [
+        str(run.pk) for run in runs if run.requested_by_id is None and run.kind != SyncKind.EVENTS
+    ]
+    via = (
+        dict(
+            AuditEvent.objects.filter(
+                action="sync.requested",
+                target_type=SyncRun._meta.label_lower,
+                target_id__in=unnamed,
+            ).values_list("target_id", "actor_name")
+        )
+        if unnamed
+        else {}
+    )
+    labels = {}
+    for run in runs:
+        if run.requested_by is not None:
+            labels[run.pk] = str(run.requested_by)
+        elif run.kind == SyncKind.EVENTS:
+            labels[run.pk] = "CloudTrail events"
+        else:
+            name = via.get(str(run.pk), "")
+            labels[run.pk] = name if name in REQUESTED_VIA else "Portcullis"
+    return labels

@@ -20,6 +20,11 @@ from config import queue
 RUN_SYNC_TASK = "aws_integration.sync.tasks.run_sync"
 # Rows resolved per UPDATE: well within every database's limit of parameters.
 RESOLVE_CHUNK = 500
+# What asked for a sync when no person did (the "sync.requested" event's actor name).
+VIA_SCHEDULE = "schedule"
+VIA_COMMAND = "manage.py sync_aws"
+VIA_DEMO = "the demo's start-up"
+REQUESTED_VIA = (VIA_SCHEDULE, VIA_COMMAND, VIA_DEMO)
 
 
 def stale_after() -> timedelta:
@@ -98,10 +103,19 @@ def active_run(app: AwsApp, account_id: str = "") -> SyncRun | None:
 
 
 def request_sync(
-    app: AwsApp, *, actor: Any = None, account_id: str = "", enqueue: bool = True
+    app: AwsApp,
+    *,
+    actor: Any = None,
+    account_id: str = "",
+    enqueue: bool = True,
+    requested_via: str = "",
 ) -> SyncRun:
     """A queued sync of the app (or of one of its accounts), run by the task
     ``aws_integration.sync.tasks.run_sync`` once this transaction commits.
+
+    Without a person as ``actor``, ``requested_via`` says what asked for it (one of
+    ``REQUESTED_VIA``): the audit event's actor name, which the admin shows as "requested
+    by".
 
     When the same sync is already queued or running, that run is returned rather than a
     second one queued behind it. ``enqueue=False`` leaves the run for the caller to run
@@ -122,6 +136,7 @@ def request_sync(
         record_event(
             "sync.requested",
             actor=actor,
+            actor_name="" if run.requested_by else requested_via,
             target=run,
             details={"app": app.name, "kind": run.kind, "account_id": account_id},
         )

@@ -33,7 +33,7 @@ def schedule_full_syncs() -> int:
             continue
         if services.active_run(app) is not None:
             continue
-        services.request_sync(app)
+        services.request_sync(app, requested_via=services.VIA_SCHEDULE)
         queued += 1
     if queued:
         logger.info("Queued %s full sync(s).", queued)

@@ -101,6 +101,16 @@ def demo_app_state(database: Path) -> tuple[dict, list[str], list[tuple[str, str
     return app, validations, runs, resources
 
 
+def readme_demo_commands() -> list[str]:
+    """The README's shell lines that run a demo command."""
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    commands = [line for line in lines if "manage.py standin_change" in line]
+    assert commands, "the README shows no standin_change command"
+    return commands
+
+
 @pytest.fixture
 def demo_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SSO_OIDC_", "AWS_"))}
@@ -165,21 +175,38 @@ def test_the_demo_serves_working_logins_and_stops_everything_on_ctrl_c(demo_env,
         assert validations and set(validations) == {"passed"}, validations
         assert runs == [("full", "succeeded")], runs
         assert resources > 50, log.read_text()  # the small seed: ~100 objects
-        assert "standin_change run-instance" in log.read_text()
-        # A printed command works as pasted into a fresh shell (no DEBUG, no secrets set).
-        printed = next(
+        # Each command the banner prints works as pasted into a fresh shell (no DEBUG, no
+        # database, no stand-in address, no secrets set), from anywhere.
+        printed = [
             line.strip()
             for line in log.read_text().splitlines()
-            if "standin_change create-role" in line
-        )
-        pasted = subprocess.run(
-            ["bash", "-c", printed],
-            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert pasted.returncode == 0, pasted.stderr
+            if " standin_change " in line and "manage.py" in line
+        ]
+        assert len(printed) == 4, log.read_text()
+        assert any(line.endswith("standin_change run-instance") for line in printed)
+        fresh = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+        for command in printed:
+            pasted = subprocess.run(
+                ["bash", "-c", command],
+                cwd=tmp_path,
+                env=fresh,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert pasted.returncode == 0, (command, pasted.stdout, pasted.stderr)
+        assert "terminate-instance" in pasted.stdout  # the last: --help
+        # So does the README's, from the checkout (its var/ is this demo's PORTCULLIS_VAR_DIR).
+        for command in readme_demo_commands():
+            pasted = subprocess.run(
+                ["bash", "-c", command],
+                cwd=settings.BASE_DIR,
+                env={**fresh, "PORTCULLIS_VAR_DIR": str(tmp_path)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert pasted.returncode == 0, (command, pasted.stdout, pasted.stderr)
 
         children = descendants(process.pid)
         # The web server, the task cluster and the cluster's own processes.
@@ -195,6 +222,7 @@ def test_the_demo_serves_working_logins_and_stops_everything_on_ctrl_c(demo_env,
             process.wait()
     text = log.read_text()
     assert "Stopped." in text
+    assert not (tmp_path / "demo.env").exists()  # the commands no longer find a demo
     still_running = [pid for pid in children if running(pid)]
     assert still_running == [], text
 

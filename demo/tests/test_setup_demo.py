@@ -14,6 +14,7 @@ from audit.models import AuditEvent
 from aws_integration import services
 from aws_integration.choices import SyncKind, SyncStatus, ValidationStatus
 from aws_integration.models import AwsApp, AwsSettings
+from aws_integration.sync.services import VIA_DEMO
 from demo import seed
 from demo.aws_app import (
     DEMO_APP_NAME,
@@ -120,3 +121,6 @@ def test_the_demo_app_with_its_queue_passes_every_validation_and_its_first_sync_
     assert {a.account_id for a in seeded.accounts} <= set(accounts)
     assert AuditEvent.objects.filter(action="validations.checked", target_id=str(app.pk)).exists()
     assert AuditEvent.objects.filter(action="sync.completed", target_id=str(run.pk)).exists()
+    # Labelled in the admin as asked for by the demo, not by the schedule.
+    requested = AuditEvent.objects.get(action="sync.requested", target_id=str(run.pk))
+    assert requested.actor_name == VIA_DEMO

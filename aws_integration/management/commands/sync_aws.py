@@ -58,7 +58,9 @@ class Command(BaseCommand):
         return [app]
 
     def _sync(self, app: AwsApp, account_id: str, verbosity: int) -> SyncRun:
-        run = services.request_sync(app, account_id=account_id, enqueue=False)
+        run = services.request_sync(
+            app, account_id=account_id, enqueue=False, requested_via=services.VIA_COMMAND
+        )
         if run.status == SyncStatus.RUNNING:
             self.stderr.write(f"{app.name}: sync run {run.pk} is already running elsewhere.")
             return run

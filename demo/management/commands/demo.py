@@ -33,6 +33,7 @@ from django.urls import reverse
 
 from access.models import Resource
 from aws_integration.choices import ValidationStatus
+from config import running_demo
 from config.loops import SignalStop, exit_now
 from demo import seed, standin
 from demo.aws_app import (
@@ -51,6 +52,13 @@ SSO_NAME = "Demo identity provider (SSO)"
 HOST = "127.0.0.1"
 STOP_TIMEOUT = 2.0  # the whole stop stays under 3 s
 LOGIN_PATH = "/accounts/login/"
+# The stand-in changes the banner prints, each to be pasted as it stands.
+PRINTED_CHANGES = (
+    "run-instance",
+    "create-role --name demo-analyst",
+    "add-group-member --group Data --user requester@demo.portcullis.test",
+    "--help",
+)
 
 
 class _Interrupted(BaseException):
@@ -73,6 +81,7 @@ class _Demo:
     moto: standin.MotoServer | None = None
     idp: standin.IdpServer | None = None
     children: list[_Child] = field(default_factory=list)
+    wrote_env: bool = False
 
 
 class Command(BaseCommand):
@@ -246,6 +255,8 @@ class Command(BaseCommand):
             self._checkpoint()
             self._start_children(demo, env, port)
             self._wait_until_serving(demo, url, options["startup_timeout"])
+        running_demo.write(settings.VAR_DIR, self._printed_commands_env(env))
+        demo.wrote_env = True
         self._print_banner(demo, result, url, web=not options["no_web"], users=demo_users, env=env)
         if options["check"] and not options["no_web"]:
             self._check_login_page(url)
@@ -277,6 +288,16 @@ class Command(BaseCommand):
             "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
         }
         return env
+
+    def _printed_commands_env(self, env: dict[str, str]) -> dict[str, str]:
+        """What the printed commands need (config.running_demo): the children's
+        environment, and the demo's own database and var directory when they are set."""
+        own = {
+            key: os.environ[key]
+            for key in ("DATABASE_URL", "PORTCULLIS_VAR_DIR")
+            if os.environ.get(key)
+        }
+        return {**env, **own}
 
     def _start_children(self, demo: _Demo, env: dict[str, str], port: int) -> None:
         manage = str(settings.BASE_DIR / "manage.py")
@@ -358,28 +379,21 @@ class Command(BaseCommand):
         w(f"  - Sign in as the admin and open the demo app: {url}{app_page}")
         w('    (its validations, "Refresh validations", and "Sync now" for another full sync);')
         w(f"    its sync runs: {url}{runs_page}")
-        database = (
-            f"DATABASE_URL={shlex.quote(os.environ['DATABASE_URL'])} "
-            if os.environ.get("DATABASE_URL")
+        # The commands take the rest of the demo's environment from the file it wrote
+        # (config.running_demo), found through the var directory when that is not var/.
+        var_dir = (
+            f"PORTCULLIS_VAR_DIR={shlex.quote(os.environ['PORTCULLIS_VAR_DIR'])} "
+            if os.environ.get("PORTCULLIS_VAR_DIR")
             else ""
         )
-        manage = (
-            # DEBUG=true as `make demo` runs it (without it settings ask for production
-            # secrets), and the demo's database when it is not the default one.
-            f"DEBUG=true {database}AWS_ENDPOINT_URL={demo.moto.url} {sys.executable} "
-            f"{settings.BASE_DIR / 'manage.py'}"
-        )
+        manage = f"{var_dir}{sys.executable} {settings.BASE_DIR / 'manage.py'}"
         w(
             "  - Make a change in the stand-in AWS; its CloudTrail event arrives through the "
-            'queue within a minute\n    (a new "events" sync run, and the inventory row):'
+            'queue within a minute\n    (a new "events" sync run, and the inventory row),'
+            "\n    from any terminal while the demo runs; --help lists the other changes:"
         )
-        w(f"      {manage} standin_change run-instance")
-        w(f"      {manage} standin_change create-role --name demo-analyst")
-        w(
-            f"      {manage} standin_change add-group-member --group Data "
-            "--user requester@demo.portcullis.test"
-        )
-        w(f"      {manage} standin_change --help   (terminate-instance, tag-instance, ...)")
+        for command in PRINTED_CHANGES:
+            w(f"      {manage} standin_change {command}")
         w("")
         w(f"  {'Email':<34} {'Role':<28} Password")
         for demo_user in users:
@@ -407,6 +421,8 @@ class Command(BaseCommand):
                 )
 
     def _shutdown(self, demo: _Demo) -> None:
+        if demo.wrote_env:
+            running_demo.remove(settings.VAR_DIR)
         _stop_processes(demo.children, self.stdout.write)
         if demo.idp is not None:
             demo.idp.stop()

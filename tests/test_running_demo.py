@@ -1,0 +1,68 @@
+"""The demo's commands find the running demo's settings (config.running_demo), and say
+what to do when no demo runs, instead of asking for production secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+
+from config import running_demo
+
+
+def manage(*args: str, var_dir: Path) -> subprocess.CompletedProcess[str]:
+    """manage.py as a newcomer runs it: a fresh shell's environment, nothing set."""
+    return subprocess.run(
+        [sys.executable, str(settings.BASE_DIR / "manage.py"), *args],
+        env={"PATH": os.environ["PATH"], "HOME": str(var_dir), "PORTCULLIS_VAR_DIR": str(var_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_without_a_demo_the_command_says_to_start_one(tmp_path):
+    ran = manage("standin_change", "run-instance", var_dir=tmp_path)
+    assert ran.returncode == 1
+    assert "standin_change works against the running demo, and none is running" in ran.stderr
+    assert "make demo" in ran.stderr
+    assert "SECRET_KEY" not in ran.stderr
+
+
+def test_its_help_needs_no_demo(tmp_path):
+    ran = manage("standin_change", "--help", var_dir=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "terminate-instance" in ran.stdout
+
+
+def test_other_commands_still_need_production_settings(tmp_path):
+    running_demo.write(tmp_path, {"DEBUG": "true"})
+    ran = manage("check", var_dir=tmp_path)
+    assert ran.returncode != 0
+    assert "SECRET_KEY is required when DEBUG is off" in ran.stderr
+
+
+def test_the_file_of_a_demo_that_died_is_ignored_and_only_its_writer_removes_it(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    (tmp_path / running_demo.FILE_NAME).write_text(
+        f'{{"pid": {int(dead.stdout)}, "env": {{"DEBUG": "true"}}}}'
+    )
+    assert running_demo.read(tmp_path) is None
+    running_demo.remove(tmp_path)  # not ours: left alone
+    assert (tmp_path / running_demo.FILE_NAME).exists()
+
+    running_demo.write(tmp_path, {"DEBUG": "true", "AWS_ENDPOINT_URL": "http://127.0.0.1:1"})
+    assert running_demo.read(tmp_path) == {
+        "DEBUG": "true",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+    }
+    running_demo.remove(tmp_path)
+    assert not (tmp_path / running_demo.FILE_NAME).exists()
