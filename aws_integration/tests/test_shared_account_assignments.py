@@ -14,17 +14,18 @@ from typing import Any
 import pytest
 
 from access.choices import AssignmentStatus, GrantSource, GrantStatus, ResourceType
-from access.models import AccessLevel, Grant, Resource, User
+from access.models import AccessLevel, App, Assignment, Grant, Resource, User
 from access.services.grants import create_grant, reassert_revocations, revoke_grant
 from audit.models import AuditEvent
 from aws_integration.events.handlers import HANDLED, handle_event
 from aws_integration.events.parser import parse_message
+from aws_integration.grants import identity_center as idc
 from aws_integration.models import AwsApp
 from aws_integration.tests import test_grants_identity_center as idc_tests
 from aws_integration.tests.sync_fixtures import management, sync
 from demo import seed
 from demo.standin_cloudtrail import envelope
-from tests.fixtures import shared_samples
+from tests.fixtures import make_user, shared_samples
 
 pytestmark = pytest.mark.django_db
 
@@ -246,3 +247,62 @@ def test_the_observed_grant_ends_when_the_last_grant_holding_the_assignment_remo
     )
     assert event.details["assignment_id"] == later.assignment_id
     assert event.details["source"] == GrantSource.OBSERVED
+
+
+# What a user's grants stand for, in bulk -------------------------------------------------------
+def test_what_users_grants_stand_for_is_read_in_one_query_whatever_their_number(
+    django_assert_num_queries,
+):
+    org_app = App.objects.create(name="Example organization")
+    arn = "arn:aws:sso:::permissionSet/ssoins-1/ps-0123456789abcdef"
+
+    def made(type_: str, remote_id: str, account_id: str = "", **extra: Any) -> Resource:
+        return Resource.objects.create(
+            app=org_app,
+            type=type_,
+            remote_id=remote_id,
+            account_id=account_id,
+            name=remote_id,
+            **extra,
+        )
+
+    def level_of(row: Resource, remote_id: str) -> AccessLevel:
+        return AccessLevel.objects.create(resource=row, remote_id=remote_id, name=remote_id)
+
+    account = made(ACCOUNT, "111111111111", "111111111111")
+    role = made(ROLE, f"111111111111/{arn}", "111111111111", metadata={"permission_set_arn": arn})
+    ou = made(OU, "ou-ab12-cd34ef56")
+    other = made(ACCOUNT, "222222222222", "222222222222")
+    ways = [
+        (account, level_of(account, arn), {}, GrantStatus.ACTIVE),
+        (role, level_of(role, "assigned"), {}, GrantStatus.PENDING),
+        (
+            ou,
+            level_of(ou, arn),
+            {"accounts": [other.account_id]},
+            GrantStatus.REVOKING,
+        ),
+        # Ended: stands for nothing any more.
+        (other, level_of(other, "ended"), {}, GrantStatus.REVOKED),
+    ]
+    expected: dict[int, set[idc.Target]] = {}
+    for n in range(5):
+        user = make_user(f"person{n}@example.com")
+        for row, level, state, status in ways:
+            held = Assignment.objects.create(
+                user=user, resource=row, access_level=level, driver_state=state
+            )
+            Grant.objects.create(
+                user=user,
+                resource=row,
+                access_level=level,
+                source=GrantSource.ADMIN,
+                status=status,
+                assignment=held,
+            )
+        expected[user.pk] = {idc.Target(account.account_id, arn), idc.Target(other.account_id, arn)}
+
+    with django_assert_num_queries(1):
+        found = idc.covered_targets(org_app.pk, expected, grant_statuses=idc.CURRENT_GRANT_STATUSES)
+
+    assert found == expected
