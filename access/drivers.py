@@ -76,6 +76,10 @@ class Outcome:
 
     state: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    # Ids of the user's grants found in the provider (observed) that stood for access this
+    # call removed along with this assignment's (one provider-side thing they shared): they
+    # end with it.
+    also_removed: list[int] = field(default_factory=list)
 
 
 class Driver(Protocol):
@@ -89,6 +93,9 @@ class Driver(Protocol):
     # Optional: ``lock_key(assignment) -> str`` names the shared thing in the provider that
     # the call edits (a trust policy, a user's account assignments); calls with one key run
     # one at a time across processes.
+    # Optional: ``covered_elsewhere(assignments) -> set[int]``, the ids of those assignments
+    # whose provider-side access another current grant of the same user (on another
+    # resource) stands for, so that the provider holds it for that grant.
 
 
 _registry: dict[str, Driver] = {}

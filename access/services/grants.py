@@ -64,6 +64,8 @@ STALL_AFTER = timedelta(minutes=2)
 REASON_EXPIRED = "Expired"
 # The reason recorded when holders give up their own access without saying why.
 GIVEN_UP_REASON = "Given up by the holder"
+# Why an observed grant ended with an assignment of another grant that the provider shared.
+REMOVED_WITH_REASON = "removed from AWS with an assignment it shared"
 
 
 class GrantError(Exception):
@@ -565,7 +567,11 @@ def reassert_revocations(keys: set[tuple[int, int, int]]) -> set[tuple[int, int,
     """Sync found access in AWS for these (user, resource, level) triples. Those whose
     Portcullis grants have all ended were revoked (or were being revoked) and are back:
     their assignment is marked present again and queued for removal, with an audit event.
-    Returns the triples handled that way, so the caller does not record them as observed."""
+    Returns the triples handled that way, so the caller does not record them as observed.
+
+    An assignment whose provider-side access another current grant of the user stands for
+    (an account assignment an Identity Center role or OU grant shares, as its driver's
+    ``covered_elsewhere`` tells) is not back: the provider holds it for that grant."""
     if not keys:
         return set()
     users = {k[0] for k in keys}
@@ -576,12 +582,18 @@ def reassert_revocations(keys: set[tuple[int, int, int]]) -> set[tuple[int, int,
             user_id__in=users, resource_id__in=resources
         ).select_related("user", "resource", "access_level")
     }
-    handled: set[tuple[int, int, int]] = set()
+    ended: dict[tuple[int, int, int], Assignment] = {}
     for key in keys:
         assignment = found.get(key)
         if assignment is None or assignment.grants.filter(status__in=ACTIVE_STATUSES).exists():
             continue
         if not assignment.grants.exists():
+            continue
+        ended[key] = assignment
+    covered = _covered_elsewhere(list(ended.values()))
+    handled: set[tuple[int, int, int]] = set()
+    for key, assignment in ended.items():
+        if assignment.pk in covered:
             continue
         handled.add(key)
         with transaction.atomic():
@@ -599,6 +611,25 @@ def reassert_revocations(keys: set[tuple[int, int, int]]) -> set[tuple[int, int,
             )
             plan_reconcile(assignment.pk)
     return handled
+
+
+def _covered_elsewhere(assignments: list[Assignment]) -> set[int]:
+    """The ids of these assignments whose provider-side access another current grant of the
+    user stands for, asked of each resource type's driver (those that share nothing across
+    resources have no ``covered_elsewhere``)."""
+    by_type: dict[str, list[Assignment]] = {}
+    for assignment in assignments:
+        by_type.setdefault(assignment.resource.type, []).append(assignment)
+    covered: set[int] = set()
+    for resource_type, group in by_type.items():
+        try:
+            driver = drivers.get_driver(resource_type)
+        except drivers.DriverError:
+            continue
+        ask = getattr(driver, "covered_elsewhere", None)
+        if ask is not None:
+            covered |= ask(group)
+    return covered
 
 
 def reconcile_assignment(assignment_id: int, *, force: bool = False) -> ReconcileResult:
@@ -779,6 +810,8 @@ def _record_success(
                 events.append(
                     PendingEvent.about("grant.applied", grant, grant_details(grant, note=note))
                 )
+        if outcome is not None and outcome.also_removed:
+            events += _end_observed_with(assignment, outcome, now)
         for grant in ended:
             if Grant.objects.filter(pk=grant.pk, status=GrantStatus.REVOKING).update(
                 status=GrantStatus.REVOKED,
@@ -802,6 +835,45 @@ def _record_success(
                     )
                 )
         record_events(events)
+
+
+def _end_observed_with(
+    assignment: Assignment, outcome: drivers.Outcome, now: datetime
+) -> list[PendingEvent]:
+    """Revokes the observed grants that stood for access the driver just removed with this
+    assignment (see ``Outcome.also_removed``), inside the caller's transaction; returns
+    their events. Only active observed grants of the same user: Portcullis's own grants
+    keep what they need in the provider, and the driver leaves that in place."""
+    grants = list(
+        Grant.objects.filter(
+            pk__in=outcome.also_removed,
+            user_id=assignment.user_id,
+            source=GrantSource.OBSERVED,
+            status=GrantStatus.ACTIVE,
+        ).select_related("user", "resource", "access_level")
+    )
+    events: list[PendingEvent] = []
+    for grant in grants:
+        if Grant.objects.filter(pk=grant.pk, status=GrantStatus.ACTIVE).update(
+            status=GrantStatus.REVOKED,
+            revoked_at=now,
+            revoke_reason=REMOVED_WITH_REASON,
+            propagation_status=PropagationStatus.REMOVED,
+            updated_at=now,
+        ):
+            events.append(
+                PendingEvent.about(
+                    "grant.revoked",
+                    grant,
+                    grant_details(
+                        grant,
+                        reason=REMOVED_WITH_REASON,
+                        assignment_id=assignment.pk,
+                        note=outcome.note,
+                    ),
+                )
+            )
+    return events
 
 
 def _record_waiting(assignment: Assignment, pending: list[Grant], message: str) -> None:

@@ -17,6 +17,7 @@ the user still covers that account and permission set.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,11 +25,12 @@ from typing import Any
 
 from allauth.account.models import EmailAddress
 from botocore.exceptions import ClientError
+from django.db.models import Exists, OuterRef
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
-from access.choices import ASSIGNMENT_IN_AWS, GrantStatus, ResourceType
+from access.choices import ASSIGNMENT_IN_AWS, GrantSource, GrantStatus, ResourceType
 from access.drivers import Driver, DriverError, Outcome
-from access.models import Assignment, User
+from access.models import Assignment, Grant, User
 from aws_integration import setup_policies
 from aws_integration.grants import base
 from aws_integration.models import AwsApp, IdentityCenterUser
@@ -420,33 +422,151 @@ def user_assignments_lock(assignment: Assignment) -> str:
     return f"idc-assignments:{assignment.resource.app_id}:{assignment.user_id}"
 
 
+# What a user's grants stand for in AWS ------------------------------------------------------
+# The one answer to "which (account, permission set) assignments do this user's grants
+# need": the drivers ask it before removing one, sync before recording one as observed,
+# and the revocation re-check before removing one again.
+COVER_QUERY_USERS = 2000
+# A grant still being removed counts: AWS holds its assignment until the removal is done.
+CURRENT_GRANT_STATUSES = (GrantStatus.PENDING, GrantStatus.ACTIVE, GrantStatus.REVOKING)
+
+
+def _targets(
+    resource_type: str,
+    remote_id: str,
+    account_id: str,
+    permission_set_arn: Any,
+    level_remote_id: str,
+    driver_state: Any,
+) -> set[Target]:
+    """The account assignments one (resource, access level) stands for: an account's
+    permission set there, an Identity Center role's permission set in its account, an
+    OU's permission set in each account it was last applied to."""
+    if resource_type == OU:
+        accounts = (driver_state.get("accounts") or []) if isinstance(driver_state, dict) else []
+        return {Target(account, level_remote_id) for account in accounts}
+    if resource_type == IDC_ROLE:
+        if not permission_set_arn or not account_id:
+            return set()
+        return {Target(account_id, str(permission_set_arn))}
+    return {Target(remote_id, level_remote_id)}
+
+
+def targets_of(assignment: Assignment) -> set[Target]:
+    """The account assignments this Assignment stands for in AWS (see ``_targets``)."""
+    resource = assignment.resource
+    return _targets(
+        resource.type,
+        resource.remote_id,
+        resource.account_id,
+        (resource.metadata or {}).get("permission_set_arn"),
+        assignment.access_level.remote_id,
+        assignment.driver_state,
+    )
+
+
+def covered_targets(
+    app_id: int,
+    user_ids: Iterable[int],
+    *,
+    grant_statuses: Iterable[str],
+    in_aws_only: bool = False,
+    exclude: Iterable[int] = (),
+) -> dict[int, set[Target]]:
+    """Per user, the account assignments that their account, Identity Center role and OU
+    Assignments of this app stand for, counting only Assignments with a grant in one of
+    ``grant_statuses`` (with ``in_aws_only``, only those AWS holds; ``exclude``, Assignments
+    to leave out). A query per 2,000 users, whatever their number of grants."""
+    excluded = sorted(set(exclude))
+    statuses = list(grant_statuses)
+    found: dict[int, set[Target]] = defaultdict(set)
+    users = sorted(set(user_ids))
+    for start in range(0, len(users), COVER_QUERY_USERS):
+        rows = Assignment.objects.filter(
+            Exists(Grant.objects.filter(assignment=OuterRef("pk"), status__in=statuses)),
+            user_id__in=users[start : start + COVER_QUERY_USERS],
+            resource__app_id=app_id,
+            resource__type__in=ASSIGNMENT_TYPES,
+        )
+        if in_aws_only:
+            rows = rows.filter(status__in=ASSIGNMENT_IN_AWS)
+        if excluded:
+            rows = rows.exclude(pk__in=excluded)
+        for user_id, *parts in rows.values_list(
+            "user_id",
+            "resource__type",
+            "resource__remote_id",
+            "resource__account_id",
+            "resource__metadata__permission_set_arn",
+            "access_level__remote_id",
+            "driver_state",
+        ):
+            found[user_id] |= _targets(*parts)
+    return found
+
+
 def targets_held_elsewhere(assignment: Assignment) -> set[Target]:
     """What the user's other present account, Identity Center role and OU Assignments of
     this app hold in AWS: removing this Assignment must leave those assignments in place."""
-    others = (
-        Assignment.objects.filter(
-            user_id=assignment.user_id,
-            resource__app_id=assignment.resource.app_id,
-            resource__type__in=ASSIGNMENT_TYPES,
-            status__in=ASSIGNMENT_IN_AWS,
-            # Only while a grant still needs it: one whose grants all ended is on its way out.
-            grants__status__in=[GrantStatus.PENDING, GrantStatus.ACTIVE],
+    return covered_targets(
+        assignment.resource.app_id,
+        [assignment.user_id],
+        # Only while a grant still needs it: one whose grants all ended is on its way out.
+        grant_statuses=[GrantStatus.PENDING, GrantStatus.ACTIVE],
+        in_aws_only=True,
+        exclude=[assignment.pk],
+    ).get(assignment.user_id, set())
+
+
+def covered_elsewhere(assignments: list[Assignment]) -> set[int]:
+    """The ids of these Assignments whose every account assignment a current (pending,
+    active or revoking) grant of the same user on another account, Identity Center role or
+    OU stands for: AWS holds those for that grant, not for these. One query per app."""
+    by_app: dict[int, list[Assignment]] = defaultdict(list)
+    for assignment in assignments:
+        by_app[assignment.resource.app_id].append(assignment)
+    covered: set[int] = set()
+    for app_id, group in by_app.items():
+        held = covered_targets(
+            app_id,
+            {a.user_id for a in group},
+            grant_statuses=CURRENT_GRANT_STATUSES,
+            exclude=[a.pk for a in group],
         )
-        .exclude(pk=assignment.pk)
-        .distinct()
-        .select_related("resource", "access_level")
+        for assignment in group:
+            targets = targets_of(assignment)
+            if targets and targets <= held.get(assignment.user_id, set()):
+                covered.add(assignment.pk)
+    return covered
+
+
+def observed_grants_for(assignment: Assignment, removed: Iterable[Target]) -> list[int]:
+    """The ids of the user's active observed grants of this app (access sync found in AWS)
+    whose every account assignment is among those just ``removed``: they stood for them."""
+    gone = set(removed)
+    if not gone:
+        return []
+    rows = Grant.objects.filter(
+        user_id=assignment.user_id,
+        resource__app_id=assignment.resource.app_id,
+        resource__type__in=ASSIGNMENT_TYPES,
+        source=GrantSource.OBSERVED,
+        status=GrantStatus.ACTIVE,
+    ).values_list(
+        "pk",
+        "resource__type",
+        "resource__remote_id",
+        "resource__account_id",
+        "resource__metadata__permission_set_arn",
+        "access_level__remote_id",
     )
-    held: set[Target] = set()
-    for other in others:
-        if other.resource.type == OU:
-            accounts = (other.driver_state or {}).get("accounts") or []
-            held.update(Target(a, other.access_level.remote_id) for a in accounts)
-        else:
-            try:
-                held.add(target_of(other))
-            except DriverError:
-                continue
-    return held
+    found: list[int] = []
+    for pk, type_, remote_id, account_id, arn, level in rows:
+        # An observed grant has no Assignment, so no OU accounts: only account and role rows.
+        targets = _targets(type_, remote_id, account_id, arn, level, None)
+        if targets and targets <= gone:
+            found.append(pk)
+    return sorted(found)
 
 
 def target_of(assignment: Assignment) -> Target:
@@ -511,7 +631,13 @@ class AccountAssignmentDriver:
         if not held:
             return Outcome(note=f"{email} did not hold {_describe(assignment, target)}.")
         delete_assignment(ic, target, user_id, what)
-        return Outcome(note=f"Removed {_describe(assignment, target)} from {email}.")
+        return Outcome(
+            note=f"Removed {_describe(assignment, target)} from {email}.",
+            also_removed=observed_grants_for(assignment, [target]),
+        )
+
+    def covered_elsewhere(self, assignments: list[Assignment]) -> set[int]:
+        return covered_elsewhere(assignments)
 
 
 # Organizational units --------------------------------------------------------------------
@@ -614,7 +740,11 @@ class OrganizationalUnitDriver:
             f"the OU {ou.name}: {len(to_create)} assigned, {len(to_delete)} removed after "
             "leaving the OU."
         )
-        return Outcome(state={"user_id": user_id, "accounts": accounts}, note=note)
+        return Outcome(
+            state={"user_id": user_id, "accounts": accounts},
+            note=note,
+            also_removed=observed_grants_for(assignment, to_delete),
+        )
 
     def remove(self, assignment: Assignment) -> Outcome:
         ic = identity_center_of(base.app_of(assignment))
@@ -654,7 +784,10 @@ class OrganizationalUnitDriver:
             f"{len(to_delete)} account(s)"
             + (f"; kept in {len(kept)} held by another of their grants." if kept else ".")
         )
-        return Outcome(note=note)
+        return Outcome(note=note, also_removed=observed_grants_for(assignment, to_delete))
+
+    def covered_elsewhere(self, assignments: list[Assignment]) -> set[int]:
+        return covered_elsewhere(assignments)
 
 
 DRIVERS: dict[str, Driver] = {

@@ -40,6 +40,7 @@ from access.services import grants as grant_service
 from access.services.change_log import action_prefix
 from audit.services import PendingEvent, record_event, record_events
 from aws_integration import setup_policies, trust_policy_editor
+from aws_integration.grants import identity_center as idc_grants
 from aws_integration.models import (
     AwsApp,
     AwsSettings,
@@ -816,8 +817,11 @@ class InventoryWriter:
 
         Access is what complete listings of this run show: group memberships, USER account
         assignments, and the portal users whose OIDC subject is in the managed statement of
-        an IAM role's trust policy (level "assume"). Access whose Portcullis grants have all
-        ended is not adopted: grant_service.reassert_revocations removes it again."""
+        an IAM role's trust policy (level "assume"). An account assignment that a current
+        grant of the user stands for on an Identity Center role or OU (one AWS assignment
+        per user, account and permission set) is that grant's, not observed. Access whose
+        Portcullis grants have all ended is not adopted: grant_service.reassert_revocations
+        removes it again."""
         if (
             not self.memberships
             and not self.assignments
@@ -842,15 +846,18 @@ class InventoryWriter:
         scope_pks: set[int] = set()
         desired: set[tuple[int, int, int]] = set()
 
-        def want(row: Resource | None, level_id: str, user_ids: Iterable[int]) -> None:
+        def want(
+            row: Resource | None, level_id: str, user_ids: Iterable[int]
+        ) -> list[tuple[int, int, int]]:
             if row is None:
-                return
+                return []
             scope_pks.add(row.pk)
             level = self.levels.get(row.pk, {}).get(level_id)
             if row.deleted_at is not None or level is None or level.deleted_at is not None:
-                return
-            for user_id in user_ids:
-                desired.add((user_id, row.pk, level.pk))
+                return []
+            keys = [(user_id, row.pk, level.pk) for user_id in user_ids]
+            desired.update(keys)
+            return keys
 
         def linked(members: Iterable[str]) -> list[int]:
             return [link[member] for member in members if member in link]
@@ -860,6 +867,8 @@ class InventoryWriter:
         for role_arn, subjects in self.trusted_subjects.items():
             users = [pk for subject in subjects for pk in by_subject.get(subject, ())]
             want(self.rows.get((IAM_ROLE, role_arn)), ASSUME_LEVEL, users)
+        # The account triples wanted, with the AWS assignment each is.
+        account_targets: dict[tuple[int, int, int], idc_grants.Target] = {}
         for account_id, pairs in self.assignments.items():
             row = self.rows.get((ACCOUNT, account_id))
             by_permission_set: dict[str, set[str]] = defaultdict(set)
@@ -868,7 +877,9 @@ class InventoryWriter:
             if row is not None:
                 scope_pks.add(row.pk)
             for permission_set_arn, members in by_permission_set.items():
-                want(row, permission_set_arn, linked(members))
+                target = idc_grants.Target(account_id, permission_set_arn)
+                for key in want(row, permission_set_arn, linked(members)):
+                    account_targets[key] = target
         scope_pks |= {pk for pk in self.deleted_pks if self.by_pk[pk].type in OBSERVED_TYPES}
         if not scope_pks:
             return
@@ -885,6 +896,7 @@ class InventoryWriter:
                     existing[key] = pk
                 else:
                     covered.add(key)
+        covered |= self._covered_elsewhere(account_targets)
         # Access Portcullis revoked that is back in AWS is removed again, not adopted.
         reasserted = grant_service.reassert_revocations(desired - set(existing) - covered)
         if reasserted:
@@ -945,6 +957,21 @@ class InventoryWriter:
                 )
         self.counts[GRANT_COUNT]["created"] += len(grants)
         self.counts[GRANT_COUNT]["deleted"] += len(to_revoke)
+
+    def _covered_elsewhere(
+        self, account_targets: dict[tuple[int, int, int], idc_grants.Target]
+    ) -> set[tuple[int, int, int]]:
+        """The account triples whose AWS assignment a current grant of the same user stands
+        for on another resource (an Identity Center role, an OU, another account row):
+        AWS holds those for that grant, so they are neither observed nor removed again."""
+        if not account_targets:
+            return set()
+        held = idc_grants.covered_targets(
+            self.app.pk,
+            {user_id for user_id, _, _ in account_targets},
+            grant_statuses=idc_grants.CURRENT_GRANT_STATUSES,
+        )
+        return {key for key, target in account_targets.items() if target in held.get(key[0], ())}
 
     @staticmethod
     def _users_by_subject(subjects: set[str]) -> dict[str, set[int]]:
