@@ -713,11 +713,10 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
             # Never applied (it waited for the user's subject): nothing to remove in AWS.
             _record_success(assignment, AssignmentStatus.ABSENT, None, [], ending)
             return ReconcileResult("removed")
-        if status == AssignmentStatus.ABSENT and assignment.attempts:
-            # Its applies failed and each left nothing in AWS (Assignment.mark_failed):
-            # nothing to remove either.
-            _record_success(assignment, AssignmentStatus.ABSENT, None, [], ending)
-            return ReconcileResult("removed")
+        # An assignment whose applies failed, each saying it left nothing in AWS
+        # (Assignment.mark_failed), is removed all the same: an earlier attempt may have
+        # made a change and died before recording it, which a later one finds already made
+        # and so cannot undo. Removing is idempotent: what is not there is success.
         operation = "remove"
 
     try:
