@@ -64,6 +64,9 @@ def test_the_form_offers_only_the_chosen_resources_levels_labelled_with_it(admin
     assert response.status_code == 200
     assert level_choices(response) == ["payments · Member"]
     assert response.context["adminform"].form.initial["resource"] == str(payments.pk)
+    # No "add another level" beside it: a level added there could be any resource's.
+    assert 'id="add_id_access_level"' not in response.content.decode()
+    assert 'id="add_id_user"' in response.content.decode()
 
 
 def test_an_admin_grants_a_level_chosen_after_the_resource(admin_client, personas, groups):
