@@ -5,8 +5,10 @@ reason for the auditor to read in the audit log).
 
 Everything goes through the services the pages call (``submit_requests``, ``decide``),
 as the demo people themselves, so the audit log and the mail read as if they had clicked.
-A scenario is seeded once per database: it is skipped while a request it made exists,
-and made again only when that request expired with nobody deciding it.
+A scenario is seeded once per database and inventory: it is skipped while a request it
+made for the resource exists, and made again when that request expired with nobody
+deciding it, or when the resource is gone (each demo start brings a fresh stand-in AWS
+with new ids; the old resources' pending requests are then canceled).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from access.choices import RequestStatus, ResourceType, ReviewerKind, StageMode
 from access.models import AccessLevel, AccessRequest, RequestRule, RequestRuleStage, Resource, User
 from access.services.change_log import record_created, snapshot
 from access.services.grants import not_requestable
+from access.services.pending_requests import end_pending_request
 from access.services.requests import RequestItem, decide, submit_requests
 from access.services.rules import RELATED, rule_stage_problems
 from aws_integration.models import AwsApp
@@ -164,6 +167,35 @@ def _seeded_already(requester: User, resource: Resource, reason: str) -> bool:
     )
 
 
+def _cancel_stale(app: AwsApp, requester: User, reason: str) -> int:
+    """Ends the scenario's pending requests for resources gone from the inventory: the
+    stand-in starts afresh with new ids at every demo start, so the last start's resources
+    are deleted and their requests could never be approved. Audited (request.canceled,
+    actor: the system). Returns how many."""
+    stale = AccessRequest.objects.filter(
+        user=requester,
+        reason=reason,
+        status=RequestStatus.PENDING,
+        resource__app=app,
+        resource__deleted_at__isnull=False,
+    ).select_related("resource", "access_level")
+    canceled = 0
+    with transaction.atomic():
+        for request in stale:
+            canceled += end_pending_request(
+                request,
+                actor=None,
+                details={
+                    "user": requester.email,
+                    "resource_id": request.resource_id,
+                    "resource": request.resource.name,
+                    "access_level": request.access_level.name,
+                    "note": "the demo started again: this resource is gone from the stand-in AWS",
+                },
+            )
+    return canceled
+
+
 def _seed(scenario: Scenario, app: AwsApp, people: dict[str, User]) -> str:
     requester = people[REQUESTER]
     found = _requestable(app, scenario.types, scenario.resource_name)
@@ -171,6 +203,7 @@ def _seed(scenario: Scenario, app: AwsApp, people: dict[str, User]) -> str:
         what = scenario.resource_name or dict(ResourceType.choices)[scenario.types[0]]
         return f"No requestable {what} in the inventory: nothing waits for {scenario.waits_for}."
     resource, level = found
+    _cancel_stale(app, requester, scenario.reason)
     if _seeded_already(requester, resource, scenario.reason):
         return ""
     with transaction.atomic():

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import requests
 import time_machine
 from django.test import Client
 from django.urls import reverse
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from access.choices import GrantSource, GrantStatus, RequestStatus, ResourceType, ReviewerKind
 from access.models import AccessRequest, Grant, RequestRule, User
-from access.services.requests import expire_pending_requests
+from access.services.requests import decide, expire_pending_requests
 from audit.models import AuditEvent
 from demo import seed
 from demo.aws_app import assign_demo_owners, ensure_demo_aws_app, validate_and_sync
@@ -34,6 +35,9 @@ PORTAL = seed.SeedSize.minimal(
     workers=8,
 )
 ISSUER = "http://127.0.0.1:1/demo-idp"
+DEMO_PEOPLE_IN_AWS = [
+    seed.Person(p.email, p.first_name, p.last_name, groups=p.idc_groups) for p in DEMO_PEOPLE
+]
 
 
 def person(key: str):
@@ -43,10 +47,7 @@ def person(key: str):
 @pytest.fixture
 def demo_app(aws, settings):
     settings.TASKS_INLINE = False  # the demo's task cluster applies grants; none runs here
-    people = [
-        seed.Person(p.email, p.first_name, p.last_name, groups=p.idc_groups) for p in DEMO_PEOPLE
-    ]
-    result = seed.seed_organization(PORTAL, region="us-east-1", people=people)
+    result = seed.seed_organization(PORTAL, region="us-east-1", people=DEMO_PEOPLE_IN_AWS)
     create_demo_users()
     app, _ = ensure_demo_aws_app(result)
     _, run = validate_and_sync(app)
@@ -101,9 +102,19 @@ def test_every_persona_finds_work_waiting_and_a_second_start_adds_nothing(demo_a
     for action in ("request.created", "request.approved", "grant.created"):
         assert AuditEvent.objects.filter(action=action).exists(), action
 
-    events, requests = AuditEvent.objects.count(), AccessRequest.objects.count()
+    # Nothing waits for the requester or the outsider to decide.
+    assert waiting_for("requester") == waiting_for("outsider") == []
+
+    events, count = AuditEvent.objects.count(), AccessRequest.objects.count()
     assert seed_portal(demo_app) == []
-    assert (AuditEvent.objects.count(), AccessRequest.objects.count()) == (events, requests)
+    assert (AuditEvent.objects.count(), AccessRequest.objects.count()) == (events, count)
+
+    # Once the manager approves, stage 2 of the sensitive request waits for the owner.
+    decide(for_manager, reviewer=person_user("manager"), approve=True, comment="Go ahead")
+    assert {r.resource_id for r in waiting_for("approver")} == {
+        for_owner.resource_id,
+        rule.resource_id,
+    }
 
 
 def test_a_seeded_request_that_expired_undecided_is_made_again(demo_app):
@@ -118,3 +129,35 @@ def test_a_seeded_request_that_expired_undecided_is_made_again(demo_app):
     # The decided ones stay as they were.
     assert AccessRequest.objects.filter(status=RequestStatus.APPROVED).count() == 1
     assert AccessRequest.objects.filter(status=RequestStatus.DENIED).count() == 1
+
+
+def test_a_restarted_stand_in_gets_the_same_work_and_loses_the_stale_requests(demo_app, aws):
+    seed_portal(demo_app)
+    stale = set(
+        AccessRequest.objects.filter(status=RequestStatus.PENDING).values_list("pk", flat=True)
+    )
+    # The demo starts again: a fresh stand-in, with new ids for the same organization.
+    requests.post(f"{aws}/moto-api/reset", timeout=10).raise_for_status()
+    restarted = seed.seed_organization(PORTAL, region="us-east-1", people=DEMO_PEOPLE_IN_AWS)
+    app, created = ensure_demo_aws_app(restarted)
+    assert not created
+    _, run = validate_and_sync(app)
+    assert run.status == "succeeded", run.message
+    assign_demo_owners(app, person("approver").email, issuer_url=ISSUER)
+
+    added = seed_portal(app)
+
+    assert not [line for line in added if line.startswith("No requestable")], added
+    for key, count in (("manager", 1), ("approver", 1), ("admin", 1)):
+        mine = waiting_for(key)
+        assert len(mine) == count, (key, mine)
+        assert all(r.resource.deleted_at is None for r in mine)
+    assert set(AccessRequest.objects.filter(pk__in=stale).values_list("status", flat=True)) == {
+        RequestStatus.CANCELED
+    }
+    assert AuditEvent.objects.filter(action="request.canceled").count() == len(stale)
+    assert (
+        RequestRule.objects.filter(name=MANAGER_RULE_NAME, resource__deleted_at=None).count() == 1
+    )
+    # A third start on the same stand-in adds nothing.
+    assert seed_portal(app) == []
