@@ -14,8 +14,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from access.choices import GrantSource, GrantStatus, RequestStatus, ResourceType, ReviewerKind
-from access.models import AccessRequest, Grant, RequestRule, User
-from access.services.requests import decide, expire_pending_requests
+from access.models import AccessRequest, Grant, RequestRule, Resource, User
+from access.services.requests import (
+    RequestItem,
+    decide,
+    expire_pending_requests,
+    submit_requests,
+)
 from audit.models import AuditEvent
 from demo import seed
 from demo.aws_app import assign_demo_owners, ensure_demo_aws_app, validate_and_sync
@@ -161,3 +166,21 @@ def test_a_restarted_stand_in_gets_the_same_work_and_loses_the_stale_requests(de
     )
     # A third start on the same stand-in adds nothing.
     assert seed_portal(app) == []
+
+
+def test_a_request_the_requester_already_made_is_skipped_and_the_demo_still_starts(demo_app):
+    rob = person_user("requester")
+    security = Resource.objects.get(app=demo_app, type=ResourceType.IDC_GROUP, name="Security")
+    (own,) = submit_requests(
+        requested_by=rob,
+        items=[RequestItem(security.pk, security.access_levels.get().pk, timedelta(hours=1))],
+        reason="My own reason",
+    )
+
+    added = seed_portal(demo_app)
+
+    (skipped,) = [line for line in added if line.startswith("Not asking for Security")]
+    assert "already has a pending request" in skipped
+    assert [r.pk for r in waiting_for("approver")] == [own.pk]
+    (for_manager,) = waiting_for("manager")
+    assert for_manager.resource.type == ResourceType.RDS_POSTGRES
