@@ -207,9 +207,6 @@ def seeded(personas: Personas, monkeypatch: pytest.MonkeyPatch) -> AwsApp:
             "my-access",
             "AccessDeniedException",
             id="my-access",
-            # The "In AWS" cell does not break AWS's long ARNs: the table is 9 px wider
-            # than the page. The portal's stylesheet is not this change's to fix.
-            marks=pytest.mark.xfail(strict=True, reason="My access is 1289 px wide at 1280"),
         ),
         pytest.param("requester", "catalogue", "workload-production", id="catalogue"),
         pytest.param(
