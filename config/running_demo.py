@@ -46,7 +46,7 @@ def write(directory: Path, env: dict[str, str]) -> Path:
     database URL and the stand-in's credentials)."""
     path = directory / FILE_NAME
     wanted = {key: value for key, value in env.items() if key in KEYS}
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     os.fchmod(descriptor, 0o600)  # a file that was there keeps its mode otherwise
     with os.fdopen(descriptor, "w") as file:
         file.write(json.dumps({"pid": os.getpid(), "env": wanted}, indent=2))
@@ -68,10 +68,12 @@ def read(directory: Path) -> dict[str, str] | None:
     owns and nobody else may read or write counts; of it, only ``KEYS``."""
     path = directory / FILE_NAME
     try:
-        status = path.stat()
-        if status.st_uid != os.getuid() or status.st_mode & 0o077:
-            return None
-        written = json.loads(path.read_text())
+        # Checked on the file opened, not on a name that could be swapped in between.
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as file:
+            status = os.fstat(file.fileno())
+            if status.st_uid != os.getuid() or status.st_mode & 0o077:
+                return None
+            written = json.loads(file.read())
         pid, env = int(written["pid"]), dict(written["env"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -91,8 +93,10 @@ def prepare(argv: list[str], base_dir: Path) -> str:
     if argv[1:2] == [] or argv[1] not in DEMO_COMMANDS:
         return ""
     directory = var_dir(base_dir)
-    # A shell with production settings (a SECRET_KEY) never takes the demo's DEBUG.
-    env = None if os.environ.get("SECRET_KEY") else read(directory)
+    # A shell with production settings (a SECRET_KEY, or its file) never takes the demo's
+    # DEBUG.
+    production = os.environ.get("SECRET_KEY") or os.environ.get("SECRET_KEY_FILE")
+    env = None if production else read(directory)
     if env is not None:
         for key, value in env.items():
             os.environ.setdefault(key, value)

@@ -84,8 +84,15 @@ def test_only_a_private_file_of_the_demos_keys_counts(tmp_path, monkeypatch):
     assert running_demo.read(tmp_path) is None
     path.chmod(0o600)
     # A shell with production settings never takes the demo's DEBUG.
-    monkeypatch.setenv("SECRET_KEY", "x" * 50)
     monkeypatch.delenv("DEBUG", raising=False)
     monkeypatch.setenv("PORTCULLIS_VAR_DIR", str(tmp_path))
-    running_demo.prepare(["manage.py", "standin_change"], tmp_path)
-    assert "DEBUG" not in os.environ
+    for key, value in (("SECRET_KEY", "x" * 50), ("SECRET_KEY_FILE", str(tmp_path / "key"))):
+        with monkeypatch.context() as production:
+            production.delenv("SECRET_KEY", raising=False)
+            production.setenv(key, value)
+            running_demo.prepare(["manage.py", "standin_change"], tmp_path)
+            assert "DEBUG" not in os.environ, key
+    # A link in the file's place is not followed.
+    path.rename(tmp_path / "elsewhere")
+    path.symlink_to(tmp_path / "elsewhere")
+    assert running_demo.read(tmp_path) is None

@@ -25,6 +25,7 @@ from audit.models import AuditEvent
 from aws_integration.grants import base
 from aws_integration.grants import identity_center as idc
 from aws_integration.models import AwsApp
+from aws_integration.sync.fetchers import organizations
 from aws_integration.tests.sync_fixtures import (
     ADA_EMAIL,
     PEOPLE,
@@ -171,7 +172,12 @@ def test_a_fresh_organization_offers_each_account_with_every_requestable_permiss
 ):
     for account_id in org.account_ids:
         row = account_row(app, account_id)
-        assert row.not_requestable_reason == ""
+        if account_id == org.seeded.management_account_id:
+            # Whose access controls every account: nothing is granted there, whatever is
+            # tagged (an AWS admin tagging a permission set for sandboxes did not mean it).
+            assert "management account" in row.not_requestable_reason
+        else:
+            assert row.not_requestable_reason == ""
         assert level_ids(row) == org.tagged | {org.untagged}
         for arn in org.tagged:
             assert level_of(row, arn).not_requestable_reason == ""
@@ -189,6 +195,18 @@ def test_a_fresh_organization_offers_each_account_with_every_requestable_permiss
         level = level_of(row, arn)
         assert f'<option value="{level.pk}">{level.name}</option>' in page
     assert f'value="{level_of(row, org.untagged).pk}"' not in page
+
+
+def test_nothing_is_granted_in_the_management_account(org, app, ada):
+    row = account_row(app, org.seeded.management_account_id)
+    level = level_of(row, org.seeded.permission_sets["ReadOnlyAccess"])
+    with pytest.raises(request_service.RequestInvalid, match="management account"):
+        request_service.submit_requests(
+            requested_by=ada,
+            items=[request_service.RequestItem(row.pk, level.pk, timedelta(hours=1))],
+            reason="probe",
+        )
+    assert _assignments(org, org.seeded.management_account_id, level.remote_id) == []
 
 
 def test_a_grant_applies_on_an_account_the_permission_set_was_never_provisioned_to(org, app, ada):
@@ -254,3 +272,17 @@ def test_a_resync_leaves_the_account_levels_alone(org, app):
     assert run.status == "succeeded", run.message
     assert inventory_writes(queries) == []
     assert AuditEvent.objects.filter(action__in=LEVEL_ACTIONS).count() == audited
+
+
+@pytest.mark.parametrize(
+    ("account_id", "status", "says"),
+    [
+        ("111111111111", "ACTIVE", ""),
+        ("999999999999", "ACTIVE", "management account"),
+        ("111111111111", "SUSPENDED", "the account is suspended in AWS."),
+        ("111111111111", "PENDING_CLOSURE", "the account is pending closure in AWS."),
+    ],
+)
+def test_which_accounts_portcullis_grants_in(account_id, status, says):
+    reason = organizations.account_not_requestable_reason(account_id, status, "999999999999")
+    assert (says in reason) if says else reason == ""

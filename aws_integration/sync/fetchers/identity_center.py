@@ -26,6 +26,7 @@ from aws_integration.sync.fetchers.base import (
     paginate,
     tag_dict,
 )
+from aws_integration.sync.fetchers.organizations import MANAGEMENT_ACCOUNT_REASON
 
 SSO_SERVICE = "sso-admin"
 STORE_SERVICE = "identitystore"
@@ -143,6 +144,7 @@ def fetch_account_assignments(
     account_id: str,
     account_name: str,
     permission_sets: dict[str, PermissionSet],
+    management_account_id: str = "",
 ) -> ScopeResult:
     """The permission sets provisioned to one account (one Identity Center role each) and
     who is assigned each of them. The account's access levels are every permission set,
@@ -181,6 +183,11 @@ def fetch_account_assignments(
                 metadata={
                     # Shown on the resource page; requests are refused while it is set.
                     **ps.requestability(),
+                    **(
+                        {NOT_REQUESTABLE: MANAGEMENT_ACCOUNT_REASON}
+                        if account_id == management_account_id
+                        else {}
+                    ),
                     "permission_set_arn": arn,
                     "permission_set_name": ps.name,
                     "session_duration": ps.session_duration,
