@@ -653,6 +653,12 @@ class AccessRequest(models.Model):
     def is_pending(self) -> bool:
         return self.status == RequestStatus.PENDING
 
+    @property
+    def denial_needs_comment(self) -> bool:
+        """Whether denying it needs a comment: as its rule said when it was made (requests
+        made before rules had the setting need one)."""
+        return bool((self.rule_snapshot or {}).get("require_deny_comment", True))
+
     def _current_reviewer_rows(self) -> list[StageReviewer]:
         if "stage_reviewers" in getattr(self, "_prefetched_objects_cache", {}):
             rows = [r for r in self.stage_reviewers.all() if r.stage == self.current_stage]

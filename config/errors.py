@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed
 from django.template import loader
+
+API_PREFIX = "/api/"
 
 # The packages whose PermissionDenied messages are written for the person refused. A
 # message raised anywhere else (Django, a library) may name internals: never shown.
@@ -32,3 +36,28 @@ def permission_denied(request: HttpRequest, exception: BaseException | None = No
     return HttpResponseForbidden(
         template.render(request=request, context={"reason": refusal_reason(exception)})
     )
+
+
+def method_not_allowed_page(
+    get_response: Callable[[HttpRequest], HttpResponse],
+) -> Callable[..., HttpResponse]:
+    """Middleware: a page (not the API, whose 405 already says which methods) answered 405
+    with no body, as Django's ``require_POST`` does when an address that takes a form's POST
+    is opened, gets the portal's page saying so, instead of the browser's blank error."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        if (
+            response.status_code != 405
+            or response.content
+            or request.path.startswith(API_PREFIX)
+            or request.method == "HEAD"
+        ):
+            return response
+        page = HttpResponseNotAllowed(
+            [m.strip() for m in response.get("Allow", "").split(",") if m.strip()],
+            content=loader.get_template("405.html").render(request=request),
+        )
+        return page
+
+    return middleware

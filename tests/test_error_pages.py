@@ -118,3 +118,20 @@ def test_a_refused_form_says_why_and_what_to_do(personas):
     assert "<h1>This form could not be sent</h1>" in page
     assert "reload the page" in page
     assert 'href="/catalogue/"' in page and FAVICON in page
+
+
+def test_opening_an_address_that_takes_a_form_says_so_in_the_layout(client, personas):
+    """Opening /requests/<id>/decide/ (a form's POST) answered 405 with an empty body: the
+    browser's blank error page. The API's 405 keeps its own JSON."""
+    client.force_login(personas.requester)
+
+    opened = client.get("/settings/tokens/new/")
+
+    assert opened.status_code == 405
+    assert opened["Allow"] == "POST"
+    page = opened.content.decode()
+    assert "This address is not a page to open" in page
+    assert 'href="/catalogue/"' in page and FAVICON in page
+    api = client.put("/api/v1/requests/")
+    assert api.status_code == 405
+    assert "PUT" in api.json()["detail"]

@@ -787,9 +787,7 @@ DENY_COMMENT_NEEDED = (
 
 
 def denial_needs_comment(request: AccessRequest) -> bool:
-    """Whether denying the request needs a comment: as its rule said when it was made
-    (requests made before the rule had the setting need one)."""
-    return bool(request.rule_snapshot.get("require_deny_comment", True))
+    return request.denial_needs_comment
 
 
 def _no_longer(request: AccessRequest) -> str:
@@ -896,6 +894,11 @@ def max_extension(grant: Grant, maximum: timedelta) -> timedelta:
     return max(maximum - left, timedelta(0))
 
 
+def _whole_minutes(duration: timedelta) -> timedelta:
+    """A computed allowance in words is at most what it allows: down to the minute."""
+    return timedelta(minutes=int(duration.total_seconds() // 60))
+
+
 def _left_text(grant: Grant) -> str:
     assert grant.expires_at is not None  # only a grant that ends is extended
     left = grant.expires_at - timezone.now()
@@ -924,7 +927,7 @@ def request_extension(
         problems.append(
             f"Access to {grant.resource.name} lasts at most {humanize(rule.max_duration)} "
             f"from now; {_left_text(grant)} left, so it can be extended by at most "
-            f"{humanize(max_extension(grant, rule.max_duration))}."
+            f"{humanize(_whole_minutes(max_extension(grant, rule.max_duration)))}."
         )
     problems += rule.missing(grant.resource, reason=reason, ticket=ticket)
     if AccessRequest.objects.filter(

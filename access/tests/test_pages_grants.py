@@ -20,6 +20,7 @@ from access.choices import (
 )
 from access.models import AccessLevel, AccessRequest, Assignment, Grant, RequestRule
 from access.services import grants as grant_service
+from access.services import requests as request_service
 from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -302,3 +303,30 @@ def test_access_whose_apply_failed_offers_only_giving_up_and_refuses_an_extensio
     assert not AccessRequest.objects.exists()
     grant.refresh_from_db()
     assert not AuditEvent.objects.filter(action="grant.extended").exists()
+
+
+def test_the_extend_page_offers_only_durations_the_rule_still_allows(personas, grant):
+    """The default rule: at most 7 days from now. With 3 days left, 4 more is the most."""
+    Grant.objects.filter(pk=grant.pk).update(expires_at=timezone.now() + timedelta(days=3))
+    page = logged_in(personas.requester).get(reverse("grant-extend", args=[grant.pk]))
+    text = page.content.decode()
+    assert f'value="{3 * 86400}"' in text
+    assert f'value="{7 * 86400}"' not in text
+
+    Grant.objects.filter(pk=grant.pk).update(
+        expires_at=timezone.now() + timedelta(days=7) - timedelta(minutes=30)
+    )
+    again = logged_in(personas.requester).get(reverse("grant-extend", args=[grant.pk]))
+    assert "it cannot be extended now" in again.content.decode()
+
+
+def test_the_most_an_extension_may_add_is_said_to_the_minute(personas, grant):
+    Grant.objects.filter(pk=grant.pk).update(
+        expires_at=timezone.now() + timedelta(days=3, seconds=37)
+    )
+    grant.refresh_from_db()
+    with pytest.raises(request_service.RequestInvalid) as refused:
+        request_service.request_extension(
+            grant, requested_by=personas.requester, duration=timedelta(days=7), reason="x"
+        )
+    assert "so it can be extended by at most 3 days 23 hours 59 minutes." in str(refused.value)

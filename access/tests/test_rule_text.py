@@ -86,3 +86,16 @@ def test_the_request_page_says_who_decides_a_request_on_an_unowned_resource(pers
     )
     page = logged_in(personas.requester).get(reverse("request-detail", args=[request.pk]))
     assert NO_OWNERS in page.content.decode()
+
+
+def test_a_resource_sync_marked_not_requestable_shows_no_rule_to_follow(personas, level):
+    personas.resource.metadata = {"not_requestable": "the role is not tagged requestable."}
+    personas.resource.save()
+    client = logged_in(personas.requester)
+    page = client.get(reverse("resource-detail", args=[personas.resource.pk])).content.decode()
+    assert "the role is not tagged requestable." in page
+    assert "How requests are judged" not in page
+    form = client.get(reverse("request-new") + f"?resource={personas.resource.pk}")
+    text = form.content.decode()
+    assert "Cannot be requested: the role is not tagged requestable." in text
+    assert 'name="level-0"' not in text

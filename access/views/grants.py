@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from access import permissions
 from access.choices import GrantSource, RequestStatus
 from access.forms import ExtensionForm, RevokeForm
+from access.humanize import humanize
 from access.models import Grant
 from access.services import grants as grant_service
 from access.services import requests as request_service
@@ -126,12 +127,21 @@ def grant_extend(request: HttpRequest, pk: int) -> HttpResponse:
         return HttpResponseRedirect(reverse("my-access"))
     rule = request_service.rule_for(grant.resource, grant.user)
     durations = [d for d in rule.duration_choices() if d is not None]
+    problems: list[str] = []
+    if rule.max_duration is not None:
+        # Only what can be had: the rule's maximum counts from now, time left included.
+        room = request_service.max_extension(grant, rule.max_duration)
+        durations = [d for d in durations if d <= room]
+        if not durations:
+            problems.append(
+                f"Access to {grant.resource.name} already lasts about as long as its rule "
+                f"allows ({humanize(rule.max_duration)} from now): it cannot be extended now."
+            )
     form = ExtensionForm(request.POST or None, durations=durations)
     if request.method == "GET":
         default = rule.default_duration
         if default in durations:
             form.initial["duration"] = int(default.total_seconds())
-    problems: list[str] = []
     if request.method == "POST" and form.is_valid():
         try:
             extension = request_service.request_extension(

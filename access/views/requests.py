@@ -112,6 +112,9 @@ def _form_rows(
                 "level_id": chosen.get("level_id", levels[0].pk if len(levels) == 1 else None),
                 "durations": duration_options(rule.duration_choices(), duration),
                 "deleted": resource.deleted_at is not None,
+                # As sync found it (an untagged role, the management account): nothing
+                # to choose, the form says why instead.
+                "refusal": resource.not_requestable_reason,
             }
         rows.append(row)
     return rows, resources, target
