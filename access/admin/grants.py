@@ -7,27 +7,40 @@ Existing grants are read-only.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
-from django.utils.text import Truncator
+from django.utils.text import Truncator, smart_split, unescape_string_literal
 
 from access.admin.base import ActorFormMixin, HistoryAdminMixin, PortcullisModelAdmin
 from access.choices import GrantSource
-from access.models import Grant, User
+from access.models import AccessLevel, Grant, Resource, User
 from access.permissions import is_admin, signed_in
 from access.services import grants as grant_service
 
 ERROR_PREVIEW = 80
+# The list counts at most this many matching grants (as the audit log's admin does):
+# COUNT(*) over every grant made each page as slow as the table is large.
+COUNT_LIMIT = 10_000
+
+
+class BoundedCountPaginator(Paginator):
+    """Counts at most COUNT_LIMIT grants, so the admin pages through the newest matches."""
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[:COUNT_LIMIT].count()  # type: ignore[attr-defined]  # a QuerySet
 
 
 def plural(count: int, word: str) -> str:
@@ -128,7 +141,9 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
         FailingListFilter,
         "propagation_status",
     )
+    # Searched by get_search_results (each field through its own table, not a join per row).
     search_fields = ("user__email", "resource__name", "=resource__remote_id", "access_level__name")
+    paginator = BoundedCountPaginator
     search_help_text = "User email, resource name or access level (contains), remote id (exact)."
     list_select_related = ("user", "resource", "access_level")
     autocomplete_fields = ("user", "resource", "access_level")
@@ -193,6 +208,35 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
             .get_queryset(request)
             .select_related("user", "resource", "access_level", "assignment")
         )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """The fields of ``search_fields``, each word in any of them (as the admin's own
+        search), but looked up in the users', resources' and access levels' tables first:
+        the grants are then read newest first, on their index, and checked against those
+        ids, where the admin's search compared the joined text of every grant. On
+        PostgreSQL each lookup has a trigram index (migration 0016)."""
+        condition = Q()
+        for word in smart_split(search_term):
+            if word.startswith(('"', "'")) and word[0] == word[-1]:
+                word = unescape_string_literal(word)
+            if not word:
+                continue
+            condition &= (
+                Q(user_id__in=User.objects.filter(email__icontains=word).values("pk"))
+                | Q(
+                    resource_id__in=Resource.objects.filter(
+                        Q(name__icontains=word) | Q(remote_id=word)
+                    ).values("pk")
+                )
+                | Q(
+                    access_level_id__in=AccessLevel.objects.filter(name__icontains=word).values(
+                        "pk"
+                    )
+                )
+            )
+        return queryset.filter(condition), False
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.add_fieldsets if obj is None else self.fieldsets

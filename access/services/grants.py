@@ -950,4 +950,6 @@ def _record_failure(
 
 def failing_grants() -> Any:
     """Grants whose assignment raised the failing alert (for the admin list filter)."""
-    return Grant.objects.filter(status__in=CURRENT_STATUSES, assignment__alerted_at__isnull=False)
+    # From the few alerted assignments (an index), not a join from every current grant.
+    alerted = Assignment.objects.filter(alerted_at__isnull=False).values("pk")
+    return Grant.objects.filter(status__in=CURRENT_STATUSES, assignment_id__in=alerted)
