@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 # An error people read is one line of at most this many characters.
 MAX_ERROR_LENGTH = 1000
+# Of what a provider answered, the start is read: the patterns below take time growing with
+# the square of a page's length on some pages, and an AWS error's code and message come
+# first. (botocore puts a whole response body it cannot parse in its error.)
+READ_AT_MOST = 16_384
 # A page, not a message: what a proxy or a stand-in answers for a call it does not know.
 _DOCUMENT = re.compile(r"<(?:!doctype|html|head|body|\?xml)\b", re.IGNORECASE)
 _UNREAD = re.compile(r"<(script|style|title|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
@@ -31,6 +35,7 @@ def readable(text: str) -> str:
     """An error as people are shown it (a grant's last error, the audit log): one line,
     without the markup of a web page the provider's endpoint may have answered with, at
     most MAX_ERROR_LENGTH characters. The words stay (an AWS error's code and message)."""
+    text = text[:READ_AT_MOST]
     if _DOCUMENT.search(text):
         text = html.unescape(_MARKUP.sub(" ", _UNREAD.sub(" ", text)))
     text = _SPACE.sub(" ", text).strip()

@@ -15,6 +15,22 @@ import os
 from pathlib import Path
 
 FILE_NAME = "demo.env"
+# What the file may set: the demo's database and var directory, and the stand-in AWS. A
+# file that says more (HTTPS_PROXY, a settings module) is not the demo's.
+KEYS = frozenset(
+    {
+        "DEBUG",
+        "DATABASE_URL",
+        "PORTCULLIS_VAR_DIR",
+        "SITE_URL",
+        "EMAIL_BACKEND",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+    }
+)
 # The commands that work against the running demo only.
 DEMO_COMMANDS = frozenset({"standin_change"})
 HELP_FLAGS = frozenset({"-h", "--help"})
@@ -26,8 +42,14 @@ def var_dir(base_dir: Path) -> Path:
 
 
 def write(directory: Path, env: dict[str, str]) -> Path:
+    """Writes the file readable and writable by this user only (it holds the demo's
+    database URL and the stand-in's credentials)."""
     path = directory / FILE_NAME
-    path.write_text(json.dumps({"pid": os.getpid(), "env": env}, indent=2))
+    wanted = {key: value for key, value in env.items() if key in KEYS}
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file that was there keeps its mode otherwise
+    with os.fdopen(descriptor, "w") as file:
+        file.write(json.dumps({"pid": os.getpid(), "env": wanted}, indent=2))
     return path
 
 
@@ -42,9 +64,16 @@ def remove(directory: Path) -> None:
 
 
 def read(directory: Path) -> dict[str, str] | None:
-    """The environment of the demo running now, or None when none is."""
+    """The environment of the demo running now, or None when none is. Only a file this user
+    owns and nobody else may read or write counts; of it, only ``KEYS``."""
+    path = directory / FILE_NAME
     try:
-        written = json.loads((directory / FILE_NAME).read_text())
+        # Checked on the file opened, not on a name that could be swapped in between.
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as file:
+            status = os.fstat(file.fileno())
+            if status.st_uid != os.getuid() or status.st_mode & 0o077:
+                return None
+            written = json.loads(file.read())
         pid, env = int(written["pid"]), dict(written["env"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -54,7 +83,7 @@ def read(directory: Path) -> dict[str, str] | None:
         return None  # left behind by a demo that was killed
     except PermissionError:
         pass  # running, as another user
-    return {str(k): str(v) for k, v in env.items()}
+    return {str(k): str(v) for k, v in env.items() if str(k) in KEYS}
 
 
 def prepare(argv: list[str], base_dir: Path) -> str:
@@ -64,7 +93,10 @@ def prepare(argv: list[str], base_dir: Path) -> str:
     if argv[1:2] == [] or argv[1] not in DEMO_COMMANDS:
         return ""
     directory = var_dir(base_dir)
-    env = read(directory)
+    # A shell with production settings (a SECRET_KEY, or its file) never takes the demo's
+    # DEBUG.
+    production = os.environ.get("SECRET_KEY") or os.environ.get("SECRET_KEY_FILE")
+    env = None if production else read(directory)
     if env is not None:
         for key, value in env.items():
             os.environ.setdefault(key, value)

@@ -55,6 +55,7 @@ def test_the_file_of_a_demo_that_died_is_ignored_and_only_its_writer_removes_it(
     (tmp_path / running_demo.FILE_NAME).write_text(
         f'{{"pid": {int(dead.stdout)}, "env": {{"DEBUG": "true"}}}}'
     )
+    (tmp_path / running_demo.FILE_NAME).chmod(0o600)
     assert running_demo.read(tmp_path) is None
     running_demo.remove(tmp_path)  # not ours: left alone
     assert (tmp_path / running_demo.FILE_NAME).exists()
@@ -66,3 +67,32 @@ def test_the_file_of_a_demo_that_died_is_ignored_and_only_its_writer_removes_it(
     }
     running_demo.remove(tmp_path)
     assert not (tmp_path / running_demo.FILE_NAME).exists()
+
+
+def test_only_a_private_file_of_the_demos_keys_counts(tmp_path, monkeypatch):
+    """The file holds the demo's database URL and the stand-in's credentials: this user's
+    only. One others may read or write (planted, or left by another user) is not trusted,
+    and of a trusted one only the demo's keys are taken."""
+    path = running_demo.write(
+        tmp_path, {"DEBUG": "true", "HTTPS_PROXY": "http://evil.example:3128"}
+    )
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert running_demo.read(tmp_path) == {"DEBUG": "true"}
+    path.write_text(path.read_text().replace('"DEBUG"', '"HTTPS_PROXY": "x", "DEBUG"'))
+    assert running_demo.read(tmp_path) == {"DEBUG": "true"}
+    path.chmod(0o644)
+    assert running_demo.read(tmp_path) is None
+    path.chmod(0o600)
+    # A shell with production settings never takes the demo's DEBUG.
+    monkeypatch.delenv("DEBUG", raising=False)
+    monkeypatch.setenv("PORTCULLIS_VAR_DIR", str(tmp_path))
+    for key, value in (("SECRET_KEY", "x" * 50), ("SECRET_KEY_FILE", str(tmp_path / "key"))):
+        with monkeypatch.context() as production:
+            production.delenv("SECRET_KEY", raising=False)
+            production.setenv(key, value)
+            running_demo.prepare(["manage.py", "standin_change"], tmp_path)
+            assert "DEBUG" not in os.environ, key
+    # A link in the file's place is not followed.
+    path.rename(tmp_path / "elsewhere")
+    path.symlink_to(tmp_path / "elsewhere")
+    assert running_demo.read(tmp_path) is None

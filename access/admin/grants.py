@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.widgets import AutocompleteSelect, RelatedFieldWidgetWrapper
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
@@ -20,6 +21,8 @@ from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.text import Truncator, smart_split, unescape_string_literal
 
@@ -29,7 +32,8 @@ from access.models import AccessLevel, Grant, Resource, User
 from access.permissions import is_admin, signed_in
 from access.services import grants as grant_service
 
-ERROR_PREVIEW = 80
+# Characters of the last error shown in the list.
+ERROR_PREVIEW = 60
 # The list counts at most this many matching grants (as the audit log's admin does, with
 # more): COUNT(*) over every grant made each page as slow as the table is large. 20 pages
 # of the newest matches; a filter or a longer search narrows to the rest.
@@ -71,6 +75,37 @@ class FailingListFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return queryset.filter(pk__in=grant_service.failing_grants().values("pk"))
         return queryset
+
+
+def level_label(level: AccessLevel) -> str:
+    """A level as the admin offers it: several resources have a level named "Member"."""
+    return f"{level.resource.name} · {level.name}"
+
+
+class ResourceLevelField(forms.ModelChoiceField):
+    """An access level labelled with its resource."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        return level_label(obj)
+
+
+def chosen_resource_id(data: Any) -> int | None:
+    """The resource named in the add form's data (POST) or query string (GET), if any."""
+    value = str(data.get("resource") or "")
+    return int(value) if value.isdigit() else None
+
+
+class ChooseResourceForm(forms.Form):
+    """The add page's first step: the resource, whose access levels the form then offers."""
+
+    resource = forms.ModelChoiceField(
+        queryset=Resource.objects.filter(deleted_at__isnull=True),
+        help_text="Next, the form offers this resource's access levels.",
+        error_messages={
+            "required": "Choose the resource to grant access to.",
+            "invalid_choice": "No resource has this id: choose one from the list.",
+        },
+    )
 
 
 class DirectGrantForm(forms.ModelForm):
@@ -135,16 +170,11 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
     apply them in AWS. Status and propagation are the workflow's: read-only here."""
 
     form = DirectGrantForm
-    list_display = (
-        "user",
-        "resource",
-        "access_level",
-        "source",
-        "status",
-        "propagation_status",
-        "expiry",
-        "last_error_preview",
-    )
+    # Six narrow columns fit 1280 px beside the navigation and the filters: the holder by
+    # email, resource and level in one cell, status with propagation and source in another,
+    # and the last error cut short (the whole of it in its title and on the grant's page).
+    list_display = ("holder", "access", "state", "expiry", "last_error_preview")
+    list_display_links = ("holder",)
     list_filter = (
         "status",
         "source",
@@ -157,7 +187,8 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
     paginator = BoundedCountPaginator
     search_help_text = "User email, resource name or access level (contains), remote id (exact)."
     list_select_related = ("user", "resource", "access_level")
-    autocomplete_fields = ("user", "resource", "access_level")
+    # The level is a plain list of the chosen resource's levels (formfield_for_foreignkey).
+    autocomplete_fields = ("user", "resource")
     actions = ("revoke_grants", "retry_grants")
     add_fieldsets = (
         (None, {"fields": ("user", "resource", "access_level", "expires_at", "reason")}),
@@ -244,6 +275,75 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
             )
         return queryset.filter(condition), False
 
+    def formfield_for_foreignkey(
+        self, db_field: Any, request: HttpRequest, **kwargs: Any
+    ) -> forms.ModelChoiceField | None:
+        if db_field.name == "access_level":
+            # Only the levels of the resource chosen (first step, or the form as sent):
+            # four resources each offering "Member" made four identical entries.
+            data = request.POST if request.method == "POST" else request.GET
+            resource_id = chosen_resource_id(data)
+            kwargs["queryset"] = (
+                AccessLevel.objects.filter(resource_id=resource_id, deleted_at__isnull=True)
+                .select_related("resource")
+                .order_by("name", "pk")
+                if resource_id is not None
+                else AccessLevel.objects.none()
+            )
+            kwargs["form_class"] = ResourceLevelField
+            kwargs.setdefault("error_messages", {})["invalid_choice"] = (
+                "Choose one of the access levels listed: they are those of the resource above."
+            )
+            kwargs["help_text"] = (
+                "The levels of the resource above. To grant another resource, choose it "
+                "and save: the form then lists its levels."
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        widget = getattr(field, "widget", None)
+        if db_field.name == "access_level" and isinstance(widget, RelatedFieldWidgetWrapper):
+            # A level added from here could belong to any resource; levels come with their
+            # resource (its page, or sync).
+            widget.can_add_related = False
+        return field
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        if request.method == "POST" or chosen_resource_id(request.GET) is not None:
+            return super().add_view(request, form_url, extra_context)
+        return self.choose_resource_view(request)
+
+    def choose_resource_view(self, request: HttpRequest) -> HttpResponse:
+        """The first step of adding a grant: a GET form naming the resource, sent back to
+        the add page, which then offers that resource's levels."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        data = None
+        if "resource" in request.GET:
+            # Not a number (the add page took any number): no resource has the id 0, so
+            # the form says so, and the autocomplete does not look up the text as an id.
+            data = {"resource": "0" if request.GET["resource"] else ""}
+        form = ChooseResourceForm(data)
+        field = form.fields["resource"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.widget = AutocompleteSelect(Grant._meta.get_field("resource"), self.admin_site)
+        field.widget.choices = field.choices  # a widget set after the field needs them
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add grant",
+            "subtitle": "Choose the resource",
+            "opts": self.opts,
+            "form": form,
+            "media": self.media + form.media,
+            # Whatever else the link named (the user, say) goes on to the second step.
+            "kept": [(k, v) for k, v in request.GET.items() if k != "resource"],
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/access/grant/choose_resource.html", context)
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.add_fieldsets if obj is None else self.fieldsets
 
@@ -263,13 +363,47 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
         return super().changelist_view(request, extra_context)
 
     # Columns and read-only fields ----------------------------------------------------------
+    @admin.display(description="user", ordering="user__email")
+    def holder(self, obj: Grant) -> str:
+        return obj.user.email
+
+    @admin.display(description="access", ordering="resource__name")
+    def access(self, obj: Grant) -> str:
+        return format_html(
+            '{}<div class="grant-level">{} <span class="grant-note">· {}</span></div>',
+            obj.resource.name,
+            obj.access_level.name,
+            obj.resource.get_type_display(),
+        )
+
+    @admin.display(description="status", ordering="status")
+    def state(self, obj: Grant) -> str:
+        return format_html(
+            '<span class="grant-status status-{}">{}</span><div>{}</div>'
+            '<div class="grant-note">{}</div>',
+            obj.status,
+            obj.get_status_display(),
+            obj.get_propagation_status_display(),
+            obj.get_source_display(),
+        )
+
     @admin.display(description="expires", ordering="expires_at")
     def expiry(self, obj: Grant) -> Any:
-        return obj.expires_at or "until revoked"
+        if obj.expires_at is None:
+            return "until revoked"
+        # Compact and sortable by eye: the column stays narrow.
+        return date_format(timezone.localtime(obj.expires_at), "Y-m-d H:i")
 
     @admin.display(description="last error")
     def last_error_preview(self, obj: Grant) -> str:
-        return Truncator(obj.last_error).chars(ERROR_PREVIEW)
+        if not obj.last_error:
+            return ""
+        # The whole error is the cell's title and on the grant's page.
+        return format_html(
+            '<span class="grant-error" title="{}">{}</span>',
+            obj.last_error,
+            Truncator(obj.last_error).chars(ERROR_PREVIEW),
+        )
 
     @admin.display(description="state in AWS")
     def assignment_state(self, obj: Grant) -> str:

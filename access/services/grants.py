@@ -385,17 +385,37 @@ def expire_due_grants(
     )
     ended: list[int] = []
     for start in range(0, len(due), EXPIRY_BATCH):
-        # A batch per transaction: the audit chain is locked once for all of it.
-        with transaction.atomic():
-            batch = _end_grants(
-                due[start : start + EXPIRY_BATCH], actor=None, reason=REASON_EXPIRED, expired=True
-            )
-        ended += [grant.pk for grant in batch]
+        ended += _expire(due[start : start + EXPIRY_BATCH])
     if reconcile_now and ended:
         assignment_ids = Grant.objects.filter(pk__in=ended).values_list("assignment_id", flat=True)
         for assignment_id in sorted(set(assignment_ids)):
             reconcile_assignment(assignment_id)
     return len(ended)
+
+
+def _expire(grant_ids: list[int]) -> list[int]:
+    """Ends these expired grants in one transaction (the audit chain is locked once for all
+    of them); when that fails, one transaction each, so that a grant whose ending keeps
+    failing holds back neither the others nor the engine's tick. It is logged and tried
+    again at the next tick."""
+    try:
+        with transaction.atomic():
+            batch = _end_grants(grant_ids, actor=None, reason=REASON_EXPIRED, expired=True)
+        return [grant.pk for grant in batch]
+    except Exception:
+        if len(grant_ids) == 1:
+            logger.exception(
+                "Expired grant %s could not be ended; it is tried again at the next tick",
+                grant_ids[0],
+            )
+            return []
+        logger.exception(
+            "Ending %d expired grants together failed; ending each alone", len(grant_ids)
+        )
+    ended: list[int] = []
+    for pk in grant_ids:
+        ended += _expire([pk])
+    return ended
 
 
 def next_expiry(after: datetime | None = None) -> datetime | None:
@@ -693,11 +713,10 @@ def _reconcile_once(assignment_id: int, *, force: bool = False) -> ReconcileResu
             # Never applied (it waited for the user's subject): nothing to remove in AWS.
             _record_success(assignment, AssignmentStatus.ABSENT, None, [], ending)
             return ReconcileResult("removed")
-        if status == AssignmentStatus.ABSENT and assignment.attempts:
-            # Its applies failed and each left nothing in AWS (Assignment.mark_failed):
-            # nothing to remove either.
-            _record_success(assignment, AssignmentStatus.ABSENT, None, [], ending)
-            return ReconcileResult("removed")
+        # An assignment whose applies failed, each saying it left nothing in AWS
+        # (Assignment.mark_failed), is removed all the same: an earlier attempt may have
+        # made a change and died before recording it, which a later one finds already made
+        # and so cannot undo. Removing is idempotent: what is not there is success.
         operation = "remove"
 
     try:

@@ -232,7 +232,10 @@ def test_it_refuses_a_direct_grant_of_another_resources_level(admin_client, pers
     )
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
-    assert errors["access_level"] == ["This access level belongs to another resource."]
+    # The form offers only the resource's own levels (Grant.clean refuses the rest too).
+    assert errors["access_level"] == [
+        "Choose one of the access levels listed: they are those of the resource above."
+    ]
     assert not Grant.objects.exists()
     assert not Assignment.objects.exists()
     assert not events("grant.created")

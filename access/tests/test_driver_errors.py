@@ -31,6 +31,22 @@ def test_a_web_page_becomes_its_words_on_one_line():
     )
 
 
+def test_only_the_start_of_a_huge_answer_is_read(monkeypatch: Any):
+    """Pages of many unclosed tags take the patterns time growing with the square of their
+    length: a hostile or broken endpoint's answer must not stall an engine thread."""
+    seen: list[int] = []
+    pattern = drivers._UNREAD
+
+    class Measured:
+        def sub(self, repl: str, text: str) -> str:
+            seen.append(len(text))
+            return pattern.sub(repl, text)
+
+    monkeypatch.setattr(drivers, "_UNREAD", Measured())
+    readable("<html>" + "<script>" * 20_000)
+    assert seen and max(seen) <= drivers.READ_AT_MOST
+
+
 def test_a_message_keeps_its_words_and_loses_only_line_breaks_and_length():
     assert readable("Role x:\n  the subject <any name>\tis refused") == (
         "Role x: the subject <any name> is refused"

@@ -78,3 +78,34 @@ def test_ended_grants_are_not_said(personas, levels):
         expires_at=timezone.now() - timedelta(hours=1),
     )
     assert "already hold" not in form(personas.requester, personas.resource)
+
+
+def test_a_refused_on_behalf_submission_shows_nothing_of_the_person_named(personas, levels):
+    """Someone who may not ask for another person names them anyway: the refused form is
+    shown for the signed-in user, with nothing of what the person named holds."""
+    read_only, _ = levels
+    Grant.objects.create(
+        user=personas.requester,
+        resource=personas.resource,
+        access_level=read_only,
+        source=GrantSource.ADMIN,
+        status=GrantStatus.ACTIVE,
+        starts_at=timezone.now(),
+        expires_at=timezone.now() + timedelta(hours=3),
+    )
+    client = Client()
+    client.force_login(personas.outsider)
+    response = client.post(
+        reverse("request-new"),
+        {
+            "resource": personas.resource.pk,
+            "level-0": read_only.pk,
+            "duration-0": "3600",
+            "reason": "probe",
+            "user": personas.requester.pk,
+        },
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert personas.requester.email not in page
+    assert 'data-testid="item-held-0"' not in page

@@ -51,8 +51,11 @@ def _form_rows(
     resource_ids: list[str],
     target: User,
     posted: dict[int, dict[str, Any]] | None = None,
-) -> tuple[list[dict[str, Any]], list[Resource]]:
-    """One row per asked-for resource, with its levels and the durations its rule offers."""
+) -> tuple[list[dict[str, Any]], list[Resource], User]:
+    """One row per asked-for resource, with its levels and the durations its rule offers,
+    for ``target``; and the person the form is for, as shown: the signed-in user, unless
+    they may ask for ``target`` for every resource (a refused on-behalf submission shows
+    nothing of the person it named: what they hold, their rule, whether they exist)."""
     pks = [pk for pk in (int_or_none(r) for r in resource_ids) if pk is not None]
     found = {
         r.pk: r
@@ -61,6 +64,12 @@ def _form_rows(
         .select_related("app")
         .prefetch_related("access_levels")
     }
+    signed_in = permissions.signed_in(request.user)
+    if target.pk != signed_in.pk and not (
+        target.is_active
+        and all(permissions.can_request_for(signed_in, target, r) for r in found.values())
+    ):
+        target = signed_in
     # What the person asked for already holds or waits for there: said on the form, so that
     # nobody asks twice without knowing (a second pending request is refused on submit).
     held: dict[int, list[Grant]] = defaultdict(list)
@@ -105,7 +114,7 @@ def _form_rows(
                 "deleted": resource.deleted_at is not None,
             }
         rows.append(row)
-    return rows, resources
+    return rows, resources, target
 
 
 @login_required
@@ -153,7 +162,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 _say_sent(request, created, target)
                 return HttpResponseRedirect(reverse("my-requests"))
 
-    rows, resources = _form_rows(request, resource_ids, target, posted)
+    rows, resources, target = _form_rows(request, resource_ids, target, posted)
     for row in rows:
         row["errors"] = errors.get(row["index"], [])
         if row["resource"] is None and request.method == "GET":

@@ -84,7 +84,25 @@ def test_an_actor_who_no_longer_exists_keeps_the_recorded_name(client, personas)
 
     for url in (LIST_URL, detail_url(event)):
         body = client.get(url).content.decode()
-        assert f'{gone_name} <span class="muted">(user no longer exists)</span>' in body, url
+        assert f'{gone_name}</span> <span class="muted">(user no longer exists)</span>' in body, url
+
+
+def test_renaming_an_actor_later_does_not_rewrite_who_acted(client, personas):
+    """An admin who acts, then renames themself to look like someone else: the event still
+    names them as recorded, first; the current name is marked as now."""
+    event = record_event("test.renamed", actor=personas.admin)
+    recorded = event.actor_name
+    type(personas.admin).objects.filter(pk=personas.admin.pk).update(
+        first_name="Olga", last_name="Owner", email="olga.owner2@example.com"
+    )
+    client.force_login(personas.auditor)
+
+    for url in (LIST_URL, detail_url(event)):
+        body = client.get(url).content.decode()
+        assert f'<span data-testid="actor-recorded">{recorded}</span><br>' in body, url
+        assert (
+            '<span class="muted small">now</span> <span data-testid="actor-name">Olga Owner' in body
+        )
 
 
 @pytest.mark.parametrize("persona", ["requester", "outsider"])

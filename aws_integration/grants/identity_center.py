@@ -642,7 +642,8 @@ class AccountAssignmentDriver:
 
 # Organizational units --------------------------------------------------------------------
 def accounts_below(ic: IdentityCenter, ou_id: str) -> list[str]:
-    """Every ACTIVE account below the OU, in nested OUs too, as AWS lists them now."""
+    """Every ACTIVE account below the OU, in nested OUs too, as AWS lists them now, but the
+    management account (Portcullis grants nothing there, even through an OU)."""
     org = ic.organizations
     accounts: list[str] = []
     parents = [ou_id]
@@ -651,7 +652,9 @@ def accounts_below(ic: IdentityCenter, ou_id: str) -> list[str]:
         for page in org.get_paginator("list_accounts_for_parent").paginate(ParentId=parent):
             for account in page.get("Accounts", []):
                 # "State" replaces the deprecated "Status"; older answers carry only the latter.
-                if (account.get("State") or account.get("Status")) == ACTIVE:
+                if (account.get("State") or account.get("Status")) == ACTIVE and (
+                    account["Id"] != ic.app.management_account_id
+                ):
                     accounts.append(account["Id"])
         for page in org.get_paginator("list_organizational_units_for_parent").paginate(
             ParentId=parent

@@ -71,15 +71,6 @@ class Sweep:
     predicate: Callable[[Any], bool] | None = None
 
 
-@dataclass(frozen=True)
-class LevelSweep:
-    """Access levels with ``level_remote_id`` on every resource of ``resource_type`` are
-    gone (a permission set was deleted)."""
-
-    resource_type: str
-    level_remote_id: str
-
-
 @dataclass
 class IdcUserRecord:
     """An Identity Center user."""
@@ -115,10 +106,8 @@ class ScopeResult:
     resources: list[ResourceRecord] = field(default_factory=list)
     sweeps: list[Sweep] = field(default_factory=list)
     level_sets: dict[ResourceKey, list[LevelRecord]] = field(default_factory=dict)
+    # Resource type -> the complete levels of every present resource of that type loaded.
     type_level_sets: dict[str, list[LevelRecord]] = field(default_factory=dict)
-    level_sweeps: list[LevelSweep] = field(default_factory=list)
-    # (resource type, level): update that level wherever it exists on resources of the type.
-    level_updates: list[tuple[str, LevelRecord]] = field(default_factory=list)
     idc_users: list[IdcUserRecord] | None = None
     idc_users_complete: bool = False
     memberships: dict[str, set[str]] | None = None

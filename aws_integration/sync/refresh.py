@@ -116,14 +116,23 @@ class _Plan:
         self.members: dict[str, Wanted] = defaultdict(dict)  # account -> "kind|region" -> ids
         self.all_accounts_members: Wanted = {}
         self.load = Q(type=ACCOUNT)
+        # Accounts and OUs the refs name, or all of them: one new to the inventory gets
+        # every permission set as its access levels, from a listing of the permission sets.
+        self.org_keys: set[tuple[str, str]] = set()
+        self.whole_org = False
         # Filled by prepare() in the main thread, read by the jobs.
         self._names: dict[str, str] = {}
+        self._levels_for_new = False
         self._active_ids: list[str] = []
         self._known_users: set[str] = set()
 
     def add(self, ref: ObjectRef) -> None:
         if ref.kind in ORGANIZATION_KINDS:
             _merge(self.org, ref.kind, ref.remote_id)
+            if ref.remote_id:
+                self.org_keys.add((ACCOUNT if ref.kind == "account" else OU, ref.remote_id))
+            else:
+                self.whole_org = True
             if not ref.remote_id:  # the whole organization: accounts that left are swept
                 self.load |= Q(type=OU) | Q(type__in=sorted(IN_ACCOUNT_TYPES))
             elif ref.kind == "account":  # swept with everything in it if it left
@@ -222,7 +231,7 @@ class _Plan:
                             lambda: organizations.fetch_accounts(org, management, account_ids),
                         )
                     )
-        if self.idc:
+        if self.idc or self._levels_for_new:
             results.extend(self._identity_center(shared))
         return results
 
@@ -231,7 +240,7 @@ class _Plan:
         region = target.identity_center_region
         sso, store = shared["sso-admin"], shared["identitystore"]
         results: list[ScopeResult] = []
-        if "permission_set" in self.idc or "account_assignment" in self.idc:
+        if "permission_set" in self.idc or "account_assignment" in self.idc or self._levels_for_new:
             changed = self.idc.get("permission_set") or set()
             listed, by_arn = scope_jobs.permission_sets(target, sso, self.limiter, changed=changed)
             results.extend(listed)
@@ -349,3 +358,8 @@ class _Plan:
         every_account = "account_assignment" in self.idc and self.idc["account_assignment"] is WHOLE
         self._active_ids = self._active_accounts() if every_account else []
         self._known_users = set(self.writer._load_idc_users()) if self.idc else set()
+        rows = self.writer.rows
+        self._levels_for_new = self.target.identity_center and (
+            self.whole_org
+            or any(key not in rows or rows[key].deleted_at is not None for key in self.org_keys)
+        )

@@ -177,7 +177,13 @@ def account_assignments(
             guarded(
                 identity_center.assignments_scope(account_id, region),
                 lambda: identity_center.fetch_account_assignments(
-                    sso, target.instance_arn, region, account_id, account_name, by_arn
+                    sso,
+                    target.instance_arn,
+                    region,
+                    account_id,
+                    account_name,
+                    by_arn,
+                    target.management_account_id,
                 ),
             )
         ]

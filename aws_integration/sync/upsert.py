@@ -556,7 +556,6 @@ class InventoryWriter:
 
     def _upsert_levels(self, results: list[ScopeResult]) -> None:
         wanted: dict[int, list[LevelRecord]] = {}
-        merges: list[tuple[int, LevelRecord]] = []
         removals: list[AccessLevel] = []
         for result in results:
             for record in result.resources:
@@ -569,15 +568,6 @@ class InventoryWriter:
                 for row in self.by_type.get(type_, {}).values():
                     if row.deleted_at is None:
                         wanted[row.pk] = levels
-            for type_, level in result.level_updates:
-                for row in self.by_type.get(type_, {}).values():
-                    if level.remote_id in self.levels.get(row.pk, {}):
-                        merges.append((row.pk, level))
-            for level_sweep in result.level_sweeps:
-                for row in self.by_type.get(level_sweep.resource_type, {}).values():
-                    existing = self.levels.get(row.pk, {}).get(level_sweep.level_remote_id)
-                    if existing is not None and existing.deleted_at is None:
-                        removals.append(existing)
 
         writes = _Upsert(
             AccessLevel,
@@ -585,9 +575,9 @@ class InventoryWriter:
             unique_fields=["resource", "remote_id"],
             update_fields=[*LEVEL_FIELDS, "deleted_at"],
         )
-        level_updates: dict[int, tuple[AccessLevel, dict[str, Any]]] = {}
+        level_updates: list[tuple[AccessLevel, dict[str, Any]]] = []
 
-        def upsert(resource_pk: int, record: LevelRecord, *, create: bool) -> None:
+        def upsert(resource_pk: int, record: LevelRecord) -> None:
             desired = {
                 "name": record.name[:255],
                 "description": record.description,
@@ -595,30 +585,24 @@ class InventoryWriter:
             }
             level = self.levels[resource_pk].get(record.remote_id)
             if level is None:
-                if create:
-                    writes.create(
-                        AccessLevel(resource_id=resource_pk, remote_id=record.remote_id, **desired)
-                    )
+                writes.create(
+                    AccessLevel(resource_id=resource_pk, remote_id=record.remote_id, **desired)
+                )
                 return
             changed, before = writes.change(level, desired, before_of=("deleted_at",))
             if changed:
-                # A level merged after its resource's listing keeps its first "before".
-                earlier = level_updates.setdefault(level.pk, (level, {}))[1]
-                for f in changed:
-                    earlier.setdefault(f, before[f])
+                level_updates.append((level, {f: before[f] for f in changed}))
 
         for resource_pk, records in wanted.items():
             seen = set()
             for record in records:
                 seen.add(record.remote_id)
-                upsert(resource_pk, record, create=True)
+                upsert(resource_pk, record)
             removals.extend(
                 level
                 for remote_id, level in self.levels[resource_pk].items()
                 if remote_id not in seen and level.deleted_at is None
             )
-        for resource_pk, record in merges:
-            upsert(resource_pk, record, create=False)
 
         to_create = writes.save()
         for level in to_create:
@@ -631,7 +615,7 @@ class InventoryWriter:
                 level,
                 after=_values(level, ["resource_id", "remote_id", *LEVEL_FIELDS]),
             )
-        for level, before in level_updates.values():
+        for level, before in level_updates:
             self._audit_level(
                 f"{LEVEL_EVENT}.updated", level, before=before, after=_values(level, before)
             )

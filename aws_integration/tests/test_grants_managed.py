@@ -827,7 +827,9 @@ def test_an_eks_grant_failing_at_its_access_entry_deletes_its_role_and_is_revoke
     assert failed.details["error"] == grant.last_error
     assert grant.extension_refusal()
 
-    # Nothing is in AWS, so there is nothing to remove: no call (the stub has none left).
+    # The revoke removes all the same (an earlier attempt may have left something): the
+    # role is gone, and the access entry answers that it is not there.
+    eks_stub.add_client_error("delete_access_entry", service_error_code="ResourceNotFoundException")
     assert revoke_and_reconcile(grant) == "removed"
     grant.refresh_from_db()
     assert (grant.status, grant.propagation_status) == (GrantStatus.REVOKED, "removed")
@@ -894,3 +896,25 @@ def test_an_apply_whose_undoing_fails_says_what_is_left_and_its_revoke_removes_i
     aws_faults.clear()
     assert revoke_and_reconcile(grant) == "removed"
     assert role(name) is None
+
+
+def test_a_revoke_after_failed_applies_removes_a_subject_an_earlier_attempt_left(
+    grants_env, aws_faults
+):
+    """An attempt admitted the user's subject and died before recording it; the next one
+    found the subject already there (nothing of its own to undo), failed further on and
+    said it left nothing. The revoke must still take the subject out."""
+    instance = ec2_instance(grants_env)
+    name = name_of(instance, "ssm-session")
+    DRIVER.apply(assign(person("bob"), instance, "ssm-session"))
+    grant = grant_on(instance, "ssm-session")
+    DRIVER.apply(grant.assignment)  # the attempt whose outcome was never recorded
+    assert sorted(subjects_of(trust(name))) == ["ada-subject", "bob-subject"]
+    aws_faults.deny("iam", "PutRolePolicy")
+
+    assert grant_service.reconcile_assignment(grant.assignment_id).action == "failed"
+    assert Assignment.objects.get(pk=grant.assignment_id).status == AssignmentStatus.ABSENT
+
+    aws_faults.clear()
+    assert revoke_and_reconcile(grant) == "removed"
+    assert subjects_of(trust(name)) == ["bob-subject"]

@@ -231,6 +231,8 @@ def test_an_ou_is_refreshed(org, app):
         ou = row(app, ou_id)
         assert ou.name == "From an event"
         assert ou.parent.remote_id == workloads
+        # A new OU offers every permission set at once, as the others do.
+        assert level_ids(ou) == set(org.permission_sets.values())
     finally:
         organizations.delete_organizational_unit(OrganizationalUnitId=ou_id)
     assert refresh(app, [ObjectRef("ou", remote_id=ou_id)])["deleted"] == 1
@@ -246,6 +248,8 @@ def test_an_account_is_created_moved_and_removed_by_refresh(org, app):
         account = row(app, account_id)
         assert account.name == "from-an-event"
         assert account.parent is None  # new accounts start at the root
+        # Nothing is provisioned to it yet: it offers every permission set all the same.
+        assert level_ids(account) == set(org.permission_sets.values())
 
         organizations.move_account(
             AccountId=account_id,
@@ -268,25 +272,28 @@ def test_an_account_is_created_moved_and_removed_by_refresh(org, app):
 
 
 # Identity Center -----------------------------------------------------------------------------
-def test_a_permission_set_is_refreshed_on_every_ou(org, app):
+def test_a_permission_set_is_refreshed_on_every_account_and_ou(org, app):
     sso = management("sso-admin")
     arn = sso.create_permission_set(
         InstanceArn=org.instance_arn, Name="FromAnEvent", SessionDuration="PT2H"
     )["PermissionSet"]["PermissionSetArn"]
     ref = ObjectRef("permission_set", remote_id=arn)
+    holders = [*live(app, T.ORGANIZATIONAL_UNIT), *live(app, T.ACCOUNT)]
+    assert len(holders) == len(org.ous) + len(org.accounts) + 1  # and the management account
 
     refresh(app, [ref])
-    for ou in live(app, T.ORGANIZATIONAL_UNIT):
-        assert arn in level_ids(ou)
-        level = ou.access_levels.get(remote_id=arn)
+    for holder in holders:
+        # Never provisioned anywhere: every account offers it all the same.
+        assert arn in level_ids(holder)
+        level = holder.access_levels.get(remote_id=arn)
         assert level.metadata["session_duration"] == "PT2H"
         # Created without the requestable tag: listed, but not offered.
         assert "not tagged portcullis:requestable=true" in level.not_requestable_reason
 
     sso.delete_permission_set(InstanceArn=org.instance_arn, PermissionSetArn=arn)
     refresh(app, [ref])
-    for ou in live(app, T.ORGANIZATIONAL_UNIT):
-        assert arn not in level_ids(ou)
+    for holder in holders:
+        assert arn not in level_ids(holder)
 
 
 def test_a_users_account_assignment_is_refreshed_into_an_observed_grant(org, app, ada):

@@ -68,6 +68,13 @@ def wait_for_url(process: subprocess.Popen[bytes], log: Path) -> str:
     pytest.fail(f"The demo did not start in {STARTUP_TIMEOUT} s:\n{log.read_text()}")
 
 
+def demo_requests(database: Path) -> dict[str, int]:
+    """How many requests of each status the demo's own SQLite database holds."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        rows = db.execute("SELECT status, COUNT(*) FROM access_accessrequest GROUP BY status")
+        return dict(rows)
+
+
 def demo_app_state(database: Path) -> tuple[dict, list[str], list[tuple[str, str]], int]:
     """The demo app, its validations' statuses, its sync runs (kind, status) and its live
     resources, read from the demo's own SQLite database."""
@@ -175,6 +182,12 @@ def test_the_demo_serves_working_logins_and_stops_everything_on_ctrl_c(demo_env,
         assert validations and set(validations) == {"passed"}, validations
         assert runs == [("full", "succeeded")], runs
         assert resources > 50, log.read_text()  # the small seed: ~100 objects
+        # Work waits for every persona (demo.portal; its own tests say who finds what).
+        assert demo_requests(tmp_path / "demo.sqlite3") == {
+            "pending": 3,
+            "approved": 1,
+            "denied": 1,
+        }, log.read_text()
         # Each command the banner prints works as pasted into a fresh shell (no DEBUG, no
         # database, no stand-in address, no secrets set), from anywhere.
         printed = [

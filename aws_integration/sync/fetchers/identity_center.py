@@ -15,7 +15,6 @@ from aws_integration.setup_policies import permission_set_not_requestable_reason
 from aws_integration.sync.fetch_results import (
     IdcUserRecord,
     LevelRecord,
-    LevelSweep,
     ResourceRecord,
     Scope,
     ScopeResult,
@@ -27,6 +26,7 @@ from aws_integration.sync.fetchers.base import (
     paginate,
     tag_dict,
 )
+from aws_integration.sync.fetchers.organizations import MANAGEMENT_ACCOUNT_REASON
 
 SSO_SERVICE = "sso-admin"
 STORE_SERVICE = "identitystore"
@@ -109,24 +109,25 @@ def fetch_permission_sets(
     *,
     changed: Iterable[str] = (),
 ) -> tuple[ScopeResult, dict[str, PermissionSet]]:
-    """Every permission set: the access levels of every OU (a grant on an OU assigns the
-    permission set in each account below it).
+    """Every permission set: the access levels of every account and every OU. A grant on
+    an account assigns the permission set there, and AWS provisions it into the account
+    on that first assignment; a grant on an OU assigns it in each account below it. Those
+    not tagged requestable are levels too, marked so: shown, never assignable.
 
-    ``changed`` names permission sets an event touched: those gone are removed from every
-    account's levels along with their Identity Center roles; those present get their
-    name and description updated wherever they are provisioned."""
+    ``changed`` names permission sets an event touched: the Identity Center roles of those
+    gone are swept with them."""
     result = ScopeResult(scope=permission_sets_scope(management_account_id, region))
     arns = paginate(
         sso.get_paginator("list_permission_sets"), "PermissionSets", InstanceArn=instance_arn
     )
     permission_sets = {arn: _describe_permission_set(sso, instance_arn, arn) for arn in arns}
     levels = sorted((ps.level() for ps in permission_sets.values()), key=lambda lv: lv.name)
+    # The same levels for every account: one list, applied as a set by the writer, not a
+    # listing per account and permission set.
+    result.type_level_sets[ACCOUNT] = levels
     result.type_level_sets[OU] = levels
     for arn in changed:
-        if arn in permission_sets:
-            result.level_updates.append((ACCOUNT, permission_sets[arn].level()))
-        else:
-            result.level_sweeps.append(LevelSweep(ACCOUNT, arn))
+        if arn not in permission_sets:
             result.sweeps.append(
                 Sweep(
                     type=IDC_ROLE,
@@ -143,9 +144,11 @@ def fetch_account_assignments(
     account_id: str,
     account_name: str,
     permission_sets: dict[str, PermissionSet],
+    management_account_id: str = "",
 ) -> ScopeResult:
-    """The permission sets provisioned to one account (its access levels, and one Identity
-    Center role each) and who is assigned each of them."""
+    """The permission sets provisioned to one account (one Identity Center role each) and
+    who is assigned each of them. The account's access levels are every permission set,
+    provisioned there or not (see ``fetch_permission_sets``)."""
     result = ScopeResult(scope=assignments_scope(account_id, region))
     provisioned = list(
         dict.fromkeys(  # moto lists a permission set once per provisioning call
@@ -157,7 +160,6 @@ def fetch_account_assignments(
             )
         )
     )
-    levels: list[LevelRecord] = []
     user_assignments: set[tuple[str, str]] = set()
     for arn in provisioned:
         ps = permission_sets.get(arn) or PermissionSet(arn=arn, name=identifier_from_arn(arn))
@@ -171,7 +173,6 @@ def fetch_account_assignments(
         groups = sorted({a["PrincipalId"] for a in assignments if a["PrincipalType"] == "GROUP"})
         users = sorted({a["PrincipalId"] for a in assignments if a["PrincipalType"] == "USER"})
         user_assignments.update((arn, user_id) for user_id in users)
-        levels.append(ps.level())
         result.resources.append(
             ResourceRecord(
                 type=IDC_ROLE,
@@ -182,6 +183,11 @@ def fetch_account_assignments(
                 metadata={
                     # Shown on the resource page; requests are refused while it is set.
                     **ps.requestability(),
+                    **(
+                        {NOT_REQUESTABLE: MANAGEMENT_ACCOUNT_REASON}
+                        if account_id == management_account_id
+                        else {}
+                    ),
                     "permission_set_arn": arn,
                     "permission_set_name": ps.name,
                     "session_duration": ps.session_duration,
@@ -191,7 +197,6 @@ def fetch_account_assignments(
                 levels=[ASSIGNED_LEVEL],
             )
         )
-    result.level_sets[(ACCOUNT, account_id)] = levels
     result.sweeps = [Sweep(type=IDC_ROLE, account_id=account_id)]
     result.user_assignments = {account_id: user_assignments}
     return result

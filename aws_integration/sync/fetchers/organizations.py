@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from access.choices import ResourceType
 from aws_integration.clients import error_code
 from aws_integration.sync.fetch_results import ResourceRecord, Scope, ScopeResult, Sweep
-from aws_integration.sync.fetchers.base import iso, paginate
+from aws_integration.sync.fetchers.base import NOT_REQUESTABLE, iso, paginate
 
 SERVICE = "organizations"
 OU = ResourceType.ORGANIZATIONAL_UNIT.value
@@ -40,9 +40,29 @@ def ou_record(ou: dict[str, Any], parent_id: str, management_account_id: str) ->
     )
 
 
-def account_record(account: dict[str, Any], parent_id: str) -> ResourceRecord:
+MANAGEMENT_ACCOUNT_REASON = (
+    "it is the organization's management account, whose access controls every account; "
+    "Portcullis grants nothing there."
+)
+
+
+def account_not_requestable_reason(account_id: str, status: str, management_account_id: str) -> str:
+    """Why Portcullis grants nothing in this account ("" when it does): every permission set
+    tagged requestable is offered on every account, but never on the management account,
+    and not on an account AWS has not left ACTIVE (suspended, closing)."""
+    if account_id == management_account_id:
+        return MANAGEMENT_ACCOUNT_REASON
+    if status and status != "ACTIVE":
+        return f"the account is {status.lower().replace('_', ' ')} in AWS."
+    return ""
+
+
+def account_record(
+    account: dict[str, Any], parent_id: str, management_account_id: str
+) -> ResourceRecord:
     # "State" replaces the deprecated "Status"; older answers carry only the latter.
     status = account.get("State") or account.get("Status") or ""
+    reason = account_not_requestable_reason(account["Id"], status, management_account_id)
     return ResourceRecord(
         type=ACCOUNT,
         remote_id=account["Id"],
@@ -55,6 +75,8 @@ def account_record(account: dict[str, Any], parent_id: str) -> ResourceRecord:
             "email": account.get("Email", ""),
             "parent_id": parent_id,
             "joined_at": iso(account.get("JoinedTimestamp")),
+            # Shown on the resource page; requests and grants are refused while it is set.
+            **({NOT_REQUESTABLE: reason} if reason else {}),
         },
     )
 
@@ -76,7 +98,7 @@ def fetch_organization(org: Any, management_account_id: str) -> ScopeResult:
         for account in paginate(
             org.get_paginator("list_accounts_for_parent"), "Accounts", ParentId=parent_id
         ):
-            result.resources.append(account_record(account, parent_id))
+            result.resources.append(account_record(account, parent_id, management_account_id))
             account_ids.add(account["Id"])
     result.sweeps = [Sweep(type=OU), Sweep(type=ACCOUNT)]
     result.org_account_ids = account_ids
@@ -115,7 +137,7 @@ def fetch_accounts(org: Any, management_account_id: str, account_ids: Iterable[s
                 gone.add(account_id)
                 continue
             raise
-        result.resources.append(account_record(account, parent_id))
+        result.resources.append(account_record(account, parent_id, management_account_id))
     result.sweeps = [Sweep(type=ACCOUNT, remote_ids=account_ids)]
     result.removed_account_ids = gone
     return result

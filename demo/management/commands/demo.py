@@ -4,7 +4,8 @@ Starts the stand-in AWS (moto server, seeded with a small organization) and the 
 identity provider on threads of this process, creates the demo users and the demo AWS app
 (with the AWS settings' OIDC client pointed at the test identity provider, and an SQS
 events queue in the stand-in's management account, which `manage.py standin_change`
-feeds), runs its validations and a first full sync (inline: a few seconds), then runs the task cluster (`qcluster`) and the web server (`runserver`) as child
+feeds), runs its validations and a first full sync (inline: a few seconds), seeds the portal
+with work waiting for each demo persona (demo.portal), then runs the task cluster (`qcluster`) and the web server (`runserver`) as child
 processes pointed at the stand-ins. Ctrl-C or SIGTERM stops every process and thread it
 started: children get SIGTERM at once, then SIGKILL (their whole process group) after
 STOP_TIMEOUT.
@@ -44,6 +45,7 @@ from demo.aws_app import (
     ensure_demo_aws_app,
     validate_and_sync,
 )
+from demo.portal import seed_portal
 from demo.users import DEMO_PASSWORD, DEMO_PEOPLE, create_demo_users, refuse_unless_debug
 
 SSO_CLIENT_ID = "portcullis-demo"
@@ -243,6 +245,9 @@ class Command(BaseCommand):
         owned = assign_demo_owners(app, owner.email, issuer_url=demo.idp.url)
         if owned:
             self._say(f"{owner.full_name} now owns {owned} databases and groups of the demo.")
+        # Work waiting for each persona: requests, a manager-stage rule (once per database).
+        for line in seed_portal(app):
+            self._say(line)
         self._say(
             f"First sync: {run.status}; the inventory holds {held} resources. {run.message}".rstrip()
         )
@@ -376,6 +381,14 @@ class Command(BaseCommand):
         w("")
         w("  Try it:")
         app_page, runs_page = self._app_pages
+        w(
+            "  - Sign in as each person below: something waits for each of them. The manager "
+            "and the\n    approver find a request in Approvals (the manager's is stage 1 of "
+            "a sensitive database's\n    rule, the approver decides stage 2), the admin one "
+            "that has no owner; the requester holds\n    access to give up on My access, with "
+            "requests pending on My requests; the auditor reads\n    the decisions, a denial "
+            f"with its reason among them, in the audit log: {url}{reverse('audit:event-list')}"
+        )
         w(f"  - Sign in as the admin and open the demo app: {url}{app_page}")
         w('    (its validations, "Refresh validations", and "Sync now" for another full sync);')
         w(f"    its sync runs: {url}{runs_page}")
