@@ -97,3 +97,11 @@ bench-failover: $(VENV)/.installed-test
 bench-requests: $(VENV)/.installed-test
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
 	DEBUG=true TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(VPY) bench/requests_bench.py $(BENCH_ARGS)
+
+# The pages benchmark (catalogue, its search, the API's search, the grants admin) at
+# 100,000 resources and 50,000 grants, on SQLite and on PostgreSQL in one run:
+# make bench-pages BENCH_ARGS="--resources 20000 --grants 10000".
+.PHONY: bench-pages
+bench-pages: $(VENV)/.installed-test
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) tests/bin/ensure-postgres
+	DEBUG=true TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(VPY) bench/pages_bench.py $(BENCH_ARGS)

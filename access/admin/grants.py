@@ -7,6 +7,7 @@ Existing grants are read-only.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from django import forms
@@ -14,7 +15,8 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.widgets import AutocompleteSelect, RelatedFieldWidgetWrapper
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -22,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html
-from django.utils.text import Truncator
+from django.utils.text import Truncator, smart_split, unescape_string_literal
 
 from access.admin.base import ActorFormMixin, HistoryAdminMixin, PortcullisModelAdmin
 from access.choices import GrantSource
@@ -32,10 +34,32 @@ from access.services import grants as grant_service
 
 # Characters of the last error shown in the list.
 ERROR_PREVIEW = 60
+# The list counts at most this many matching grants (as the audit log's admin does, with
+# more): COUNT(*) over every grant made each page as slow as the table is large. 20 pages
+# of the newest matches; a filter or a longer search narrows to the rest.
+COUNT_LIMIT = 1000
+IDS_LISTED = 1000
+
+
+class BoundedCountPaginator(Paginator):
+    """Counts at most COUNT_LIMIT grants, so the admin pages through the newest matches
+    (and says COUNT_LIMIT when there are more)."""
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[:COUNT_LIMIT].count()  # type: ignore[attr-defined]  # a QuerySet
 
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def matched_ids(queryset: QuerySet) -> Any:
+    """The ids of a search's matches: read once, as a list, when they are at most
+    IDS_LISTED (the list page and its count then do not search that table again each);
+    else the subquery."""
+    ids = list(queryset.order_by().values_list("pk", flat=True)[: IDS_LISTED + 1])
+    return ids if len(ids) <= IDS_LISTED else queryset.order_by().values("pk")
 
 
 class FailingListFilter(admin.SimpleListFilter):
@@ -158,7 +182,9 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
         FailingListFilter,
         "propagation_status",
     )
+    # Searched by get_search_results (each field through its own table, not a join per row).
     search_fields = ("user__email", "resource__name", "=resource__remote_id", "access_level__name")
+    paginator = BoundedCountPaginator
     search_help_text = "User email, resource name or access level (contains), remote id (exact)."
     list_select_related = ("user", "resource", "access_level")
     # The level is a plain list of the chosen resource's levels (formfield_for_foreignkey).
@@ -224,6 +250,30 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
             .get_queryset(request)
             .select_related("user", "resource", "access_level", "assignment")
         )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """The fields of ``search_fields``, each word in any of them (as the admin's own
+        search), but looked up in the users', resources' and access levels' tables first:
+        the grants are then read newest first, on their index, and checked against those
+        ids, where the admin's search compared the joined text of every grant. On
+        PostgreSQL each lookup has a trigram index (migration 0016)."""
+        condition = Q()
+        for word in smart_split(search_term):
+            if word.startswith(('"', "'")) and word[0] == word[-1]:
+                word = unescape_string_literal(word)
+            if not word:
+                continue
+            users = User.objects.filter(email__icontains=word)
+            resources = Resource.objects.filter(Q(name__icontains=word) | Q(remote_id=word))
+            levels = AccessLevel.objects.filter(name__icontains=word)
+            condition &= (
+                Q(user_id__in=matched_ids(users))
+                | Q(resource_id__in=matched_ids(resources))
+                | Q(access_level_id__in=matched_ids(levels))
+            )
+        return queryset.filter(condition), False
 
     def formfield_for_foreignkey(
         self, db_field: Any, request: HttpRequest, **kwargs: Any

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 from django import forms
-from django.db.models import Q, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema_field
 
@@ -86,7 +83,10 @@ class ResourceFilter(filters.FilterSet):
     app = id_filter("Id of the app (AWS organization).", field_name="app_id")
     search = filters.CharFilter(
         method="filter_search",
-        help_text="Part of the name or of a tag value, or the exact remote id or ARN.",
+        help_text=(
+            "Part of the name, ARN, a tag (key, value, or key=value as the portal shows "
+            "it) or the account's name, in any case; or the exact remote id."
+        ),
     )
     # Applied in filter_queryset, because its absence is what hides deleted rows.
     include_deleted = BooleanFilter(
@@ -105,12 +105,8 @@ class ResourceFilter(filters.FilterSet):
         value = value.strip()
         if not value:
             return queryset
-        return queryset.annotate(_tags_text=Cast("tags", output_field=TextField())).filter(
-            Q(name__icontains=value)
-            | Q(remote_id=value)
-            | Q(arn=value)
-            | Q(_tags_text__iregex=tag_value_pattern(value))
-        )
+        # The catalogue's search.
+        return queryset.search(value)  # type: ignore[attr-defined]  # a ResourceQuerySet
 
     def filter_include_deleted(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
         return queryset
@@ -120,19 +116,6 @@ class ResourceFilter(filters.FilterSet):
         if not self.form.cleaned_data.get("include_deleted"):
             queryset = queryset.filter(deleted_at__isnull=True)
         return queryset
-
-
-def tag_value_pattern(value: str) -> str:
-    """A regular expression matching ``value`` inside any tag value of the tags' JSON text.
-
-    Both databases print a JSON object as ``{"key": "value", ...}`` (SQLite keeps the text
-    Django wrote, PostgreSQL renders jsonb the same way), so a value is what follows
-    ``": "``; keys never do. SQLite's text escapes non-ASCII characters, PostgreSQL's does
-    not: both spellings are tried.
-    """
-    spellings = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
-    alternatives = "|".join(re.escape(s) for s in sorted(spellings))
-    return f'": "[^"]*({alternatives})'
 
 
 class GrantFilter(filters.FilterSet):

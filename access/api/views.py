@@ -15,6 +15,7 @@ from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, Q, QuerySet
+from django.db.models.functions import Lower
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -112,7 +113,9 @@ class Pagination(CursorPagination):
 
 
 class ResourcePagination(Pagination):
-    ordering = ("name", "id")
+    # By name in any case, as the catalogue (ResourceViewSet annotates sort_name), on the
+    # catalogue's index.
+    ordering = ("sort_name", "id")
 
 
 class GrantPagination(Pagination):
@@ -155,7 +158,7 @@ class ResourceViewSet(viewsets.ReadOnlyModelViewSet):
         queryset = Resource.objects.visible_to(self.request.user).select_related("app")
         if self.action == "list":
             # Metadata can be large and the list does not show it.
-            return queryset.defer("metadata")
+            return queryset.defer("metadata").annotate(sort_name=Lower("name"))
         levels = AccessLevel.objects.order_by("name", "id")
         # Like deleted resources, deleted access levels are shown to admins and auditors only.
         if not (

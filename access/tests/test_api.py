@@ -281,6 +281,7 @@ def inventory(personas) -> dict[str, Resource]:
             remote_id="i-0abc",
             arn="arn:aws:ec2:eu-west-1:111111111111:instance/i-0abc",
             region="eu-west-1",
+            tags={"env": "production", "team": "web"},
         ),
         "db": make_resource(
             personas.app,
@@ -310,7 +311,13 @@ def inventory(personas) -> dict[str, Resource]:
         ({"search": "SERVER"}, ["web-server"]),
         ({"search": "i-0abc"}, ["web-server"]),
         ({"search": "arn:aws:iam::333333333333:role/DeployRole"}, ["DeployRole"]),
-        ({"search": "i-0ab"}, []),
+        ({"search": "i-0ab"}, ["web-server"]),  # part of the ARN
+        ({"search": "i-0abd"}, []),
+        # A tag as the portal shows it, and an account's name (account 111111111111).
+        ({"search": "env=prod"}, ["web-server"]),
+        ({"search": "ENV=PRODUCTION"}, ["web-server"]),
+        ({"search": "web=team"}, []),
+        ({"search": "prod"}, ["prod", "web-server"]),
         ({"type": "aws_account", "account_id": "111111111111"}, ["prod"]),
     ],
 )
@@ -637,3 +644,11 @@ def test_the_docs_page_is_served_to_signed_in_users(personas):
     assert script.status_code == 200
     assert script["Content-Type"].startswith("application/javascript")
     assert reverse("api-schema").encode() in script.content
+
+
+def test_resources_are_listed_by_name_in_any_case(personas):
+    for name in ("Workloads", "analytics-sandbox", "Billing", "zeta"):
+        make_resource(personas.app, name)
+    got = names(bearer(personas.requester).get(RESOURCES))
+    assert got == sorted(got, key=str.lower)
+    assert got.index("analytics-sandbox") < got.index("Workloads")

@@ -106,6 +106,16 @@ def test_it_lists_live_resources_only(personas, org):
         ({"account": "333333333333"}, {"playground", "SandboxAdmin"}),
         ({"ou": "WORKLOADS"}, {"payments", "PaymentsDeploy", "payments-db"}),
         ({"ou": "SANDBOX", "q": "admin"}, {"SandboxAdmin"}),
+        # A tag as the pages show it: that key, a value starting so, any case.
+        ({"q": "team=checkout"}, {"PaymentsDeploy"}),
+        ({"q": "Team=Check"}, {"PaymentsDeploy"}),
+        ({"q": " team = platform "}, {"SandboxAdmin"}),
+        ({"q": "team="}, {"PaymentsDeploy", "SandboxAdmin"}),
+        ({"q": "checkout=team"}, set()),
+        ({"q": "eam=checkout"}, set()),
+        # An account's name finds the account and what is in it.
+        ({"q": "playground"}, {"playground", "SandboxAdmin"}),
+        ({"q": "PAYMENTS"}, {"payments", "PaymentsDeploy", "payments-db"}),
     ],
 )
 def test_it_searches_and_filters(personas, org, params, expected):
@@ -115,6 +125,32 @@ def test_it_searches_and_filters(personas, org, params, expected):
     response = logged_in(personas.requester).get(reverse("catalogue"), params)
     assert response.status_code == 200
     assert names(response, personas) == expected
+
+
+def test_names_sort_without_regard_to_case(personas, org):
+    response = logged_in(personas.requester).get(reverse("catalogue"))
+    by_id = dict(Resource.objects.values_list("pk", "name"))
+    order = [by_id[int(pk)] for pk in shown(response)]
+    assert order == sorted(order, key=lambda name: (name.lower(), name))
+    assert order.index("payments-db") < order.index("PaymentsDeploy") < order.index("Workloads")
+
+
+def test_a_deleted_accounts_name_finds_nothing(personas, org):
+    make(
+        personas,
+        "retired-acct",
+        type=ResourceType.ACCOUNT,
+        account_id="444444444444",
+        remote_id="444444444444",
+        deleted_at=timezone.now(),
+    )
+    make(personas, "LiveInRetired", account_id="444444444444")
+    response = logged_in(personas.requester).get(reverse("catalogue"), {"q": "retired-acct"})
+    assert names(response, personas) == set()
+    # Once live again, it does.
+    Resource.objects.filter(name="retired-acct").update(deleted_at=None)
+    response = logged_in(personas.requester).get(reverse("catalogue"), {"q": "retired-acct"})
+    assert names(response, personas) == {"retired-acct", "LiveInRetired"}
 
 
 def test_bad_filters_say_what_is_wrong(personas, org):
@@ -142,7 +178,8 @@ def test_the_catalogue_pages_forward_and_back_by_name(personas):
     back = client.get(reverse("catalogue"), {"q": "role-", "before": second_ids[0]})
     assert shown(back) == first_ids
     third = client.get(reverse("catalogue"), {"q": "role-", "after": second_ids[-1]})
-    assert len(shown(third)) == 5 and 'rel="next"' not in third.content.decode()
+    assert len(shown(third)) == 5 and 'data-testid="next-page"' not in third.content.decode()
+    assert 'data-testid="next-page"' in second.content.decode()
 
 
 def test_the_catalogue_stays_fast_at_100000_resources(personas, django_assert_max_num_queries):
@@ -382,3 +419,88 @@ def test_the_catalogue_does_not_let_you_pick_what_cannot_be_requested(personas):
     assert "disabled" in checkbox(refused)
     assert "not tagged portcullis:requestable=true" in checkbox(refused)
     assert "disabled" not in checkbox(offered)
+
+
+# The basket: ticks kept across searches and pages ---------------------------------------------
+def basket_ids(response) -> list[str]:
+    body = response.content.decode()
+    checked = [
+        part.split('"')[0]
+        for part in body.split('name="resource" value="')[1:]
+        if part.split(">")[0].find(" checked") != -1
+    ]
+    hidden = [p.split('"')[0] for p in body.split('type="hidden" name="resource" value="')[1:]]
+    return sorted(checked + hidden)
+
+
+def test_ticks_are_kept_on_a_new_search_and_go_to_the_request_form_together(personas, org):
+    client = logged_in(personas.requester)
+    deploy = Resource.objects.get(name="PaymentsDeploy")
+    db = Resource.objects.get(name="payments-db")
+    # Ticked on a search for "checkout", then searching for "db": both stay selected.
+    response = client.get(
+        reverse("catalogue"), {"q": "db", "resource": [str(deploy.pk), str(db.pk)]}
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "2 selected" in body
+    # The one shown is ticked; the other rides along hidden, so the request form gets both.
+    assert f'type="hidden" name="resource" value="{deploy.pk}"' in body
+    assert f'type="hidden" name="resource" value="{db.pk}"' not in body
+    assert basket_ids(response) == sorted([str(deploy.pk), str(db.pk)])
+    assert f'formaction="{reverse("request-new")}"' in body
+    # The request form lists both.
+    form = client.get(reverse("request-new"), {"q": "db", "resource": [str(deploy.pk), str(db.pk)]})
+    assert "Access level for PaymentsDeploy" in form.content.decode()
+    assert "Access level for payments-db" in form.content.decode()
+
+
+def test_a_selected_resource_can_be_removed(personas, org):
+    client = logged_in(personas.requester)
+    deploy = Resource.objects.get(name="PaymentsDeploy")
+    db = Resource.objects.get(name="payments-db")
+    response = client.get(
+        reverse("catalogue"), {"q": "zzz", "resource": [str(deploy.pk), str(db.pk)]}
+    )
+    body = response.content.decode()
+    remove = body.split('aria-label="Remove PaymentsDeploy from the selection"')[0]
+    href = remove.rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    after = client.get(reverse("catalogue") + href)
+    assert "1 selected" in after.content.decode()
+    assert basket_ids(after) == [str(db.pk)]
+
+
+def test_the_basket_shows_only_what_the_user_may_see(personas, org):
+    # A deleted resource's id in the address does not show its name to a requester.
+    hidden = Resource.objects.get(name="old-role")
+    deploy = Resource.objects.get(name="PaymentsDeploy")
+    response = logged_in(personas.requester).get(
+        reverse("catalogue"), {"resource": [str(hidden.pk), str(deploy.pk), "x", "-1"]}
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "1 selected" in body and "old-role" not in body
+    assert basket_ids(response) == [str(deploy.pk)]
+
+
+def test_the_basket_holds_as_many_as_one_request(personas):
+    ids = [str(make(personas, f"svc-{i:02d}").pk) for i in range(51)]
+    response = logged_in(personas.requester).get(reverse("catalogue"), {"resource": ids})
+    assert response.status_code == 400
+    assert "At most 50 resources" in response.content.decode()
+
+
+def test_the_basket_costs_one_query_whatever_its_size(personas, django_assert_max_num_queries):
+    ids = [str(make(personas, f"svc-{i:02d}").pk) for i in range(50)]
+    client = logged_in(personas.requester)
+    with django_assert_max_num_queries(13):
+        response = client.get(reverse("catalogue"), {"q": "svc-4", "resource": ids})
+    assert "50 selected" in response.content.decode()
+
+
+def test_the_region_choices_are_the_live_resources_regions_in_order(personas, org):
+    make(personas, "tokyo-db", region="ap-northeast-1")
+    make(personas, "gone-db", region="sa-east-1", deleted_at=timezone.now())
+    make(personas, "dublin-2", region="eu-west-1")
+    response = logged_in(personas.requester).get(reverse("catalogue"))
+    assert list(response.context["regions"]) == ["ap-northeast-1", "eu-west-1"]

@@ -1,27 +1,36 @@
 """The catalogue (every resource a user may ask for, searched and filtered) and one
 resource's page.
 
-The catalogue pages by (name, id) keyset, never by page number: it has as many rows as
-the organization has resources (100,000 and more), and a page costs the same queries
-and no COUNT(*) wherever it is.
+The catalogue pages by (lower-case name, id) keyset, never by page number: it has as many
+rows as the organization has resources (100,000 and more), and a page costs the same
+queries and no COUNT(*) wherever it is. Names sort without regard to case
+(``analytics-sandbox`` before ``Workloads``), on an index of ``lower(name), id``.
+
+The selection is a basket carried in the query string: every ticked resource is a
+``resource`` parameter, which the search form, the page buttons and the request form all
+carry on, so resources ticked on one search stay ticked on the next. The catalogue form is
+one GET form: its search button comes back here, its request buttons go to the request
+form with every ``resource`` in it. Nothing is stored server-side, and the request form
+checks each id again.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Prefetch, Q, QuerySet, TextField
-from django.db.models.functions import Cast
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Prefetch, Q, QuerySet
+from django.db.models.functions import Lower
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
 from access import permissions
 from access.choices import ResourceType
 from access.models import AccessLevel, AccessRequest, Grant, Resource
+from access.querysets import ResourceQuerySet, live_regions
 from access.services import grants as grant_service
 from access.services.requests import rule_for
 from access.views.common import int_or_none, render_page
@@ -30,6 +39,8 @@ PAGE_SIZE = 50
 # Holders shown on a resource's page; past this the page says there are more.
 HOLDERS_SHOWN = 200
 MINE_SHOWN = 20
+# As many as the request form takes at once.
+BASKET_MAX = 50
 
 
 @dataclass
@@ -41,6 +52,8 @@ class CatalogueQuery:
     region: str = ""
     after: int | None = None
     before: int | None = None
+    # The basket: resources ticked so far, in the order they were ticked.
+    selected: list[int] = field(default_factory=list)
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> tuple[CatalogueQuery, list[str]]:
@@ -64,6 +77,16 @@ class CatalogueQuery:
             if value is None:
                 errors.append(f"'{name}' must be a resource number, not {raw[:40]!r}.")
             setattr(query, name, value)
+        for raw in get.getlist("resource"):
+            value = int_or_none(raw.strip())
+            # An id that is not a number cannot be in the catalogue: it is dropped.
+            if value is not None and value not in query.selected:
+                query.selected.append(value)
+        if len(query.selected) > BASKET_MAX:
+            errors.append(
+                f"At most {BASKET_MAX} resources can be requested at once; remove some "
+                "from the selection."
+            )
         return query, errors
 
 
@@ -90,12 +113,9 @@ def accounts_below(ou_pk: int) -> set[str]:
     return found
 
 
-def search(queryset: QuerySet[Resource], query: CatalogueQuery) -> QuerySet[Resource]:
+def search(queryset: ResourceQuerySet, query: CatalogueQuery) -> ResourceQuerySet:
     if query.q:
-        # Tags are a JSON object; its text holds every key and value.
-        queryset = queryset.annotate(tags_text=Cast("tags", TextField())).filter(
-            Q(name__icontains=query.q) | Q(arn__icontains=query.q) | Q(tags_text__icontains=query.q)
-        )
+        queryset = queryset.search(query.q)
     if query.type:
         queryset = queryset.filter(type=query.type)
     if query.account:
@@ -105,6 +125,11 @@ def search(queryset: QuerySet[Resource], query: CatalogueQuery) -> QuerySet[Reso
     if query.ou is not None:
         queryset = queryset.filter(account_id__in=sorted(accounts_below(query.ou)))
     return queryset
+
+
+def by_name(rows: Any) -> list[tuple[Any, str]]:
+    """(value, name, pk) rows as (value, name), by name in any case, then pk."""
+    return [(value, name) for value, name, _ in sorted(rows, key=lambda r: (r[1].lower(), r[2]))]
 
 
 def _live_levels() -> Prefetch:
@@ -123,21 +148,39 @@ def catalogue(request: HttpRequest) -> HttpResponse:
     resources: list[Resource] = []
     next_after = previous_before = None
     if not errors:
-        queryset = search(visible, query).select_related("app").prefetch_related(_live_levels())
+        queryset = (
+            search(visible, query)
+            .annotate(sort_name=Lower("name"))
+            .select_related("app")
+            .prefetch_related(_live_levels())
+        )
         cursor_pk = query.after or query.before
-        cursor = visible.filter(pk=cursor_pk).values("name", "pk").first() if cursor_pk else None
+        cursor = (
+            (
+                visible.filter(pk=cursor_pk)
+                .annotate(sort_name=Lower("name"))
+                .values("sort_name", "pk")
+            ).first()
+            if cursor_pk
+            else None
+        )
         if cursor_pk and cursor is None:
             errors.append("That page no longer exists; go back to the first page.")
         elif query.before is not None and cursor is not None:
-            earlier = Q(name__lt=cursor["name"]) | Q(name=cursor["name"], pk__lt=cursor["pk"])
-            rows = list(queryset.filter(earlier).order_by("-name", "-id")[: PAGE_SIZE + 1])
+            # The first condition is the index's range, the second the rows of the same name.
+            earlier = Q(sort_name__lte=cursor["sort_name"]) & (
+                Q(sort_name__lt=cursor["sort_name"]) | Q(pk__lt=cursor["pk"])
+            )
+            rows = list(queryset.filter(earlier).order_by("-sort_name", "-id")[: PAGE_SIZE + 1])
             resources = list(reversed(rows[:PAGE_SIZE]))
             has_previous, has_next = len(rows) > PAGE_SIZE, True
         else:
             if cursor is not None:
-                later = Q(name__gt=cursor["name"]) | Q(name=cursor["name"], pk__gt=cursor["pk"])
+                later = Q(sort_name__gte=cursor["sort_name"]) & (
+                    Q(sort_name__gt=cursor["sort_name"]) | Q(pk__gt=cursor["pk"])
+                )
                 queryset = queryset.filter(later)
-            rows = list(queryset.order_by("name", "id")[: PAGE_SIZE + 1])
+            rows = list(queryset.order_by("sort_name", "id")[: PAGE_SIZE + 1])
             resources = rows[:PAGE_SIZE]
             has_next, has_previous = len(rows) > PAGE_SIZE, cursor is not None
         for resource in resources:
@@ -155,6 +198,7 @@ def catalogue(request: HttpRequest) -> HttpResponse:
             previous_before = resources[0].pk if has_previous else None
 
     context = {
+        **basket_context(request, visible, query, resources),
         "query": query,
         "errors": errors,
         "resources": resources,
@@ -162,19 +206,45 @@ def catalogue(request: HttpRequest) -> HttpResponse:
         "previous_before": previous_before,
         "paged": query.after is not None or query.before is not None,
         "types": ResourceType.choices,
-        "accounts": visible.filter(type=ResourceType.ACCOUNT)
-        .order_by("name")
-        .values_list("account_id", "name"),
-        "ous": visible.filter(type=ResourceType.ORGANIZATIONAL_UNIT)
-        .order_by("name")
-        .values_list("pk", "name"),
-        "regions": visible.exclude(region="")
-        .order_by("region")
-        .values_list("region", flat=True)
-        .distinct(),
+        # Few rows, found by type: sorted here, as the list, by name in any case.
+        "accounts": by_name(
+            visible.filter(type=ResourceType.ACCOUNT).values_list("account_id", "name", "pk")
+        ),
+        "ous": by_name(
+            visible.filter(type=ResourceType.ORGANIZATIONAL_UNIT).values_list("pk", "name", "pk")
+        ),
+        "regions": live_regions(),
         "page_size": PAGE_SIZE,
     }
     return render_page(request, "access/catalogue.html", context, status=400 if errors else 200)
+
+
+def basket_context(
+    request: HttpRequest, visible: QuerySet[Resource], query: CatalogueQuery, shown: list[Resource]
+) -> dict[str, Any]:
+    """The basket: the selected resources the user may see (one query; others are dropped),
+    each with the address of this page without it; which of them the form carries as
+    hidden fields (those not on this page, where their checkbox carries them); and the
+    address of the catalogue's first page keeping the basket."""
+    found = {
+        r.pk: r
+        for r in visible.filter(pk__in=query.selected[:BASKET_MAX]).only("pk", "name", "type")
+    }
+    basket = [found[pk] for pk in query.selected[:BASKET_MAX] if pk in found]
+    # A row that cannot be picked has its checkbox disabled, which a form does not send.
+    on_page = {r.pk for r in shown if not getattr(r, "refusal", "")}
+    for resource in basket:
+        others = request.GET.copy()
+        others.setlist("resource", [str(r.pk) for r in basket if r.pk != resource.pk])
+        resource.remove_query = others.urlencode()  # type: ignore[attr-defined]
+    keep = QueryDict(mutable=True)
+    keep.setlist("resource", [str(r.pk) for r in basket])
+    return {
+        "basket": basket,
+        "selected_ids": {r.pk for r in basket},
+        "carried": [r for r in basket if r.pk not in on_page],
+        "basket_only_query": keep.urlencode(),
+    }
 
 
 def visible_resource(request: HttpRequest, pk: int) -> Resource:
