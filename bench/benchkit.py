@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 # The stand-in accepts any credentials; real ones from the environment are never sent.
@@ -140,3 +144,28 @@ def standin_memberships(store_id: str) -> tuple[dict[str, set[str]], float]:
 if __name__ == "__main__":
     os.environ.update(STANDIN_ENV)
     serve_standin(sys.argv[1])
+
+
+def create_database(name: str) -> Callable[[], None]:
+    """Creates and migrates a fresh database for the benchmark ``name``: a file in a
+    temporary directory on SQLite, ``<database>_<name>_bench`` on PostgreSQL. Returns what
+    drops it."""
+    from django.conf import settings
+    from django.db import connection
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"portcullis-{name}-bench-"))
+    if connection.vendor == "sqlite":
+        test_name = str(workdir / "bench.sqlite3")
+    else:
+        test_name = f"{urlsplit(settings.DATABASE_URL).path.lstrip('/')}_{name}_bench"
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = test_name
+    old_name = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    say(f"Database: {connection.vendor} {test_name} (fresh, migrated)")
+
+    def drop() -> None:
+        connection.close()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    return drop

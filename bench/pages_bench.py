@@ -44,19 +44,17 @@ import json
 import logging
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 # Run as a script: bench/ is on the path.
-from benchkit import print_figures, say, setup_django
+from benchkit import create_database, print_figures, say, setup_django
 from requests_bench import percentile, postgres_url
 
 TARGET_P50_MS = 50.0
@@ -92,29 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # The child: one database -------------------------------------------------------------------
-def create_database() -> Callable[[], None]:
-    """Creates and migrates a fresh database; returns what drops it."""
-    from django.conf import settings
-    from django.db import connection
-
-    workdir = Path(tempfile.mkdtemp(prefix="portcullis-pages-bench-"))
-    if connection.vendor == "sqlite":
-        test_name = str(workdir / "bench.sqlite3")
-    else:
-        test_name = f"{urlsplit(settings.DATABASE_URL).path.lstrip('/')}_pages_bench"
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = test_name
-    old_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    say(f"Database: {connection.vendor} {test_name} (fresh, migrated)")
-
-    def drop() -> None:
-        connection.close()
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    return drop
-
-
 class Seed:
     """The organization, written in bulk in slices: ``grow(resources, grants)`` adds rows
     until there are that many."""
@@ -309,7 +284,7 @@ def measure_one(resources: int, grants: int, requests: int) -> dict[str, Any]:
     # Production runs without DEBUG (with it Django keeps every query in memory).
     settings.DEBUG = False
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-    drop = create_database()
+    drop = create_database("pages")
     try:
         seed = Seed()
         small = measure_pages_at(seed, max(1000, resources // 100), grants // 100, 2, 1)

@@ -37,20 +37,18 @@ import json
 import logging
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 # Run as a script: bench/ is on the path.
-from benchkit import print_figures, say, setup_django
+from benchkit import create_database, print_figures, say, setup_django
 
 TARGET_P50_MS = {"sqlite": 10.0, "postgres": 15.0}
 TARGET_QUERIES = 20
@@ -82,29 +80,6 @@ def percentile(values: list[float], share: float) -> float:
 
 
 # The child: one database -------------------------------------------------------------------
-def create_database() -> Callable[[], None]:
-    """Creates and migrates a fresh database; returns what drops it."""
-    from django.conf import settings
-    from django.db import connection
-
-    workdir = Path(tempfile.mkdtemp(prefix="portcullis-requests-bench-"))
-    if connection.vendor == "sqlite":
-        test_name = str(workdir / "bench.sqlite3")
-    else:
-        test_name = f"{urlsplit(settings.DATABASE_URL).path.lstrip('/')}_requests_bench"
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = test_name
-    old_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    say(f"Database: {connection.vendor} {test_name} (fresh, migrated)")
-
-    def drop() -> None:
-        connection.close()
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    return drop
-
-
 def prepare(pairs: int) -> tuple[Any, list[tuple[Any, Any, Any]]]:
     """The approver, and ``pairs`` (requester, resource, access level) triples: 20
     requesters, and as many accounts as make the pairs, all owned by the approver."""
@@ -139,7 +114,7 @@ def measure_one(cycles: int) -> dict[str, Any]:
     # mails through a server; neither is what is measured.
     settings.DEBUG = False
     settings.EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
-    drop = create_database()
+    drop = create_database("requests")
     try:
         return run_cycles(cycles)
     finally:
