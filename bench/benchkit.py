@@ -169,3 +169,22 @@ def create_database(name: str) -> Callable[[], None]:
         shutil.rmtree(workdir, ignore_errors=True)
 
     return drop
+
+
+def run_database_child(script: str, database: str, url: str, options: list[str]) -> dict[str, Any]:
+    """Runs ``script`` (a benchmark's own file) on one database in a child process, as
+    production runs (no kept connections, tasks queued), with ``--database-url url`` and
+    ``options``; returns the figures it prints as JSON on its last line."""
+    say(f"== {database} ==")
+    env = {**os.environ, "DATABASE_URL": url, "DB_CONN_MAX_AGE": "0", "TASKS_INLINE": "false"}
+    child = subprocess.run(  # noqa: S603 - this interpreter running a benchmark's file
+        [sys.executable, str(Path(script).resolve()), "--database-url", url, *options],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        raise SystemExit(f"The {database} run failed (exit status {child.returncode}).")
+    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return result

@@ -44,17 +44,15 @@ import json
 import logging
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 # Run as a script: bench/ is on the path.
-from benchkit import create_database, print_figures, say, setup_django
+from benchkit import create_database, print_figures, run_database_child, say, setup_django
 from requests_bench import percentile, postgres_url
 
 TARGET_P50_MS = 50.0
@@ -313,29 +311,8 @@ def measure_pages_at(
 
 # The parent: both databases ----------------------------------------------------------------
 def run_child(database: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    say(f"== {database} ==")
-    env = {**os.environ, "DATABASE_URL": url, "DB_CONN_MAX_AGE": "0", "TASKS_INLINE": "false"}
-    child = subprocess.run(  # noqa: S603 - this interpreter running this file
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--database-url",
-            url,
-            "--resources",
-            str(args.resources),
-            "--grants",
-            str(args.grants),
-            "--requests",
-            str(args.requests),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    if child.returncode != 0:
-        raise SystemExit(f"The {database} run failed (exit status {child.returncode}).")
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    options = ["--resources", str(args.resources), "--grants", str(args.grants)]
+    return run_database_child(__file__, database, url, [*options, "--requests", str(args.requests)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,17 +38,15 @@ import logging
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 # Run as a script: bench/ is on the path.
-from benchkit import create_database, print_figures, say, setup_django
+from benchkit import create_database, print_figures, run_database_child, say, setup_django
 
 TARGET_P50_MS = {"sqlite": 10.0, "postgres": 15.0}
 TARGET_QUERIES = 20
@@ -182,25 +180,7 @@ def postgres_url(url: str) -> str:
 
 
 def run_child(database: str, url: str, cycles: int) -> dict[str, Any]:
-    say(f"== {database} ==")
-    env = {**os.environ, "DATABASE_URL": url, "DB_CONN_MAX_AGE": "0", "TASKS_INLINE": "false"}
-    child = subprocess.run(  # noqa: S603 - this interpreter running this file
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--database-url",
-            url,
-            "--cycles",
-            str(cycles),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    if child.returncode != 0:
-        raise SystemExit(f"The {database} run failed (exit status {child.returncode}).")
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    return run_database_child(__file__, database, url, ["--cycles", str(cycles)])
 
 
 def main(argv: list[str] | None = None) -> int:
