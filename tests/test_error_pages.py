@@ -135,3 +135,8 @@ def test_opening_an_address_that_takes_a_form_says_so_in_the_layout(client, pers
     api = client.put("/api/v1/requests/")
     assert api.status_code == 405
     assert "PUT" in api.json()["detail"]
+
+
+def test_a_search_for_a_nul_character_is_not_an_error_page(client, personas):
+    client.force_login(personas.requester)
+    assert client.get("/catalogue/", {"q": "pay\x00ments"}).status_code == 200

@@ -39,6 +39,7 @@ ERROR_PREVIEW = 60
 # of the newest matches; a filter or a longer search narrows to the rest.
 COUNT_LIMIT = 1000
 IDS_LISTED = 1000
+SEARCH_WORDS = 8
 
 
 class BoundedCountPaginator(Paginator):
@@ -260,7 +261,8 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
         ids, where the admin's search compared the joined text of every grant. On
         PostgreSQL each lookup has a trigram index (migration 0016)."""
         condition = Q()
-        for word in smart_split(search_term):
+        # Three lookups a word: a search of many words is cut to the first SEARCH_WORDS.
+        for word in list(smart_split(search_term))[:SEARCH_WORDS]:
             if word.startswith(('"', "'")) and word[0] == word[-1]:
                 word = unescape_string_literal(word)
             if not word:
@@ -455,7 +457,22 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
 
     # Actions ---------------------------------------------------------------------------------
     @admin.action(description="Revoke selected grants", permissions=("revoke",))
+    def _too_many(self, request: HttpRequest, queryset: QuerySet) -> bool:
+        """Whether an action was asked for on more grants than the list counts ("Select all
+        1000 grants" selects every match, however many): refused, with what to do."""
+        if queryset[: COUNT_LIMIT + 1].count() <= COUNT_LIMIT:
+            return False
+        self.message_user(
+            request,
+            f"More than {COUNT_LIMIT} grants match, more than the list counts: narrow it with "
+            "a filter or a search before acting on all of them. Nothing was changed.",
+            messages.ERROR,
+        )
+        return True
+
     def revoke_grants(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        if self._too_many(request, queryset):
+            return None
         selected = list(queryset.select_related("user", "resource", "access_level"))
         current = [g for g in selected if g.status in grant_service.ACTIVE_STATUSES]
         current_pks = {g.pk for g in current}
@@ -494,6 +511,8 @@ class GrantAdmin(HistoryAdminMixin, ActorFormMixin, PortcullisModelAdmin):
 
     @admin.action(description="Retry now in AWS", permissions=("retry",))
     def retry_grants(self, request: HttpRequest, queryset: QuerySet) -> None:
+        if self._too_many(request, queryset):
+            return
         grants = list(
             queryset.filter(
                 status__in=grant_service.CURRENT_STATUSES, assignment__isnull=False

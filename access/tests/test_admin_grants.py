@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from access import drivers
+from access.admin import grants as grant_admin
 from access.choices import (
     AssignmentStatus,
     GrantSource,
@@ -659,3 +660,30 @@ def test_the_lists_cost_the_same_queries_for_10_and_100_rows(
     with django_assert_max_num_queries(MAX_LIST_QUERIES):
         large = count_queries(admin_client, url)
     assert small == large, (small, large)
+
+
+def test_acting_on_every_match_past_what_the_list_counts_is_refused(
+    admin_client, personas, level, monkeypatch
+):
+    """The list counts at most COUNT_LIMIT grants, so "Select all N" said N while acting on
+    every match: more than the list counts is refused, and nothing changes."""
+    monkeypatch.setattr(grant_admin, "COUNT_LIMIT", 2)
+    made = [
+        grant_to(personas, level, user=user)
+        for user in (personas.requester, personas.outsider, personas.manager)
+    ]
+    for action in ("revoke_grants", "retry_grants"):
+        response = admin_client.post(
+            changelist(Grant),
+            {
+                "action": action,
+                "select_across": "1",
+                "_selected_action": [made[0].pk],
+                "confirm": "yes",
+                "reason": "bulk",
+            },
+            follow=True,
+        )
+        assert "more than the list counts" in response.content.decode()
+    assert not events("grant.revoked")
+    assert {g.status for g in Grant.objects.filter(pk__in=[g.pk for g in made])} == {made[0].status}

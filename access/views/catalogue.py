@@ -60,7 +60,8 @@ class CatalogueQuery:
         get = request.GET
         errors: list[str] = []
         query = cls(
-            q=get.get("q", "").strip()[:200],
+            # A NUL cannot be in PostgreSQL's text: a search for one would be an error page.
+            q=get.get("q", "").replace("\x00", "").strip()[:200],
             type=get.get("type", "").strip(),
             account=get.get("account", "").strip(),
             region=get.get("region", "").strip()[:32],
