@@ -41,13 +41,14 @@ class ResourceQuerySet(models.QuerySet["Resource"]):
             return self
         return self.live()
 
-    def search(self, q: str) -> ResourceQuerySet:
+    def search(self, q: str, *, accounts_in: ResourceQuerySet | None = None) -> ResourceQuerySet:
         """Resources whose remote id is ``q``, whose name, ARN or tags contain it in any case (a tag also as the
         pages show it, ``key=value``: see ``tag_fragments``), or that are in an account
         whose name does (``payments-prod`` finds that account's roles). The catalogue and
         the API search with this.
 
-        Accounts are looked up among this queryset's rows (those the user may see), in a
+        Accounts are looked up among this queryset's rows (those the user may see), or
+        among ``accounts_in`` when other filters (a type) already narrowed this one, in a
         query of their own, sent when this is called. On
         PostgreSQL each condition has a trigram index (migration 0016); on SQLite the rows
         are read in the caller's order until a page's worth match."""
@@ -58,7 +59,8 @@ class ResourceQuerySet(models.QuerySet["Resource"]):
         # (it took the subquery for a condition matching half the rows).
         accounts = sorted(
             set(
-                self.filter(type=ResourceType.ACCOUNT, name__icontains=q)
+                (self if accounts_in is None else accounts_in)
+                .filter(type=ResourceType.ACCOUNT, name__icontains=q)
                 .exclude(account_id="")
                 .values_list("account_id", flat=True)[:ACCOUNTS_MATCHED]
             )

@@ -105,8 +105,9 @@ class ResourceFilter(filters.FilterSet):
         value = value.strip()
         if not value:
             return queryset
-        # The catalogue's search.
-        return queryset.search(value)  # type: ignore[attr-defined]  # a ResourceQuerySet
+        # The catalogue's search; accounts found among every resource the caller may see,
+        # not only those of the type asked for (the type filter runs first).
+        return queryset.search(value, accounts_in=self.queryset)  # type: ignore[attr-defined]  # a ResourceQuerySet
 
     def filter_include_deleted(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
         return queryset

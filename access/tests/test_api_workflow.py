@@ -17,6 +17,7 @@ from access.choices import (
     GrantStatus,
     RequestKind,
     RequestStatus,
+    ResourceType,
     ReviewerKind,
     StageMode,
 )
@@ -1101,3 +1102,20 @@ def test_the_schema_documents_every_workflow_endpoint_without_warnings(personas,
     ):
         assert path in schema, path
     assert "RequestCreate" in schema and "RequestRule" in schema
+
+
+def test_an_account_name_finds_its_resources_with_a_type_filter_too(personas):
+    make_resource(
+        personas.app,
+        "payments-prod",
+        type=ResourceType.ACCOUNT,
+        remote_id="222222222222",
+        account_id="222222222222",
+    )
+    make_resource(personas.app, "deployer", account_id="222222222222")
+
+    response = bearer(personas.requester).get(
+        RESOURCES, {"search": "payments-prod", "type": ResourceType.IAM_ROLE}
+    )
+
+    assert [row["name"] for row in response.json()["results"]] == ["deployer"]
