@@ -318,6 +318,7 @@ def test_the_extend_page_offers_only_durations_the_rule_still_allows(personas, g
     )
     again = logged_in(personas.requester).get(reverse("grant-extend", args=[grant.pk]))
     assert "it cannot be extended now" in again.content.decode()
+    assert 'data-testid="extend-form"' not in again.content.decode()
 
 
 def test_the_most_an_extension_may_add_is_said_to_the_minute(personas, grant):

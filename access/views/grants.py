@@ -160,6 +160,7 @@ def grant_extend(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.success(request, "Extension requested; the approvers have been asked.")
             return HttpResponseRedirect(reverse("request-detail", args=[extension.pk]))
     context = {
+        "can_choose": bool(durations),
         "grant": grant,
         "form": form,
         "problems": problems,

@@ -101,7 +101,8 @@ def test_renaming_an_actor_later_does_not_rewrite_who_acted(client, personas):
         body = client.get(url).content.decode()
         assert f'<span data-testid="actor-recorded">{recorded}</span><br>' in body, url
         assert (
-            '<span class="muted small">now</span> <span data-testid="actor-name">Olga Owner' in body
+            '<span class="muted small">currently</span> <span data-testid="actor-name">Olga Owner'
+            in body
         )
 
 

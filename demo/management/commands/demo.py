@@ -215,6 +215,9 @@ class Command(BaseCommand):
         # Anything this process does or starts from now on (the first sync, the children)
         # reaches the stand-ins, with the stand-in's credentials.
         os.environ.update(env)
+        # Settings were read before the port was known: the seeded requests' emails link to
+        # the portal where it runs.
+        settings.SITE_URL = url
 
         self._checkpoint()
         demo_users = create_demo_users()
