@@ -91,6 +91,16 @@ class Stage:
     reviewers: str
     mode: str
 
+    def names_nobody(self, resource: Resource, requester: User | None) -> bool:
+        """Whether its kind of reviewer names nobody for this resource and requester (no
+        owners, no manager), so that the admins decide it (``reviewers_of``). Without a
+        requester a manager stage is taken to name someone."""
+        if self.reviewers == ReviewerKind.ADMINS:
+            return False
+        if self.reviewers == ReviewerKind.MANAGER and requester is None:
+            return False
+        return not named_by(self.reviewers, resource, requester)
+
     def describe(self, *, names_nobody: bool = False) -> str:
         """The stage in words. ``names_nobody``: its kind of reviewer names nobody for the
         resource and requester in question (no owners, no manager), so the admins decide it,
@@ -190,10 +200,7 @@ class EffectiveRule:
         else:
             lines.extend(
                 stage.describe(
-                    names_nobody=resource is not None
-                    and stage.reviewers != ReviewerKind.ADMINS
-                    and (stage.reviewers != ReviewerKind.MANAGER or requester is not None)
-                    and not named_by(stage.reviewers, resource, requester)
+                    names_nobody=resource is not None and stage.names_nobody(resource, requester)
                 )
                 for stage in self.stages
             )
@@ -892,6 +899,16 @@ def max_extension(grant: Grant, maximum: timedelta) -> timedelta:
     assert grant.expires_at is not None  # only a grant that ends is extended
     left = max(grant.expires_at - timezone.now(), timedelta(0))
     return max(maximum - left, timedelta(0))
+
+
+def extension_durations(grant: Grant, rule: EffectiveRule) -> list[timedelta]:
+    """What an extension of the grant may ask for: the rule's durations that still fit
+    under its maximum, which counts from now with the time left included."""
+    durations = [d for d in rule.duration_choices() if d is not None]
+    if rule.max_duration is None:
+        return durations
+    room = max_extension(grant, rule.max_duration)
+    return [d for d in durations if d <= room]
 
 
 def _whole_minutes(duration: timedelta) -> timedelta:

@@ -126,17 +126,13 @@ def grant_extend(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, refusal)
         return HttpResponseRedirect(reverse("my-access"))
     rule = request_service.rule_for(grant.resource, grant.user)
-    durations = [d for d in rule.duration_choices() if d is not None]
+    durations = request_service.extension_durations(grant, rule)
     problems: list[str] = []
-    if rule.max_duration is not None:
-        # Only what can be had: the rule's maximum counts from now, time left included.
-        room = request_service.max_extension(grant, rule.max_duration)
-        durations = [d for d in durations if d <= room]
-        if not durations:
-            problems.append(
-                f"Access to {grant.resource.name} already lasts about as long as its rule "
-                f"allows ({humanize(rule.max_duration)} from now): it cannot be extended now."
-            )
+    if rule.max_duration is not None and not durations:
+        problems.append(
+            f"Access to {grant.resource.name} already lasts about as long as its rule "
+            f"allows ({humanize(rule.max_duration)} from now): it cannot be extended now."
+        )
     form = ExtensionForm(request.POST or None, durations=durations)
     if request.method == "GET":
         default = rule.default_duration

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from access import permissions
-from access.choices import RequestStatus, ReviewerKind
+from access.choices import RequestStatus
 from access.forms import DecisionForm, RequestDetailsForm
 from access.humanize import humanize
 from access.models import AccessRequest, Grant, Resource, User
@@ -247,11 +247,7 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     stages = []
     for stage in access_request.stages:
         described = request_service.Stage(stage["order"], stage["reviewers"], stage["mode"])
-        names_nobody = stage["reviewers"] != ReviewerKind.ADMINS and not (
-            request_service.named_by(
-                stage["reviewers"], access_request.resource, access_request.user
-            )
-        )
+        names_nobody = described.names_nobody(access_request.resource, access_request.user)
         stages.append(
             {
                 "order": stage["order"],
